@@ -1,0 +1,157 @@
+"""The MQTT bus: a small wrapper around paho-mqtt 2.
+
+What it adds to paho: QoS 1 by default, the gateway's availability as the Last
+Will, subscriptions restored on every reconnect, reconnect with exponential
+backoff (paho's own, bounded by config), TLS and credentials from the secrets
+store, and a clear log line for each connect and loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from gateway.config import BrokerConfig
+
+Handler = Callable[[mqtt.MQTTMessage], None]
+ConnectHook = Callable[[], None]
+
+
+def match_topic(topic_filter: str, topic: str) -> bool:
+    return mqtt.topic_matches_sub(topic_filter, topic)
+
+
+class Bus:
+    def __init__(self, config: BrokerConfig, client_id: str, *, port: int | None = None,
+                 will: tuple[str, bytes] | None = None, manual_ack: bool = False,
+                 clean_session: bool = True, name: str = "bus") -> None:
+        self.config = config
+        self.log = logging.getLogger(f"campusgw.bus.{name}")
+        self.host, default_port, self.tls = config.host_port()
+        self.port = port if port is not None else default_port
+        self.connected = threading.Event()
+        self._handlers: list[tuple[str, int, Handler]] = []
+        self._on_connect_hooks: list[ConnectHook] = []
+        self._on_disconnect_hooks: list[ConnectHook] = []
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._ever_connected = False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=clean_session, manual_ack=manual_ack,
+                                  protocol=mqtt.MQTTv311)
+        # Our outbox limits what is handed over; paho's own queue only holds what is in flight.
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
+        if config.username:
+            self.client.username_pw_set(config.username, config.password())
+        if self.tls or config.tls:
+            tls = config.tls
+            self.client.tls_set(
+                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls and tls.key_file else None,
+                cert_reqs=ssl.CERT_NONE if tls and tls.insecure_skip_verify else ssl.CERT_REQUIRED,
+            )
+        if will:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho retries with backoff until it gets through."""
+        self.client.connect_async(self.host, self.port, keepalive=self.config.keepalive_s)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self, final: tuple[str, bytes] | None = None) -> None:
+        """Disconnect cleanly; `final` (topic, payload) is published retained first (e.g. 'offline')."""
+        self._stopping = True
+        if final and self.connected.is_set():
+            info = self.client.publish(final[0], final[1], qos=1, retain=True)
+            deadline = time.monotonic() + 2
+            while not info.is_published() and time.monotonic() < deadline and self.connected.is_set():
+                time.sleep(0.01)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def on_connect(self, hook: ConnectHook) -> None:
+        self._on_connect_hooks.append(hook)
+        if self.connected.is_set():
+            hook()
+
+    def on_disconnect(self, hook: ConnectHook) -> None:
+        self._on_disconnect_hooks.append(hook)
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        with self._lock:
+            self._handlers.append((topic_filter, qos, handler))
+        if self.connected.is_set():
+            self.client.subscribe(topic_filter, qos=qos)
+
+    # -- publishing ------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1,
+                retain: bool = False) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def publish_json(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        return self.publish(topic, json.dumps(body, ensure_ascii=False, separators=(",", ":")), retain=retain)
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.client.ack(mid, qos)
+
+    # -- paho callbacks (paho's network thread) --------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self.log.error("broker %s:%s refused the connection: %s", self.host, self.port, reason)
+            return
+        self.log.info("connected to broker %s:%s%s", self.host, self.port,
+                      " (again)" if self._ever_connected else "")
+        self._ever_connected = True
+        with self._lock:
+            subscriptions = [(f, q) for f, q, _ in self._handlers]
+        if subscriptions:
+            client.subscribe(subscriptions)
+        self.connected.set()
+        for hook in list(self._on_connect_hooks):
+            try:
+                hook()
+            except Exception:
+                self.log.exception("on-connect hook failed")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if not self._stopping and was:
+            self.log.warning("lost the broker %s:%s (%s); reconnecting with backoff", self.host, self.port, reason)
+        for hook in list(self._on_disconnect_hooks):
+            try:
+                hook()
+            except Exception:
+                self.log.exception("on-disconnect hook failed")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            handlers = [h for f, _, h in self._handlers if mqtt.topic_matches_sub(f, message.topic)]
+        for handler in handlers:
+            try:
+                handler(message)
+            except Exception:
+                self.log.exception("handler for %s failed", message.topic)

@@ -1,0 +1,368 @@
+"""Site configuration: one YAML file per site, validated by pydantic.
+
+Errors name the file, the line where YAML knows it, the key path and what was
+expected, because an installer at a gatehouse reads them, not a developer.
+Secrets never sit in the YAML: a field takes `*_env` (an environment variable
+name) or `*_file` (a file path) instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+# Keys that would hold a secret in clear text; each must be given as <key>_env or <key>_file.
+SECRET_KEYS = {"password", "secret", "token", "api_key", "key_password", "psk"}
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_clear_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in SECRET_KEYS:
+                    raise ValueError(
+                        f"'{key}' must not be written in the YAML: give '{key}_env' (an environment "
+                        f"variable name) or '{key}_file' (a file holding it)"
+                    )
+        return data
+
+
+class SecretRef(Strict):
+    """Where a secret comes from; the value itself is never in the config."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def resolve(self) -> str | None:
+        if self.env:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ConfigError([f"environment variable {self.env} is not set (needed for a secret)"])
+            return value
+        if self.file:
+            try:
+                return self.file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError([f"secret file {self.file}: {exc.strerror}"]) from exc
+        return None
+
+
+class SiteConfig(Strict):
+    id: Id
+    name: str = Field(min_length=1)
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}', expected an IANA name such as Asia/Shanghai") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class TlsConfig(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class BrokerConfig(Strict):
+    """`url: embedded` runs amqtt inside the gateway; otherwise mqtt:// or mqtts:// to a real broker."""
+
+    url: str = "embedded"
+    embedded_host: str = "127.0.0.1"
+    # Not 1883: Mosquitto usually holds it on the same box. 0 picks a free port at start.
+    embedded_port: int = Field(default=1884, ge=0, le=65535)
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=15, ge=5, le=600)
+    reconnect_min_s: int = Field(default=1, ge=1)
+    reconnect_max_s: int = Field(default=30, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url_form(cls, value: str) -> str:
+        if value != "embedded" and not re.match(r"^mqtts?://[^/:]+(:\d+)?/?$", value):
+            raise ValueError(f"expected 'embedded' or mqtt://host[:port] or mqtts://host[:port], got '{value}'")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == "embedded"
+
+    def host_port(self) -> tuple[str, int, bool]:
+        """(host, port, tls) of the broker to connect to; for embedded, the configured listener."""
+        if self.embedded:
+            return self.embedded_host, self.embedded_port, False
+        tls = self.url.startswith("mqtts://")
+        rest = self.url.split("://", 1)[1].rstrip("/")
+        host, _, port = rest.partition(":")
+        return host, int(port) if port else (8883 if tls else 1883), tls
+
+    def password(self) -> str | None:
+        return SecretRef(env=self.password_env, file=self.password_file).resolve()
+
+
+class DatabaseConfig(Strict):
+    """`url` must hold no password: give it in `url_env` (the whole URL) or via PGPASSWORD."""
+
+    url: str | None = None
+    url_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value and re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", value):
+            raise ValueError("the database URL holds a password: put the whole URL in an environment variable "
+                             "and name it in 'url_env'")
+        return value
+
+
+class OutboxConfig(Strict):
+    # Telemetry past this many bytes queued is shed (oldest first); alarm-class events never are.
+    max_telemetry_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # With the embedded broker, events sent this recently are sent again after a restart,
+    # since that broker forgets what it had not delivered; the rules service drops duplicates.
+    replay_window_s: int = Field(default=600, ge=0)
+
+
+class ConsoleConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ZoneConfig(Strict):
+    id: Id
+    name: str
+
+
+class DeviceConfig(BaseModel):
+    """Fields every device has; each driver validates the rest with its own model (see drivers.registry)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Id
+    kind: Literal["alarm_input", "bollard", "reader", "camera", "checkpoint", "test"]
+    driver: str
+    name: str | None = None
+    zone: str | None = None
+    enabled: bool = True
+    test_mode: bool = False
+
+
+class GatewayConfig(Strict):
+    id: Id = "gw1"
+    data_dir: Path = Path("data")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+class Config(Strict):
+    site: SiteConfig
+    gateway: GatewayConfig = GatewayConfig()
+    broker: BrokerConfig = BrokerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    zones: list[ZoneConfig] = []
+    devices: list[DeviceConfig] = []
+
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _broker_shorthand(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    def database_url(self) -> str:
+        if self.database.url_env:
+            value = os.environ.get(self.database.url_env)
+            if not value:
+                raise ConfigError([f"environment variable {self.database.url_env} is not set (database.url_env)"])
+            return value
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.gateway.data_dir / 'campusgw.db').resolve()}"
+
+    def device(self, device_id: str) -> DeviceConfig:
+        return next(d for d in self.devices if d.id == device_id)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` are lines a person can act on."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Located:
+    """Line numbers (1-based) of every key path in a YAML document."""
+
+    lines: dict[tuple[str | int, ...], int]
+
+    def line(self, path: tuple[str | int, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+
+def _locate(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int],
+            dupes: list[tuple[tuple[str | int, ...], int]]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                dupes.append(((*path, key), key_node.start_mark.line + 1))
+            seen.add(key)
+            _locate(value_node, (*path, key), out, dupes)
+            out[(*path, key)] = key_node.start_mark.line + 1  # the key's line, not its value's
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _locate(item, (*path, index), out, dupes)
+
+
+def format_path(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check the spelling; see config/example-site.yaml for the keys allowed here)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    if "input" in error and error["type"] not in ("value_error", "assertion_error"):
+        got = error["input"]
+        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+        return f"{message.lower()}, got {shown}"
+    return message.removeprefix("Value error, ")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a site file; raises ConfigError listing every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, filename: str = "<config>") -> Config:
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError([f"{filename}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(data, dict) or root is None:
+        raise ConfigError([f"{filename}: expected a mapping with at least a 'site' section"])
+    lines: dict[tuple[str | int, ...], int] = {}
+    dupes: list[tuple[tuple[str | int, ...], int]] = []
+    _locate(root, (), lines, dupes)
+    located = Located(lines)
+
+    problems = [f"{filename} line {line}: {format_path(p)}: key given twice" for p, line in dupes]
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            problems.append(_problem(filename, located, loc, _describe(error)))
+    if config is not None:
+        problems += _check_devices(config, data, filename, located)
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def _problem(filename: str, located: Located, loc: tuple[str | int, ...], text: str) -> str:
+    line = located.line(loc)
+    where = f" line {line}" if line else ""
+    return f"{filename}{where}: {format_path(loc)}: {text}"
+
+
+def _check_devices(config: Config, data: dict[str, Any], filename: str, located: Located) -> list[str]:
+    """Cross-checks pydantic cannot do field by field: unique ids, known zones, each driver's own schema."""
+    from drivers.registry import driver_config_model  # drivers sit beside config; import late to avoid a cycle
+
+    problems: list[str] = []
+    zone_ids = {z.id for z in config.zones}
+    seen: dict[str, int] = {}
+    for index, device in enumerate(config.devices):
+        if device.id in seen:
+            problems.append(_problem(filename, located, ("devices", index, "id"),
+                                     f"duplicate device id '{device.id}' (first used by devices[{seen[device.id]}])"))
+        seen.setdefault(device.id, index)
+        if device.zone and device.zone not in zone_ids:
+            problems.append(_problem(filename, located, ("devices", index, "zone"),
+                                     f"unknown zone '{device.zone}', expected one of: {sorted(zone_ids) or 'none'}"))
+        model = driver_config_model(device.driver)
+        if model is None:
+            from drivers.registry import driver_names
+
+            problems.append(_problem(filename, located, ("devices", index, "driver"),
+                                     f"unknown driver '{device.driver}', expected one of: {', '.join(driver_names())}"))
+            continue
+        try:
+            model.model_validate(data["devices"][index])
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = ("devices", index, *error["loc"])
+                problems.append(_problem(filename, located, loc, _describe(error)))
+    return problems
+
+
+def summary(config: Config) -> str:
+    """A short, human summary for `campusgw check-config`."""
+    host, port, tls = config.broker.host_port()
+    broker = (f"embedded (amqtt on {host}:{port or 'a free port'})" if config.broker.embedded
+              else f"{config.broker.url}{' (TLS)' if tls else ''}")
+    database = config.database.url or (f"from ${config.database.url_env}" if config.database.url_env
+                                       else config.database_url())
+    by_kind: dict[str, int] = {}
+    for device in config.devices:
+        by_kind[device.kind] = by_kind.get(device.kind, 0) + 1
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items())) or "none"
+    return "\n".join([
+        f"site      {config.site.id} ({config.site.name}), time zone {config.site.timezone}",
+        f"broker    {broker}",
+        f"database  {database}",
+        f"console   http://{config.console.host}:{config.console.port}/",
+        f"zones     {len(config.zones)}",
+        f"devices   {len(config.devices)}: {kinds}",
+    ])

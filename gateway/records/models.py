@@ -1,0 +1,137 @@
+"""The records a school must keep, as SQLAlchemy 2 models (SQLite or PostgreSQL).
+
+Times are stored in UTC and shown in the site's zone; every alarm transition
+and every operator action is kept with who and when.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the records: pass an aware one")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime, dict[str, Any]: JSON}
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    driver: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    online: Mapped[bool | None] = mapped_column(Boolean)
+    last_seen: Mapped[datetime | None]
+    status_changed: Mapped[datetime | None]
+    offline_reason: Mapped[str | None] = mapped_column(Text)
+    test_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class IngestedEvent(Base):
+    """Every event the rules service accepted; the unique id makes replays harmless."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))
+    device_time: Mapped[datetime]
+    received_at: Mapped[datetime]
+    seq: Mapped[int] = mapped_column(Integer)
+    historical: Mapped[bool] = mapped_column(Boolean, default=False)
+    test: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("events_device_time", "device_id", "device_time"),)
+
+
+class Alarm(Base):
+    """A latched alarm: raised by an event, closed only by a person (see gateway.rules.alarms)."""
+
+    __tablename__ = "alarms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # What raised it ("<device>:<point>" or "<device>:offline"); at most one open alarm per key.
+    key: Mapped[str] = mapped_column(String(140))
+    device_id: Mapped[str] = mapped_column(String(64))
+    alarm_type: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer)
+    latching: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    place: Mapped[str | None] = mapped_column(String(200))
+    test: Mapped[bool] = mapped_column(Boolean, default=False)
+    raised_at: Mapped[datetime]
+    raised_event_id: Mapped[str] = mapped_column(String(36))
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    last_event_at: Mapped[datetime]
+    condition_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    acked_at: Mapped[datetime | None]
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    cleared_at: Mapped[datetime | None]
+    cleared_by: Mapped[str | None] = mapped_column(String(64))
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("alarms_open", "state", "priority"), Index("alarms_key", "key"))
+
+
+class AlarmTransition(Base):
+    __tablename__ = "alarm_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)
+    event_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class AuditEntry(Base):
+    """Every command and operator action, whether it succeeded or was refused."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(140))
+    result: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]]
+    client: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("audit_at", "at"),)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

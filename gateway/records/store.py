@@ -1,0 +1,146 @@
+"""Writing the rules' effects and operators' actions to the records (the I/O side of the rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent
+from gateway.rules.alarms import (
+    OPEN_STATES,
+    Action,
+    DeviceStatus,
+    Effect,
+    OpenAlarm,
+    RaiseAlarm,
+    RefusedAction,
+    State,
+    UpdateAlarm,
+    operator_transition,
+)
+
+SYSTEM = "system"
+
+
+def known_event_ids(session: Session, ids: Iterable[str]) -> set[str]:
+    ids = list(ids)
+    if not ids:
+        return set()
+    return set(session.scalars(select(IngestedEvent.id).where(IngestedEvent.id.in_(ids))))
+
+
+def open_alarms(session: Session, keys: Iterable[str]) -> dict[str, OpenAlarm]:
+    keys = list(set(keys))
+    if not keys:
+        return {}
+    rows = session.scalars(select(Alarm).where(Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES)))
+    return {a.key: OpenAlarm(a.id, a.key, a.state, a.latching, a.condition_active) for a in rows}  # type: ignore[arg-type]
+
+
+def apply_effects(session: Session, effects: list[Effect]) -> list[int]:
+    """Write effects; returns the ids of alarms that changed (to tell the console)."""
+    changed: list[int] = []
+    for effect in effects:
+        if isinstance(effect, RaiseAlarm):
+            alarm = Alarm(key=effect.key, device_id=effect.device_id, alarm_type=effect.alarm_type,
+                          priority=effect.priority, latching=effect.latching, state="active_unack",
+                          zone=effect.zone, place=effect.place, test=effect.test, raised_at=effect.at,
+                          raised_event_id=effect.event_id, occurrences=1, last_event_at=effect.at,
+                          condition_active=True)
+            session.add(alarm)
+            session.flush()
+            session.add(AlarmTransition(alarm_id=alarm.id, action="raise", from_state=None, to_state="active_unack",
+                                        actor=SYSTEM, at=effect.at, event_id=effect.event_id))
+            changed.append(alarm.id)
+        elif isinstance(effect, UpdateAlarm):
+            values: dict[str, Any] = {"state": effect.to_state, "condition_active": effect.condition_active,
+                                      "last_event_at": effect.at}
+            if effect.action == "retrigger":
+                values["occurrences"] = Alarm.occurrences + 1
+            if effect.action == "clear":
+                values.update(cleared_at=effect.at, cleared_by=SYSTEM)
+            session.execute(update(Alarm).where(Alarm.id == effect.alarm_id).values(**values))
+            session.add(AlarmTransition(alarm_id=effect.alarm_id, action=effect.action, from_state=effect.from_state,
+                                        to_state=effect.to_state, actor=SYSTEM, at=effect.at,
+                                        event_id=effect.event_id))
+            changed.append(effect.alarm_id)
+        elif isinstance(effect, DeviceStatus):
+            session.execute(update(Device).where(Device.id == effect.device_id).values(
+                online=effect.online, status_changed=effect.at,
+                offline_reason=None if effect.online else effect.reason))
+    return changed
+
+
+def record_event_seen(session: Session, rows: list[dict[str, Any]], last_seen: dict[str, datetime]) -> None:
+    if rows:
+        session.execute(insert(IngestedEvent), rows)
+    for device_id, at in last_seen.items():
+        session.execute(update(Device).where(Device.id == device_id,
+                                             (Device.last_seen.is_(None)) | (Device.last_seen < at))
+                        .values(last_seen=at))
+
+
+def operator_action(session: Session, alarm_id: int, action: Action, actor: str, at: datetime,
+                    note: str | None = None, client: str | None = None) -> Alarm:
+    """A person acts on an alarm: checked, applied, and audited whether it succeeds or is refused."""
+    alarm = session.get(Alarm, alarm_id, with_for_update=True)
+    if alarm is None:
+        audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused", {"why": "no such alarm"}, at, client)
+        raise RefusedAction(f"there is no alarm {alarm_id}")
+    try:
+        to_state = operator_transition(alarm.state, action, latching=alarm.latching,  # type: ignore[arg-type]
+                                       condition_active=alarm.condition_active)
+    except RefusedAction as exc:
+        audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused", {"why": str(exc)}, at, client)
+        raise
+    from_state: State = alarm.state  # type: ignore[assignment]
+    alarm.state = to_state
+    if action == "ack":
+        alarm.acked_at, alarm.acked_by = at, actor
+    elif action == "reset":
+        alarm.cleared_at, alarm.cleared_by = at, actor
+    elif action == "close":
+        alarm.closed_at, alarm.closed_by = at, actor
+    session.add(AlarmTransition(alarm_id=alarm.id, action=action, from_state=from_state, to_state=to_state,
+                                actor=actor, at=at, note=note))
+    audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "ok",
+          {"from": from_state, "to": to_state, **({"note": note} if note else {})}, at, client)
+    return alarm
+
+
+def audit(session: Session, actor: str, action: str, target: str, result: str, detail: dict[str, Any],
+          at: datetime, client: str | None = None) -> None:
+    session.add(AuditEntry(at=at, actor=actor, action=action, target=target, result=result, detail=detail,
+                           client=client))
+
+
+def register_devices(session: Session, devices: Iterable[Any]) -> None:
+    """Make the registry match the config (new devices added, details updated; history kept)."""
+    for device in devices:
+        row = session.get(Device, device.id)
+        if row is None:
+            row = Device(id=device.id)
+            session.add(row)
+        row.kind, row.driver, row.name = device.kind, device.driver, device.name
+        row.zone, row.test_mode = device.zone, device.test_mode
+
+
+def alarm_view(alarm: Alarm) -> dict[str, Any]:
+    """What the console and other consumers see of an alarm."""
+    return {
+        "id": alarm.id, "key": alarm.key, "device_id": alarm.device_id, "alarm_type": alarm.alarm_type,
+        "priority": alarm.priority, "latching": alarm.latching, "state": alarm.state, "zone": alarm.zone,
+        "place": alarm.place, "test": alarm.test, "raised_at": alarm.raised_at.isoformat(),
+        "occurrences": alarm.occurrences, "condition_active": alarm.condition_active,
+        "acked_by": alarm.acked_by, "acked_at": alarm.acked_at.isoformat() if alarm.acked_at else None,
+    }
+
+
+def open_alarm_views(session: Session) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Alarm).where(Alarm.state.in_(OPEN_STATES))
+                           .order_by(Alarm.priority, Alarm.raised_at))
+    return [alarm_view(a) for a in rows]

@@ -1,0 +1,158 @@
+"""Alarm rules: pure functions from (event or action, current state, time) to effects.
+
+States (DESIGN.md): active_unack -> active_ack -> cleared_unack / cleared_ack -> closed.
+An emergency alarm (panic, duress, fire) latches: it stays active until a
+person resets it, whatever the input does (GB 50394 5.2.3-5.2.4). Other alarms
+clear when their condition returns to normal, but a person still acknowledges
+and closes them. Tamper, fault and offline alarms are raised whether or not
+anything is armed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from gateway.events import Event
+
+State = Literal["active_unack", "active_ack", "cleared_unack", "cleared_ack", "closed"]
+Action = Literal["ack", "reset", "close"]
+OPEN_STATES: tuple[State, ...] = ("active_unack", "active_ack", "cleared_unack", "cleared_ack")
+
+LATCHING = frozenset({"panic", "duress", "fire"})
+# 1 is the most urgent; the console orders by this, then by time.
+PRIORITY = {"panic": 1, "duress": 1, "fire": 1, "tamper": 2, "device_offline": 3, "fault": 3,
+            "ac_loss": 3, "gateway_health": 3, "door_contact": 4}
+
+
+class RefusedAction(Exception):
+    """An operator action that does not apply to the alarm as it is now; the message says why."""
+
+
+@dataclass(frozen=True)
+class OpenAlarm:
+    id: int
+    key: str
+    state: State
+    latching: bool
+    condition_active: bool
+
+
+@dataclass(frozen=True)
+class RaiseAlarm:
+    key: str
+    device_id: str
+    alarm_type: str
+    priority: int
+    latching: bool
+    zone: str | None
+    place: str | None
+    test: bool
+    event_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class UpdateAlarm:
+    alarm_id: int
+    action: str  # retrigger | condition_restored | clear
+    from_state: State
+    to_state: State
+    condition_active: bool
+    event_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    device_id: str
+    online: bool
+    reason: str | None
+    at: datetime
+
+
+Effect = RaiseAlarm | UpdateAlarm | DeviceStatus
+
+
+def alarm_key(event: Event) -> str | None:
+    """Which alarm an event speaks about: one open alarm per input point, one per offline device."""
+    if event.type.startswith("campus.alarm_input."):
+        return f"{event.device}:{event.data['point']}"
+    if event.type in ("campus.device.offline", "campus.device.online"):
+        return f"{event.device}:offline"
+    if event.type == "campus.gateway.health":
+        return f"{event.device}:{event.data['condition']}"
+    return None
+
+
+def evaluate(event: Event, open_alarms: Mapping[str, OpenAlarm], at: datetime) -> list[Effect]:
+    """Effects of one event, given the open alarms by key. `at` is when the event happened."""
+    key = alarm_key(event)
+    if key is None:
+        return []
+    current = open_alarms.get(key)
+    data = event.data
+    if event.type == "campus.alarm_input.triggered":
+        kind = data["point_type"]
+        return _activate(event, key, current, kind, data.get("zone"), data.get("place"), at)
+    if event.type == "campus.alarm_input.restored":
+        return _restore(event, current, at)
+    if event.type == "campus.device.offline":
+        status = DeviceStatus(event.device, False, data.get("reason"), at)
+        return [status, *_activate(event, key, current, "device_offline", data.get("zone"), data.get("place"), at)]
+    if event.type == "campus.device.online":
+        return [DeviceStatus(event.device, True, None, at), *_restore(event, current, at)]
+    if event.type == "campus.gateway.health":
+        if data["active"]:
+            return _activate(event, key, current, "gateway_health", None, data.get("detail"), at)
+        return _restore(event, current, at)
+    return []
+
+
+def _activate(event: Event, key: str, current: OpenAlarm | None, kind: str, zone: str | None,
+              place: str | None, at: datetime) -> list[Effect]:
+    if current is None:
+        return [RaiseAlarm(key=key, device_id=event.device, alarm_type=kind, priority=PRIORITY.get(kind, 3),
+                           latching=kind in LATCHING, zone=zone, place=place, test=event.test,
+                           event_id=event.id, at=at)]
+    # The same point again while its alarm is open: one alarm, counted again, made active if it had cleared.
+    to_state: State = "active_unack" if current.state.startswith("cleared") else current.state
+    return [UpdateAlarm(current.id, "retrigger", current.state, to_state, True, event.id, at)]
+
+
+def _restore(event: Event, current: OpenAlarm | None, at: datetime) -> list[Effect]:
+    if current is None or not current.condition_active:
+        return []
+    if current.latching:  # stays active until a person resets it
+        return [UpdateAlarm(current.id, "condition_restored", current.state, current.state, False, event.id, at)]
+    to_state: State = {"active_unack": "cleared_unack", "active_ack": "cleared_ack"}.get(  # type: ignore[assignment]
+        current.state, current.state)
+    return [UpdateAlarm(current.id, "clear", current.state, to_state, False, event.id, at)]
+
+
+def operator_transition(state: State, action: Action, *, latching: bool, condition_active: bool) -> State:
+    """The state after a person's action, or RefusedAction saying why not."""
+    if state == "closed":
+        raise RefusedAction("the alarm is already closed")
+    if action == "ack":
+        if state in ("active_ack", "cleared_ack"):
+            raise RefusedAction("the alarm is already acknowledged")
+        return "active_ack" if state == "active_unack" else "cleared_ack"
+    if action == "reset":
+        if state == "active_unack":
+            raise RefusedAction("acknowledge the alarm before resetting it")
+        if state != "active_ack":
+            raise RefusedAction("the alarm is not active; close it instead")
+        if condition_active and not latching:
+            raise RefusedAction("the input is still active: it clears by itself when the input returns to normal")
+        return "cleared_ack"
+    if action == "close":
+        if state == "cleared_unack":
+            raise RefusedAction("acknowledge the alarm before closing it")
+        if state != "cleared_ack":
+            raise RefusedAction("reset the alarm before closing it" if latching
+                                else "the alarm is still active: it can be closed once it has cleared")
+        return "closed"
+    raise RefusedAction(f"unknown action {action!r}")
