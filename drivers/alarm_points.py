@@ -1,0 +1,87 @@
+"""Alarm input points, sans-IO: input bits (and the time) in, point changes out.
+
+Knows normally-open and normally-closed wiring and debounce; no sockets, so it
+is tested with plain lists and fuzzed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+PointType = Literal["panic", "duress", "tamper", "fault", "ac_loss", "door_contact", "fire"]
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    input: int  # 1-based, as printed on the module's terminals
+    point_type: PointType
+    normally_closed: bool = False
+    zone: str | None = None
+    place: str | None = None
+
+
+@dataclass(frozen=True)
+class PointChange:
+    point: Point
+    active: bool
+    at: float
+    first_read: bool  # true for the first reading after (re)connecting: a baseline, not an edge
+
+
+class PointTracker:
+    """Turns successive input readings into changes of each configured point.
+
+    A point must read the same for `debounce_s` before a change is reported;
+    0 reports on the first differing poll. After `reset()` (a reconnect) the
+    next reading is a baseline: points found active are reported (a press made
+    while the module was unreachable and latched by it is not lost), inactive
+    ones only if they were active before.
+    """
+
+    def __init__(self, points: Sequence[Point], debounce_s: float = 0.0) -> None:
+        self.points = list(points)
+        self.debounce_s = debounce_s
+        self._active: dict[str, bool | None] = {p.name: None for p in self.points}
+        self._pending: dict[str, tuple[bool, float]] = {}
+        self._baseline = True
+        self.readings = 0
+        self.short_readings = 0
+
+    def reset(self) -> None:
+        self._baseline = True
+        self._pending.clear()
+
+    def update(self, bits: Sequence[bool], now: float) -> list[PointChange]:
+        self.readings += 1
+        changes: list[PointChange] = []
+        baseline, self._baseline = self._baseline, False
+        for point in self.points:
+            index = point.input - 1
+            if index >= len(bits):
+                self.short_readings += 1
+                continue
+            active = bool(bits[index]) != point.normally_closed
+            known = self._active[point.name]
+            if baseline:
+                self._pending.pop(point.name, None)
+                if (active or known) and active != known:
+                    changes.append(PointChange(point, active, now, first_read=True))
+                self._active[point.name] = active
+                continue
+            if active == known:
+                self._pending.pop(point.name, None)
+                continue
+            since = self._pending.setdefault(point.name, (active, now))
+            if since[0] != active:
+                since = self._pending[point.name] = (active, now)
+            if now - since[1] >= self.debounce_s:
+                self._pending.pop(point.name, None)
+                self._active[point.name] = active
+                changes.append(PointChange(point, active, since[1], first_read=False))
+        return changes
+
+    def active(self, name: str) -> bool | None:
+        return self._active[name]

@@ -1,0 +1,81 @@
+"""The one small contract every driver implements, and what the gateway gives it.
+
+A driver owns one device protocol. It turns raw input into events through
+its context (`emit`, `set_online`, `set_state`) and turns commands into
+device writes (`handle_command`). It knows nothing of rules, the database or
+the console. The gateway's supervisor restarts a driver whose `start` raises,
+returns, or stops calling `ctx.heartbeat()`.
+
+Checklist each driver meets (README, "Drivers"): config schema with errors
+naming the key; a timeout on every I/O call; offline -> reconnect with backoff
+-> online; every raw input counted; commands with results and reasons; a
+simulator speaking the same protocol; a sans-IO, fuzzed parser; a benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from gateway.config import DeviceConfig
+
+
+class DriverContext(Protocol):
+    """What the gateway lends a driver. Every method is cheap and safe to call from the driver's loop."""
+
+    site: str
+    log: logging.Logger
+
+    def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None) -> None:
+        """Record an event durably (outbox) for publishing; returns once it is on disk."""
+
+    def set_online(self, device_id: str, online: bool, reason: str | None = None) -> None:
+        """Report whether the device answers; only changes are published and recorded."""
+
+    def set_state(self, device_id: str, state: dict[str, Any]) -> None:
+        """Publish the device's current state (retained)."""
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor the driver is alive; call at least every `hang_timeout_s`."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    ok: bool
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Driver(ABC):
+    #: the `driver:` name in the site config
+    name: ClassVar[str]
+    #: pydantic model validating this driver's device entries (a DeviceConfig subclass, extra keys forbidden)
+    config_model: ClassVar[type[DeviceConfig]]
+    #: no heartbeat for this long -> the supervisor treats the driver as hung and restarts it
+    hang_timeout_s: ClassVar[float] = 10.0
+
+    def __init__(self, devices: list[DeviceConfig], ctx: DriverContext) -> None:
+        self.devices = devices
+        self.ctx = ctx
+
+    @classmethod
+    def group_key(cls, device: DeviceConfig) -> str:
+        """Devices with the same key share one driver instance (e.g. one RS-485 bus)."""
+        return device.id
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and run until stop() is called; raise on a failure the driver cannot handle itself."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop promptly and release the device (sockets, serial ports)."""
+
+    @abstractmethod
+    def health(self) -> dict[str, Any]:
+        """Counters and state for diagnostics: inputs good / malformed / dropped, errors, online."""
+
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any]) -> CommandResult:
+        return CommandResult(False, f"{self.name} has no command '{name}'")
