@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from gateway.config import BrokerConfig
 
 Handler = Callable[[mqtt.MQTTMessage], None]
-ConnectHook = Callable[[], None]
+ConnectHook = Callable[[], object]
 
 
 def match_topic(topic_filter: str, topic: str) -> bool:

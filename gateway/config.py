@@ -293,8 +293,15 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     dupes: list[tuple[tuple[str | int, ...], int]] = []
     _locate(root, (), lines, dupes)
     located = Located(lines)
-
     problems = [f"{filename} line {line}: {format_path(p)}: key given twice" for p, line in dupes]
+    return validate_config(data, filename, located, problems)
+
+
+def validate_config(data: dict[str, Any], filename: str = "<config>", located: Located | None = None,
+                    problems: list[str] | None = None) -> Config:
+    """Validate an already-loaded mapping (the demo edits one before using it)."""
+    located = located or Located({})
+    problems = list(problems or [])
     config: Config | None = None
     try:
         config = Config.model_validate(data)

@@ -93,10 +93,11 @@ class Outbox:
 
     # -- producer side ---------------------------------------------------------------
 
-    def next_seq(self, device: str) -> int:
+    def next_seq(self, source: str) -> int:
+        """The next per-device sequence number; `source` is the device's topic (kept across restarts)."""
         with self._lock:
-            value = self._seq.get(device, 0) + 1
-            self._seq[device] = value
+            value = self._seq.get(source, 0) + 1
+            self._seq[source] = value
             return value
 
     def put(self, topic: str, event: Event) -> None:
@@ -121,7 +122,7 @@ class Outbox:
             db.execute("BEGIN")
             db.executemany("INSERT INTO outbox (device, topic, class, payload, historical, created) "
                            "VALUES (?, ?, ?, ?, ?, ?)", rows)
-            seqs = {e.device: e.seq for _, e in items}
+            seqs = {e.source: e.seq for _, e in items}
             db.executemany("INSERT INTO device_seq (device, seq) VALUES (?, ?) "
                            "ON CONFLICT(device) DO UPDATE SET seq = MAX(seq, excluded.seq)", seqs.items())
             db.execute("COMMIT")

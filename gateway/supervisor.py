@@ -101,10 +101,17 @@ class DriverHost:
     # -- events and availability (called from drivers) ---------------------------------
 
     def emit(self, device: DeviceConfig, event_type: str, data: dict[str, Any], at: float | None = None) -> None:
-        seq = self.outbox.next_seq(device.id)
+        seq = self.outbox.next_seq(device_topic(self.config.site.id, device.kind, device.id))
         event = make_event(self.config.site.id, device.kind, device.id, event_type, data, seq,
                            time.time() if at is None else at, self.tz, test=device.test_mode)
         self.outbox.put(event_topic(self.config.site.id, device.kind, device.id, event_type), event)
+
+    def emit_gateway(self, event_type: str, data: dict[str, Any]) -> None:
+        """An event about the gateway itself (outbox shedding), from campus/v1/<site>/gateway/<id>."""
+        site, gw = self.config.site.id, self.config.gateway.id
+        seq = self.outbox.next_seq(device_topic(site, "gateway", gw))
+        event = make_event(site, "gateway", gw, event_type, data, seq, time.time(), self.tz)
+        self.outbox.put(event_topic(site, "gateway", gw, event_type), event)
 
     def set_online(self, device: DeviceConfig, online: bool, reason: str | None = None) -> None:
         now = time.time()

@@ -1,0 +1,171 @@
+"""Starting and stopping the parts of a gateway: broker, drivers, rules service, console.
+
+`campusgw run` starts every part in one process; `--only` starts one, so a
+site can move the rules service or the console to another machine. Shutdown
+runs in reverse and waits for each part, so Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from gateway.broker import EmbeddedBroker
+from gateway.bus import Bus
+from gateway.config import Config, ConfigError
+from gateway.events import gateway_topic
+from gateway.outbox import Outbox
+from gateway.records import db, store
+from gateway.supervisor import DriverHost
+
+log = logging.getLogger("campusgw")
+PARTS = ("drivers", "rules", "console")
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the gateway handles signals for every part
+        yield
+
+
+def bind_socket(host: str, port: int, what: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError([f"{what}: cannot listen on {host}:{port}: {exc.strerror} (set another port in the "
+                           "config, or 0 for any free port)"]) from None
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+@dataclass
+class Gateway:
+    config: Config
+    parts: tuple[str, ...] = PARTS
+    console_socket: socket.socket | None = None
+    broker_port: int | None = None
+    console_url: str | None = None
+    host: DriverHost | None = None
+    outbox: Outbox | None = None
+    rules: Any = None
+    _cleanup: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[Gateway], None] | None = None) -> None:
+        try:
+            await self._start()
+            if on_ready:
+                on_ready(self)
+            await stop.wait()
+        finally:
+            await self._stop()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        site, gw = cfg.site.id, cfg.gateway.id
+        cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.broker.embedded:
+            if set(self.parts) != set(PARTS):
+                raise ConfigError(["broker.url is 'embedded': that broker lives inside a full 'campusgw run'. "
+                                   "To run parts apart (--only), give every part the URL of a real broker."])
+            broker = EmbeddedBroker(cfg.broker.embedded_host, cfg.broker.embedded_port)
+            self.broker_port = await asyncio.to_thread(broker.start)
+            self._cleanup.append(broker.stop)
+        if "rules" in self.parts or "console" in self.parts:
+            engine = db.make_engine(cfg.database_url())
+            await asyncio.to_thread(db.upgrade, engine)
+            sessions = db.make_sessions(engine)
+            with sessions.begin() as session:
+                store.register_devices(session, cfg.devices)
+            self._cleanup.append(engine.dispose)
+        if "rules" in self.parts:
+            from gateway.rules.service import RulesService
+
+            # A persistent session: the broker keeps what arrives while the rules service is down.
+            bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True)
+            self.rules = RulesService(site, bus, sessions)
+            self.rules.start()
+            bus.start()
+            self._cleanup += [bus.stop, self.rules.stop]
+        if "drivers" in self.parts:
+            availability = f"{gateway_topic(site, gw)}/availability"
+            bus = self._bus(f"campusgw-{site}-{gw}-drivers", "drivers",
+                            will=(availability, b'{"state":"offline"}'))
+            bus.on_connect(lambda: bus.publish_json(availability, {"state": "online", "ts": time.time()},
+                                                    retain=True))
+            self.outbox = Outbox(cfg.gateway.data_dir / "outbox.db",
+                                 max_telemetry_bytes=cfg.outbox.max_telemetry_bytes,
+                                 keep_sent_s=cfg.outbox.replay_window_s if cfg.broker.embedded else 0,
+                                 on_shed=self._on_shed)
+            self.outbox.attach(bus, replay_recent=cfg.broker.embedded)
+            self.host = DriverHost(cfg, bus, self.outbox)
+            bus.start()
+            task = asyncio.create_task(self.host.run(), name="drivers")
+            outbox, host = self.outbox, self.host
+
+            async def stop_drivers() -> None:
+                await host.stop()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await asyncio.to_thread(outbox.close)
+                await asyncio.to_thread(bus.stop, (availability, b'{"state":"offline"}'))
+
+            self._cleanup.append(stop_drivers)
+        if "console" in self.parts:
+            from gateway.console.app import create_app
+
+            bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
+            app = create_app(site, cfg.site.name, cfg.site.tz, sessions, bus)
+            bus.start()
+            sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")
+            listen_host, listen_port = sock.getsockname()[:2]
+            self.console_url = f"http://{listen_host}:{listen_port}/"
+            server = _Uvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                             timeout_graceful_shutdown=2))
+            serve = asyncio.create_task(server.serve(sockets=[sock]), name="console")
+
+            async def stop_console() -> None:
+                server.should_exit = True
+                server.force_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(serve, 5)
+                sock.close()
+                await asyncio.to_thread(bus.stop)
+
+            self._cleanup.append(stop_console)
+            while not server.started and not serve.done():
+                await asyncio.sleep(0.01)
+            if serve.done():
+                serve.result()
+
+    def _bus(self, client_id: str, name: str, **kwargs: Any) -> Bus:
+        return Bus(self.config.broker, client_id, port=self.broker_port, name=name, **kwargs)
+
+    def _on_shed(self, count: int) -> None:
+        if self.host is not None:
+            self.host.emit_gateway("campus.gateway.health", {
+                "condition": "outbox_shedding", "active": True, "count": count,
+                "detail": "the outbox is over its disk bound: telemetry is being dropped (alarms are kept)"})
+
+    async def _stop(self) -> None:
+        for step in reversed(self._cleanup):
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("a part did not stop cleanly")
+        self._cleanup.clear()

@@ -1,0 +1,210 @@
+"""`campusgw`: check-config, db upgrade, run, demo, sim."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config import Config, ConfigError, load_config, summary, validate_config
+from gateway.logs import setup_logging
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
+log = logging.getLogger("campusgw")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="campusgw", description="Campus safety gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a site config and print a summary")
+    p.add_argument("file", type=Path)
+
+    p = sub.add_parser("db", help="database schema")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.add_argument("-c", "--config", type=Path, required=True)
+
+    p = sub.add_parser("run", help="run the gateway for a site")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--only", choices=["drivers", "rules", "console"], help="run one part only")
+
+    p = sub.add_parser("demo", help="run a self-contained demo with simulated devices")
+    p.add_argument("--data-dir", type=Path, default=Path("data/demo"))
+    p.add_argument("--console-port", type=int, default=8080, help="0 picks a free port (default 8080, "
+                   "or a free one if 8080 is taken)")
+    p.add_argument("--press-every", type=float, default=20.0, help="seconds between simulated button presses")
+    p.add_argument("--config", type=Path, default=REPO_CONFIG / "demo.yaml")
+
+    p = sub.add_parser("sim", help="run a device simulator on its own")
+    p.add_argument("device", choices=["modbus-di"])
+    p.add_argument("--port", type=int, default=5020)
+    p.add_argument("--press-every", type=float, default=0, help="press input 1 every N seconds (0: never)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return check_config(args.file)
+        if args.command == "db":
+            return db_command(args.action, args.config)
+        if args.command == "run":
+            config = load_config(args.config)
+            setup_logging(config.gateway.log_level, config.gateway.log_format, config.site.timezone)
+            parts = (args.only,) if args.only else ("drivers", "rules", "console")
+            return _serve(config, parts)
+        if args.command == "demo":
+            return demo(args.config, args.data_dir, args.console_port, args.press_every)
+        if args.command == "sim":
+            return simulate(args.port, args.press_every)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    return 1
+
+
+def check_config(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    print(summary(config))
+    return 0
+
+
+def db_command(action: str, path: Path) -> int:
+    from gateway.records import db
+
+    config = load_config(path)
+    engine = db.make_engine(config.database_url())
+    if action == "upgrade":
+        db.upgrade(engine)
+    print(f"database at revision {db.current_revision(engine)}")
+    return 0
+
+
+def _serve(config: Config, parts: tuple[str, ...], on_ready: Any = None, extra: Any = None,
+           console_socket: Any = None) -> int:
+    """Run until SIGINT/SIGTERM; `extra(gateway, stop)` is an optional coroutine run beside (the demo's presser)."""
+    from gateway.app import Gateway
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        gateway = Gateway(config, parts, console_socket=console_socket)
+        side: list[asyncio.Task[Any]] = []
+
+        def ready(gw: Gateway) -> None:
+            if on_ready:
+                on_ready(gw)
+            else:
+                log.info("gateway running: %s%s", ", ".join(parts),
+                         f"; console {gw.console_url}" if gw.console_url else "")
+            if extra:
+                side.append(asyncio.create_task(extra(gw, stop)))
+
+        try:
+            await gateway.run(stop, ready)
+        finally:
+            for task in side:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    asyncio.run(go())
+    return 0
+
+
+def demo(config_path: Path, data_dir: Path, console_port: int, press_every: float) -> int:
+    """The newcomer's first run: embedded broker, SQLite, a simulated alarm box, rules and console."""
+    from gateway.app import bind_socket
+    from simulators.modbus_di import ModbusDISimulator
+
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    setup_logging("info", "text", data["site"].get("timezone", "Asia/Shanghai"))
+    sim = ModbusDISimulator(inputs=16)
+    sim_port = sim.start()
+    data.setdefault("gateway", {})["data_dir"] = str(data_dir)
+    data["broker"] = {"url": "embedded", "embedded_port": 0}  # any free port: 1883/1884 may be taken
+    for device in data["devices"]:
+        if device["driver"] == "modbus_di":
+            device["connection"]["port"] = sim_port
+    config = validate_config(data, str(config_path))
+    try:
+        sock = bind_socket(config.console.host, console_port, "console")
+    except ConfigError:
+        if console_port == 0:
+            raise
+        sock = bind_socket(config.console.host, 0, "console")
+
+    def ready(gw: Any) -> None:
+        print(f"campusgw demo is running for '{config.site.name}'.", flush=True)
+        print(f"  Console: {gw.console_url}  (no login yet: it comes with the console issue)", flush=True)
+        print(f"  MQTT:    mqtt://{config.broker.embedded_host}:{gw.broker_port} (embedded broker; try "
+              f"mosquitto_sub -p {gw.broker_port} -t 'campus/#' -v)", flush=True)
+        print(f"  Data:    {data_dir.resolve()}", flush=True)
+        print(f"  The gatehouse one-key alarm (simulated, input 1) is pressed every {press_every:.0f} s. "
+              "Ctrl-C stops.", flush=True)
+
+    async def presser(gw: Any, stop: asyncio.Event) -> None:
+        await asyncio.sleep(min(3.0, press_every))
+        while not stop.is_set():
+            sim.press(1)
+            log.info("demo: pressed the simulated one-key alarm button (input 1)")
+            await asyncio.sleep(1.0)
+            sim.release(1)
+            await asyncio.sleep(max(press_every - 1.0, 0.5))
+
+    try:
+        return _serve(config, ("drivers", "rules", "console"), ready, presser, console_socket=sock)
+    finally:
+        sim.stop()
+        print("campusgw demo stopped.", flush=True)
+
+
+def simulate(port: int, press_every: float) -> int:
+    from simulators.modbus_di import ModbusDISimulator
+
+    setup_logging("info")
+    sim = ModbusDISimulator(port=port)
+    print(f"Modbus DI simulator (16 inputs, unit 1) on 127.0.0.1:{sim.start()}; Ctrl-C stops.", flush=True)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            if press_every > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), press_every)
+                if stop.is_set():
+                    break
+                sim.press(1)
+                print("pressed input 1", flush=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                sim.release(1)
+            else:
+                await stop.wait()
+
+    try:
+        asyncio.run(go())
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
