@@ -46,18 +46,17 @@ class PointTracker:
         self.debounce_s = debounce_s
         self._active: dict[str, bool | None] = {p.name: None for p in self.points}
         self._pending: dict[str, tuple[bool, float]] = {}
-        self._baseline = True
+        self._baseline = {p.name for p in self.points}  # points whose next reading is a baseline
         self.readings = 0
         self.short_readings = 0
 
     def reset(self) -> None:
-        self._baseline = True
+        self._baseline = {p.name for p in self.points}
         self._pending.clear()
 
     def update(self, bits: Sequence[bool], now: float) -> list[PointChange]:
         self.readings += 1
         changes: list[PointChange] = []
-        baseline, self._baseline = self._baseline, False
         for point in self.points:
             index = point.input - 1
             if index >= len(bits):
@@ -65,7 +64,8 @@ class PointTracker:
                 continue
             active = bool(bits[index]) != point.normally_closed
             known = self._active[point.name]
-            if baseline:
+            if point.name in self._baseline:
+                self._baseline.discard(point.name)
                 self._pending.pop(point.name, None)
                 if (active or known) and active != known:
                     changes.append(PointChange(point, active, now, first_read=True))

@@ -136,7 +136,7 @@ class DatabaseConfig(Strict):
     @field_validator("url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        if value and re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", value):
+        if value and re.match(r"^[a-z0-9+.-]+://[^/@]*:[^/@]*@", value):
             raise ValueError("the database URL holds a password: put the whole URL in an environment variable "
                              "and name it in 'url_env'")
         return value
@@ -308,11 +308,12 @@ def validate_config(data: dict[str, Any], filename: str = "<config>", located: L
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])
+            if loc[:1] == ("devices",) and len(loc) > 2:
+                continue  # the device checks below report these, against the driver's own schema
             problems.append(_problem(filename, located, loc, _describe(error)))
-    if config is not None:
-        problems += _check_devices(config, data, filename, located)
+    problems += _check_devices(data, filename, located)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))  # a device error can come from both checks
     assert config is not None
     return config
 
@@ -323,34 +324,47 @@ def _problem(filename: str, located: Located, loc: tuple[str | int, ...], text: 
     return f"{filename}{where}: {format_path(loc)}: {text}"
 
 
-def _check_devices(config: Config, data: dict[str, Any], filename: str, located: Located) -> list[str]:
-    """Cross-checks pydantic cannot do field by field: unique ids, known zones, each driver's own schema."""
-    from drivers.registry import driver_config_model  # drivers sit beside config; import late to avoid a cycle
+def _check_devices(data: dict[str, Any], filename: str, located: Located) -> list[str]:
+    """Cross-checks on the raw devices, run even when other sections fail so every problem shows at once:
+    unique ids, known zones (device and point), and each driver's own schema."""
+    from drivers.registry import driver_config_model, driver_names  # import late: drivers import this module
 
+    devices, zones = data.get("devices"), data.get("zones")
+    if not isinstance(devices, list):
+        return []
+    zone_ids = {z.get("id") for z in zones if isinstance(z, dict)} if isinstance(zones, list) else set()
+    known_zones = ", ".join(sorted(str(z) for z in zone_ids)) or "none (add a 'zones' section)"
     problems: list[str] = []
-    zone_ids = {z.id for z in config.zones}
     seen: dict[str, int] = {}
-    for index, device in enumerate(config.devices):
-        if device.id in seen:
+    for index, device in enumerate(devices):
+        if not isinstance(device, dict):
+            continue
+        device_id = device.get("id")
+        if isinstance(device_id, str) and device_id in seen:
             problems.append(_problem(filename, located, ("devices", index, "id"),
-                                     f"duplicate device id '{device.id}' (first used by devices[{seen[device.id]}])"))
-        seen.setdefault(device.id, index)
-        if device.zone and device.zone not in zone_ids:
-            problems.append(_problem(filename, located, ("devices", index, "zone"),
-                                     f"unknown zone '{device.zone}', expected one of: {sorted(zone_ids) or 'none'}"))
-        model = driver_config_model(device.driver)
+                                     f"duplicate device id '{device_id}' (first used by devices[{seen[device_id]}])"))
+        if isinstance(device_id, str):
+            seen.setdefault(device_id, index)
+        zone_refs: list[tuple[tuple[str | int, ...], Any]] = [(("devices", index, "zone"), device.get("zone"))]
+        for p_index, point in enumerate(device.get("points") or []):
+            if isinstance(point, dict):
+                zone_refs.append((("devices", index, "points", p_index, "zone"), point.get("zone")))
+        for loc, zone in zone_refs:
+            if zone is not None and zone not in zone_ids:
+                problems.append(_problem(filename, located, loc, f"unknown zone '{zone}', expected one of: "
+                                                                 f"{known_zones}"))
+        driver = device.get("driver")
+        model = driver_config_model(driver) if isinstance(driver, str) else None
         if model is None:
-            from drivers.registry import driver_names
-
-            problems.append(_problem(filename, located, ("devices", index, "driver"),
-                                     f"unknown driver '{device.driver}', expected one of: {', '.join(driver_names())}"))
+            if isinstance(driver, str):
+                problems.append(_problem(filename, located, ("devices", index, "driver"),
+                                         f"unknown driver '{driver}', expected one of: {', '.join(driver_names())}"))
             continue
         try:
-            model.model_validate(data["devices"][index])
+            model.model_validate(device)
         except ValidationError as exc:
             for error in exc.errors():
-                loc = ("devices", index, *error["loc"])
-                problems.append(_problem(filename, located, loc, _describe(error)))
+                problems.append(_problem(filename, located, ("devices", index, *error["loc"]), _describe(error)))
     return problems
 
 

@@ -76,8 +76,10 @@ class Outbox:
         self.shed = 0
         self._shedding = False
         self.published = 0
-        self._in_flight: dict[int, tuple[int, int]] = {}  # paho mid -> (row id, telemetry bytes)
-        self._acked: list[tuple[int, int]] = []
+        # Handed to paho, not yet acknowledged: (paho's message info, row id, telemetry bytes).
+        # Only the publisher thread touches it, and it never holds our lock while calling paho
+        # (paho holds its own lock while calling us back: taking ours there would deadlock).
+        self._in_flight: list[tuple[Any, int, int]] = []
         self._last_handed = 0
         self._connected = False
         self._bus: Bus | None = None
@@ -189,10 +191,6 @@ class Outbox:
             self._connected = False
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        with self._lock:
-            row = self._in_flight.pop(mid, None)
-            if row is not None:
-                self._acked.append(row)
         with self._wake:
             self._wake.notify()
 
@@ -201,35 +199,41 @@ class Outbox:
         while not self._stop.is_set():
             self._flush_acked()
             with self._lock:
-                can_send = self._connected and len(self._in_flight) < WINDOW
-                room = WINDOW - len(self._in_flight)
-                after = self._last_handed
-            if can_send:
+                connected, after = self._connected, self._last_handed
+            room = WINDOW - len(self._in_flight)
+            if connected and room > 0:
                 rows = reader.execute(
                     "SELECT id, topic, payload, historical, class FROM outbox WHERE sent IS NULL AND id > ? "
                     "ORDER BY id LIMIT ?", (after, room)).fetchall()
+                assert self._bus is not None
                 for row_id, topic, payload, historical, event_class in rows:
                     size = len(payload) if event_class == "telemetry" else 0
-                    if historical:
-                        payload = _mark_historical(payload)
-                    assert self._bus is not None
-                    with self._lock:  # hold the lock so the PUBACK cannot arrive before the mid is known
-                        info = self._bus.publish(topic, payload, qos=1)
-                        self._in_flight[info.mid] = (row_id, size)
+                    info = self._bus.publish(topic, _mark_historical(payload) if historical else payload, qos=1)
+                    self._in_flight.append((info, row_id, size))
+                    with self._lock:
                         self._last_handed = row_id
                 if rows:
                     continue
             with self._wake:
-                self._wake.wait(ACK_FLUSH_S if self._acked else 1.0)
+                self._wake.wait(ACK_FLUSH_S if self._in_flight else 1.0)
         self._flush_acked()
         reader.close()
 
     def _flush_acked(self) -> None:
+        if not self._in_flight:
+            return
+        acked: list[tuple[int, int]] = []
+        waiting = []
+        for entry in self._in_flight:  # one pass: a PUBACK may land while we look
+            if entry[0].is_published():
+                acked.append((entry[1], entry[2]))
+            else:
+                waiting.append(entry)
+        if not acked:
+            return
+        self._in_flight = waiting
+        now = time.time()
         with self._lock:
-            acked, self._acked = self._acked, []
-            if not acked:
-                return
-            now = time.time()
             self._db.execute("BEGIN")
             if self.keep_sent_s > 0:
                 self._db.executemany("UPDATE outbox SET sent = ? WHERE id = ?", [(now, i) for i, _ in acked])
@@ -248,7 +252,6 @@ class Outbox:
             self._wake.notify()
         if self._thread:
             self._thread.join(5)
-        self._flush_acked()
 
     def stats(self) -> OutboxStats:
         with self._lock:

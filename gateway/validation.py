@@ -58,8 +58,8 @@ def parse_event(payload: bytes, topic: str | None = None) -> Event:
         raise InvalidEvent("too_large", f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent("not_json", str(exc)) from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a 5000-digit number, [[[[... nesting
+        raise InvalidEvent("not_json", str(exc)[:200] or type(exc).__name__) from None
     if not isinstance(body, dict):
         raise InvalidEvent("not_object", f"expected a JSON object, got {type(body).__name__}")
     event_type = body.get("type")

@@ -1,0 +1,182 @@
+"""Shared test fixtures: real brokers (embedded amqtt and a Mosquitto process of our own), real databases.
+
+Nothing here assumes a fixed port: every broker and simulator binds a free one.
+Mosquitto or PostgreSQL missing -> those tests are skipped with the reason
+printed; with CAMPUSGW_REQUIRE_SERVICES=1 (CI) a missing one is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.broker import EmbeddedBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("CAMPUSGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE = os.environ.get("CAMPUSGW_REQUIRE_SERVICES") == "1"
+
+
+def missing(reason: str) -> None:
+    """Skip, or fail where the service must be there (CI)."""
+    if REQUIRE:
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MosquittoBroker:
+    """A Mosquitto process of our own, from the shipped config, on a free port; stop() and start() keep the port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists()
+                                                    else None)
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def config_text(self) -> str:
+        shipped = (ROOT / "config" / "mosquitto.conf").read_text()
+        lines = []
+        for line in shipped.splitlines():
+            key = line.split(" ", 1)[0]
+            if key in ("listener", "allow_anonymous", "password_file", "persistence_location"):
+                continue
+            lines.append(line)
+        lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                  f"persistence_location {self.workdir}/"]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        assert self.binary
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config_text())
+        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(self._listening, 10, f"mosquitto on port {self.port}")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class AmqttBroker:
+    def __init__(self) -> None:
+        self.port = 0
+        self.broker: EmbeddedBroker | None = None
+
+    def start(self) -> None:
+        self.broker = EmbeddedBroker("127.0.0.1", self.port)
+        self.port = self.broker.start()
+
+    def stop(self) -> None:
+        if self.broker:
+            self.broker.stop()
+            self.broker = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    broker = MosquittoBroker(tmp_path)
+    if not broker.binary:
+        missing("mosquitto is not installed (apt-get install mosquitto)")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def amqtt_broker() -> Iterator[AmqttBroker]:
+    broker = AmqttBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(params=["embedded", "mosquitto"])
+def any_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The same test against the embedded broker and against Mosquitto."""
+    broker: Any
+    if request.param == "embedded":
+        broker = AmqttBroker()
+    else:
+        broker = MosquittoBroker(tmp_path)
+        if not broker.binary:
+            missing("mosquitto is not installed (apt-get install mosquitto)")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _postgres_url() -> str:
+    """A fresh database on the local PostgreSQL for one test (dropped afterwards)."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            name = f"cgw_{uuid.uuid4().hex[:12]}"
+            conn.execute(f"CREATE DATABASE {name}")
+    except Exception as exc:
+        missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _drop_postgres(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'records.db'}"
+        return
+    url = _postgres_url()
+    yield url
+    _drop_postgres(url)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    url = _postgres_url()
+    yield url
+    _drop_postgres(url)

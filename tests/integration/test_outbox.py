@@ -1,0 +1,146 @@
+"""Store and forward: nothing lost while the broker is away, replayed in order, marked historical."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+
+from gateway.bus import Bus
+from gateway.config import BrokerConfig
+from gateway.events import event_topic, make_event
+from gateway.outbox import Outbox
+from tests.conftest import wait_for
+
+TZ = ZoneInfo("Asia/Shanghai")
+SITE = "s1"
+
+
+class Subscriber:
+    """A plain paho client that collects every event and re-subscribes after each reconnect."""
+
+    def __init__(self, port: int) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.subscribed = threading.Event()
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber",
+                                  clean_session=False)
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"campus/v1/{SITE}/+/+/evt/#", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.subscribed.clear()
+        self.client.on_message = self._on_message
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append(json.loads(message.payload))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.received)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def produce(outbox: Outbox, device: str, n: int, event_type: str = "campus.device.telemetry") -> list[str]:
+    ids = []
+    for i in range(n):
+        source = f"campus/v1/{SITE}/alarm_input/{device}"
+        data = {"metrics": {"i": i}} if event_type == "campus.device.telemetry" else {"reason": f"r{i}"}
+        event = make_event(SITE, "alarm_input", device, event_type, data, outbox.next_seq(source),
+                           1.7e9 + i, TZ)
+        outbox.put(event_topic(SITE, "alarm_input", device, event_type), event)
+        ids.append(event.id)
+    return ids
+
+
+def test_broker_outage_loses_nothing_and_replays_in_order(any_broker: Any, tmp_path: Path) -> None:
+    subscriber = Subscriber(any_broker.port)
+    wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
+    outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
+    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{any_broker.port}"), "producer", name="producer")
+    # The producer reconnects only once the subscriber is back: the embedded broker keeps no sessions.
+    bus.client.on_pre_connect = lambda client, userdata: subscriber.subscribed.wait(15)
+    outbox.attach(bus)
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        live = produce(outbox, "box-a", 10) + produce(outbox, "box-b", 10)
+        wait_for(lambda: subscriber.count() == 20, 10, "the live events")
+        wait_for(lambda: outbox.stats().queued == 0, 5, "the outbox to empty")
+
+        any_broker.stop()
+        wait_for(lambda: not bus.connected.is_set(), 10, "the producer to notice the broker is gone")
+        queued = []
+        for _ in range(5):
+            queued += produce(outbox, "box-a", 6) + produce(outbox, "box-b", 4)
+        queued += produce(outbox, "box-a", 2, "campus.device.offline")  # alarm-class too
+        assert outbox.stats().queued == len(queued)
+
+        any_broker.start()
+        wait_for(lambda: subscriber.count() >= len(live) + len(queued), 30, "the replay")
+        wait_for(lambda: outbox.stats().queued == 0, 5, "the outbox to empty after the replay")
+    finally:
+        bus.stop()
+        outbox.close()
+        subscriber.close()
+
+    got = subscriber.received
+    ids = [e["id"] for e in got]
+    assert sorted(ids) == sorted(live + queued), "every event arrives"
+    assert len(ids) == len(set(ids)), "no event arrives twice"
+    for device in ("box-a", "box-b"):
+        seqs = [e["seq"] for e in got if e["source"].endswith(device)]
+        assert seqs == sorted(seqs), f"{device}: events arrive in order"
+    by_id = {e["id"]: e for e in got}
+    assert not any(by_id[i]["historical"] for i in live), "live events are not historical"
+    assert all(by_id[i]["historical"] for i in queued), "replayed events are marked historical"
+
+
+def test_events_queued_before_a_restart_are_sent_after_it(amqtt_broker: Any, tmp_path: Path) -> None:
+    first = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
+    ids = produce(first, "box-a", 5, "campus.device.offline")
+    first.close()  # the gateway stops before the broker was ever reached
+
+    subscriber = Subscriber(amqtt_broker.port)
+    wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
+    again = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
+    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "producer", name="producer")
+    again.attach(bus)
+    bus.start()
+    try:
+        wait_for(lambda: subscriber.count() == 5, 10, "the events from before the restart")
+        more = produce(again, "box-a", 1, "campus.device.offline")
+        wait_for(lambda: subscriber.count() == 6, 10, "a new event")
+    finally:
+        bus.stop()
+        again.close()
+        subscriber.close()
+    assert [e["id"] for e in subscriber.received] == ids + more
+    assert [e["seq"] for e in subscriber.received] == [1, 2, 3, 4, 5, 6], "seq continues across restarts"
+    assert all(e["historical"] for e in subscriber.received[:5])
+
+
+def test_telemetry_is_shed_past_the_bound_and_alarms_never_are(tmp_path: Path) -> None:
+    shed_reports: list[int] = []
+    outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=20_000, on_shed=shed_reports.append)
+    try:
+        alarms = produce(outbox, "box-a", 50, "campus.device.offline")
+        produce(outbox, "box-a", 500)  # about 150 KB of telemetry against a 20 KB bound
+        alarms += produce(outbox, "box-a", 50, "campus.device.offline")
+        stats = outbox.stats()
+        assert stats.shed > 0
+        assert stats.telemetry_bytes <= 20_000
+        kept = {row[0] for row in outbox._db.execute("SELECT payload FROM outbox WHERE class = 'alarm'")}
+        assert len(kept) == 100, "every alarm-class event is kept"
+        assert len(shed_reports) == 1, "shedding is reported once per episode, not per event"
+    finally:
+        outbox.close()

@@ -1,0 +1,257 @@
+"""Alarm rules: which alarms an event raises, updates or clears, and what a guard may do to an alarm."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.events import Event, make_event
+from gateway.rules.alarms import (
+    OPEN_STATES,
+    DeviceStatus,
+    OpenAlarm,
+    RaiseAlarm,
+    RefusedAction,
+    UpdateAlarm,
+    alarm_key,
+    evaluate,
+    operator_transition,
+)
+
+TZ = ZoneInfo("Asia/Shanghai")
+AT = datetime(2024, 6, 1, 8, 0, 0, tzinfo=TZ)
+TS = AT.timestamp()
+STATES = (*OPEN_STATES, "closed")
+ACTIONS = ("ack", "reset", "close")
+
+PANIC = {"point": "gatehouse-panic", "input": 1, "point_type": "panic", "zone": "gate", "place": "门卫室"}
+TAMPER = {"point": "box-tamper", "input": 8, "point_type": "tamper", "zone": "gate", "place": "报警模块箱"}
+PANIC_KEY = "box-1:gatehouse-panic"
+TAMPER_KEY = "box-1:box-tamper"
+OFFLINE_KEY = "box-1:offline"
+
+
+def ev(event_type: str, data: dict[str, Any], test: bool = False) -> Event:
+    return make_event("s1", "alarm_input", "box-1", event_type, data, 1, TS, TZ, test=test)
+
+
+def triggered(data: dict[str, Any], test: bool = False) -> Event:
+    return ev("campus.alarm_input.triggered", data, test)
+
+
+def restored(data: dict[str, Any]) -> Event:
+    return ev("campus.alarm_input.restored", data)
+
+
+def alarm(key: str, state: str, latching: bool, condition_active: bool = True) -> dict[str, OpenAlarm]:
+    return {key: OpenAlarm(id=42, key=key, state=state, latching=latching,  # type: ignore[arg-type]
+                           condition_active=condition_active)}
+
+
+def raised(e: Event, key: str, alarm_type: str, priority: int, latching: bool, zone: str | None,
+           place: str | None) -> RaiseAlarm:
+    return RaiseAlarm(key=key, device_id="box-1", alarm_type=alarm_type, priority=priority, latching=latching,
+                      zone=zone, place=place, test=e.test, event_id=e.id, at=AT)
+
+
+def update(e: Event, action: str, from_state: str, to_state: str, condition_active: bool) -> UpdateAlarm:
+    return UpdateAlarm(alarm_id=42, action=action, from_state=from_state, to_state=to_state,  # type: ignore[arg-type]
+                       condition_active=condition_active, event_id=e.id, at=AT)
+
+
+# Each case: (event, open alarms, expected effects given the event). Events get fresh ids, hence the lambdas.
+Case = tuple[Event, dict[str, OpenAlarm], Callable[[Event], list[Any]]]
+
+EVALUATE_CASES: dict[str, Callable[[], Case]] = {
+    "panic, nothing open -> raise latching priority 1": lambda: (
+        triggered(PANIC), {},
+        lambda e: [raised(e, PANIC_KEY, "panic", 1, True, "gate", "门卫室")]),
+    "duress raises latching priority 1": lambda: (
+        triggered({**PANIC, "point": "desk", "point_type": "duress"}), {},
+        lambda e: [raised(e, "box-1:desk", "duress", 1, True, "gate", "门卫室")]),
+    "fire raises latching priority 1": lambda: (
+        triggered({"point": "smoke", "input": 3, "point_type": "fire"}), {},
+        lambda e: [raised(e, "box-1:smoke", "fire", 1, True, None, None)]),
+    "tamper raises non-latching priority 2": lambda: (
+        triggered(TAMPER), {},
+        lambda e: [raised(e, TAMPER_KEY, "tamper", 2, False, "gate", "报警模块箱")]),
+    "door contact raises priority 4": lambda: (
+        triggered({"point": "door", "input": 4, "point_type": "door_contact"}), {},
+        lambda e: [raised(e, "box-1:door", "door_contact", 4, False, None, None)]),
+    "open alarm on another point does not matter": lambda: (
+        triggered(PANIC), alarm(TAMPER_KEY, "active_unack", False),
+        lambda e: [raised(e, PANIC_KEY, "panic", 1, True, "gate", "门卫室")]),
+    "panic again while active_unack -> retrigger, state kept": lambda: (
+        triggered(PANIC), alarm(PANIC_KEY, "active_unack", True),
+        lambda e: [update(e, "retrigger", "active_unack", "active_unack", True)]),
+    "panic again while active_ack -> retrigger, state kept": lambda: (
+        triggered(PANIC), alarm(PANIC_KEY, "active_ack", True, condition_active=False),
+        lambda e: [update(e, "retrigger", "active_ack", "active_ack", True)]),
+    "panic again after reset (cleared_ack) -> active_unack": lambda: (
+        triggered(PANIC), alarm(PANIC_KEY, "cleared_ack", True, condition_active=False),
+        lambda e: [update(e, "retrigger", "cleared_ack", "active_unack", True)]),
+    "tamper again while cleared_unack -> active_unack": lambda: (
+        triggered(TAMPER), alarm(TAMPER_KEY, "cleared_unack", False, condition_active=False),
+        lambda e: [update(e, "retrigger", "cleared_unack", "active_unack", True)]),
+    "tamper again while cleared_ack -> active_unack": lambda: (
+        triggered(TAMPER), alarm(TAMPER_KEY, "cleared_ack", False, condition_active=False),
+        lambda e: [update(e, "retrigger", "cleared_ack", "active_unack", True)]),
+    "panic restored while active_unack -> condition_restored, still active_unack": lambda: (
+        restored(PANIC), alarm(PANIC_KEY, "active_unack", True),
+        lambda e: [update(e, "condition_restored", "active_unack", "active_unack", False)]),
+    "panic restored while active_ack -> condition_restored, still active_ack": lambda: (
+        restored(PANIC), alarm(PANIC_KEY, "active_ack", True),
+        lambda e: [update(e, "condition_restored", "active_ack", "active_ack", False)]),
+    "tamper restored while active_unack -> clear to cleared_unack": lambda: (
+        restored(TAMPER), alarm(TAMPER_KEY, "active_unack", False),
+        lambda e: [update(e, "clear", "active_unack", "cleared_unack", False)]),
+    "tamper restored while active_ack -> clear to cleared_ack": lambda: (
+        restored(TAMPER), alarm(TAMPER_KEY, "active_ack", False),
+        lambda e: [update(e, "clear", "active_ack", "cleared_ack", False)]),
+    "restored with no open alarm -> nothing": lambda: (
+        restored(TAMPER), {},
+        lambda e: []),
+    "restored twice (condition already inactive) -> nothing": lambda: (
+        restored(TAMPER), alarm(TAMPER_KEY, "cleared_unack", False, condition_active=False),
+        lambda e: []),
+    "device offline -> status offline + raise device_offline": lambda: (
+        ev("campus.device.offline", {"reason": "no answer", "zone": "gate"}), {},
+        lambda e: [DeviceStatus("box-1", False, "no answer", AT),
+                   raised(e, OFFLINE_KEY, "device_offline", 3, False, "gate", None)]),
+    "device offline again while open -> status + retrigger": lambda: (
+        ev("campus.device.offline", {"reason": "no answer"}), alarm(OFFLINE_KEY, "cleared_ack", False, False),
+        lambda e: [DeviceStatus("box-1", False, "no answer", AT),
+                   update(e, "retrigger", "cleared_ack", "active_unack", True)]),
+    "device online with offline alarm open -> status online + clear": lambda: (
+        ev("campus.device.online", {"offline_s": 30}), alarm(OFFLINE_KEY, "active_unack", False),
+        lambda e: [DeviceStatus("box-1", True, None, AT),
+                   update(e, "clear", "active_unack", "cleared_unack", False)]),
+    "device online with nothing open -> status only": lambda: (
+        ev("campus.device.online", {}), {},
+        lambda e: [DeviceStatus("box-1", True, None, AT)]),
+    "telemetry -> no effects": lambda: (
+        ev("campus.device.telemetry", {"metrics": {"rssi": -60}}), alarm(PANIC_KEY, "active_unack", True),
+        lambda e: []),
+    "test-mode panic -> raise marked test": lambda: (
+        triggered(PANIC, test=True), {},
+        lambda e: [raised(e, PANIC_KEY, "panic", 1, True, "gate", "门卫室")]),
+    "gateway health active -> raise gateway_health": lambda: (
+        ev("campus.gateway.health", {"condition": "outbox_shedding", "active": True, "detail": "64 MB"}), {},
+        lambda e: [raised(e, "box-1:outbox_shedding", "gateway_health", 3, False, None, "64 MB")]),
+    "gateway health inactive -> clear": lambda: (
+        ev("campus.gateway.health", {"condition": "outbox_shedding", "active": False}),
+        alarm("box-1:outbox_shedding", "active_ack", False),
+        lambda e: [update(e, "clear", "active_ack", "cleared_ack", False)]),
+}
+
+
+@pytest.mark.parametrize("name", list(EVALUATE_CASES))
+def test_evaluate(name: str) -> None:
+    event, open_alarms, expected = EVALUATE_CASES[name]()
+    assert evaluate(event, open_alarms, AT) == expected(event)
+
+
+def test_test_mode_flag_is_carried() -> None:
+    (effect,) = evaluate(triggered(PANIC, test=True), {}, AT)
+    assert isinstance(effect, RaiseAlarm)
+    assert effect.test is True
+    (effect,) = evaluate(triggered(PANIC), {}, AT)
+    assert isinstance(effect, RaiseAlarm)
+    assert effect.test is False
+
+
+def test_alarm_keys() -> None:
+    assert alarm_key(triggered(PANIC)) == PANIC_KEY
+    assert alarm_key(restored(PANIC)) == PANIC_KEY  # restore finds the alarm its trigger opened
+    assert alarm_key(ev("campus.device.offline", {"reason": "x"})) == OFFLINE_KEY
+    assert alarm_key(ev("campus.device.online", {})) == OFFLINE_KEY
+    assert alarm_key(ev("campus.device.telemetry", {"metrics": {}})) is None
+
+
+def test_latching_alarm_never_clears_by_itself() -> None:
+    """Press, release, press, release: the panic alarm stays active until a person resets it."""
+    state, condition = "active_unack", True
+    for event in [restored(PANIC), triggered(PANIC), restored(PANIC), restored(PANIC)]:
+        effects = evaluate(event, alarm(PANIC_KEY, state, True, condition), AT)
+        for effect in effects:
+            assert isinstance(effect, UpdateAlarm)
+            state, condition = effect.to_state, effect.condition_active
+        assert state == "active_unack"
+
+
+def test_panic_lifecycle_with_operator() -> None:
+    (effect,) = evaluate(triggered(PANIC), {}, AT)
+    assert isinstance(effect, RaiseAlarm)
+    assert effect.latching
+    state = operator_transition("active_unack", "ack", latching=True, condition_active=True)
+    (effect,) = evaluate(restored(PANIC), alarm(PANIC_KEY, state, True, True), AT)
+    assert isinstance(effect, UpdateAlarm)
+    assert (effect.to_state, effect.condition_active) == ("active_ack", False)
+    state = operator_transition(effect.to_state, "reset", latching=True, condition_active=False)
+    assert state == "cleared_ack"
+    assert operator_transition(state, "close", latching=True, condition_active=False) == "closed"
+
+
+# --- operator actions ------------------------------------------------------------------------------------------
+
+FLAGS = list(itertools.product((True, False), (True, False)))  # (latching, condition_active)
+
+
+def _expect(state: str, action: str, latching: bool, condition_active: bool) -> str | RefusedAction:
+    """The specification, one (state, action) pair at a time; a RefusedAction holds a word its message must have."""
+    table: dict[tuple[str, str], str | RefusedAction] = {
+        ("active_unack", "ack"): "active_ack",
+        ("active_ack", "ack"): RefusedAction("already acknowledged"),
+        ("cleared_unack", "ack"): "cleared_ack",
+        ("cleared_ack", "ack"): RefusedAction("already acknowledged"),
+        ("active_unack", "reset"): RefusedAction("acknowledge"),
+        ("active_ack", "reset"): (RefusedAction("still active") if condition_active and not latching
+                                  else "cleared_ack"),
+        ("cleared_unack", "reset"): RefusedAction("not active"),
+        ("cleared_ack", "reset"): RefusedAction("not active"),
+        ("active_unack", "close"): RefusedAction("reset" if latching else "still active"),
+        ("active_ack", "close"): RefusedAction("reset" if latching else "still active"),
+        ("cleared_unack", "close"): RefusedAction("acknowledge"),
+        ("cleared_ack", "close"): "closed",
+    }
+    if state == "closed":
+        return RefusedAction("already closed")
+    return table[(state, action)]
+
+
+TRANSITIONS = [
+    pytest.param(s, a, lat, cond, _expect(s, a, lat, cond),
+                 id=f"{s}-{a}-{'latching' if lat else 'nonlatching'}-{'input_active' if cond else 'input_normal'}")
+    for s, a, (lat, cond) in itertools.product(STATES, ACTIONS, FLAGS)
+]
+
+
+@pytest.mark.parametrize(("state", "action", "latching", "condition_active", "expected"), TRANSITIONS)
+def test_operator_transition(state: str, action: str, latching: bool, condition_active: bool,
+                             expected: str | RefusedAction) -> None:
+    if isinstance(expected, RefusedAction):
+        with pytest.raises(RefusedAction, match=str(expected)):
+            operator_transition(state, action, latching=latching, condition_active=condition_active)  # type: ignore[arg-type]
+    else:
+        assert operator_transition(state, action, latching=latching,  # type: ignore[arg-type]
+                                   condition_active=condition_active) == expected
+
+
+def test_transition_table_covers_every_pair() -> None:
+    assert len(TRANSITIONS) == len(STATES) * len(ACTIONS) * 4 == 60
+
+
+def test_unknown_action_is_refused() -> None:
+    with pytest.raises(RefusedAction, match="unknown action"):
+        operator_transition("active_unack", "silence", latching=True, condition_active=True)  # type: ignore[arg-type]
+
+
+def test_acknowledging_twice_is_refused() -> None:
+    state = operator_transition("active_unack", "ack", latching=True, condition_active=True)
+    with pytest.raises(RefusedAction, match="already acknowledged"):
+        operator_transition(state, "ack", latching=True, condition_active=True)
