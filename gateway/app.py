@@ -94,24 +94,24 @@ class Gateway:
             from gateway.rules.service import RulesService
 
             # A persistent session: the broker keeps what arrives while the rules service is down.
-            bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True)
-            self.rules = RulesService(site, bus, sessions)
+            rules_bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True)
+            self.rules = RulesService(site, rules_bus, sessions)
             self.rules.start()
-            bus.start()
-            self._cleanup += [bus.stop, self.rules.stop]
+            rules_bus.start()
+            self._cleanup += [rules_bus.stop, self.rules.stop]
         if "drivers" in self.parts:
             availability = f"{gateway_topic(site, gw)}/availability"
-            bus = self._bus(f"campusgw-{site}-{gw}-drivers", "drivers",
+            drivers_bus = self._bus(f"campusgw-{site}-{gw}-drivers", "drivers",
                             will=(availability, b'{"state":"offline"}'))
-            bus.on_connect(lambda: bus.publish_json(availability, {"state": "online", "ts": time.time()},
-                                                    retain=True))
+            drivers_bus.on_connect(lambda: drivers_bus.publish_json(
+                availability, {"state": "online", "ts": time.time()}, retain=True))
             self.outbox = Outbox(cfg.gateway.data_dir / "outbox.db",
                                  max_telemetry_bytes=cfg.outbox.max_telemetry_bytes,
                                  keep_sent_s=cfg.outbox.replay_window_s if cfg.broker.embedded else 0,
                                  on_shed=self._on_shed)
-            self.outbox.attach(bus, replay_recent=cfg.broker.embedded)
-            self.host = DriverHost(cfg, bus, self.outbox)
-            bus.start()
+            self.outbox.attach(drivers_bus, replay_recent=cfg.broker.embedded)
+            self.host = DriverHost(cfg, drivers_bus, self.outbox)
+            drivers_bus.start()
             task = asyncio.create_task(self.host.run(), name="drivers")
             outbox, host = self.outbox, self.host
 
@@ -121,15 +121,15 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 await asyncio.to_thread(outbox.close)
-                await asyncio.to_thread(bus.stop, (availability, b'{"state":"offline"}'))
+                await asyncio.to_thread(drivers_bus.stop, (availability, b'{"state":"offline"}'))
 
             self._cleanup.append(stop_drivers)
         if "console" in self.parts:
             from gateway.console.app import create_app
 
-            bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
-            app = create_app(site, cfg.site.name, cfg.site.tz, sessions, bus)
-            bus.start()
+            console_bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
+            app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus)
+            console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")
             listen_host, listen_port = sock.getsockname()[:2]
             self.console_url = f"http://{listen_host}:{listen_port}/"
@@ -138,12 +138,16 @@ class Gateway:
             serve = asyncio.create_task(server.serve(sockets=[sock]), name="console")
 
             async def stop_console() -> None:
+                app.state.broadcaster.close()  # ends every live stream, so the server can stop gracefully
                 server.should_exit = True
-                server.force_exit = True
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(serve, 5)
+                try:
+                    await asyncio.wait_for(asyncio.shield(serve), 3)
+                except TimeoutError:
+                    server.force_exit = True
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(serve, 3)
                 sock.close()
-                await asyncio.to_thread(bus.stop)
+                await asyncio.to_thread(console_bus.stop)
 
             self._cleanup.append(stop_console)
             while not server.started and not serve.done():

@@ -9,6 +9,7 @@ Login, roles and the other pages come with the console issue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -38,18 +39,24 @@ class Broadcaster:
     """Fans alarm changes out to every connected browser; safe to feed from paho's thread."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._queues: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1000)
         self._queues.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def close(self) -> None:
+        """End every stream (shutdown): browsers reconnect by themselves when the gateway is back."""
+        for queue in list(self._queues):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         self._queues.discard(queue)
 
     def publish(self, alarm: dict[str, Any]) -> None:
@@ -108,6 +115,8 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
                     except TimeoutError:
                         yield ": ping\n\n"
                         continue
+                    if alarm is None:
+                        return
                     yield f"event: alarm\ndata: {json.dumps(alarm, ensure_ascii=False)}\n\n"
             finally:
                 broadcaster.unsubscribe(queue)

@@ -1,0 +1,411 @@
+"""Alarm latency: a button press on a simulated Modbus DI module -> MQTT event -> guard console (SSE).
+
+    python -m bench.alarm_latency [--presses 200] [--poll-ms 50] [--broker embedded|mosquitto]
+
+Everything runs here: a ModbusDISimulator, a full Gateway (drivers, rules, console; SQLite in a
+temp dir; console on a free port), a plain paho subscriber on campus/v1/<site>/+/+/evt/# and an
+SSE client on /api/alarms/stream. One panic point on input 1: each press raises (first) or
+retriggers its latched alarm, each release marks its condition restored. For each press:
+
+  input -> driver        the event's own `time` (when the poll saw the change; millisecond resolution)
+  input -> MQTT event    the subscriber's receive time
+  input -> console       arrival of the `event: alarm` with condition_active true on the SSE stream
+
+A random wait of 0-100 ms before each press and release spreads them over the poll phase.
+Then idle CPU: the gateway with nothing happening for --idle-s, first with the simulator in this
+process, then (restarted) with the simulator as a `campusgw sim` subprocess, measured apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+from gateway.app import Gateway, bind_socket
+from gateway.config import Config, validate_config
+from simulators.modbus_di import ModbusDISimulator
+from tests.conftest import MosquittoBroker, free_port
+
+SITE = "bench-school"
+DEVICE = "gate-alarm-box"
+WAIT_S = 5.0  # longest wait for one update before counting it as missed
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def config_dict(data_dir: Path, sim_port: int, poll_ms: int, broker_url: str) -> dict[str, Any]:
+    broker: dict[str, Any] = ({"url": "embedded", "embedded_port": 0} if broker_url == "embedded"
+                              else {"url": broker_url})
+    return {
+        "site": {"id": SITE, "name": "Bench School", "timezone": "Asia/Shanghai"},
+        "gateway": {"id": "gw1", "data_dir": str(data_dir), "log_level": "warning"},
+        "broker": broker,
+        "console": {"host": "127.0.0.1", "port": 0},
+        "zones": [{"id": "gate", "name": "Main gate"}],
+        "devices": [{
+            "id": DEVICE, "kind": "alarm_input", "driver": "modbus_di", "name": "Gatehouse alarm module",
+            "zone": "gate", "connection": {"host": "127.0.0.1", "port": sim_port, "unit": 1},
+            "poll_ms": poll_ms,
+            "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "Gatehouse"}],
+        }],
+    }
+
+
+class GatewayThread:
+    """A Gateway with all parts, on its own event loop in a thread, as `campusgw demo` runs it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.gateway: Gateway | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+
+    def start(self) -> Gateway:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the gateway did not start within 30 s")
+        if self._error:
+            raise self._error
+        assert self.gateway is not None
+        return self.gateway
+
+    def _run(self) -> None:
+        async def go() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            sock = bind_socket("127.0.0.1", 0, "console")
+            self.gateway = Gateway(self.config, console_socket=sock)
+            await self.gateway.run(self._stop, lambda gw: self._ready.set())
+
+        try:
+            asyncio.run(go())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+class EventSubscriber:
+    """A plain paho client on the device events and on the rules' alarm updates, with receive times.
+
+    events: (receive time, event type, event time); alarms: (receive time, alarm as published by the rules).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.events: queue.Queue[tuple[float, str, float]] = queue.Queue()
+        self.alarms: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [(f"campus/v1/{SITE}/+/+/evt/#", 1), (f"campus/v1/{SITE}/rules/alarms/+", 1)])
+        self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        body = json.loads(message.payload)
+        if "/rules/alarms/" in message.topic:
+            self.alarms.put((now, body))
+        else:
+            self.events.put((now, body["type"], datetime.fromisoformat(body["time"]).timestamp()))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class SseClient:
+    """Reads the console's SSE stream over a raw socket in a thread: (arrival time, alarm) per `event: alarm`.
+
+    A raw socket, not an HTTP client library, so close() really closes the connection (the console then
+    ends the stream cleanly) and nothing buffers between the socket and the clock.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = urlsplit(url)
+        self.alarms: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.snapshot = threading.Event()
+        self._sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=10)
+        self._sock.settimeout(None)
+        self._sock.sendall(f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+                           "Accept: text/event-stream\r\n\r\n".encode())
+        self._thread = threading.Thread(target=self._run, name="sse", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buffer, event = b"", ""
+        while True:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            now = time.time()
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            # Chunked transfer encoding: each SSE message is one chunk, so the chunk-size lines fall
+            # between messages and match neither prefix below.
+            for raw in lines:
+                line = raw.rstrip(b"\r").decode()
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event == "alarm":
+                    self.alarms.put((now, json.loads(line[5:])))
+                elif line.startswith("data:") and event == "snapshot":
+                    self.snapshot.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(5)
+
+
+def wait_matching(q: queue.Queue[Any], match: Callable[[Any], bool], timeout: float) -> Any:
+    """The first item in `q` that matches, dropping the others; None after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            item = q.get(timeout=left)
+        except queue.Empty:
+            return None
+        if match(item):
+            return item
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_idle(seconds: float, others: dict[str, int]) -> dict[str, float]:
+    """% of one core used over `seconds` by this process and by each of `others` (name -> pid)."""
+    wall0, own0 = time.monotonic(), time.process_time()
+    start = {name: cpu_of(pid) for name, pid in others.items()}
+    time.sleep(seconds)
+    wall = time.monotonic() - wall0
+    out = {"this process": (time.process_time() - own0) / wall * 100}
+    for name, pid in others.items():
+        out[name] = (cpu_of(pid) - start[name]) / wall * 100
+    return out
+
+
+def wait_device_online(gw: Gateway, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gw.host is not None and gw.host.health() and all(h.get("online") for h in gw.host.health().values()):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the alarm module did not come online within {timeout:.0f}s")
+
+
+def wait_listening(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f}s")
+
+
+def run_presses(presses: int, rng: random.Random, sim: ModbusDISimulator, sub: EventSubscriber,
+                sse: SseClient) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"driver": [], "mqtt": [], "rules": [], "sse": [], "missed_mqtt": [],
+                                   "missed_rules": [], "missed_sse": []}
+    for i in range(presses):
+        time.sleep(rng.uniform(0, 0.1))
+        pressed = sim.press(1)
+        got = wait_matching(sub.events, lambda e: e[1] == "campus.alarm_input.triggered", WAIT_S)
+        if got is None:
+            out["missed_mqtt"].append(i)
+        else:
+            out["mqtt"].append((got[0] - pressed) * 1000)
+            out["driver"].append((got[2] - pressed) * 1000)
+        update = wait_matching(sub.alarms, lambda a: a[1]["condition_active"], WAIT_S)
+        if update is None:
+            out["missed_rules"].append(i)
+        else:
+            out["rules"].append((update[0] - pressed) * 1000)
+        alarm = wait_matching(sse.alarms, lambda a: a[1]["condition_active"], WAIT_S)
+        if alarm is None:
+            out["missed_sse"].append(i)
+        else:
+            out["sse"].append((alarm[0] - pressed) * 1000)
+        time.sleep(rng.uniform(0, 0.1))
+        sim.release(1)
+        wait_matching(sub.events, lambda e: e[1] == "campus.alarm_input.restored", WAIT_S)
+        wait_matching(sub.alarms, lambda a: not a[1]["condition_active"], WAIT_S)
+        wait_matching(sse.alarms, lambda a: not a[1]["condition_active"], WAIT_S)
+        if (i + 1) % 50 == 0:
+            print(f"  {i + 1}/{presses} presses", file=sys.stderr, flush=True)
+    return out
+
+
+def idle_with_sim_subprocess(tmp: Path, poll_ms: int, broker_url: str, idle_s: float,
+                             mosquitto_pid: int | None) -> dict[str, float]:
+    """A fresh gateway whose simulator runs as `campusgw sim` in a subprocess, so its CPU is counted apart."""
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sim", "modbus-di", "--port", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        config = validate_config(config_dict(tmp / "idle", port, poll_ms, broker_url))
+        runner = GatewayThread(config)
+        gw = runner.start()
+        try:
+            wait_device_online(gw)
+            time.sleep(2)  # let start-up work (migrations, first events) settle
+            others = {"simulator subprocess": sim.pid}
+            if mosquitto_pid:
+                others["mosquitto"] = mosquitto_pid
+            return measure_idle(idle_s, others)
+        finally:
+            runner.stop()
+    finally:
+        sim.send_signal(signal.SIGINT)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.alarm_latency", description=__doc__.split("\n")[0])
+    parser.add_argument("--presses", type=int, default=200)
+    parser.add_argument("--poll-ms", type=int, default=50)
+    parser.add_argument("--broker", choices=["embedded", "mosquitto"], default="embedded")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="seconds of idle per CPU measurement")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the random waits")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    rng = random.Random(args.seed)
+
+    with tempfile.TemporaryDirectory(prefix="campusgw-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        mosquitto: MosquittoBroker | None = None
+        broker_url = "embedded"
+        if args.broker == "mosquitto":
+            (tmp / "mosquitto").mkdir()
+            mosquitto = MosquittoBroker(tmp / "mosquitto")
+            if not mosquitto.binary:
+                print("mosquitto is not installed", file=sys.stderr)
+                return 2
+            mosquitto.start()
+            broker_url = f"mqtt://127.0.0.1:{mosquitto.port}"
+        mosquitto_pid = mosquitto.proc.pid if mosquitto and mosquitto.proc else None
+        try:
+            sim = ModbusDISimulator(inputs=16)
+            sim_port = sim.start()
+            runner = GatewayThread(validate_config(config_dict(tmp / "gw", sim_port, args.poll_ms, broker_url)))
+            gw = runner.start()
+            try:
+                broker_port = gw.broker_port if mosquitto is None else mosquitto.port
+                assert broker_port and gw.console_url
+                sub = EventSubscriber(broker_port)
+                sse = SseClient(gw.console_url + "api/alarms/stream")
+                if not sub.subscribed.wait(10) or not sse.snapshot.wait(10):
+                    raise RuntimeError("the bench's MQTT subscriber or SSE client did not get going")
+                wait_device_online(gw)
+                time.sleep(0.5)
+                print(f"pressing input 1 {args.presses} times ...", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                result = run_presses(args.presses, rng, sim, sub, sse)
+                took = time.monotonic() - started
+                sub.close()
+                sse.close()
+                time.sleep(1)
+                print(f"idle {args.idle_s:.0f} s with the simulator in this process ...", file=sys.stderr, flush=True)
+                idle_inproc = measure_idle(args.idle_s, {"mosquitto": mosquitto_pid} if mosquitto_pid else {})
+                polls = gw.host.health() if gw.host else {}
+            finally:
+                runner.stop()
+                sim.stop()
+            print(f"idle {args.idle_s:.0f} s with the simulator in a subprocess ...", file=sys.stderr, flush=True)
+            idle_apart = idle_with_sim_subprocess(tmp, args.poll_ms, broker_url, args.idle_s, mosquitto_pid)
+        finally:
+            if mosquitto:
+                mosquitto.stop()
+
+    report(args, result, took, idle_inproc, idle_apart, polls)
+    missed = result["missed_mqtt"] or result["missed_rules"] or result["missed_sse"]
+    return 1 if missed else 0
+
+
+def report(args: argparse.Namespace, result: dict[str, list[float]], took: float, idle_inproc: dict[str, float],
+           idle_apart: dict[str, float], polls: dict[str, Any]) -> None:
+    broker = "embedded amqtt (in the gateway process)" if args.broker == "embedded" else "Mosquitto (own process)"
+    print()
+    print(f"alarm latency: {args.presses} presses of one panic point in {took:.0f} s; poll {args.poll_ms} ms; "
+          f"broker {broker}; SQLite; drivers + rules + console in one process")
+    print(f"{'latency, ms':36}{'n':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'poll':>9}")
+    rows = [("input -> driver saw it (evt time)", result["driver"]),
+            ("input -> MQTT event (subscriber)", result["mqtt"]),
+            ("input -> rules' alarm update (MQTT)", result["rules"]),
+            ("input -> console SSE alarm", result["sse"])]
+    for name, values in rows:
+        stats = "".join(f"{percentile(values, p):8.1f}" for p in (50, 95, 99)) + f"{max(values or [0]):8.1f}"
+        print(f"{name:36}{len(values):5d}{stats}{args.poll_ms:>6} ms")
+    print(f"missed (no update within {WAIT_S:.0f} s): MQTT event {len(result['missed_mqtt'])}, "
+          f"rules' update {len(result['missed_rules'])}, console {len(result['missed_sse'])}")
+    for name, health in polls.items():
+        print(f"driver {name}: {health.get('polls')} polls, {health.get('errors')} errors, "
+              f"{health.get('changes')} changes")
+    print()
+    print(f"idle CPU, % of one core, over {args.idle_s:.0f} s with nothing pressed (poll {args.poll_ms} ms):")
+    inproc = "gateway + simulator (same process" + (", + embedded broker)" if args.broker == "embedded" else ")")
+    print(f"  {inproc:58}{idle_inproc['this process']:6.1f} %")
+    gateway_only = "gateway alone" + (" (+ embedded broker)" if args.broker == "embedded" else "")
+    print(f"  {gateway_only + ', simulator in a subprocess':58}{idle_apart['this process']:6.1f} %")
+    print(f"  {'  the simulator subprocess':58}{idle_apart['simulator subprocess']:6.1f} %")
+    if "mosquitto" in idle_apart:
+        print(f"  {'  mosquitto':58}{idle_apart['mosquitto']:6.1f} %")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

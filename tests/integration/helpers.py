@@ -1,0 +1,59 @@
+"""Helpers for integration tests: an SSE reader, a raw event publisher, a config builder."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from gateway.events import event_topic, make_event
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+class SseReader:
+    """Reads an SSE stream in a thread and keeps every (event, data) pair it sees."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as client, \
+                client.stream("GET", self.url) as response:
+            name, data = "message", []
+            for line in response.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif line == "" and data:
+                    with self._lock:
+                        self.events.append((name, json.loads("\n".join(data))))
+                    name, data = "message", []
+
+    def alarms(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [d for n, d in self.events if n == "alarm"]
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def alarm_event(site: str, device: str, point: str, seq: int, *, restored: bool = False,
+                point_type: str = "panic", at: float = 1.8e9) -> tuple[str, bytes, str]:
+    """(topic, payload, id) of a triggered/restored event, as the alarm-input driver makes it."""
+    event_type = "campus.alarm_input.restored" if restored else "campus.alarm_input.triggered"
+    event = make_event(site, "alarm_input", device, event_type,
+                       {"point": point, "input": 1, "point_type": point_type, "zone": None, "place": "gatehouse"},
+                       seq, at, TZ)
+    return event_topic(site, "alarm_input", device, event_type), event.to_json(), event.id

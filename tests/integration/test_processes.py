@@ -1,0 +1,136 @@
+"""Whole processes: the demo as a newcomer runs it, and the rules service killed mid-stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from sqlalchemy import create_engine, func, select, text
+
+from gateway.records.models import Alarm, IngestedEvent
+from tests.conftest import ROOT, MosquittoBroker, wait_for
+from tests.integration.helpers import SseReader, alarm_event
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_demo_shows_an_alarm_within_10s_and_stops_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo"), "--console-port", "0",
+         "--press-every", "3"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        started = time.monotonic()
+        url = None
+        while url is None and time.monotonic() - started < 30:
+            line = proc.stdout.readline()
+            if "Console:" in line:
+                url = line.split("Console:")[1].split()[0]
+        assert url, "the demo prints the console URL"
+        stream = SseReader(url + "api/alarms/stream")
+        wait_for(lambda: any(a["alarm_type"] == "panic" for a in stream.alarms()), 10,
+                 "the demo's alarm on the console's live stream")
+        stream.close()
+        assert children_of(proc.pid) == [], "the demo runs in one process"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert "campusgw demo stopped." in out
+    assert not Path(f"/proc/{proc.pid}").exists()
+
+
+def test_rules_service_killed_mid_stream_loses_nothing_and_doubles_nothing(tmp_path: Path,
+                                                                           mosquitto: MosquittoBroker) -> None:
+    """SIGKILL the rules service while events stream in, publish a burst (> Mosquitto's default queue of 1000)
+    while it is dead, start it again: every event recorded exactly once."""
+    database = tmp_path / "records.db"
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "site: {id: s1, name: Test}\n"
+        f"gateway: {{id: gw1, data_dir: {tmp_path / 'data'}}}\n"
+        f"broker: {{url: 'mqtt://127.0.0.1:{mosquitto.port}'}}\n"
+        f"database: {{url: 'sqlite:///{database}'}}\n")
+
+    def start_rules() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(config), "--only", "rules"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    engine = create_engine(f"sqlite:///{database}")
+
+    def recorded() -> int:
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(select(func.count()).select_from(IngestedEvent)).scalar_one())
+        except Exception:
+            return 0
+
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="publisher")
+    publisher.max_inflight_messages_set(100)
+    publisher.connect("127.0.0.1", mosquitto.port)
+    publisher.loop_start()
+    sent: list[str] = []
+
+    def publish(start: int, count: int) -> None:
+        infos: list[Any] = []
+        for i in range(start, start + count):
+            topic, payload, event_id = alarm_event("s1", "box-1", f"p{i}", i + 1, at=1.8e9 + i)
+            infos.append(publisher.publish(topic, payload, qos=1))
+            sent.append(event_id)
+        for info in infos:
+            info.wait_for_publish(30)
+
+    rules = start_rules()
+    try:
+        # Probes until one is recorded: from then on the rules service's session exists on the broker.
+        # (Probes published before it first subscribed went nowhere; they are not counted.)
+        def probe() -> int:
+            publish(10_000 + len(sent), 1)
+            return recorded()
+
+        wait_for(probe, 30, "the rules service to start and record a probe")
+        with engine.connect() as conn:
+            sent[:] = [row[0] for row in conn.execute(select(IngestedEvent.id))]
+        probes = len(sent)
+        publish(1, 600)
+        wait_for(lambda: recorded() >= 100, 30, "the stream to be flowing")
+        rules.send_signal(signal.SIGKILL)
+        rules.wait(10)
+        at_kill = recorded()
+        assert at_kill < 600 + probes, "killed mid-stream"
+        publish(601, 1500)  # while it is dead: Mosquitto queues these for its persistent session
+        rules = start_rules()
+        wait_for(lambda: recorded() >= 2100 + probes, 90, "every event recorded after the restart")
+    finally:
+        rules.send_signal(signal.SIGTERM)
+        rules.wait(30)
+        publisher.loop_stop()
+
+    with engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(select(IngestedEvent.id))]
+        alarms = conn.execute(select(Alarm.key, Alarm.occurrences)).all()
+        sqlite_ok = conn.execute(text("PRAGMA integrity_check")).scalar_one()
+    engine.dispose()
+    assert sqlite_ok == "ok"
+    assert sorted(ids) == sorted(sent), "no event lost"
+    assert len(alarms) == 2100 + probes and all(n == 1 for _, n in alarms), "no event recorded twice"
+    assert rules.returncode == 0 or rules.returncode == -signal.SIGTERM, os.strerror(abs(rules.returncode or 0))

@@ -1,0 +1,233 @@
+"""The walking skeleton: a Modbus button press reaches the console live; a driver that fails is restarted.
+
+Everything real: the pymodbus simulator, the driver polling it, the embedded
+broker, the outbox, the rules service, SQLite, and the console over HTTP/SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from pydantic import ConfigDict
+from sqlalchemy import select
+
+from drivers import registry
+from drivers.base import CommandResult, Driver
+from gateway.app import Gateway, bind_socket
+from gateway.bus import Bus
+from gateway.commands import CommandClient
+from gateway.config import Config, DeviceConfig, validate_config
+from gateway.records import db
+from gateway.records.models import AuditEntry, Device
+from simulators.modbus_di import ModbusDISimulator
+from tests.conftest import wait_for
+from tests.integration.helpers import SseReader
+
+SITE = "school-1"
+
+
+class FlakyConfig(DeviceConfig):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["test"]
+    driver: Literal["flaky"]
+
+
+class FlakyDriver(Driver):
+    """A driver that fails on command: 'crash' makes start() raise, 'hang' stops its heartbeat."""
+
+    name = "flaky"
+    config_model = FlakyConfig
+    hang_timeout_s = 1.0
+    starts: ClassVar[int] = 0
+
+    def __init__(self, devices: list[DeviceConfig], ctx: Any) -> None:
+        super().__init__(devices, ctx)
+        self._fail: asyncio.Future[str] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        FlakyDriver.starts += 1
+        self._fail = asyncio.get_running_loop().create_future()
+        self.ctx.set_online(self.devices[0].id, True)
+        while not self._stop.is_set():
+            self.ctx.heartbeat()
+            done, _ = await asyncio.wait({self._fail}, timeout=0.1)
+            if done and self._fail.result() == "crash":
+                raise RuntimeError("simulated driver crash")
+            if done:  # hang: stay busy without heartbeats until cancelled
+                await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    def health(self) -> dict[str, Any]:
+        return {"starts": FlakyDriver.starts}
+
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any]) -> CommandResult:
+        assert self._fail is not None
+        self._fail.set_result(name)
+        return CommandResult(True, f"will {name}")
+
+
+def site_config(tmp_path: Path, sim_port: int, extra_devices: list[dict[str, Any]] | None = None) -> Config:
+    return validate_config({
+        "site": {"id": SITE, "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0},
+        "zones": [{"id": "gate", "name": "Main gate"}],
+        "devices": [{
+            "id": "gate-box", "kind": "alarm_input", "driver": "modbus_di", "zone": "gate",
+            "connection": {"host": "127.0.0.1", "port": sim_port, "unit": 1, "timeout_s": 0.3},
+            "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "门卫室"}],
+        }, *(extra_devices or [])],
+    })
+
+
+class Running:
+    """A Gateway running in a background event loop, for the duration of a test."""
+
+    def __init__(self, config: Config) -> None:
+        self.sock = bind_socket("127.0.0.1", 0, "console")
+        self.gateway = Gateway(config, console_socket=self.sock)
+        self.ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30), "gateway did not start"
+        if self.error:
+            raise self.error
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            await self.gateway.run(self.stop_event, lambda gw: self.ready.set())
+
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    def stop(self) -> None:
+        assert self.stop_event is not None
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "gateway did not stop"
+
+
+@pytest.fixture
+def sim() -> Iterator[ModbusDISimulator]:
+    simulator = ModbusDISimulator(inputs=16)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path: Path,
+                                                                        sim: ModbusDISimulator) -> None:
+    running = Running(site_config(tmp_path, sim.port))
+    gateway = running.gateway
+    url = gateway.console_url
+    assert url
+    stream = SseReader(url + "api/alarms/stream")
+    try:
+        wait_for(lambda: stream.events and stream.events[0][0] == "snapshot", 10, "the stream's snapshot")
+        sim.press(1)
+        raised = wait_for(lambda: [a for a in stream.alarms() if a["state"] == "active_unack"], 5,
+                          "the alarm on the live stream")[0]
+        assert raised["alarm_type"] == "panic" and raised["place"] == "门卫室" and raised["latching"]
+        sim.release(1)
+        wait_for(lambda: any(not a["condition_active"] for a in stream.alarms()), 5, "the release")
+
+        page = httpx.get(url).text
+        assert "gate-box" in page and "门卫室" in page, "the page lists the open alarm"
+        response = httpx.post(f"{url}api/alarms/{raised['id']}/ack")
+        assert response.status_code == 200 and response.json()["state"] == "active_ack"
+        wait_for(lambda: any(a["state"] == "active_ack" for a in stream.alarms()), 5, "the ack on the stream")
+        again = httpx.post(f"{url}api/alarms/{raised['id']}/ack")
+        assert again.status_code == 409 and "already acknowledged" in again.json()["detail"]
+
+        # A command travels MQTT to the driver and its result comes back.
+        assert gateway.broker_port
+        bus = Bus(gateway.config.broker, "test-commands", port=gateway.broker_port, name="test")
+        commands = CommandClient(bus, SITE)
+        bus.start()
+        assert bus.wait_connected(10)
+        result = commands.send("alarm_input", "gate-box", "read_inputs", issued_by="test")
+        assert result["status"] == "ok" and result["data"] == {"points": {"gatehouse-panic": False}}
+        refused = commands.send("alarm_input", "gate-box", "explode", issued_by="test")
+        assert refused["status"] == "error" and "no command 'explode'" in refused["detail"]
+        bus.stop()
+    finally:
+        stream.close()
+        running.stop()
+
+    engine = db.make_engine(gateway.config.database_url())
+    with db.make_sessions(engine)() as session:
+        audit = session.scalars(select(AuditEntry)).all()
+        assert [(a.action, a.result) for a in audit] == [("alarm.ack", "ok"), ("alarm.ack", "refused")]
+    engine.dispose()
+
+
+def test_a_failing_driver_is_restarted_and_the_others_keep_working(tmp_path: Path,
+                                                                   sim: ModbusDISimulator) -> None:
+    registry.register(FlakyDriver)
+    FlakyDriver.starts = 0
+    config = site_config(tmp_path, sim.port, [{"id": "flaky-1", "kind": "test", "driver": "flaky"}])
+    running = Running(config)
+    gateway = running.gateway
+    assert gateway.broker_port
+    availability: list[str] = []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+    watcher.on_message = lambda c, u, m: availability.append(json.loads(m.payload)["state"])
+    watcher.connect("127.0.0.1", gateway.broker_port)
+    watcher.subscribe(f"campus/v1/{SITE}/test/flaky-1/availability", qos=1)
+    watcher.loop_start()
+    engine = db.make_engine(config.database_url())
+    sessions = db.make_sessions(engine)
+
+    def online_in_db() -> bool | None:
+        with sessions() as session:
+            device = session.get(Device, "flaky-1")
+            return device.online if device else None
+
+    bus = Bus(config.broker, "test-commands", port=gateway.broker_port, name="test")
+    commands = CommandClient(bus, SITE)
+    bus.start()
+    stream = SseReader(gateway.console_url + "api/alarms/stream")  # type: ignore[operator]
+    try:
+        assert bus.wait_connected(10)
+        wait_for(lambda: online_in_db() is True, 10, "flaky-1 online in the database")
+        for failure in ("crash", "hang"):
+            starts = FlakyDriver.starts
+            assert commands.send("test", "flaky-1", failure, issued_by="test")["status"] == "ok"
+            wait_for(lambda: online_in_db() is False, 10, f"flaky-1 offline in the database after a {failure}")
+            wait_for(lambda: availability and availability[-1] == "offline", 5, "offline on MQTT")
+            # The other driver keeps working while this one is down.
+            sim.press(1)
+            wait_for(lambda: any(a["alarm_type"] == "panic" and a["condition_active"] for a in stream.alarms()),
+                     5, f"the panic alarm during the {failure}")
+            sim.release(1)
+            wait_for(lambda: FlakyDriver.starts > starts, 10, f"a restart after the {failure}")  # noqa: B023
+            wait_for(lambda: online_in_db() is True, 10, f"flaky-1 back online in the database after a {failure}")
+            wait_for(lambda: availability[-1] == "online", 5, "online again on MQTT")
+        health = gateway.host.health() if gateway.host else {}
+        assert health["flaky.flaky-1"]["restarts"] == 2
+        assert "hung" in health["flaky.flaky-1"]["last_failure"]
+        assert health["modbus_di.gate-box"]["restarts"] == 0
+    finally:
+        stream.close()
+        bus.stop()
+        watcher.loop_stop()
+        running.stop()
+        engine.dispose()
