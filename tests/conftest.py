@@ -71,6 +71,8 @@ class MosquittoBroker:
             lines.append(line)
         lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
                   f"persistence_location {self.workdir}/"]
+        if os.geteuid() == 0:  # mosquitto would drop to its own user, who cannot read pytest's private tmp
+            lines.append("user root")
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:

@@ -1,0 +1,145 @@
+"""The bus against real brokers: TLS and credentials, the Last Will, commands that time out, port clashes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gateway.app import Gateway
+from gateway.broker import BrokerPortTaken, EmbeddedBroker
+from gateway.bus import Bus
+from gateway.commands import CommandClient, CommandTimeout
+from gateway.config import BrokerConfig, ConfigError, validate_config
+from tests.conftest import ROOT, MosquittoBroker, missing, wait_for
+
+
+def make_certs(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 'localhost', made with the openssl command."""
+    if not shutil.which("openssl"):
+        missing("openssl is not installed")
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
+                                                           "server.pem"))
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=campusgw test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out",
+        str(cert), "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
+
+
+class SecureMosquitto(MosquittoBroker):
+    """Mosquitto with TLS and a password file, as a production site runs it."""
+
+    def __init__(self, workdir: Path, ca: Path, cert: Path, key: Path, passwd: Path) -> None:
+        super().__init__(workdir)
+        self.tls_files = (ca, cert, key)
+        self.passwd = passwd
+
+    def config_text(self) -> str:
+        ca, cert, key = self.tls_files
+        text = super().config_text().replace("allow_anonymous true", "allow_anonymous false")
+        return text + (f"password_file {self.passwd}\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+                       "tls_version tlsv1.2\n")
+
+
+def test_tls_and_credentials_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not shutil.which("mosquitto_passwd") or not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        missing("mosquitto (with mosquitto_passwd) is not installed")
+    ca, cert, key = make_certs(tmp_path)
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "campusgw", "s3cret-pw"], check=True,
+                   capture_output=True)
+    passwd.chmod(0o600)
+    broker = SecureMosquitto(tmp_path, ca, cert, key, passwd)
+    broker.start()
+    try:
+        monkeypatch.setenv("TEST_MQTT_PASSWORD", "s3cret-pw")
+        config = BrokerConfig.model_validate({
+            "url": f"mqtts://localhost:{broker.port}", "username": "campusgw",
+            "password_env": "TEST_MQTT_PASSWORD", "tls": {"ca_file": str(ca)}})
+        bus = Bus(config, "tls-client", name="tls")
+        got = threading.Event()
+        bus.subscribe("campus/v1/s1/#", lambda m: got.set() if m.payload == b"hello" else None)
+        bus.start()
+        assert bus.wait_connected(10), "connects over TLS with the password from the environment"
+        bus.publish("campus/v1/s1/test", b"hello")
+        assert got.wait(10), "a message goes round trip over TLS"
+        bus.stop()
+
+        monkeypatch.setenv("TEST_MQTT_PASSWORD", "wrong")
+        refused = Bus(config, "tls-client-2", name="tls")
+        refused.start()
+        assert not refused.wait_connected(2), "a wrong password is refused"
+        refused.stop()
+    finally:
+        broker.stop()
+
+
+def test_gateway_last_will_reports_it_offline_when_killed(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    config = tmp_path / "site.yaml"
+    config.write_text("site: {id: s1, name: Test}\n"
+                      f"gateway: {{id: gw9, data_dir: {tmp_path / 'data'}}}\n"
+                      f"broker: {{url: 'mqtt://127.0.0.1:{mosquitto.port}', keepalive_s: 5}}\n")
+    states: list[str] = []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+    watcher.on_message = lambda c, u, m: states.append(json.loads(m.payload)["state"])
+    watcher.connect("127.0.0.1", mosquitto.port)
+    watcher.subscribe("campus/v1/s1/gateway/gw9/availability", qos=1)
+    watcher.loop_start()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(config), "--only", "drivers"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: states and states[-1] == "online", 20, "the gateway to announce itself online")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: states[-1] == "offline", 15, "the broker to publish the Last Will")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        watcher.loop_stop()
+
+
+def test_a_command_nobody_answers_times_out_and_a_malformed_one_is_refused(amqtt_broker: Any) -> None:
+    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "commander", name="test")
+    commands = CommandClient(bus, "s1")
+    results: list[dict[str, Any]] = []
+    bus.subscribe("campus/v1/s1/+/+/cmd/+/result", lambda m: results.append(json.loads(m.payload)))
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        with pytest.raises(CommandTimeout, match="no result for 'raise' within 1s"):
+            commands.send("bollard", "gate-1", "raise", issued_by="guard-li", timeout=1)
+    finally:
+        bus.stop()
+
+
+def test_embedded_broker_on_a_taken_port_says_what_to_do() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(BrokerPortTaken, match="port is taken") as info:
+            EmbeddedBroker("127.0.0.1", port).start()
+    assert "embedded_port" in str(info.value) and "url: mqtt://" in str(info.value)
+
+
+async def test_parts_apart_need_a_real_broker(tmp_path: Path) -> None:
+    import asyncio
+
+    config = validate_config({"site": {"id": "s1", "name": "Test"},
+                              "gateway": {"data_dir": str(tmp_path)}, "broker": "embedded"})
+    with pytest.raises(ConfigError, match="give every part the URL of a real broker"):
+        await Gateway(config, ("rules",)).run(asyncio.Event())
