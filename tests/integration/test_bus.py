@@ -112,11 +112,9 @@ def test_gateway_last_will_reports_it_offline_when_killed(tmp_path: Path, mosqui
         watcher.loop_stop()
 
 
-def test_a_command_nobody_answers_times_out_and_a_malformed_one_is_refused(amqtt_broker: Any) -> None:
+def test_a_command_nobody_answers_times_out(amqtt_broker: Any) -> None:
     bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "commander", name="test")
     commands = CommandClient(bus, "s1")
-    results: list[dict[str, Any]] = []
-    bus.subscribe("campus/v1/s1/+/+/cmd/+/result", lambda m: results.append(json.loads(m.payload)))
     bus.start()
     try:
         assert bus.wait_connected(10)

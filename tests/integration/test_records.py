@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from gateway.bus import Bus
+from gateway.cli import main
 from gateway.config import BrokerConfig
 from gateway.events import event_topic, make_event
 from gateway.records import db, store
@@ -31,6 +34,13 @@ def test_migrations_apply_and_are_repeatable(db_url: str) -> None:
     assert db.current_revision(engine) == "0001"
     assert db.has_tables(engine)
     engine.dispose()
+
+
+def test_db_upgrade_command(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(f"site: {{id: s1, name: Test}}\ndatabase: {{url: '{db_url}'}}\n")
+    assert main(["db", "upgrade", "-c", str(site)]) == 0
+    assert "database at revision 0001" in capsys.readouterr().out
 
 
 def test_rules_keep_alarm_records_once_and_audit_operators(db_url: str, amqtt_broker: Any) -> None:
