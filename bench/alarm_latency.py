@@ -159,13 +159,15 @@ class SseClient:
     ends the stream cleanly) and nothing buffers between the socket and the clock.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         parsed = urlsplit(url)
+        self.status = ""  # the HTTP status line, once read
         self.alarms: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self.snapshot = threading.Event()
         self._sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=10)
         self._sock.settimeout(None)
-        self._sock.sendall(f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self._sock.sendall(f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n{auth}"
                            "Accept: text/event-stream\r\n\r\n".encode())
         self._thread = threading.Thread(target=self._run, name="sse", daemon=True)
         self._thread.start()
@@ -186,6 +188,8 @@ class SseClient:
             # between messages and match neither prefix below.
             for raw in lines:
                 line = raw.rstrip(b"\r").decode()
+                if not self.status:
+                    self.status = line
                 if line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:") and event == "alarm":
@@ -198,6 +202,26 @@ class SseClient:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(5)
+
+
+def console_token(config: Config) -> str | None:
+    """A Bearer token for the console, when it asks for a login (gateway.console.auth): a 'bench' guard
+    with an API token, written straight into the gateway's database. None for a console without logins."""
+    try:
+        from gateway.console import auth
+    except ImportError:
+        return None
+    from gateway.records import db
+    from gateway.records.models import utcnow
+
+    engine = db.make_engine(config.database_url())
+    try:
+        with db.make_sessions(engine).begin() as session:
+            auth.add_user(session, "bench", "guard", auth.generate_password())
+            token: str = auth.add_token(session, "bench", "bench", utcnow())
+            return token
+    finally:
+        engine.dispose()
 
 
 def wait_matching(q: queue.Queue[Any], match: Callable[[Any], bool], timeout: float) -> Any:
@@ -342,15 +366,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sim = ModbusDISimulator(inputs=16)
             sim_port = sim.start()
-            runner = GatewayThread(validate_config(config_dict(tmp / "gw", sim_port, args.poll_ms, broker_url)))
+            config = validate_config(config_dict(tmp / "gw", sim_port, args.poll_ms, broker_url))
+            runner = GatewayThread(config)
             gw = runner.start()
             try:
                 broker_port = gw.broker_port if mosquitto is None else mosquitto.port
                 assert broker_port and gw.console_url
                 sub = EventSubscriber(broker_port)
-                sse = SseClient(gw.console_url + "api/alarms/stream")
-                if not sub.subscribed.wait(10) or not sse.snapshot.wait(10):
-                    raise RuntimeError("the bench's MQTT subscriber or SSE client did not get going")
+                sse = SseClient(gw.console_url + "api/alarms/stream", console_token(config))
+                if not sub.subscribed.wait(10):
+                    raise RuntimeError("the bench's MQTT subscriber got no SUBACK within 10 s")
+                if not sse.snapshot.wait(10):
+                    raise RuntimeError(f"no snapshot on the console's SSE stream within 10 s (HTTP status: "
+                                       f"{sse.status or 'none'})")
                 wait_device_online(gw)
                 time.sleep(0.5)
                 print(f"pressing input 1 {args.presses} times ...", file=sys.stderr, flush=True)
@@ -399,12 +427,12 @@ def report(args: argparse.Namespace, result: dict[str, list[float]], took: float
     print()
     print(f"idle CPU, % of one core, over {args.idle_s:.0f} s with nothing pressed (poll {args.poll_ms} ms):")
     inproc = "gateway + simulator (same process" + (", + embedded broker)" if args.broker == "embedded" else ")")
-    print(f"  {inproc:58}{idle_inproc['this process']:6.1f} %")
+    print(f"  {inproc:64}{idle_inproc['this process']:6.1f} %")
     gateway_only = "gateway alone" + (" (+ embedded broker)" if args.broker == "embedded" else "")
-    print(f"  {gateway_only + ', simulator in a subprocess':58}{idle_apart['this process']:6.1f} %")
-    print(f"  {'  the simulator subprocess':58}{idle_apart['simulator subprocess']:6.1f} %")
+    print(f"  {gateway_only + ', simulator in a subprocess':64}{idle_apart['this process']:6.1f} %")
+    print(f"  {'  the simulator subprocess':64}{idle_apart['simulator subprocess']:6.1f} %")
     if "mosquitto" in idle_apart:
-        print(f"  {'  mosquitto':58}{idle_apart['mosquitto']:6.1f} %")
+        print(f"  {'  mosquitto':64}{idle_apart['mosquitto']:6.1f} %")
 
 
 if __name__ == "__main__":

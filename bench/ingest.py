@@ -228,21 +228,23 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
             for topic, event in items:
                 outbox.put(topic, event)
         put_s = time.perf_counter() - first
-        count, sent_s, seen, stalled = 0, None, -1, time.monotonic()
+        count, seconds, sent_s, seen, stalled = 0, 0.0, None, -1, time.monotonic()
         while True:
             with engine.connect() as conn:
                 count = conn.execute(text("SELECT COUNT(*) FROM events")).scalar_one()
             now = time.perf_counter()
             if sent_s is None and outbox.published >= events:
                 sent_s = now - first
-            if count >= events:
-                break
+            if count >= events and not seconds:
+                seconds = now - first
+            if seconds and (sent_s is not None or now - first > seconds + 5):
+                break  # all stored, and the outbox saw every PUBACK (or never will)
             if count != seen:
                 seen, stalled = count, time.monotonic()
-            elif time.monotonic() - stalled > STALL_S:
+            elif time.monotonic() - stalled > STALL_S and not seconds:
+                seconds = now - first
                 break
             time.sleep(POLL_S)
-        seconds = now - first
         with engine.connect() as conn:
             stored = list(conn.execute(text("SELECT id FROM events")).scalars())
     finally:

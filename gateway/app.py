@@ -61,6 +61,8 @@ class Gateway:
     host: DriverHost | None = None
     outbox: Outbox | None = None
     rules: Any = None
+    sessions: Any = None
+    first_admin_password: str | None = None  # set on the very first start: shown once, then forgotten
     _cleanup: list[Callable[[], Any]] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[Gateway], None] | None = None) -> None:
@@ -86,7 +88,7 @@ class Gateway:
         if "rules" in self.parts or "console" in self.parts:
             engine = db.make_engine(cfg.database_url())
             await asyncio.to_thread(db.upgrade, engine)
-            sessions = db.make_sessions(engine)
+            sessions = self.sessions = db.make_sessions(engine)
             with sessions.begin() as session:
                 store.register_devices(session, cfg.devices)
             self._cleanup.append(engine.dispose)
@@ -125,10 +127,12 @@ class Gateway:
 
             self._cleanup.append(stop_drivers)
         if "console" in self.parts:
-            from gateway.console.app import create_app
+            from gateway.console.app import create_app, ensure_first_admin
 
             console_bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
-            app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus)
+            app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus, cfg.console.language,
+                             cfg.console.secure_cookies)
+            self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")
             listen_host, listen_port = sock.getsockname()[:2]

@@ -31,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["upgrade", "current"])
     p.add_argument("-c", "--config", type=Path, required=True)
 
+    p = sub.add_parser("user", help="console users: add, passwd, list, token")
+    p.add_argument("action", choices=["add", "passwd", "list", "token"])
+    p.add_argument("username", nargs="?")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--role", choices=["guard", "supervisor", "admin"], default="guard")
+    p.add_argument("--name", help="display name (add), or the token's name (token)")
+    p.add_argument("--language", choices=["zh_CN", "en"])
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
     p = sub.add_parser("run", help="run the gateway for a site")
     p.add_argument("-c", "--config", type=Path, required=True)
     p.add_argument("--only", choices=["drivers", "rules", "console"], help="run one part only")
@@ -53,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_config(args.file)
         if args.command == "db":
             return db_command(args.action, args.config)
+        if args.command == "user":
+            return user_command(args)
         if args.command == "run":
             config = load_config(args.config)
             setup_logging(config.gateway.log_level, config.gateway.log_format, config.site.timezone)
@@ -92,6 +103,63 @@ def db_command(action: str, path: Path) -> int:
     return 0
 
 
+def user_command(args: argparse.Namespace) -> int:
+    import getpass
+
+    from gateway.console import auth
+    from gateway.records import db, store
+    from gateway.records.models import User, utcnow
+
+    config = load_config(args.config)
+    engine = db.make_engine(config.database_url())
+    db.upgrade(engine)
+    sessions = db.make_sessions(engine)
+    if args.action == "list":
+        from sqlalchemy import select
+
+        with sessions() as session:
+            for user in session.scalars(select(User).order_by(User.username)):
+                state = "disabled" if user.disabled else ("locked" if user.locked_until and
+                                                          user.locked_until > utcnow() else "active")
+                print(f"{user.username:<20} {user.role:<11} {state:<8} {user.display_name}")
+        return 0
+    if not args.username:
+        print(f"campusgw user {args.action}: give a user name", file=sys.stderr)
+        return 2
+
+    def new_password() -> tuple[str, bool]:
+        if args.password_stdin:
+            return sys.stdin.readline().rstrip("\n"), False
+        if sys.stdin.isatty():
+            first = getpass.getpass(f"New password for {args.username}: ")
+            if first != getpass.getpass("Again: "):
+                raise auth.AuthError("the two passwords differ")
+            return first, False
+        return auth.generate_password(), True
+
+    try:
+        with sessions.begin() as session:
+            if args.action == "token":
+                secret = auth.add_token(session, args.username, args.name or "api", utcnow())
+                store.audit(session, "cli", "token.add", f"user:{args.username}", "ok", {"name": args.name}, utcnow())
+                print(f"API token for {args.username} (shown once; send as 'Authorization: Bearer ...'):\n{secret}")
+                return 0
+            password, generated = new_password()
+            if args.action == "add":
+                auth.add_user(session, args.username, args.role, password, display_name=args.name,
+                              language=args.language)
+                store.audit(session, "cli", "user.add", f"user:{args.username}", "ok", {"role": args.role}, utcnow())
+            else:
+                auth.set_password(session, args.username, password)
+                store.audit(session, "cli", "user.passwd", f"user:{args.username}", "ok", {}, utcnow())
+    except auth.AuthError as exc:
+        print(f"campusgw user {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.username}: {'added' if args.action == 'add' else 'password changed'}"
+          + (f"; password (shown once): {password}" if generated else ""))
+    return 0
+
+
 def _serve(config: Config, parts: tuple[str, ...], on_ready: Any = None, extra: Any = None,
            console_socket: Any = None) -> int:
     """Run until SIGINT/SIGTERM; `extra(gateway, stop)` is an optional coroutine run beside (the demo's presser)."""
@@ -106,6 +174,10 @@ def _serve(config: Config, parts: tuple[str, ...], on_ready: Any = None, extra: 
         side: list[asyncio.Task[Any]] = []
 
         def ready(gw: Gateway) -> None:
+            if gw.first_admin_password and not on_ready:  # the demo makes and prints its own users
+                print(f"First start: created console user 'admin' with password {gw.first_admin_password}\n"
+                      "  Write it down: it is not shown again. Change it with 'campusgw user passwd admin -c FILE'.",
+                      flush=True)
             if on_ready:
                 on_ready(gw)
             else:
@@ -149,8 +221,11 @@ def demo(config_path: Path, data_dir: Path, console_port: int, press_every: floa
         sock = bind_socket(config.console.host, 0, "console")
 
     def ready(gw: Any) -> None:
+        logins = demo_users(gw.sessions)
         print(f"campusgw demo is running for '{config.site.name}'.", flush=True)
-        print(f"  Console: {gw.console_url}  (no login yet: it comes with the console issue)", flush=True)
+        print(f"  Console: {gw.console_url}", flush=True)
+        for username, password in logins:
+            print(f"  Login:   {username:<11} / {password}", flush=True)
         print(f"  MQTT:    mqtt://{config.broker.embedded_host}:{gw.broker_port} (embedded broker; try "
               f"mosquitto_sub -p {gw.broker_port} -t 'campus/#' -v)", flush=True)
         print(f"  Data:    {data_dir.resolve()}", flush=True)
@@ -171,6 +246,25 @@ def demo(config_path: Path, data_dir: Path, console_port: int, press_every: floa
     finally:
         sim.stop()
         print("campusgw demo stopped.", flush=True)
+
+
+def demo_users(sessions: Any) -> list[tuple[str, str]]:
+    """The demo's three users, with fresh passwords at every start (printed; a demo has no secrets)."""
+    from sqlalchemy import select
+
+    from gateway.console import auth
+    from gateway.records.models import User
+
+    logins = []
+    with sessions.begin() as session:
+        for username, role in (("guard", "guard"), ("supervisor", "supervisor"), ("admin", "admin")):
+            password = auth.generate_password()
+            if session.scalar(select(User).where(User.username == username)) is None:
+                auth.add_user(session, username, role, password)  # type: ignore[arg-type]
+            else:
+                auth.set_password(session, username, password)
+            logins.append((username, password))
+    return logins
 
 
 def simulate(port: int, press_every: float) -> int:

@@ -153,6 +153,9 @@ class OutboxConfig(Strict):
 class ConsoleConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    language: Literal["zh_CN", "en"] = "zh_CN"  # the default; each user may choose
+    # Session cookies marked Secure: true behind a TLS proxy; unset: Secure when the request came over https.
+    secure_cookies: bool | None = None
 
 
 class ZoneConfig(Strict):

@@ -1,146 +1,177 @@
-"""The guard console (minimal for now): open alarms, live over SSE, with acknowledge.
+"""The guard console: a FastAPI app with server-rendered pages, small vanilla JavaScript and a JSON API.
 
-The console learns of alarm changes from MQTT (campus/v1/<site>/rules/alarms/+),
-so it can run in another process than the rules service. Each browser gets a
-snapshot from the database on connect, then every change as it happens.
-Login, roles and the other pages come with the console issue.
+Every route needs a logged-in user except the few in PUBLIC_PATHS; roles decide
+what each may do (gateway.console.auth). Pages live in gateway.console.pages.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator
-from datetime import datetime
-from pathlib import Path
+from importlib import import_module
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-import paho.mqtt.client as mqtt
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.bus import Bus
-from gateway.events import rules_topic
+from gateway.console import auth, i18n
+from gateway.console.pages import PAGES
+from gateway.console.web import SESSION_COOKIE, Console, NotLoggedIn, console, render, tr
 from gateway.records import store
-from gateway.records.models import utcnow
-from gateway.rules.alarms import RefusedAction
+from gateway.records.models import User, utcnow
 
 log = logging.getLogger("campusgw.console")
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-PING_S = 15.0  # keeps proxies from closing an idle stream, and lets the page notice a dead one
+PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
+MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read
 
 
-class Broadcaster:
-    """Fans alarm changes out to every connected browser; safe to feed from paho's thread."""
+class BodyLimit:
+    """Refuses oversized request bodies with 413 before reading them."""
 
-    def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1000)
-        self._queues.add(queue)
-        return queue
-
-    def close(self) -> None:
-        """End every stream (shutdown): browsers reconnect by themselves when the gateway is back."""
-        for queue in list(self._queues):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        self._queues.discard(queue)
-
-    def publish(self, alarm: dict[str, Any]) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._fan_out, alarm)
-
-    def _fan_out(self, alarm: dict[str, Any]) -> None:
-        for queue in list(self._queues):
-            if queue.full():  # a stalled browser: drop it; it reconnects and gets a fresh snapshot
-                self._queues.discard(queue)
-                continue
-            queue.put_nowait(alarm)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+                response = JSONResponse({"detail": f"request body too large (limit {MAX_BODY} bytes)"}, 413)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
-def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[Session], bus: Bus) -> FastAPI:
-    app = FastAPI(title="campusgw console", docs_url=None, redoc_url=None, openapi_url=None)
-    broadcaster = Broadcaster()
-    app.state.broadcaster = broadcaster
+def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[Session], bus: Bus,
+               language: str = i18n.DEFAULT_LANGUAGE, secure_cookies: bool | None = None) -> FastAPI:
+    app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies)
+    app.state.console = ctx
+    for key, title, module in PAGES:
+        ctx.nav.append((key, title, f"/{key}" if module else None))
+        if module:
+            page = import_module(module)
+            app.include_router(page.router)
+            if hasattr(page, "attach"):
+                page.attach(app)
+    app.add_middleware(BodyLimit)
 
-    def on_alarm(message: mqtt.MQTTMessage) -> None:
-        try:
-            broadcaster.publish(json.loads(message.payload))
-        except ValueError:
-            log.warning("ignored a malformed alarm update on %s", message.topic)
+    @app.middleware("http")
+    async def login_required(request: Request, call_next: Any) -> Response:
+        """No route without a login, except the public ones: a new route cannot be forgotten."""
+        path = request.url.path
+        if path not in PUBLIC_PATHS:
+            from gateway.console.web import current_user
 
-    bus.subscribe(rules_topic(site, "alarms", "+"), on_alarm)
-
-    def local(ts: str | None) -> str:
-        return datetime.fromisoformat(ts).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-
-    @app.get("/", response_class=HTMLResponse)
-    async def alarms_page(request: Request) -> HTMLResponse:
-        with sessions() as session:
-            alarms = store.open_alarm_views(session)
-        return TEMPLATES.TemplateResponse(request, "alarms.html", {
-            "site_name": site_name, "alarms": alarms, "local": local, "tz": str(tz)})
-
-    @app.get("/api/alarms")
-    async def open_alarms() -> JSONResponse:
-        with sessions() as session:
-            return JSONResponse(store.open_alarm_views(session))
-
-    @app.get("/api/alarms/stream")
-    async def alarm_stream(request: Request) -> StreamingResponse:
-        broadcaster.bind(asyncio.get_running_loop())
-        queue = broadcaster.subscribe()  # before the snapshot, so nothing falls between the two
-
-        async def events() -> AsyncIterator[str]:
             try:
-                with sessions() as session:
-                    snapshot = store.open_alarm_views(session)
-                yield f"retry: 2000\nevent: snapshot\ndata: {json.dumps(snapshot, ensure_ascii=False)}\n\n"
-                while True:
-                    try:
-                        alarm = await asyncio.wait_for(queue.get(), PING_S)
-                    except TimeoutError:
-                        yield ": ping\n\n"
-                        continue
-                    if alarm is None:
-                        return
-                    yield f"event: alarm\ndata: {json.dumps(alarm, ensure_ascii=False)}\n\n"
-            finally:
-                broadcaster.unsubscribe(queue)
+                current_user(request)
+            except NotLoggedIn:
+                return not_logged_in(request)
+        response: Response = await call_next(request)
+        return response
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    @app.exception_handler(NotLoggedIn)
+    async def _not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
+        return not_logged_in(request)
 
-    @app.post("/api/alarms/{alarm_id}/ack")
-    async def acknowledge(alarm_id: int, request: Request) -> JSONResponse:
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": exc.detail}, exc.status_code)
+        return render(request, "error.html", exc.status_code, message=exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"detail": tr(request, "The request is not valid."), "problems": problems}, 422)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/alarms", 303)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login_page(request: Request, next: str = "/alarms") -> HTMLResponse:
+        return render(request, "login.html", next=safe_next(next), error=None)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request, username: str = Form(max_length=64), password: str = Form(max_length=200),
+                    next: str = Form("/alarms", max_length=500)) -> Response:
         client = request.client.host if request.client else None
-        with sessions.begin() as session:
+        with ctx.sessions.begin() as session:
             try:
-                alarm = store.operator_action(session, alarm_id, "ack", "console", utcnow(), client=client)
-            except RefusedAction as exc:  # caught inside the transaction so the refusal's audit entry commits
-                refused = str(exc)
+                secret, user = auth.login(session, username, password, utcnow(), client)
+            except auth.AuthError as exc:
+                error = tr(request, exc.message).format(**exc.params)
+                store.audit(session, username[:64], "login", "console", "refused", {"why": str(exc)}, utcnow(), client)
             else:
-                refused, view = "", store.alarm_view(alarm)
-        if refused:
-            raise HTTPException(409, refused)
-        bus.publish_json(rules_topic(site, "alarms", str(alarm_id)), view)
-        return JSONResponse(view)
+                error = ""
+                store.audit(session, user.username, "login", "console", "ok", {}, utcnow(), client)
+        if error:
+            # Not a cookie-CSRF concern: a forged login attempt gains nothing without the password.
+            return render(request, "login.html", 401, next=safe_next(next), error=error, username=username)
+        response = RedirectResponse(safe_next(next), 303)
+        response.set_cookie(SESSION_COOKIE, secret, httponly=True, samesite="strict", path="/",
+                            secure=ctx.secure_cookies if ctx.secure_cookies is not None
+                            else request.url.scheme == "https")
+        return response
 
-    @app.get("/healthz")
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        from gateway.console.web import check_csrf, current_user
+
+        user = current_user(request)
+        await check_csrf(request, user)
+        with ctx.sessions.begin() as session:
+            auth.logout(session, request.cookies.get(SESSION_COOKIE, ""))
+            store.audit(session, user.username, "logout", "console", "ok", {}, utcnow())
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.post("/lang", include_in_schema=False)
+    async def set_language(request: Request, lang: str = Form(max_length=16), next: str = Form("/alarms")) -> Response:
+        """Switch the language (kept in a cookie, and for a logged-in user in their profile)."""
+        if lang not in i18n.LANGUAGES:
+            raise HTTPException(422, "unknown language")
+        response = RedirectResponse(safe_next(next), 303)
+        response.set_cookie("campusgw_lang", lang, httponly=True, samesite="strict", max_age=365 * 86400)
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
-        return {"ok": True, "broker": bus.connected.is_set()}
+        return {"ok": True, "broker": ctx.bus.connected.is_set()}
 
     return app
+
+
+def safe_next(target: str) -> str:
+    """Only redirect within this console (no open redirect to another site)."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/alarms"
+
+
+def not_logged_in(request: Request) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": tr(request, "Log in first.")}, 401,
+                            headers={"WWW-Authenticate": 'Bearer realm="campusgw"'})
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", 303)
+
+
+def ensure_first_admin(sessions: sessionmaker[Session]) -> str | None:
+    """On the very first start there is no user: make 'admin' with a random password, to be shown once."""
+    with sessions.begin() as session:
+        if session.scalar(select(func.count()).select_from(User)):
+            return None
+        password = auth.generate_password()
+        auth.add_user(session, "admin", "admin", password, display_name="Administrator")
+        store.audit(session, "system", "user.add", "user:admin", "ok", {"role": "admin", "first_start": True},
+                    utcnow())
+        return password
+
+
+__all__ = ["console", "create_app", "ensure_first_admin"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -84,16 +84,18 @@ def record_event_seen(session: Session, rows: list[dict[str, Any]], last_seen: d
                         .values(last_seen=at))
 
 
-def operator_action(session: Session, alarm_id: int, action: Action, actor: str, at: datetime,
+def operator_action(session: Session, alarm_id: int, action: Action | Literal["note"], actor: str, at: datetime,
                     note: str | None = None, client: str | None = None) -> Alarm:
-    """A person acts on an alarm: checked, applied, and audited whether it succeeds or is refused."""
+    """A person acts on an alarm: checked, applied, and audited whether it succeeds or is refused.
+    A note changes no state and may be added to any alarm, closed ones too."""
     alarm = session.get(Alarm, alarm_id, with_for_update=True)
     if alarm is None:
         audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused", {"why": "no such alarm"}, at, client)
-        raise RefusedAction(f"there is no alarm {alarm_id}")
+        raise RefusedAction("there is no such alarm")
     try:
-        to_state = operator_transition(alarm.state, action, latching=alarm.latching,  # type: ignore[arg-type]
-                                       condition_active=alarm.condition_active)
+        to_state: State = alarm.state if action == "note" else operator_transition(  # type: ignore[assignment]
+            alarm.state, action, latching=alarm.latching,  # type: ignore[arg-type]
+            condition_active=alarm.condition_active)
     except RefusedAction as exc:
         audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused", {"why": str(exc)}, at, client)
         raise

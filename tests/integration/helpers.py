@@ -17,8 +17,9 @@ TZ = ZoneInfo("Asia/Shanghai")
 class SseReader:
     """Reads an SSE stream in a thread and keeps every (event, data) pair it sees."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cookies: httpx.Cookies | None = None) -> None:
         self.url = url
+        self.cookies = cookies
         self.events: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -26,7 +27,7 @@ class SseReader:
         self._thread.start()
 
     def _run(self) -> None:
-        with httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as client, \
+        with httpx.Client(timeout=httpx.Timeout(5.0, read=None), cookies=self.cookies) as client, \
                 client.stream("GET", self.url) as response:
             name, data = "message", []
             for line in response.iter_lines():
@@ -57,3 +58,13 @@ def alarm_event(site: str, device: str, point: str, seq: int, *, restored: bool 
                        {"point": point, "input": 1, "point_type": point_type, "zone": None, "place": "gatehouse"},
                        seq, at, TZ)
     return event_topic(site, "alarm_input", device, event_type), event.to_json(), event.id
+
+
+def logged_in(base_url: str, username: str, password: str) -> httpx.Client:
+    """An HTTP client with a console session; its `csrf` attribute is the token for changing requests."""
+    client = httpx.Client(base_url=base_url, timeout=10)
+    response = client.post("/login", data={"username": username, "password": password, "next": "/alarms"})
+    assert response.status_code == 303, f"login as {username} failed: {response.status_code} {response.text[:200]}"
+    page = client.get("/alarms").text
+    client.csrf = page.split("const CSRF = ", 1)[1].split(";", 1)[0].strip('"')  # type: ignore[attr-defined]
+    return client

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from gateway.records.models import Alarm, IngestedEvent
 from tests.conftest import ROOT, MosquittoBroker, wait_for
-from tests.integration.helpers import SseReader, alarm_event
+from tests.integration.helpers import SseReader, alarm_event, logged_in
 
 
 def children_of(pid: int) -> list[int]:
@@ -39,13 +39,16 @@ def test_demo_shows_an_alarm_within_10s_and_stops_cleanly(tmp_path: Path) -> Non
     try:
         assert proc.stdout is not None
         started = time.monotonic()
-        url = None
-        while url is None and time.monotonic() - started < 30:
+        url = password = None
+        while password is None and time.monotonic() - started < 30:
             line = proc.stdout.readline()
             if "Console:" in line:
                 url = line.split("Console:")[1].split()[0]
-        assert url, "the demo prints the console URL"
-        stream = SseReader(url + "api/alarms/stream")
+            if "Login:" in line and " guard " in line:
+                password = line.split("/")[-1].strip()
+        assert url and password, "the demo prints the console URL and a login"
+        client = logged_in(url, "guard", password)
+        stream = SseReader(url + "api/alarms/stream", client.cookies)
         wait_for(lambda: any(a["alarm_type"] == "panic" for a in stream.alarms()), 10,
                  "the demo's alarm on the console's live stream")
         stream.close()

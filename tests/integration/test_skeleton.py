@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from pydantic import ConfigDict
@@ -29,7 +28,7 @@ from gateway.records import db
 from gateway.records.models import AuditEntry, Device
 from simulators.modbus_di import ModbusDISimulator
 from tests.conftest import wait_for
-from tests.integration.helpers import SseReader
+from tests.integration.helpers import SseReader, logged_in
 
 SITE = "school-1"
 
@@ -138,8 +137,9 @@ def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path:
     running = Running(site_config(tmp_path, sim.port))
     gateway = running.gateway
     url = gateway.console_url
-    assert url
-    stream = SseReader(url + "api/alarms/stream")
+    assert url and gateway.first_admin_password, "the first start makes an admin with a one-time password"
+    client = logged_in(url, "admin", gateway.first_admin_password)
+    stream = SseReader(url + "api/alarms/stream", client.cookies)
     try:
         wait_for(lambda: stream.events and stream.events[0][0] == "snapshot", 10, "the stream's snapshot")
         sim.press(1)
@@ -149,13 +149,14 @@ def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path:
         sim.release(1)
         wait_for(lambda: any(not a["condition_active"] for a in stream.alarms()), 5, "the release")
 
-        page = httpx.get(url).text
+        page = client.get("/alarms").text
         assert "gate-box" in page and "门卫室" in page, "the page lists the open alarm"
-        response = httpx.post(f"{url}api/alarms/{raised['id']}/ack")
+        headers = {"X-CSRF-Token": client.csrf}  # type: ignore[attr-defined]
+        response = client.post(f"/api/alarms/{raised['id']}/ack", headers=headers)
         assert response.status_code == 200 and response.json()["state"] == "active_ack"
         wait_for(lambda: any(a["state"] == "active_ack" for a in stream.alarms()), 5, "the ack on the stream")
-        again = httpx.post(f"{url}api/alarms/{raised['id']}/ack")
-        assert again.status_code == 409 and "already acknowledged" in again.json()["detail"]
+        again = client.post(f"/api/alarms/{raised['id']}/ack", headers=headers)
+        assert again.status_code == 409 and again.json()["detail"] == "该报警已确认", "refusals in the user's language"
 
         # A command travels MQTT to the driver and its result comes back.
         assert gateway.broker_port
@@ -175,7 +176,8 @@ def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path:
     engine = db.make_engine(gateway.config.database_url())
     with db.make_sessions(engine)() as session:
         audit = session.scalars(select(AuditEntry)).all()
-        assert [(a.action, a.result) for a in audit] == [("alarm.ack", "ok"), ("alarm.ack", "refused")]
+        assert [(a.action, a.result, a.actor) for a in audit][-2:] == [("alarm.ack", "ok", "admin"),
+                                                                       ("alarm.ack", "refused", "admin")]
     engine.dispose()
 
 
@@ -204,7 +206,9 @@ def test_a_failing_driver_is_restarted_and_the_others_keep_working(tmp_path: Pat
     bus = Bus(config.broker, "test-commands", port=gateway.broker_port, name="test")
     commands = CommandClient(bus, SITE)
     bus.start()
-    stream = SseReader(gateway.console_url + "api/alarms/stream")  # type: ignore[operator]
+    assert gateway.console_url and gateway.first_admin_password
+    client = logged_in(gateway.console_url, "admin", gateway.first_admin_password)
+    stream = SseReader(gateway.console_url + "api/alarms/stream", client.cookies)
     try:
         assert bus.wait_connected(10)
         wait_for(lambda: online_in_db() is True, 10, "flaky-1 online in the database")

@@ -1,0 +1,16 @@
+"""The console's pages. A capability adds its page as a module here and one line in PAGES."""
+
+from __future__ import annotations
+
+# (key, title msgid, module or None while the page does not exist yet); the order is the navigation's.
+PAGES: list[tuple[str, str, str | None]] = [
+    ("alarms", "Alarms", "gateway.console.pages.alarms"),
+    ("visitors", "Visitors", None),
+    ("access", "Access", None),
+    ("bollards", "Bollards", None),
+    ("cameras", "Cameras", None),
+    ("patrols", "Patrols", None),
+    ("incidents", "Incidents", None),
+    ("devices", "Devices", "gateway.console.pages.devices"),
+    ("reports", "Reports", None),
+]

@@ -1,0 +1,188 @@
+"""The live alarm board: open alarms by priority then time, pushed over SSE, with ack, note, reset and close.
+
+Alarm changes come from MQTT (campus/v1/<site>/rules/alarms/+), so the console
+can run apart from the rules service; each browser gets a snapshot from the
+database on connect, then every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from gateway.console.auth import LoggedIn
+from gateway.console.web import console, render, require, tr
+from gateway.events import rules_topic
+from gateway.records import store
+from gateway.records.models import Alarm, AlarmTransition, utcnow
+from gateway.rules.alarms import RefusedAction
+
+log = logging.getLogger("campusgw.console")
+router = APIRouter()
+PING_S = 15.0  # keeps proxies from closing an idle stream, and lets the page notice a dead one
+Action = Literal["ack", "reset", "close", "note"]
+PERMISSION = {"ack": "alarm.ack", "note": "alarm.note", "reset": "alarm.reset", "close": "alarm.close"}
+
+
+class Broadcaster:
+    """Fans alarm changes out to every connected browser; safe to feed from paho's thread."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1000)
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._queues.discard(queue)
+
+    def publish(self, alarm: dict[str, Any]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._fan_out, alarm)
+
+    def _fan_out(self, alarm: dict[str, Any]) -> None:
+        for queue in list(self._queues):
+            if queue.full():  # a stalled browser: drop it; it reconnects and gets a fresh snapshot
+                self._queues.discard(queue)
+                continue
+            queue.put_nowait(alarm)
+
+    def close(self) -> None:
+        """End every stream (shutdown): browsers reconnect by themselves when the console is back."""
+        for queue in list(self._queues):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    @property
+    def clients(self) -> int:
+        return len(self._queues)
+
+
+def attach(app: Any) -> None:
+    """Feed the broadcaster from MQTT; called once when the app is made."""
+    ctx = app.state.console
+    broadcaster = Broadcaster()
+    app.state.broadcaster = broadcaster
+
+    def on_alarm(message: mqtt.MQTTMessage) -> None:
+        try:
+            broadcaster.publish(json.loads(message.payload))
+        except ValueError:
+            log.warning("ignored a malformed alarm update on %s", message.topic)
+
+    ctx.bus.subscribe(rules_topic(ctx.site, "alarms", "+"), on_alarm)
+
+
+def open_alarms(request: Request) -> list[dict[str, Any]]:
+    with console(request).sessions() as session:
+        return store.open_alarm_views(session)
+
+
+@router.get("/alarms", response_class=HTMLResponse)
+async def alarms_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
+    return render(request, "alarms.html", alarms=open_alarms(request), csrf=user.csrf)
+
+
+@router.get("/api/alarms")
+async def alarms_api(request: Request, user: LoggedIn = Depends(require("view"))) -> list[dict[str, Any]]:  # noqa: B008
+    """Open alarms, most urgent first."""
+    return open_alarms(request)
+
+
+@router.get("/api/alarms/stream")
+async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"))) -> StreamingResponse:  # noqa: B008
+    """Server-sent events: `snapshot` (all open alarms) on connect, then `alarm` for every change."""
+    broadcaster: Broadcaster = request.app.state.broadcaster
+    broadcaster.bind(asyncio.get_running_loop())
+    queue = broadcaster.subscribe()  # before the snapshot, so nothing falls between the two
+    snapshot = open_alarms(request)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield f"retry: 2000\nevent: snapshot\ndata: {json.dumps(snapshot, ensure_ascii=False)}\n\n"
+            while True:
+                try:
+                    alarm = await asyncio.wait_for(queue.get(), PING_S)
+                except TimeoutError:
+                    yield ": ping\n\n"
+                    continue
+                if alarm is None:
+                    return
+                yield f"event: alarm\ndata: {json.dumps(alarm, ensure_ascii=False)}\n\n"
+        finally:
+            broadcaster.unsubscribe(queue)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/api/alarms/{alarm_id}")
+async def alarm_detail(alarm_id: int, request: Request,
+                       user: LoggedIn = Depends(require("view"))) -> dict[str, Any]:  # noqa: B008
+    """One alarm with its whole history: every transition and note, with who and when."""
+    with console(request).sessions() as session:
+        alarm = session.get(Alarm, alarm_id)
+        if alarm is None:
+            raise HTTPException(404, tr(request, "There is no such alarm."))
+        steps = session.scalars(select(AlarmTransition).where(AlarmTransition.alarm_id == alarm_id)
+                                .order_by(AlarmTransition.id)).all()
+        return {**store.alarm_view(alarm), "history": [
+            {"action": s.action, "from": s.from_state, "to": s.to_state, "actor": s.actor, "at": s.at.isoformat(),
+             "note": s.note} for s in steps]}
+
+
+class ActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=1000)
+
+
+async def act(request: Request, alarm_id: int, action: Action, user: LoggedIn, body: ActionBody) -> dict[str, Any]:
+    ctx = console(request)
+    note = (body.note or "").strip() or None
+    if action == "note" and not note:
+        raise HTTPException(422, tr(request, "Write a note first."))
+    client = request.client.host if request.client else None
+    with ctx.sessions.begin() as session:
+        try:
+            alarm = store.operator_action(session, alarm_id, action, user.username, utcnow(), note, client)
+        except RefusedAction as exc:  # caught inside the transaction so the refusal's audit entry commits
+            refused = str(exc)
+        else:
+            refused, view = "", store.alarm_view(alarm)
+    if refused:
+        raise HTTPException(404 if refused == "there is no such alarm" else 409, tr(request, refused))
+    ctx.bus.publish_json(rules_topic(ctx.site, "alarms", str(alarm_id)), view)
+    return view
+
+
+def _route(action: Action) -> None:
+    async def endpoint(alarm_id: int, request: Request, body: ActionBody | None = None,
+                       user: LoggedIn = Depends(require(PERMISSION[action]))) -> dict[str, Any]:  # noqa: B008
+        return await act(request, alarm_id, action, user, body or ActionBody())
+
+    endpoint.__name__ = f"alarm_{action}"
+    endpoint.__doc__ = {"ack": "Acknowledge an alarm (guard and up).",
+                        "note": "Add a note to an alarm's history (guard and up).",
+                        "reset": "Reset an acknowledged alarm once the cause is dealt with (supervisor and up).",
+                        "close": "Close a cleared, acknowledged alarm (supervisor and up)."}[action]
+    router.post(f"/api/alarms/{{alarm_id}}/{action}")(endpoint)
+
+
+for _action in ("ack", "note", "reset", "close"):
+    _route(_action)

@@ -1,0 +1,123 @@
+"""What every console page shares: who is asking (session cookie or API token), roles, CSRF, rendering."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.bus import Bus
+from gateway.console import auth, i18n
+from gateway.records.models import utcnow
+
+SESSION_COOKIE = "campusgw_session"
+CSRF_HEADER = "x-csrf-token"
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                        autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+@dataclass
+class Console:
+    """The console's shared state, one per app."""
+
+    site: str
+    site_name: str
+    tz: ZoneInfo
+    sessions: sessionmaker[Session]
+    bus: Bus
+    language: str = i18n.DEFAULT_LANGUAGE
+    secure_cookies: bool | None = None  # None: Secure when the request came over https
+    nav: list[tuple[str, str, str | None]] = field(default_factory=list)  # (key, msgid, path or None)
+
+    def local_time(self, value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+        if value is None:
+            return ""
+        when = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return when.astimezone(self.tz).strftime(fmt)
+
+
+class NotLoggedIn(Exception):
+    pass
+
+
+def console(request: Request) -> Console:
+    ctx: Console = request.app.state.console
+    return ctx
+
+
+def current_user(request: Request) -> auth.LoggedIn:
+    """The person (session cookie) or machine client (Bearer token) behind a request, or NotLoggedIn."""
+    known: auth.LoggedIn | None = getattr(request.state, "user", None)
+    if known is not None:  # the login check already looked this request up
+        return known
+    ctx = console(request)
+    header = request.headers.get("authorization", "")
+    with ctx.sessions.begin() as session:
+        if header.lower().startswith("bearer "):
+            user = auth.token_user(session, header[7:].strip(), utcnow())
+        elif cookie := request.cookies.get(SESSION_COOKIE):
+            user = auth.session_user(session, cookie, utcnow())
+        else:
+            user = None
+    if user is None:
+        raise NotLoggedIn()
+    request.state.user = user
+    return user
+
+
+async def check_csrf(request: Request, user: auth.LoggedIn) -> None:
+    """A browser's changing request must carry its session's CSRF token (header or form field)."""
+    if user.session_id is None or request.method in ("GET", "HEAD", "OPTIONS"):
+        return  # API tokens are not sent by browsers on their own, so they need no CSRF token
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        sent = str((await request.form()).get("csrf_token", ""))
+    if not sent or not hmac.compare_digest(sent, user.csrf):
+        raise HTTPException(403, tr(
+            request, "The form has expired or did not come from this console: reload the page."))
+
+
+def require(permission: str) -> Callable[..., Any]:
+    """A dependency: logged in, allowed to do `permission`, and (for changes) the CSRF token is right."""
+
+    async def dependency(request: Request, user: auth.LoggedIn = Depends(current_user)) -> auth.LoggedIn:  # noqa: B008
+        if not auth.allowed(user.role, permission):
+            raise HTTPException(403, tr(request, "Your role may not do this."))
+        await check_csrf(request, user)
+        return user
+
+    return dependency
+
+
+def language_of(request: Request) -> str:
+    user: auth.LoggedIn | None = getattr(request.state, "user", None)
+    chosen = request.cookies.get("campusgw_lang") or (user.language if user else None)
+    return chosen if chosen in i18n.LANGUAGES else console(request).language
+
+
+def tr(request: Request, message: str) -> str:
+    return i18n.gettext(language_of(request), message)
+
+
+def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    ctx = console(request)
+    language = language_of(request)
+    user: auth.LoggedIn | None = getattr(request.state, "user", None)
+    html = TEMPLATES.get_template(template).render(
+        _=lambda message: i18n.gettext(language, message), lang=language, languages=i18n.LANGUAGES,
+        user=user, can=lambda permission: bool(user and auth.allowed(user.role, permission)),
+        site_name=ctx.site_name, tz=str(ctx.tz), local=ctx.local_time, nav=ctx.nav, path=request.url.path,
+        **values)
+    return HTMLResponse(html, status_code=status, headers={
+        "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                                   "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"})
