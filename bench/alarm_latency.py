@@ -12,6 +12,8 @@ retriggers its latched alarm, each release marks its condition restored. For eac
   input -> console       arrival of the `event: alarm` with condition_active true on the SSE stream
 
 A random wait of 0-100 ms before each press and release spreads them over the poll phase.
+If the console asks for a login (gateway.console.auth), the SSE client uses an API token of a
+'bench' guard user that the script writes into the gateway's database.
 Then idle CPU: the gateway with nothing happening for --idle-s, first with the simulator in this
 process, then (restarted) with the simulator as a `campusgw sim` subprocess, measured apart.
 """

@@ -98,6 +98,7 @@ class Alarm(Base):
     cleared_by: Mapped[str | None] = mapped_column(String(64))
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(64))
+    last_note: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("alarms_open", "state", "priority"), Index("alarms_key", "key"))
 

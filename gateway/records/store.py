@@ -101,6 +101,8 @@ def operator_action(session: Session, alarm_id: int, action: Action | Literal["n
         raise
     from_state: State = alarm.state  # type: ignore[assignment]
     alarm.state = to_state
+    if note:
+        alarm.last_note = f"{actor}: {note}"
     if action == "ack":
         alarm.acked_at, alarm.acked_by = at, actor
     elif action == "reset":
@@ -139,6 +141,7 @@ def alarm_view(alarm: Alarm) -> dict[str, Any]:
         "place": alarm.place, "test": alarm.test, "raised_at": alarm.raised_at.isoformat(),
         "occurrences": alarm.occurrences, "condition_active": alarm.condition_active,
         "acked_by": alarm.acked_by, "acked_at": alarm.acked_at.isoformat() if alarm.acked_at else None,
+        "last_note": alarm.last_note,
     }
 
 
