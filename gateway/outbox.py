@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS device_seq (device TEXT PRIMARY KEY, seq INTEGER NOT 
 """
 # Rows handed to paho and not yet acknowledged, at most; bounds memory and paho's queue.
 WINDOW = 500
+REFILL = WINDOW // 4  # hand over rows in chunks at least this big while busy
 # Acknowledged rows are marked in batches: one transaction per PUBACK would cap throughput.
 ACK_FLUSH_S = 0.05
 
@@ -81,6 +82,7 @@ class Outbox:
         # (paho holds its own lock while calling us back: taking ours there would deadlock).
         self._in_flight: list[tuple[Any, int, int]] = []
         self._last_handed = 0
+        self._last_flush = 0.0
         self._connected = False
         self._bus: Bus | None = None
         self._thread: threading.Thread | None = None
@@ -191,8 +193,11 @@ class Outbox:
             self._connected = False
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        with self._wake:
-            self._wake.notify()
+        # Wake the publisher only when the window needs refilling; acknowledged rows are
+        # flushed every ACK_FLUSH_S anyway (waking per PUBACK costs a context switch each).
+        if len(self._in_flight) >= WINDOW - REFILL:
+            with self._wake:
+                self._wake.notify()
 
     def _run(self) -> None:
         reader = self._connect()
@@ -201,7 +206,7 @@ class Outbox:
             with self._lock:
                 connected, after = self._connected, self._last_handed
             room = WINDOW - len(self._in_flight)
-            if connected and room > 0:
+            if connected and (room >= REFILL or not self._in_flight):
                 rows = reader.execute(
                     "SELECT id, topic, payload, historical, class FROM outbox WHERE sent IS NULL AND id > ? "
                     "ORDER BY id LIMIT ?", (after, room)).fetchall()
@@ -216,23 +221,27 @@ class Outbox:
                     continue
             with self._wake:
                 self._wake.wait(ACK_FLUSH_S if self._in_flight else 1.0)
-        self._flush_acked()
+        self._flush_acked(force=True)
         reader.close()
 
-    def _flush_acked(self) -> None:
+    def _flush_acked(self, force: bool = False) -> None:
         if not self._in_flight:
             return
-        acked: list[tuple[int, int]] = []
-        waiting = []
-        for entry in self._in_flight:  # one pass: a PUBACK may land while we look
-            if entry[0].is_published():
-                acked.append((entry[1], entry[2]))
-            else:
-                waiting.append(entry)
-        if not acked:
-            return
-        self._in_flight = waiting
         now = time.time()
+        if not force and now - self._last_flush < ACK_FLUSH_S and not self._in_flight[REFILL - 1:REFILL]:
+            return  # one transaction per ACK_FLUSH_S, or per REFILL rows under load
+        # Brokers acknowledge in order, so take acknowledged rows from the front only: O(acked), not
+        # O(window) per wake-up. One acknowledged out of order waits until those before it are.
+        done = 0
+        for entry in self._in_flight:
+            if not entry[0].is_published():
+                break
+            done += 1
+        if not done:
+            return
+        acked = [(row_id, size) for _, row_id, size in self._in_flight[:done]]
+        del self._in_flight[:done]
+        self._last_flush = now
         with self._lock:
             self._db.execute("BEGIN")
             if self.keep_sent_s > 0:

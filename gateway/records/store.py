@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent
@@ -76,8 +76,8 @@ def apply_effects(session: Session, effects: list[Effect]) -> list[int]:
 
 
 def record_event_seen(session: Session, rows: list[dict[str, Any]], last_seen: dict[str, datetime]) -> None:
-    if rows:
-        session.execute(insert(IngestedEvent), rows)
+    if rows:  # Core insert: the ORM's bulk path costs several times more per row
+        session.execute(insert(cast(Table, IngestedEvent.__table__)), rows)
     for device_id, at in last_seen.items():
         session.execute(update(Device).where(Device.id == device_id,
                                              (Device.last_seen.is_(None)) | (Device.last_seen < at))

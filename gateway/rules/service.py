@@ -41,6 +41,7 @@ class RulesService:
         self.processed = 0
         self.duplicates = 0
         self.failed_batches = 0
+        self._last_seen: dict[str, datetime] = {}  # what the devices table already says, to skip needless updates
 
     def start(self) -> None:
         self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/evt/#", self._queue.put, qos=1)
@@ -118,7 +119,11 @@ class RulesService:
                     changed += store.apply_effects(session, effects)
                     # later events in this batch must see what this one did
                     alarms.update(store.open_alarms(session, [k for k in [alarm_key(event)] if k]))
-            store.record_event_seen(session, rows, last_seen)
+            # "Last seen" to the second is enough: skip the update when the table is already that fresh.
+            stale = {d: at for d, at in last_seen.items()
+                     if d not in self._last_seen or (at - self._last_seen[d]).total_seconds() >= 1}
+            store.record_event_seen(session, rows, stale)
+        self._last_seen.update(stale)
         self.processed += len(fresh)
         return changed
 
