@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from typing import Any
@@ -9,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from gateway.app import PARTS, Gateway, bind_socket
+from gateway.config import Config
 from gateway.events import event_topic, make_event
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -68,3 +71,37 @@ def logged_in(base_url: str, username: str, password: str) -> httpx.Client:
     page = client.get("/alarms").text
     client.csrf = page.split("const CSRF = ", 1)[1].split(";", 1)[0].strip('"')  # type: ignore[attr-defined]
     return client
+
+
+class Running:
+    """A Gateway running in a background event loop, for the duration of a test."""
+
+    def __init__(self, config: Config, parts: tuple[str, ...] = PARTS, port: int = 0) -> None:
+        self.sock = bind_socket("127.0.0.1", port, "console") if "console" in parts else None
+        self.gateway = Gateway(config, parts, console_socket=self.sock)
+        self.ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30), "gateway did not start"
+        if self.error:
+            raise self.error
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            await self.gateway.run(self.stop_event, lambda gw: self.ready.set())
+
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    def stop(self) -> None:
+        assert self.stop_event is not None
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "gateway did not stop"

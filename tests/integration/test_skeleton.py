@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -20,7 +19,6 @@ from sqlalchemy import select
 
 from drivers import registry
 from drivers.base import CommandResult, Driver
-from gateway.app import Gateway, bind_socket
 from gateway.bus import Bus
 from gateway.commands import CommandClient
 from gateway.config import Config, DeviceConfig, validate_config
@@ -28,7 +26,7 @@ from gateway.records import db
 from gateway.records.models import AuditEntry, Device
 from simulators.modbus_di import ModbusDISimulator
 from tests.conftest import wait_for
-from tests.integration.helpers import SseReader, logged_in
+from tests.integration.helpers import Running, SseReader, logged_in
 
 SITE = "school-1"
 
@@ -88,40 +86,6 @@ def site_config(tmp_path: Path, sim_port: int, extra_devices: list[dict[str, Any
             "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "门卫室"}],
         }, *(extra_devices or [])],
     })
-
-
-class Running:
-    """A Gateway running in a background event loop, for the duration of a test."""
-
-    def __init__(self, config: Config) -> None:
-        self.sock = bind_socket("127.0.0.1", 0, "console")
-        self.gateway = Gateway(config, console_socket=self.sock)
-        self.ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(30), "gateway did not start"
-        if self.error:
-            raise self.error
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.stop_event = asyncio.Event()
-            await self.gateway.run(self.stop_event, lambda gw: self.ready.set())
-
-        try:
-            self.loop.run_until_complete(main())
-        except BaseException as exc:
-            self.error = exc
-            self.ready.set()
-
-    def stop(self) -> None:
-        assert self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "gateway did not stop"
 
 
 @pytest.fixture

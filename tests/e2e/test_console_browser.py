@@ -1,0 +1,155 @@
+"""The console in a real browser (Playwright driving Debian's Chromium) against a real gateway.
+
+The gateway runs the Modbus simulator, the driver, the broker, the rules service
+and the console; the browser only clicks what a guard would.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Config, validate_config
+from gateway.console import auth
+from simulators.modbus_di import ModbusDISimulator
+from tests.conftest import missing
+from tests.integration.helpers import Running
+
+pw = pytest.importorskip("playwright.sync_api")
+expect = pw.expect
+PASSWORD = "a long enough password"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LIVE_S = 2.0  # the console issue's bound: a new alarm and an acknowledgement show within 2 s
+
+
+def site_config(tmp_path: Path, sim_port: int, broker: dict[str, Any] | None = None) -> Config:
+    return validate_config({
+        "site": {"id": "school-1", "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": broker or {"url": "embedded", "embedded_port": 0},
+        "database": {"url": f"sqlite:///{tmp_path / 'records.db'}"},
+        "console": {"language": "zh_CN"},
+        "devices": [{
+            "id": "gate-box", "kind": "alarm_input", "driver": "modbus_di",
+            "connection": {"host": "127.0.0.1", "port": sim_port, "unit": 1, "timeout_s": 0.3},
+            "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "门卫室"}],
+        }],
+    })
+
+
+def add_users(gateway: Any) -> None:
+    with gateway.sessions.begin() as session:
+        auth.add_user(session, "guard1", "guard", PASSWORD)
+        auth.add_user(session, "super1", "supervisor", PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        missing("Debian's chromium is not installed (scripts/test installs it when run as root)")
+    with pw.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def sim() -> Iterator[ModbusDISimulator]:
+    simulator = ModbusDISimulator(inputs=16)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path, sim: ModbusDISimulator) -> Iterator[Running]:
+    running = Running(site_config(tmp_path, sim.port))
+    add_users(running.gateway)
+    yield running
+    running.stop()
+
+
+def open_board(browser: Any, url: str, username: str) -> Any:
+    page = browser.new_context(viewport={"width": 1280, "height": 700}).new_page()
+    page.goto(url + "alarms")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    expect(page.locator("body")).to_have_attribute("data-stream", "up", timeout=5000)
+    return page
+
+
+def test_alarm_arrives_live_and_acknowledging_updates_another_browser(browser: Any, site: Running,
+                                                                      sim: ModbusDISimulator) -> None:
+    url = site.gateway.console_url
+    guard = open_board(browser, url, "guard1")
+    supervisor = open_board(browser, url, "super1")
+    expect(guard.locator("#empty")).to_be_visible()
+
+    sim.press(1)
+    row = guard.locator("#alarms tr")
+    expect(row).to_have_count(1, timeout=LIVE_S * 1000)
+    expect(row).to_contain_text("一键报警")  # the site's language by default
+    expect(row).to_contain_text("门卫室")
+    expect(guard.locator("#sound-off")).to_be_visible()  # loud while sound is off and an alarm waits
+    guard.click("#sound-off")
+    expect(guard.locator("body")).to_have_attribute("data-sound", "on")
+
+    assert guard.locator("button.reset").count() == 0, "a guard is not offered reset"
+    guard.click("button.ack")
+    expect(supervisor.locator("#alarms tr")).to_have_attribute("data-state", "active_ack",
+                                                               timeout=LIVE_S * 1000)
+    expect(supervisor.locator("#alarms tr")).to_contain_text("guard1")
+
+    # The API refuses the guard as well, whatever the page shows.
+    status = guard.evaluate("""async () => (await fetch(
+        `/api/alarms/${document.querySelector('#alarms tr').dataset.id}/reset`,
+        {method: 'POST', headers: {'X-CSRF-Token': CSRF, 'Content-Type': 'application/json'}, body: '{}'})).status""")
+    assert status == 403
+
+    sim.release(1)
+    supervisor.once("dialog", lambda dialog: dialog.accept("现场检查：误触 <b>test</b>"))
+    supervisor.click("button.reset")
+    expect(supervisor.locator("#alarms tr")).to_have_attribute("data-state", "cleared_ack")
+    note = supervisor.locator("#alarms tr .last-note")
+    expect(note).to_have_text("super1: 现场检查：误触 <b>test</b>")  # typed markup is shown as text
+    supervisor.click("button.close")
+    expect(guard.locator("#empty")).to_be_visible(timeout=LIVE_S * 1000)
+
+
+def test_the_language_switch_changes_the_page(browser: Any, site: Running) -> None:
+    page = open_board(browser, site.gateway.console_url, "guard1")
+    expect(page.locator("#nav-alarms")).to_have_text("报警")
+    page.select_option("#lang", "en")
+    expect(page.locator("#nav-alarms")).to_have_text("Alarms")
+    expect(page.locator("#empty")).to_have_text("No open alarms")
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible()
+
+
+def test_the_stream_reconnects_after_the_console_restarts(browser: Any, tmp_path: Path, sim: ModbusDISimulator,
+                                                          amqtt_broker: Any) -> None:
+    config = site_config(tmp_path, sim.port, {"url": f"mqtt://127.0.0.1:{amqtt_broker.port}"})
+    backend = Running(config, ("drivers", "rules"))
+    console = Running(config, ("console",))
+    add_users(console.gateway)
+    url = console.gateway.console_url
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    try:
+        page = open_board(browser, url, "guard1")
+        console.stop()
+        expect(page.locator("body")).to_have_attribute("data-stream", "down", timeout=5000)
+        expect(page.locator("#link")).to_have_class("down")
+        console = Running(config, ("console",), port=port)
+        expect(page.locator("body")).to_have_attribute("data-stream", "up", timeout=10_000)
+        sim.press(1)
+        expect(page.locator("#alarms tr")).to_have_count(1, timeout=LIVE_S * 1000)
+    finally:
+        console.stop()
+        backend.stop()

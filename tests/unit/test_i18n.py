@@ -1,0 +1,52 @@
+"""Every string the console shows is in both catalogues, so no page falls back to a half-translated mix."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.console import i18n
+from gateway.console.auth import ROLES
+from gateway.console.pages import PAGES
+from gateway.rules.alarms import OPEN_STATES, PRIORITY
+
+CONSOLE = Path(i18n.__file__).parent
+ROOT = CONSOLE.parent.parent
+
+
+def used_messages() -> set[str]:
+    found: set[str] = set()
+    for template in (CONSOLE / "templates").glob("*.html"):
+        text = template.read_text(encoding="utf-8")
+        found |= set(re.findall(r'_\(\s*"([^"]+)"\s*\)', text)) | set(re.findall(r"_\(\s*'([^']+)'\s*\)", text))
+    for module in CONSOLE.rglob("*.py"):
+        found |= set(re.findall(r'tr\(\s*request,\s*"([^"]+)"', module.read_text(encoding="utf-8")))
+    for module in (ROOT / "gateway" / "rules" / "alarms.py", ROOT / "gateway" / "records" / "store.py"):
+        found |= set(re.findall(r'RefusedAction\(\s*"([^"]+)"', module.read_text(encoding="utf-8")))
+    auth_text = (CONSOLE / "auth.py").read_text(encoding="utf-8")
+    # AuthError messages the console shows (those with other {fields} are the CLI's, in English)
+    messages = re.findall(r'AuthError\(\s*"((?:[^"]|"\s+")+)"', auth_text)
+    found |= {re.sub(r'"\s+"', "", m) for m in messages if "{" not in m or "minutes" in m}
+    found |= {title for _, title, _ in PAGES} | set(ROLES) | set(OPEN_STATES) | {"closed"} | set(PRIORITY)
+    return found
+
+
+@pytest.mark.parametrize("language", sorted(i18n.LANGUAGES))
+def test_every_console_string_is_in_the_catalogue(language: str) -> None:
+    missing = used_messages() - i18n.catalogue_ids(language)
+    assert not missing, f"add these to gateway/console/locale/{language}/LC_MESSAGES/campusgw.po: {sorted(missing)}"
+
+
+def test_chinese_is_really_translated() -> None:
+    zh = i18n.translations("zh_CN")
+    for message in ("Alarms", "Acknowledge", "panic", "active_unack", "wrong user name or password"):
+        assert re.search(r"[\u4e00-\u9fff]", zh.gettext(message)), f"{message!r} has no Chinese translation"
+
+
+def test_codes_read_as_words_in_english() -> None:
+    en = i18n.translations("en")
+    assert en.gettext("active_unack") == "Active, not acknowledged"
+    assert en.gettext("panic") == "One-key alarm"
+    assert i18n.gettext("fr", "Alarms") == "报警", "an unknown language falls back to the default"
