@@ -139,6 +139,17 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
         """Switch the language (kept in a cookie, and for a logged-in user in their profile)."""
         if lang not in i18n.LANGUAGES:
             raise HTTPException(422, "unknown language")
+        from gateway.console.web import current_user
+
+        try:  # a logged-in user keeps the choice on every browser they use
+            who = current_user(request)
+        except NotLoggedIn:
+            who = None
+        if who is not None:
+            with ctx.sessions.begin() as session:
+                user = session.get(User, who.user_id)
+                if user is not None:
+                    user.language = lang
         response = RedirectResponse(safe_next(next), 303)
         response.set_cookie("campusgw_lang", lang, httponly=True, samesite="strict", max_age=365 * 86400)
         return response

@@ -100,7 +100,7 @@ def require(permission: str) -> Callable[..., Any]:
 
 def language_of(request: Request) -> str:
     user: auth.LoggedIn | None = getattr(request.state, "user", None)
-    chosen = request.cookies.get("campusgw_lang") or (user.language if user else None)
+    chosen = (user.language if user else None) or request.cookies.get("campusgw_lang")
     return chosen if chosen in i18n.LANGUAGES else console(request).language
 
 

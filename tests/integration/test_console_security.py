@@ -185,6 +185,8 @@ def test_language_is_chosen_per_user_and_switchable(console: dict[str, Any]) -> 
     page = client.get("/alarms").text
     assert "没有未处理的报警" in page and 'lang="zh-CN"' in page
     assert client.get("/api/alarms/99999").json()["detail"] == "没有这个报警。"
+    client.cookies.delete("campusgw_lang")  # another browser, the same user: the choice follows the user
+    assert "没有未处理的报警" in client.get("/alarms").text
 
 
 def test_first_start_makes_one_admin_once(tmp_path: Path) -> None:
