@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from gateway.broker import EmbeddedBroker
+from simulators.modbus_di import ModbusDISimulator
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("CAMPUSGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -112,10 +113,8 @@ class AmqttBroker:
             self.broker = None
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    broker = MosquittoBroker(tmp_path)
-    if not broker.binary:
+def _started(broker: Any) -> Iterator[Any]:
+    if isinstance(broker, MosquittoBroker) and not broker.binary:
         missing("mosquitto is not installed (apt-get install mosquitto)")
     broker.start()
     yield broker
@@ -123,26 +122,28 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
 
 
 @pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    yield from _started(MosquittoBroker(tmp_path))
+
+
+@pytest.fixture
 def amqtt_broker() -> Iterator[AmqttBroker]:
-    broker = AmqttBroker()
-    broker.start()
-    yield broker
-    broker.stop()
+    yield from _started(AmqttBroker())
 
 
 @pytest.fixture(params=["embedded", "mosquitto"])
 def any_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The same test against the embedded broker and against Mosquitto."""
-    broker: Any
-    if request.param == "embedded":
-        broker = AmqttBroker()
-    else:
-        broker = MosquittoBroker(tmp_path)
-        if not broker.binary:
-            missing("mosquitto is not installed (apt-get install mosquitto)")
-    broker.start()
-    yield broker
-    broker.stop()
+    yield from _started(AmqttBroker() if request.param == "embedded" else MosquittoBroker(tmp_path))
+
+
+@pytest.fixture
+def sim() -> Iterator[ModbusDISimulator]:
+    """A simulated 16-input Modbus TCP alarm module on a free port."""
+    simulator = ModbusDISimulator(inputs=16)
+    simulator.start()
+    yield simulator
+    simulator.stop()
 
 
 def _postgres_url() -> str:

@@ -60,14 +60,6 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def sim() -> Iterator[ModbusDISimulator]:
-    simulator = ModbusDISimulator(inputs=16)
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
 def site(tmp_path: Path, sim: ModbusDISimulator) -> Iterator[Running]:
     running = Running(site_config(tmp_path, sim.port))
     add_users(running.gateway)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import paho.mqtt.client as mqtt
-import pytest
 from pydantic import ConfigDict
 from sqlalchemy import select
 
@@ -86,14 +84,6 @@ def site_config(tmp_path: Path, sim_port: int, extra_devices: list[dict[str, Any
             "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "门卫室"}],
         }, *(extra_devices or [])],
     })
-
-
-@pytest.fixture
-def sim() -> Iterator[ModbusDISimulator]:
-    simulator = ModbusDISimulator(inputs=16)
-    simulator.start()
-    yield simulator
-    simulator.stop()
 
 
 def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path: Path,
