@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.bus import Bus
 from gateway.console import auth, i18n
 from gateway.console.pages import PAGES
-from gateway.console.web import SESSION_COOKIE, Console, NotLoggedIn, console, render, tr
+from gateway.console.web import SESSION_COOKIE, Console, NotLoggedIn, check_csrf, current_user, render, tr
 from gateway.records import store
 from gateway.records.models import User, utcnow
 
@@ -67,8 +67,6 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
         """No route without a login, except the public ones: a new route cannot be forgotten."""
         path = request.url.path
         if path not in PUBLIC_PATHS:
-            from gateway.console.web import current_user
-
             try:
                 current_user(request)
             except NotLoggedIn:
@@ -123,8 +121,6 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        from gateway.console.web import check_csrf, current_user
-
         user = current_user(request)
         await check_csrf(request, user)
         with ctx.sessions.begin() as session:
@@ -139,8 +135,6 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
         """Switch the language (kept in a cookie, and for a logged-in user in their profile)."""
         if lang not in i18n.LANGUAGES:
             raise HTTPException(422, "unknown language")
-        from gateway.console.web import current_user
-
         try:  # a logged-in user keeps the choice on every browser they use
             who = current_user(request)
         except NotLoggedIn:
@@ -184,5 +178,3 @@ def ensure_first_admin(sessions: sessionmaker[Session]) -> str | None:
                     utcnow())
         return password
 
-
-__all__ = ["console", "create_app", "ensure_first_admin"]
