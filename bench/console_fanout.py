@@ -236,13 +236,18 @@ class Publisher:
 
     def __init__(self, port: int) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-fanout-pub-{os.getpid()}")
-        self.client.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client.on_socket_open = self._nodelay
         self.connected = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: self.connected.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not self.connected.wait(10):
             raise RuntimeError("the bench's publisher could not connect to Mosquitto within 10 s")
+
+    @staticmethod
+    def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def publish(self, alarm_id: int) -> mqtt.MQTTMessageInfo:
         body = alarm_body(alarm_id)

@@ -31,6 +31,25 @@ PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
 MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read
 
 
+class LoginRequired:
+    """No route without a login, except the public ones, so a new route cannot be forgotten.
+
+    A plain ASGI middleware: Starlette's @app.middleware wraps every streamed chunk (SSE) in an extra task."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            request = Request(scope, receive)
+            try:
+                current_user(request)
+            except NotLoggedIn:
+                await not_logged_in(request)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """Refuses oversized request bodies with 413 before reading them."""
 
@@ -60,19 +79,8 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
             app.include_router(page.router)
             if hasattr(page, "attach"):
                 page.attach(app)
+    app.add_middleware(LoginRequired)
     app.add_middleware(BodyLimit)
-
-    @app.middleware("http")
-    async def login_required(request: Request, call_next: Any) -> Response:
-        """No route without a login, except the public ones: a new route cannot be forgotten."""
-        path = request.url.path
-        if path not in PUBLIC_PATHS:
-            try:
-                current_user(request)
-            except NotLoggedIn:
-                return not_logged_in(request)
-        response: Response = await call_next(request)
-        return response
 
     @app.exception_handler(NotLoggedIn)
     async def _not_logged_in(request: Request, exc: NotLoggedIn) -> Response:

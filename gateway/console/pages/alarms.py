@@ -38,30 +38,31 @@ class Broadcaster:
     """Fans alarm changes out to every connected browser; safe to feed from paho's thread."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._queues: set[asyncio.Queue[str | None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1000)
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1000)
         self._queues.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
         self._queues.discard(queue)
 
     def publish(self, alarm: dict[str, Any]) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._fan_out, alarm)
+        if self._loop is not None:  # serialised once here, not once per browser
+            chunk = f"event: alarm\ndata: {json.dumps(alarm, ensure_ascii=False)}\n\n"
+            self._loop.call_soon_threadsafe(self._fan_out, chunk)
 
-    def _fan_out(self, alarm: dict[str, Any]) -> None:
+    def _fan_out(self, chunk: str) -> None:
         for queue in list(self._queues):
             if queue.full():  # a stalled browser: drop it; it reconnects and gets a fresh snapshot
                 self._queues.discard(queue)
                 continue
-            queue.put_nowait(alarm)
+            queue.put_nowait(chunk)
 
     def close(self) -> None:
         """End every stream (shutdown): browsers reconnect by themselves when the console is back."""
@@ -118,13 +119,13 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
             yield f"retry: 2000\nevent: snapshot\ndata: {json.dumps(snapshot, ensure_ascii=False)}\n\n"
             while True:
                 try:
-                    alarm = await asyncio.wait_for(queue.get(), PING_S)
+                    chunk = await asyncio.wait_for(queue.get(), PING_S)
                 except TimeoutError:
                     yield ": ping\n\n"
                     continue
-                if alarm is None:
+                if chunk is None:
                     return
-                yield f"event: alarm\ndata: {json.dumps(alarm, ensure_ascii=False)}\n\n"
+                yield chunk
         finally:
             broadcaster.unsubscribe(queue)
 
