@@ -77,5 +77,7 @@ class Driver(ABC):
     def health(self) -> dict[str, Any]:
         """Counters and state for diagnostics: inputs good / malformed / dropped, errors, online."""
 
-    async def handle_command(self, device_id: str, name: str, args: dict[str, Any]) -> CommandResult:
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
+        """Carry out a command; `issued_by` (a user or a rule) is recorded with whatever the command does.
+        A refusal is a result with ok=False and a reason a guard can read, not an exception."""
         return CommandResult(False, f"{self.name} has no command '{name}'")

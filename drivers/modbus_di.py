@@ -212,7 +212,7 @@ class ModbusDIDriver(Driver):
         return {"online": bool(self._online), **self.counters,
                 "readings": self.tracker.readings, "last_error": self.last_error}
 
-    async def handle_command(self, device_id: str, name: str, args: dict[str, Any]) -> CommandResult:
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
         if name == "read_inputs":
             return CommandResult(True, data=self._state())
-        return await super().handle_command(device_id, name, args)
+        return await super().handle_command(device_id, name, args, issued_by)

@@ -241,7 +241,7 @@ class DriverHost:
             return
         self.log.info("command %s for %s from %s (%s)", name, device_id, issued_by, correlation_id)
         future = asyncio.run_coroutine_threadsafe(
-            self._run_command(slot.driver, device_id, name, args), self._loop)
+            self._run_command(slot.driver, device_id, name, args, issued_by), self._loop)
 
         def publish(done: Any) -> None:
             try:
@@ -254,8 +254,10 @@ class DriverHost:
 
         future.add_done_callback(publish)
 
-    async def _run_command(self, driver: Driver, device_id: str, name: str, args: dict[str, Any]) -> CommandResult:
+    async def _run_command(self, driver: Driver, device_id: str, name: str, args: dict[str, Any],
+                           issued_by: str) -> CommandResult:
         try:
-            return await asyncio.wait_for(driver.handle_command(device_id, name, args), COMMAND_TIMEOUT_S)
+            return await asyncio.wait_for(driver.handle_command(device_id, name, args, issued_by),
+                                          COMMAND_TIMEOUT_S)
         except TimeoutError:
             return CommandResult(False, f"the device did not complete '{name}' within {COMMAND_TIMEOUT_S:.0f}s")

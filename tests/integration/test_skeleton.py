@@ -66,7 +66,7 @@ class FlakyDriver(Driver):
     def health(self) -> dict[str, Any]:
         return {"starts": FlakyDriver.starts}
 
-    async def handle_command(self, device_id: str, name: str, args: dict[str, Any]) -> CommandResult:
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
         assert self._fail is not None
         self._fail.set_result(name)
         return CommandResult(True, f"will {name}")
