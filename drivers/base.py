@@ -28,8 +28,10 @@ class DriverContext(Protocol):
     site: str
     log: logging.Logger
 
-    def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None) -> None:
-        """Record an event durably (outbox) for publishing; returns once it is on disk."""
+    def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None,
+             test: bool | None = None) -> None:
+        """Record an event durably (outbox) for publishing; returns once it is on disk.
+        `test` marks it as a test (None: as the device's test_mode says)."""
 
     def set_online(self, device_id: str, online: bool, reason: str | None = None) -> None:
         """Report whether the device answers; only changes are published and recorded."""

@@ -367,7 +367,9 @@ def _check_devices(data: dict[str, Any], filename: str, located: Located) -> lis
             model.model_validate(device)
         except ValidationError as exc:
             for error in exc.errors():
-                problems.append(_problem(filename, located, ("devices", index, *error["loc"]), _describe(error)))
+                loc = tuple(part for i, part in enumerate(error["loc"])  # drop union tags: connection.tcp.port
+                            if not (i and error["loc"][i - 1] == "connection" and part in ("tcp", "rtu")))
+                problems.append(_problem(filename, located, ("devices", index, *loc), _describe(error)))
     return problems
 
 

@@ -43,8 +43,9 @@ class Context:
         self.devices = {d.id: d for d in devices}
         self.last_heartbeat = time.monotonic()
 
-    def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None) -> None:
-        self.host.emit(self.devices[device_id], event_type, data, at)
+    def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None,
+             test: bool | None = None) -> None:
+        self.host.emit(self.devices[device_id], event_type, data, at, test)
 
     def set_online(self, device_id: str, online: bool, reason: str | None = None) -> None:
         self.host.set_online(self.devices[device_id], online, reason)
@@ -100,10 +101,12 @@ class DriverHost:
 
     # -- events and availability (called from drivers) ---------------------------------
 
-    def emit(self, device: DeviceConfig, event_type: str, data: dict[str, Any], at: float | None = None) -> None:
+    def emit(self, device: DeviceConfig, event_type: str, data: dict[str, Any], at: float | None = None,
+             test: bool | None = None) -> None:
         seq = self.outbox.next_seq(device_topic(self.config.site.id, device.kind, device.id))
         event = make_event(self.config.site.id, device.kind, device.id, event_type, data, seq,
-                           time.time() if at is None else at, self.tz, test=device.test_mode)
+                           time.time() if at is None else at, self.tz,
+                           test=device.test_mode if test is None else test)
         self.outbox.put(event_topic(self.config.site.id, device.kind, device.id, event_type), event)
 
     def emit_gateway(self, event_type: str, data: dict[str, Any]) -> None:

@@ -1,7 +1,14 @@
-"""A Modbus TCP digital-input module (e.g. a 16-input alarm box) that speaks real Modbus (pymodbus server).
+"""A Modbus digital-input module (e.g. a 16-input alarm box) that speaks real Modbus (pymodbus server).
+
+Over TCP, or RTU on a serial line (a pty from simulators.pty_pair, or a real
+port); several modules (units) may share one RTU line. Each module can latch
+its inputs, as many alarm modules do: an input that went active sets a latch
+bit, readable as discrete inputs at `latch_address` and cleared by writing
+the coil at the same address to 0, so a press shorter than the poll, or made
+while nobody polled, is still seen.
 
 Runs in its own thread and event loop, so a test or the demo drives it with
-plain calls: press(1), release(1), unplug(), plug_in(), fail_with(...).
+plain calls: press(1), press_for(1, 0.03), release(1), unplug(), fail_with(...).
 """
 
 from __future__ import annotations
@@ -10,51 +17,89 @@ import asyncio
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 log = logging.getLogger("campusgw.sim.modbus_di")
 
 
+@dataclass
+class Module:
+    inputs: int
+    bits: list[bool] = field(default_factory=list)
+    latched: list[bool] = field(default_factory=list)
+    reads: int = 0
+    latch_clears: int = 0
+
+    def __post_init__(self) -> None:
+        self.bits = [False] * self.inputs
+        self.latched = [False] * self.inputs
+
+
 class ModbusDISimulator:
-    def __init__(self, inputs: int = 16, unit: int = 1, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, inputs: int = 16, unit: int = 1, host: str = "127.0.0.1", port: int = 0, *,
+                 units: list[int] | None = None, serial: str | None = None, baudrate: int = 115200,
+                 latch_address: int | None = None) -> None:
         self.inputs = inputs
-        self.unit = unit
         self.host = host
         self.port = port
-        self._bits = [False] * inputs
+        self.serial = serial
+        self.baudrate = baudrate
+        self.latch_address = latch_address
+        self.modules = {u: Module(inputs) for u in (units or [unit])}
+        self.default_unit = next(iter(self.modules))
         self._lock = threading.Lock()
         self._fail: ExcCodes | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._thread: threading.Thread | None = None
-        self.reads = 0
+
+    @property
+    def reads(self) -> int:
+        return sum(m.reads for m in self.modules.values())
 
     # -- control (any thread) ----------------------------------------------------------
 
-    def press(self, number: int) -> float:
+    def press(self, number: int, unit: int | None = None) -> float:
         """Close input `number` (1-based); returns the time of the change."""
-        return self._set(number, True)
+        return self._set(number, True, unit)
 
-    def release(self, number: int) -> float:
-        return self._set(number, False)
+    def release(self, number: int, unit: int | None = None) -> float:
+        return self._set(number, False, unit)
 
-    def _set(self, number: int, value: bool) -> float:
-        if not 1 <= number <= self.inputs:
-            raise ValueError(f"input {number} does not exist: this module has inputs 1-{self.inputs}")
+    def press_for(self, number: int, seconds: float, unit: int | None = None) -> float:
+        """A press of exactly this length (timed by the simulator's loop); returns when it began."""
+        began = self.press(number, unit)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._loop.call_later, seconds, self.release, number, unit)
+        return began
+
+    def _set(self, number: int, value: bool, unit: int | None) -> float:
+        module = self.modules[self.default_unit if unit is None else unit]
+        if not 1 <= number <= module.inputs:
+            raise ValueError(f"input {number} does not exist: this module has inputs 1-{module.inputs}")
         with self._lock:
-            self._bits[number - 1] = value
+            if value and not module.bits[number - 1] and self.latch_address is not None:
+                module.latched[number - 1] = True
+            module.bits[number - 1] = value
             return time.time()
 
+    def latched(self, unit: int | None = None) -> list[bool]:
+        with self._lock:
+            return list(self.modules[self.default_unit if unit is None else unit].latched)
+
     def fail_with(self, code: ExcCodes | None) -> None:
-        """Answer every read with this Modbus exception (None: answer normally again)."""
+        """Answer every request with this Modbus exception (None: answer normally again)."""
         self._fail = code
 
     def unplug(self) -> None:
-        """Stop answering at all: the listening socket and every connection close, as when unplugged."""
+        """Stop answering at all: the listener and every connection close, as when unplugged."""
         self._call(self._stop_server())
 
     def plug_in(self) -> None:
@@ -64,22 +109,30 @@ class ModbusDISimulator:
 
     def start(self) -> int:
         ready = threading.Event()
+        error: list[BaseException] = []
 
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._start_server())
+            try:
+                loop.run_until_complete(self._start_server())
+            except BaseException as exc:
+                error.append(exc)
+                ready.set()
+                return
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._stop_server())
             loop.close()
 
-        logging.getLogger("pymodbus").setLevel(logging.ERROR)  # it warns about its own deprecations
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it warns about its own deprecations
         self._thread = threading.Thread(target=run, name="sim-modbus-di", daemon=True)
         self._thread.start()
         if not ready.wait(10):
             raise RuntimeError("Modbus DI simulator did not start")
+        if error:
+            raise error[0]
         return self.port
 
     def stop(self) -> None:
@@ -92,11 +145,22 @@ class ModbusDISimulator:
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
+    def _device(self, unit: int) -> SimDevice:
+        # One block of bits from 0 covering the inputs and the latch bits; pymodbus hands the action the
+        # block as 16-bit words, bit n in word n // 16 (least significant bit first).
+        span = max(self.inputs, (self.latch_address or 0) + self.inputs)
+        blocks = [[SimData(0, count=span, values=False, datatype=DataType.BITS)] for _ in range(2)]
+        regs = [[SimData(0, count=1, values=0, datatype=DataType.REGISTERS)] for _ in range(2)]
+        return SimDevice(unit, simdata=(blocks[0], blocks[1], regs[0], regs[1]), action=partial(self._action, unit))
+
     async def _start_server(self) -> None:
-        bits = [SimData(0, count=self.inputs, values=False, datatype=DataType.BITS)]
-        regs = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
-        device = SimDevice(self.unit, simdata=(bits, bits, regs, regs), action=self._action)
-        self._server = ModbusTcpServer(device, address=(self.host, self.port))
+        devices = [self._device(unit) for unit in self.modules]
+        if self.serial:
+            self._server = ModbusSerialServer(devices, framer=FramerType.RTU, port=self.serial,
+                                              baudrate=self.baudrate)
+            await self._server.serve_forever(background=True)
+            return
+        self._server = ModbusTcpServer(devices, address=(self.host, self.port))
         await self._server.serve_forever(background=True)
         transport: Any = self._server.transport
         self.port = transport.sockets[0].getsockname()[1]
@@ -106,14 +170,31 @@ class ModbusDISimulator:
             await self._server.shutdown()
             self._server = None
 
-    async def _action(self, function_code: int, start_address: int, address: int, count: int,
+    async def _action(self, unit: int, function_code: int, start_address: int, address: int, count: int,
                       registers: list[int], set_values: Any) -> ExcCodes | None:
         if self._fail is not None:
             return self._fail
-        if function_code == 2:  # read discrete inputs: show the current contacts
-            self.reads += 1
-            with self._lock:
-                for i in range(len(registers)):
-                    n = start_address + i
-                    registers[i] = int(self._bits[n]) if n < self.inputs else 0
+        module = self.modules[unit]
+        latch = self.latch_address
+        with self._lock:
+            if function_code == 2:  # read discrete inputs: the contacts, and the latch bits above them
+                module.reads += 1
+                for word in range(len(registers)):
+                    value = 0
+                    for bit in range(16):
+                        n = (start_address + word) * 16 + bit
+                        if n < module.inputs:
+                            on = module.bits[n]
+                        elif latch is not None and latch <= n < latch + module.inputs:
+                            on = module.latched[n - latch]
+                        else:
+                            on = False
+                        value |= on << bit
+                    registers[word] = value
+            elif function_code == 15 and set_values is not None and latch is not None:
+                for i, value in enumerate(set_values):  # writing 0 to a latch coil clears that latch
+                    n = address + i - latch
+                    if 0 <= n < module.inputs and not value:
+                        module.latched[n] = module.bits[n]  # still pressed: latched again at once
+                        module.latch_clears += 1
         return None

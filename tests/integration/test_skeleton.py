@@ -119,7 +119,7 @@ def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path:
         bus.start()
         assert bus.wait_connected(10)
         result = commands.send("alarm_input", "gate-box", "read_inputs", issued_by="test")
-        assert result["status"] == "ok" and result["data"] == {"points": {"gatehouse-panic": False}}
+        assert result["status"] == "ok" and result["data"] == {"points": {"gatehouse-panic": False}, "test_points": []}
         refused = commands.send("alarm_input", "gate-box", "explode", issued_by="test")
         assert refused["status"] == "error" and "no command 'explode'" in refused["detail"]
         bus.stop()
@@ -182,7 +182,7 @@ def test_a_failing_driver_is_restarted_and_the_others_keep_working(tmp_path: Pat
         health = gateway.host.health() if gateway.host else {}
         assert health["flaky.flaky-1"]["restarts"] == 2
         assert "hung" in health["flaky.flaky-1"]["last_failure"]
-        assert health["modbus_di.gate-box"]["restarts"] == 0
+        assert next(v for k, v in health.items() if k.startswith("modbus_di."))["restarts"] == 0
     finally:
         stream.close()
         bus.stop()
