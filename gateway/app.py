@@ -97,7 +97,7 @@ class Gateway:
 
             # A persistent session: the broker keeps what arrives while the rules service is down.
             rules_bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True)
-            self.rules = RulesService(site, rules_bus, sessions)
+            self.rules = RulesService(site, rules_bus, sessions, cfg)
             self.rules.start()
             rules_bus.start()
             self._cleanup += [rules_bus.stop, self.rules.stop]

@@ -163,6 +163,62 @@ class ZoneConfig(Strict):
     name: str
 
 
+class RosterEntry(Strict):
+    """A person notified when an alarm is not acknowledged in time (the duty-roster issue moves this
+    into the database, with shifts)."""
+
+    id: Id
+    name: str
+
+
+class EscalationConfig(Strict):
+    # Seconds an alarm may stay unacknowledged before the first person on the roster is notified,
+    # per alarm type; then the next person every `repeat_s`.
+    after_s: dict[str, int] = {"panic": 30, "duress": 30, "fire": 30, "tamper": 60}
+    default_after_s: int = Field(default=120, ge=1)
+    repeat_s: int = Field(default=60, ge=1)
+
+
+AlarmType = Literal["panic", "duress", "tamper", "fault", "ac_loss", "door_contact", "fire", "device_offline",
+                    "gateway_health", "bollard_fault"]
+
+
+class LinkageWhen(Strict):
+    alarm_type: list[AlarmType] = Field(min_length=1)
+    zone: list[str] | None = None  # None: any zone
+
+
+class LinkageBollards(Strict):
+    devices: list[str] = Field(min_length=1)
+    command: Literal["raise", "lower", "efo"]
+
+
+class LinkageRule(Strict):
+    """On an alarm of these types (in these zones): move bollards, ask cameras for evidence, tell the police."""
+
+    when: LinkageWhen
+    bollards: LinkageBollards | None = None
+    cameras: list[str] = []
+    police: bool = False
+
+
+class Window(Strict):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", alias="from")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", alias="to")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BollardSchedule(Strict):
+    """Bollards up during the arrival and dismissal windows, down outside them; a manual command holds
+    until the next window begins or ends."""
+
+    bollards: list[str] = Field(min_length=1)
+    windows: list[Window] = Field(min_length=1)
+    holidays: list[str] = []  # YYYY-MM-DD: no windows on these days
+
+
 class DeviceConfig(BaseModel):
     """Fields every device has; each driver validates the rest with its own model (see drivers.registry)."""
 
@@ -193,6 +249,10 @@ class Config(Strict):
     console: ConsoleConfig = ConsoleConfig()
     zones: list[ZoneConfig] = []
     devices: list[DeviceConfig] = []
+    roster: list[RosterEntry] = []
+    escalation: EscalationConfig = EscalationConfig()
+    linkage: list[LinkageRule] = []
+    bollard_schedules: list[BollardSchedule] = []
 
     @field_validator("broker", mode="before")
     @classmethod
@@ -315,6 +375,8 @@ def validate_config(data: dict[str, Any], filename: str = "<config>", located: L
                 continue  # the device checks below report these, against the driver's own schema
             problems.append(_problem(filename, located, loc, _describe(error)))
     problems += _check_devices(data, filename, located)
+    if config is not None:
+        problems += _check_references(config, filename, located)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))  # a device error can come from both checks
     assert config is not None
@@ -370,6 +432,28 @@ def _check_devices(data: dict[str, Any], filename: str, located: Located) -> lis
                 loc = tuple(part for i, part in enumerate(error["loc"])  # drop union tags: connection.tcp.port
                             if not (i and error["loc"][i - 1] == "connection" and part in ("tcp", "rtu")))
                 problems.append(_problem(filename, located, ("devices", index, *loc), _describe(error)))
+    return problems
+
+
+def _check_references(config: Config, filename: str, located: Located) -> list[str]:
+    """Linkage and schedules must name bollards that exist: a typo there fails silently in an emergency."""
+    bollards = {d.id for d in config.devices if d.kind == "bollard"}
+    known = ", ".join(sorted(bollards)) or "none (no device of kind bollard)"
+    problems = []
+    refs: list[tuple[tuple[str | int, ...], str]] = []
+    for i, rule in enumerate(config.linkage):
+        for j, device in enumerate(rule.bollards.devices if rule.bollards else []):
+            refs.append((("linkage", i, "bollards", "devices", j), device))
+    for i, schedule in enumerate(config.bollard_schedules):
+        refs += [(("bollard_schedules", i, "bollards", j), device) for j, device in enumerate(schedule.bollards)]
+    for loc, device in refs:
+        if device not in bollards:
+            problems.append(_problem(filename, located, loc, f"unknown bollard '{device}', expected one of: {known}"))
+    seen: set[str] = set()
+    for i, person in enumerate(config.roster):
+        if person.id in seen:
+            problems.append(_problem(filename, located, ("roster", i, "id"), f"'{person.id}' is on the roster twice"))
+        seen.add(person.id)
     return problems
 
 

@@ -99,6 +99,7 @@ class Alarm(Base):
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(64))
     last_note: Mapped[str | None] = mapped_column(Text)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (Index("alarms_open", "state", "priority"), Index("alarms_key", "key"))
 

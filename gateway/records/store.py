@@ -38,11 +38,14 @@ def open_alarms(session: Session, keys: Iterable[str]) -> dict[str, OpenAlarm]:
     if not keys:
         return {}
     rows = session.scalars(select(Alarm).where(Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES)))
-    return {a.key: OpenAlarm(a.id, a.key, a.state, a.latching, a.condition_active) for a in rows}  # type: ignore[arg-type]
+    return {a.key: OpenAlarm(a.id, a.key, a.state, a.latching, a.condition_active, a.priority)  # type: ignore[arg-type]
+            for a in rows}
 
 
-def apply_effects(session: Session, effects: list[Effect]) -> list[int]:
-    """Write effects; returns the ids of alarms that changed (to tell the console)."""
+def apply_effects(session: Session, effects: list[Effect], raised: list[tuple[RaiseAlarm, int]] | None = None,
+                  ) -> list[int]:
+    """Write effects; returns the ids of alarms that changed (to tell the console). New alarms are also
+    appended to `raised` with their ids (for linkage)."""
     changed: list[int] = []
     for effect in effects:
         if isinstance(effect, RaiseAlarm):
@@ -56,11 +59,15 @@ def apply_effects(session: Session, effects: list[Effect]) -> list[int]:
             session.add(AlarmTransition(alarm_id=alarm.id, action="raise", from_state=None, to_state="active_unack",
                                         actor=SYSTEM, at=effect.at, event_id=effect.event_id))
             changed.append(alarm.id)
+            if raised is not None:
+                raised.append((effect, alarm.id))
         elif isinstance(effect, UpdateAlarm):
             values: dict[str, Any] = {"state": effect.to_state, "condition_active": effect.condition_active,
                                       "last_event_at": effect.at}
             if effect.action == "retrigger":
                 values["occurrences"] = Alarm.occurrences + 1
+            if effect.priority is not None:
+                values["priority"] = effect.priority
             if effect.action == "clear":
                 values.update(cleared_at=effect.at, cleared_by=SYSTEM)
             session.execute(update(Alarm).where(Alarm.id == effect.alarm_id).values(**values))
@@ -73,6 +80,14 @@ def apply_effects(session: Session, effects: list[Effect]) -> list[int]:
                 online=effect.online, status_changed=effect.at,
                 offline_reason=None if effect.online else effect.reason))
     return changed
+
+
+def note(session: Session, alarm_id: int, action: str, text: str, at: datetime, actor: str = SYSTEM) -> None:
+    """A line in the alarm's history that changes no state (linkage sent, someone notified, a result)."""
+    alarm = session.get(Alarm, alarm_id)
+    if alarm is not None:
+        session.add(AlarmTransition(alarm_id=alarm_id, action=action, from_state=alarm.state, to_state=alarm.state,
+                                    actor=actor, at=at, note=text))
 
 
 def record_event_seen(session: Session, rows: list[dict[str, Any]], last_seen: dict[str, datetime]) -> None:
@@ -141,7 +156,7 @@ def alarm_view(alarm: Alarm) -> dict[str, Any]:
         "place": alarm.place, "test": alarm.test, "raised_at": alarm.raised_at.isoformat(),
         "occurrences": alarm.occurrences, "condition_active": alarm.condition_active,
         "acked_by": alarm.acked_by, "acked_at": alarm.acked_at.isoformat() if alarm.acked_at else None,
-        "last_note": alarm.last_note,
+        "last_note": alarm.last_note, "escalation_level": alarm.escalation_level,
     }
 
 

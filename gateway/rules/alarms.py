@@ -23,7 +23,7 @@ OPEN_STATES: tuple[State, ...] = ("active_unack", "active_ack", "cleared_unack",
 
 LATCHING = frozenset({"panic", "duress", "fire"})
 # 1 is the most urgent; the console orders by this, then by time.
-PRIORITY = {"panic": 1, "duress": 1, "fire": 1, "tamper": 2, "device_offline": 3, "fault": 3,
+PRIORITY = {"panic": 1, "duress": 1, "fire": 1, "tamper": 2, "bollard_fault": 2, "device_offline": 3, "fault": 3,
             "ac_loss": 3, "gateway_health": 3, "door_contact": 4}
 
 
@@ -38,6 +38,7 @@ class OpenAlarm:
     state: State
     latching: bool
     condition_active: bool
+    priority: int = 3
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class UpdateAlarm:
     condition_active: bool
     event_id: str
     at: datetime
+    priority: int | None = None  # a repeated press raises the alarm's level
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def alarm_key(event: Event) -> str | None:
         return f"{event.device}:offline"
     if event.type == "campus.gateway.health":
         return f"{event.device}:{event.data['condition']}"
+    if event.type == "campus.bollard.fault":
+        return f"{event.device}:fault"
     return None
 
 
@@ -108,6 +112,10 @@ def evaluate(event: Event, open_alarms: Mapping[str, OpenAlarm], at: datetime) -
         if data["active"]:
             return _activate(event, key, current, "gateway_health", None, data.get("detail"), at)
         return _restore(event, current, at)
+    if event.type == "campus.bollard.fault":
+        if data.get("active", True):
+            return _activate(event, key, current, "bollard_fault", data.get("zone"), data.get("reason"), at)
+        return _restore(event, current, at)
     return []
 
 
@@ -117,9 +125,11 @@ def _activate(event: Event, key: str, current: OpenAlarm | None, kind: str, zone
         return [RaiseAlarm(key=key, device_id=event.device, alarm_type=kind, priority=PRIORITY.get(kind, 3),
                            latching=kind in LATCHING, zone=zone, place=place, test=event.test,
                            event_id=event.id, at=at)]
-    # The same point again while its alarm is open: one alarm, counted again, made active if it had cleared.
+    # The same point again while its alarm is open: one alarm, counted again, made active if it had
+    # cleared, and one level more urgent (a button pressed again and again means it matters).
     to_state: State = "active_unack" if current.state.startswith("cleared") else current.state
-    return [UpdateAlarm(current.id, "retrigger", current.state, to_state, True, event.id, at)]
+    return [UpdateAlarm(current.id, "retrigger", current.state, to_state, True, event.id, at,
+                        priority=max(1, current.priority - 1))]
 
 
 def _restore(event: Event, current: OpenAlarm | None, at: datetime) -> list[Effect]:

@@ -10,31 +10,45 @@ delivers again; the unique event id makes that harmless.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
+import time
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
-from gateway.events import TOPIC_ROOT, Event, rules_topic
+from gateway.config import Config
+from gateway.events import TOPIC_ROOT, Event, device_topic, new_id, rules_topic
 from gateway.records import store
 from gateway.records.models import Alarm, utcnow
-from gateway.rules.alarms import Effect, alarm_key, evaluate
+from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
+from gateway.rules.escalation import Unacknowledged, escalations_due
+from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_actions
+from gateway.rules.schedules import wanted
 from gateway.validation import InboundChecker
 
 log = logging.getLogger("campusgw.rules")
 BATCH = 500
+TICK_S = 1.0  # escalation and schedules are checked this often
 
 
 class RulesService:
-    def __init__(self, site: str, bus: Bus, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, site: str, bus: Bus, sessions: sessionmaker[Session], config: Config | None = None) -> None:
         self.site = site
         self.bus = bus
         self.sessions = sessions
+        self.config = config
+        self.tz = config.site.tz if config else ZoneInfo("Asia/Shanghai")
+        self._pending_commands: dict[str, tuple[int | None, str]] = {}  # correlation id -> (alarm, what)
+        self._scheduled: dict[int, str] = {}  # schedule index -> the position last commanded
+        self._last_tick = 0.0
         self.checker = InboundChecker()
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -45,6 +59,8 @@ class RulesService:
 
     def start(self) -> None:
         self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/evt/#", self._queue.put, qos=1)
+        # Results of the commands linkage and schedules send; they go into the alarms' history.
+        self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/cmd/+/result", self._queue.put, qos=1)
         self._thread = threading.Thread(target=self._run, name="rules", daemon=True)
         self._thread.start()
 
@@ -55,7 +71,11 @@ class RulesService:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=TICK_S)
+            except queue.Empty:
+                self._tick()
+                continue
             if first is None:
                 return
             batch = [first]
@@ -69,6 +89,8 @@ class RulesService:
                     return
                 batch.append(item)
             self._process(batch)
+            if time.monotonic() - self._last_tick >= TICK_S:
+                self._tick()
 
     def _process(self, messages: list[mqtt.MQTTMessage]) -> None:
         try:
@@ -87,14 +109,21 @@ class RulesService:
 
     def _commit(self, messages: list[mqtt.MQTTMessage]) -> list[int]:
         events: list[Event] = []
+        results: list[tuple[str, dict[str, Any]]] = []
         for message in messages:
+            if message.topic.endswith("/result"):
+                result = self._command_result(message)
+                if result:
+                    results.append(result)
+                continue
             event = self.checker.check(message.topic, bytes(message.payload))
             if event is not None:
                 events.append(event)
+        changed: list[int] = self._record_results(results) if results else []
         if not events:
-            return []
+            return changed
         received = utcnow()
-        changed: list[int] = []
+        raised: list[tuple[RaiseAlarm, int]] = []
         with self.sessions.begin() as session:
             seen = store.known_event_ids(session, {e.id for e in events})
             fresh: list[Event] = []
@@ -116,16 +145,124 @@ class RulesService:
                 last_seen[event.device] = max(at, last_seen.get(event.device, at))
                 effects: list[Effect] = evaluate(event, alarms, at)
                 if effects:
-                    changed += store.apply_effects(session, effects)
+                    changed += store.apply_effects(session, effects, raised)
                     # later events in this batch must see what this one did
                     alarms.update(store.open_alarms(session, [k for k in [alarm_key(event)] if k]))
             # "Last seen" to the second is enough: skip the update when the table is already that fresh.
             stale = {d: at for d, at in last_seen.items()
                      if d not in self._last_seen or (at - self._last_seen[d]).total_seconds() >= 1}
             store.record_event_seen(session, rows, stale)
+            outgoing = self._linkage(session, raised, received)
         self._last_seen.update(stale)
+        for topic, body in outgoing:  # after the commit: nothing goes out for a batch that rolled back
+            self.bus.publish_json(topic, body)
         self.processed += len(fresh)
         return changed
+
+    # -- linkage -----------------------------------------------------------------------
+
+    def _linkage(self, session: Session, raised: list[tuple[RaiseAlarm, int]], at: datetime,
+                 ) -> list[tuple[str, dict[str, Any]]]:
+        """What new alarms set in motion, recorded in their history; returns the messages to send."""
+        if not self.config or not self.config.linkage:
+            return []
+        outgoing: list[tuple[str, dict[str, Any]]] = []
+        for effect, alarm_id in raised:
+            for action in linked_actions(effect, self.config.linkage):
+                if isinstance(action, BollardCommand):
+                    topic, body = self._command("bollard", action.device, action.command, alarm_id,
+                                                f"linkage:alarm:{alarm_id}")
+                    outgoing.append((topic, body))
+                    text = f"linkage: '{action.command}' sent to bollard {action.device}"
+                elif isinstance(action, SnapshotRequest):
+                    outgoing.append((rules_topic(self.site, "snapshot_requests"), {
+                        "alarm_id": alarm_id, "camera": action.camera, "pre_s": action.pre_s,
+                        "at": at.isoformat()}))
+                    text = f"linkage: snapshot and the {action.pre_s} s before requested from camera {action.camera}"
+                else:
+                    outgoing.append((rules_topic(self.site, "police", "alarms"), {
+                        "alarm_id": alarm_id, "contact_id": action.contact_id, "alarm_type": effect.alarm_type,
+                        "zone": effect.zone, "place": effect.place, "at": effect.at.isoformat()}))
+                    text = f"linkage: forwarded to the police link (Contact ID {action.contact_id})"
+                store.note(session, alarm_id, "linkage", text, at)
+        return outgoing
+
+    def _command(self, kind: str, device: str, name: str, alarm_id: int | None, issued_by: str,
+                 ) -> tuple[str, dict[str, Any]]:
+        correlation_id = new_id()
+        self._pending_commands[correlation_id] = (alarm_id, f"{device} {name}")
+        return (f"{device_topic(self.site, kind, device)}/cmd/{name}",
+                {"correlation_id": correlation_id, "issued_by": issued_by, "args": {}})
+
+    def _command_result(self, message: mqtt.MQTTMessage) -> tuple[str, dict[str, Any]] | None:
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            return None
+        if not isinstance(body, dict) or str(body.get("correlation_id")) not in self._pending_commands:
+            return None  # someone else's command (the console's): not ours to record
+        return str(body["correlation_id"]), body
+
+    def _record_results(self, results: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        changed = []
+        with self.sessions.begin() as session:
+            for correlation_id, body in results:
+                alarm_id, what = self._pending_commands.pop(correlation_id)
+                outcome = "done" if body.get("status") == "ok" else f"refused: {body.get('detail')}"
+                if alarm_id is not None:
+                    store.note(session, alarm_id, "linkage_result", f"{what}: {outcome}", utcnow())
+                    changed.append(alarm_id)
+                else:
+                    store.audit(session, "rules", "schedule.result", what, "ok" if body.get("status") == "ok"
+                                else "refused", {"detail": body.get("detail")}, utcnow())
+        return changed
+
+    # -- escalation and schedules (every TICK_S) ----------------------------------------
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        if not self.config:
+            return
+        try:
+            self._escalate()
+            self._follow_schedules()
+        except Exception:
+            log.exception("escalation or schedule check failed; trying again in %.0f s", TICK_S)
+
+    def _escalate(self) -> None:
+        assert self.config is not None
+        if not self.config.roster:
+            return
+        now = utcnow()
+        with self.sessions.begin() as session:
+            rows = session.scalars(select(Alarm).where(Alarm.state == "active_unack")).all()
+            waiting = [Unacknowledged(a.id, a.alarm_type, a.raised_at, a.escalation_level, a.test) for a in rows]
+            steps = escalations_due(waiting, now, self.config.escalation, self.config.roster)
+            for step in steps:
+                session.execute(update(Alarm).where(Alarm.id == step.alarm_id, Alarm.state == "active_unack")
+                                .values(escalation_level=step.level))
+                store.note(session, step.alarm_id, "escalate",
+                           f"not acknowledged: notified {step.person.name} (step {step.level})", now)
+        for step in steps:
+            self.bus.publish_json(rules_topic(self.site, "notify", step.person.id), {
+                "alarm_id": step.alarm_id, "level": step.level, "person": step.person.name, "at": now.isoformat()})
+            log.warning("alarm %d not acknowledged: notified %s (step %d)", step.alarm_id, step.person.name,
+                        step.level)
+        if steps:
+            self._publish_alarms([s.alarm_id for s in steps])
+
+    def _follow_schedules(self) -> None:
+        assert self.config is not None
+        local = utcnow().astimezone(self.tz)
+        for index, schedule in enumerate(self.config.bollard_schedules):
+            position = wanted(schedule, local)
+            if self._scheduled.get(index) == position:
+                continue  # only at a window's edge: a manual command holds until the next one
+            self._scheduled[index] = position
+            for device in schedule.bollards:
+                topic, body = self._command("bollard", device, position, None, "schedule")
+                self.bus.publish_json(topic, body)
+                log.info("schedule: %s bollard %s", position, device)
 
     def _publish_alarms(self, alarm_ids: list[int]) -> None:
         with self.sessions() as session:

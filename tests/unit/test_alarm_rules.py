@@ -59,9 +59,10 @@ def raised(e: Event, key: str, alarm_type: str, priority: int, latching: bool, z
                       zone=zone, place=place, test=e.test, event_id=e.id, at=AT)
 
 
-def update(e: Event, action: str, from_state: str, to_state: str, condition_active: bool) -> UpdateAlarm:
+def update(e: Event, action: str, from_state: str, to_state: str, condition_active: bool,
+           priority: int | None = None) -> UpdateAlarm:
     return UpdateAlarm(alarm_id=42, action=action, from_state=from_state, to_state=to_state,  # type: ignore[arg-type]
-                       condition_active=condition_active, event_id=e.id, at=AT)
+                       condition_active=condition_active, event_id=e.id, at=AT, priority=priority)
 
 
 # Each case: (event, open alarms, expected effects given the event). Events get fresh ids, hence the lambdas.
@@ -88,19 +89,19 @@ EVALUATE_CASES: dict[str, Callable[[], Case]] = {
         lambda e: [raised(e, PANIC_KEY, "panic", 1, True, "gate", "门卫室")]),
     "panic again while active_unack -> retrigger, state kept": lambda: (
         triggered(PANIC), alarm(PANIC_KEY, "active_unack", True),
-        lambda e: [update(e, "retrigger", "active_unack", "active_unack", True)]),
+        lambda e: [update(e, "retrigger", "active_unack", "active_unack", True, priority=2)]),
     "panic again while active_ack -> retrigger, state kept": lambda: (
         triggered(PANIC), alarm(PANIC_KEY, "active_ack", True, condition_active=False),
-        lambda e: [update(e, "retrigger", "active_ack", "active_ack", True)]),
+        lambda e: [update(e, "retrigger", "active_ack", "active_ack", True, priority=2)]),
     "panic again after reset (cleared_ack) -> active_unack": lambda: (
         triggered(PANIC), alarm(PANIC_KEY, "cleared_ack", True, condition_active=False),
-        lambda e: [update(e, "retrigger", "cleared_ack", "active_unack", True)]),
+        lambda e: [update(e, "retrigger", "cleared_ack", "active_unack", True, priority=2)]),
     "tamper again while cleared_unack -> active_unack": lambda: (
         triggered(TAMPER), alarm(TAMPER_KEY, "cleared_unack", False, condition_active=False),
-        lambda e: [update(e, "retrigger", "cleared_unack", "active_unack", True)]),
+        lambda e: [update(e, "retrigger", "cleared_unack", "active_unack", True, priority=2)]),
     "tamper again while cleared_ack -> active_unack": lambda: (
         triggered(TAMPER), alarm(TAMPER_KEY, "cleared_ack", False, condition_active=False),
-        lambda e: [update(e, "retrigger", "cleared_ack", "active_unack", True)]),
+        lambda e: [update(e, "retrigger", "cleared_ack", "active_unack", True, priority=2)]),
     "panic restored while active_unack -> condition_restored, still active_unack": lambda: (
         restored(PANIC), alarm(PANIC_KEY, "active_unack", True),
         lambda e: [update(e, "condition_restored", "active_unack", "active_unack", False)]),
@@ -126,7 +127,7 @@ EVALUATE_CASES: dict[str, Callable[[], Case]] = {
     "device offline again while open -> status + retrigger": lambda: (
         ev("campus.device.offline", {"reason": "no answer"}), alarm(OFFLINE_KEY, "cleared_ack", False, False),
         lambda e: [DeviceStatus("box-1", False, "no answer", AT),
-                   update(e, "retrigger", "cleared_ack", "active_unack", True)]),
+                   update(e, "retrigger", "cleared_ack", "active_unack", True, priority=2)]),
     "device online with offline alarm open -> status online + clear": lambda: (
         ev("campus.device.online", {"offline_s": 30}), alarm(OFFLINE_KEY, "active_unack", False),
         lambda e: [DeviceStatus("box-1", True, None, AT),
@@ -163,6 +164,15 @@ def test_test_mode_flag_is_carried() -> None:
     (effect,) = evaluate(triggered(PANIC), {}, AT)
     assert isinstance(effect, RaiseAlarm)
     assert effect.test is False
+
+
+def test_a_repeated_press_raises_the_level_but_never_above_1() -> None:
+    tamper = {"t:tamper-1": OpenAlarm(1, "t:tamper-1", "active_ack", False, True, priority=2)}
+    panic = {"box-1:p": OpenAlarm(2, "box-1:p", "active_unack", True, True, priority=1)}
+    again = triggered({"point": "tamper-1", "input": 2, "point_type": "tamper"})
+    assert evaluate(again, {"box-1:tamper-1": tamper["t:tamper-1"]}, AT)[0].priority == 1  # type: ignore[union-attr]
+    press = triggered({"point": "p", "input": 1, "point_type": "panic"})
+    assert evaluate(press, panic, AT)[0].priority == 1  # type: ignore[union-attr]
 
 
 def test_alarm_keys() -> None:

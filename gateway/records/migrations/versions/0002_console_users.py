@@ -74,7 +74,6 @@ def upgrade() -> None:
 
     # ### end Alembic commands ###
 
-
     with op.batch_alter_table("alarms") as batch:
         batch.add_column(sa.Column("last_note", sa.Text(), nullable=True))
 

@@ -1,0 +1,104 @@
+"""Escalation steps at their times, linkage from the site's table, bollard schedules by the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.config import BollardSchedule, EscalationConfig, LinkageRule, RosterEntry
+from gateway.rules.alarms import RaiseAlarm
+from gateway.rules.escalation import Unacknowledged, escalations_due
+from gateway.rules.linkage import BollardCommand, PoliceForward, SnapshotRequest, linked_actions
+from gateway.rules.schedules import wanted
+
+T0 = datetime(2026, 11, 30, 0, 0, 0, tzinfo=UTC)
+ROSTER = [RosterEntry(id="li", name="Li"), RosterEntry(id="wang", name="Wang"), RosterEntry(id="zhao", name="Zhao")]
+POLICY = EscalationConfig(after_s={"panic": 30}, default_after_s=120, repeat_s=60)
+
+
+def panic(level: int = 0, test: bool = False, alarm_type: str = "panic") -> Unacknowledged:
+    return Unacknowledged(id=7, alarm_type=alarm_type, raised_at=T0, level=level, test=test)
+
+
+@pytest.mark.parametrize(("seconds", "level", "expected"), [
+    (29, 0, None),        # not yet
+    (30, 0, ("li", 1)),   # panic: 30 s
+    (89, 1, None),        # the next person 60 s later
+    (90, 1, ("wang", 2)),
+    (150, 2, ("zhao", 3)),
+    (9999, 3, None),      # the roster is exhausted
+    (9999, 0, ("li", 1)),  # a late tick takes one step at a time: nobody is skipped
+])
+def test_escalation_steps_at_their_times(seconds: int, level: int, expected: tuple[str, int] | None) -> None:
+    steps = escalations_due([panic(level)], T0 + timedelta(seconds=seconds), POLICY, ROSTER)
+    assert [(s.person.id, s.level) for s in steps] == ([expected] if expected else [])
+
+
+def test_other_types_use_the_default_and_tests_never_escalate() -> None:
+    assert not escalations_due([panic(alarm_type="tamper")], T0 + timedelta(seconds=119), POLICY, ROSTER)
+    assert escalations_due([panic(alarm_type="tamper")], T0 + timedelta(seconds=120), POLICY, ROSTER)
+    assert not escalations_due([panic(test=True)], T0 + timedelta(hours=1), POLICY, ROSTER)
+    assert not escalations_due([panic()], T0 + timedelta(hours=1), POLICY, []), "no roster, no one to call"
+
+
+def alarm(alarm_type: str = "panic", zone: str | None = "gate", test: bool = False) -> RaiseAlarm:
+    return RaiseAlarm(key="box:p", device_id="box", alarm_type=alarm_type, priority=1, latching=True, zone=zone,
+                      place=None, test=test, event_id="e", at=T0)
+
+
+LINKAGE = [
+    LinkageRule.model_validate({"when": {"alarm_type": ["panic", "duress"], "zone": ["gate"]},
+                                "bollards": {"devices": ["gate-bollard"], "command": "efo"},
+                                "cameras": ["gate-cam"], "police": True}),
+    LinkageRule.model_validate({"when": {"alarm_type": ["fire"]},
+                                "bollards": {"devices": ["gate-bollard"], "command": "lower"}}),
+    LinkageRule.model_validate({"when": {"alarm_type": ["panic"]}, "cameras": ["gate-cam"]}),
+]
+
+
+def test_a_panic_at_the_gate_raises_the_bollards_asks_the_camera_and_calls_the_police() -> None:
+    assert linked_actions(alarm(), LINKAGE) == [BollardCommand("gate-bollard", "efo"), SnapshotRequest("gate-cam"),
+                                                PoliceForward(120)], "the camera is asked once, not twice"
+
+
+def test_linkage_follows_type_and_zone_and_tests_move_nothing() -> None:
+    assert linked_actions(alarm(zone="perimeter"), LINKAGE) == [SnapshotRequest("gate-cam")]
+    assert linked_actions(alarm("fire", zone=None), LINKAGE) == [BollardCommand("gate-bollard", "lower")]
+    assert linked_actions(alarm("tamper"), LINKAGE) == []
+    assert linked_actions(alarm(test=True), LINKAGE) == [], "a button test never reaches bollards or police"
+
+
+SCHEDULE = BollardSchedule.model_validate({
+    "bollards": ["gate-bollard"], "holidays": ["2026-12-02"],
+    "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:20", "to": "08:10"},
+                {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "16:20", "to": "17:10"}]})
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.mark.parametrize(("local", "expected"), [
+    ("2026-11-30 07:19", "lower"),   # Monday, before arrival
+    ("2026-11-30 07:20", "raise"),
+    ("2026-11-30 08:09", "raise"),
+    ("2026-11-30 08:10", "lower"),
+    ("2026-11-30 16:45", "raise"),   # dismissal
+    ("2026-12-02 07:30", "lower"),   # a holiday
+    ("2026-12-05 07:30", "lower"),   # Saturday
+])
+def test_bollards_follow_the_school_day(local: str, expected: str) -> None:
+    when = datetime.strptime(local, "%Y-%m-%d %H:%M").replace(tzinfo=SHANGHAI)
+    assert wanted(SCHEDULE, when) == expected
+
+
+def test_linkage_naming_an_unknown_bollard_is_a_config_error() -> None:
+    from gateway.config import ConfigError, parse_config
+
+    text = ("site: {id: s1, name: Test}\n"
+            "linkage:\n"
+            "  - when: {alarm_type: [panic]}\n"
+            "    bollards: {devices: [gate-bolard], command: efo}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "site.yaml")
+    assert info.value.problems == ["site.yaml line 4: linkage[0].bollards.devices[0]: unknown bollard 'gate-bolard', "
+                                   "expected one of: none (no device of kind bollard)"]
