@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any, ClassVar, Protocol
 
 from gateway.config import DeviceConfig
@@ -26,6 +27,7 @@ class DriverContext(Protocol):
     """What the gateway lends a driver. Every method is cheap and safe to call from the driver's loop."""
 
     site: str
+    tz: tzinfo  # the site's time zone, for times a person reads in a reason ("vehicle on loop 1 since 07:58:12")
     log: logging.Logger
 
     def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None,

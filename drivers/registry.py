@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 # name -> "module:Class"; imported on first use so a site only loads what it uses.
 DRIVERS: dict[str, str] = {
     "modbus_di": "drivers.modbus_di:ModbusDIDriver",
+    "modbus_bollard": "drivers.bollard:BollardDriver",
 }
 _extra: dict[str, type[Driver]] = {}
 

@@ -25,6 +25,9 @@ EventClass = Literal["alarm", "record", "telemetry"]
 EVENT_TYPES: dict[str, EventClass] = {
     "campus.alarm_input.triggered": "alarm",
     "campus.alarm_input.restored": "alarm",
+    "campus.bollard.state_changed": "record",
+    "campus.bollard.command": "record",
+    "campus.bollard.fault": "alarm",
     "campus.device.offline": "alarm",
     "campus.device.online": "alarm",
     "campus.device.telemetry": "telemetry",

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -39,6 +40,7 @@ class Context:
     def __init__(self, host: DriverHost, name: str, devices: list[DeviceConfig]) -> None:
         self.host = host
         self.site = host.config.site.id
+        self.tz: tzinfo = host.tz
         self.log = logging.getLogger(f"campusgw.driver.{name}")
         self.devices = {d.id: d for d in devices}
         self.last_heartbeat = time.monotonic()

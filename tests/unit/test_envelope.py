@@ -30,6 +30,11 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
     "campus.device.online": {"offline_s": 12.5},
     "campus.device.telemetry": {"metrics": {"rssi": -61, "fw": "1.2", "ok": True, "temp": None}},
     "campus.gateway.health": {"condition": "outbox_shedding", "active": True, "count": 3},
+    "campus.bollard.state_changed": {"from": "lowered", "to": "raising", "reason": "raise commanded by guard-wang"},
+    "campus.bollard.command": {"command": "raise", "issued_by": "guard-wang", "accepted": False,
+                               "reason": "vehicle on loop 1 (since 07:58:12)", "state": "lowered"},
+    "campus.bollard.fault": {"reason": "travel timeout: commanded raise 8.0 s ago, up-limit not reached",
+                             "active": True, "zone": "gate", "place": "south gate"},
 }
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

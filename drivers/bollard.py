@@ -1,0 +1,401 @@
+"""Rising bollards (anti-ramming barriers) behind a PLC on Modbus TCP.
+
+Polls the controller's discrete inputs (limits, vehicle loops, fault, EFO active, fire) every `poll_ms`
+(default 100 ms), runs drivers.bollard_machine, pulses the raise / lower / EFO coils for `pulse_ms`, and
+publishes the bollard's state (retained) and `campus.bollard.state_changed` / `.command` / `.fault` events.
+
+Commands: raise, lower, efo, reset. Before deciding one the driver reads the inputs afresh, so the
+vehicle-loop interlock never acts on a reading older than the command. A refusal is a result with the
+reason, a `campus.bollard.command` event with accepted=false, and a log line. A controller that stops
+answering is reported offline after `offline_after` failed polls, its state becomes `unknown`, every
+command is refused, and it is reconnected with backoff capped at 1 s; on reconnecting every coil is
+switched off first, so a pulse cut short by the outage cannot keep driving the bollard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from drivers.base import CommandResult, Driver, DriverContext
+from drivers.bollard_machine import COMMANDS, BollardMachine, Coil, Inputs, Settings, Step
+from drivers.modbus_di import TcpConnection
+from gateway.config import DeviceConfig
+
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 1.0
+MAX_READ_BITS = 2000  # Modbus limit for one read of discrete inputs
+
+
+class BollardCoils(BaseModel):
+    """Coil addresses (0-based, as on the wire)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    raise_: int = Field(default=0, ge=0, le=65535, alias="raise")
+    lower: int = Field(default=1, ge=0, le=65535)
+    efo: int = Field(default=2, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> BollardCoils:
+        if len({self.raise_, self.lower, self.efo}) != 3:
+            raise ValueError(f"raise, lower and efo need three different coils, got {self.raise_}, "
+                             f"{self.lower}, {self.efo}")
+        return self
+
+    def address(self, coil: Coil) -> int:
+        return {"raise": self.raise_, "lower": self.lower, "efo": self.efo}[coil]
+
+
+class BollardInputs(BaseModel):
+    """Discrete input addresses (0-based, as on the wire); `fire: null` when no fire input is wired."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    up_limit: int = Field(default=0, ge=0, le=65535)
+    down_limit: int = Field(default=1, ge=0, le=65535)
+    vehicle_loops: list[int] = Field(default=[2, 3], min_length=1, max_length=8)
+    fault: int = Field(default=4, ge=0, le=65535)
+    efo_active: int = Field(default=5, ge=0, le=65535)
+    fire: int | None = Field(default=6, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> BollardInputs:
+        used = self.addresses()
+        for address in self.vehicle_loops:
+            if not 0 <= address <= 65535:
+                raise ValueError(f"vehicle loop input {address} is out of range 0-65535")
+        if len(set(used)) != len(used):
+            twice = sorted({a for a in used if used.count(a) > 1})
+            raise ValueError(f"input {', '.join(map(str, twice))} is used for two things")
+        if max(used) - min(used) >= MAX_READ_BITS:
+            raise ValueError(f"inputs must lie within {MAX_READ_BITS} addresses of each other (one Modbus read)")
+        return self
+
+    def addresses(self) -> list[int]:
+        fire = [self.fire] if self.fire is not None else []
+        return [self.up_limit, self.down_limit, *self.vehicle_loops, self.fault, self.efo_active, *fire]
+
+
+class BollardConfig(DeviceConfig):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["bollard"]
+    driver: Literal["modbus_bollard"]
+    connection: TcpConnection
+    poll_ms: int = Field(default=100, ge=20, le=5_000)
+    offline_after: int = Field(default=3, ge=1, le=100)
+    coils: BollardCoils = BollardCoils()
+    inputs: BollardInputs = BollardInputs()
+    travel_timeout_s: float = Field(default=8.0, gt=0, le=300)
+    # Below half a second the interlock would not bridge the gap between a car and its trailer.
+    clear_delay_s: float = Field(default=1.0, ge=0.5, le=60)
+    fire_lowers: bool = True
+    pulse_ms: int = Field(default=500, ge=50, le=10_000)
+
+    @model_validator(mode="after")
+    def _pulse_within_travel(self) -> BollardConfig:
+        if self.pulse_ms / 1000 >= self.travel_timeout_s:
+            raise ValueError(f"pulse_ms ({self.pulse_ms}) must be shorter than travel_timeout_s "
+                             f"({self.travel_timeout_s:g} s)")
+        return self
+
+
+class BollardDriver(Driver):
+    name = "modbus_bollard"
+    config_model = BollardConfig
+    hang_timeout_s = 10.0
+
+    def __init__(self, devices: list[DeviceConfig], ctx: DriverContext) -> None:
+        super().__init__(devices, ctx)
+        (device,) = devices
+        assert isinstance(device, BollardConfig)
+        self.cfg = device
+        self.tz = ctx.tz
+        self.machine = BollardMachine(
+            len(device.inputs.vehicle_loops),
+            Settings(device.travel_timeout_s, device.clear_delay_s, device.fire_lowers), clock=self._clock)
+        self._first_input = min(device.inputs.addresses())
+        self._input_count = max(device.inputs.addresses()) - self._first_input + 1
+        self._stop = asyncio.Event()
+        self._io = asyncio.Lock()  # one Modbus transaction at a time: polls and commands interleave
+        self._client: AsyncModbusTcpClient | None = None
+        self._online: bool | None = None
+        self._coils_on: dict[Coil, float] = {}  # coil -> monotonic time to switch it off
+        self._published: dict[str, Any] | None = None
+        self.last_command: dict[str, Any] | None = None
+        self.counters = {"polls": 0, "errors": 0, "reconnects": 0, "commands": 0, "refused": 0,
+                         "coil_writes": 0, "transitions": 0}
+        self.last_error: str | None = None
+
+    def _clock(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, self.tz).strftime("%H:%M:%S")
+
+    def _where(self) -> str:
+        c = self.cfg.connection
+        return f"{c.host}:{c.port} unit {c.unit}"
+
+    # -- connection --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        backoff = RECONNECT_MIN_S
+        while not self._stop.is_set():
+            self.ctx.heartbeat()
+            if await self._connect():
+                backoff = RECONNECT_MIN_S
+                await self._poll_until_failure()
+                self._close()
+            if self._stop.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_S)
+
+    async def _connect(self) -> bool:
+        c = self.cfg.connection
+        self._client = AsyncModbusTcpClient(c.host, port=c.port, timeout=c.timeout_s, retries=0,
+                                            reconnect_delay=0, reconnect_delay_max=0)
+        try:
+            ok = await asyncio.wait_for(self._client.connect(), c.timeout_s * 2)
+        except (TimeoutError, OSError, ModbusException) as exc:
+            ok, self.last_error = False, f"{type(exc).__name__}: {exc}"
+        # A coil left on by a pulse the outage cut short must not keep driving the bollard.
+        if ok:
+            async with self._io:
+                self._coils_on.clear()
+                for coil in ("raise", "lower", "efo"):
+                    ok = ok and await self._write(coil, False)
+        if not ok:
+            self.counters["errors"] += 1
+            self._went_offline(f"no answer from {self._where()} ({self.last_error or 'connection refused'})")
+            self._close()
+            return False
+        self.counters["reconnects"] += 1
+        return True
+
+    async def _poll_until_failure(self) -> None:
+        period = self.cfg.poll_ms / 1000
+        failures = 0
+        next_poll = time.monotonic()
+        while not self._stop.is_set():
+            self.ctx.heartbeat()
+            async with self._io:
+                ok = await self._poll()
+            if ok:
+                failures = 0
+            else:
+                failures += 1
+                if failures >= self.cfg.offline_after:
+                    self._went_offline(f"{self._where()} stopped answering: {self.last_error}")
+                    return
+            next_poll += period
+            delay = next_poll - time.monotonic()
+            if delay < 0:  # fell behind (slow controller): do not try to catch up with a burst
+                next_poll, delay = time.monotonic(), 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _poll(self) -> bool:
+        """One read, the machine updated, due coils switched off, the state published. Hold `_io`."""
+        inputs = await self._read()
+        if inputs is None:
+            return False
+        self._came_online()
+        await self._run(self.machine.update(inputs, time.time()))
+        now = time.monotonic()
+        for coil, off_at in list(self._coils_on.items()):
+            if now >= off_at and await self._write(coil, False):
+                del self._coils_on[coil]
+        self._publish_state()
+        return True
+
+    async def _read(self) -> Inputs | None:
+        if self._client is None:
+            return None
+        c = self.cfg.connection
+        self.counters["polls"] += 1
+        try:
+            response = await asyncio.wait_for(
+                self._client.read_discrete_inputs(self._first_input, count=self._input_count, device_id=c.unit),
+                c.timeout_s * 2)
+        except (TimeoutError, OSError, ModbusException) as exc:
+            self._failed(exc)
+            return None
+        if response.isError():
+            self.counters["errors"] += 1
+            self.last_error = f"Modbus exception response {response}"
+            return None
+        bits = list(response.bits[: self._input_count])
+        if len(bits) < self._input_count:
+            self.counters["errors"] += 1
+            self.last_error = f"short read: {len(bits)} of {self._input_count} inputs"
+            return None
+        cfg = self.cfg.inputs
+
+        def bit(address: int) -> bool:
+            return bool(bits[address - self._first_input])
+
+        return Inputs(up_limit=bit(cfg.up_limit), down_limit=bit(cfg.down_limit),
+                      vehicle_present=tuple(bit(a) for a in cfg.vehicle_loops), fault=bit(cfg.fault),
+                      efo_active=bit(cfg.efo_active), fire=bit(cfg.fire) if cfg.fire is not None else False)
+
+    async def _write(self, coil: Coil, value: bool) -> bool:
+        if self._client is None:
+            self.last_error = "not connected"
+            return False
+        c = self.cfg.connection
+        self.counters["coil_writes"] += 1
+        try:
+            response = await asyncio.wait_for(
+                self._client.write_coil(self.cfg.coils.address(coil), value, device_id=c.unit), c.timeout_s * 2)
+        except (TimeoutError, OSError, ModbusException) as exc:
+            self._failed(exc)
+            return False
+        if response.isError():
+            self.counters["errors"] += 1
+            self.last_error = f"Modbus exception response {response} writing the {coil} coil"
+            return False
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.counters["errors"] += 1
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    async def _pulse(self, coil: Coil) -> bool:
+        """Switch the opposite motion off, then hold `coil` on for `pulse_ms` (the poll loop ends it)."""
+        for other in (("lower",) if coil != "lower" else ("raise", "efo")):
+            if other in self._coils_on:
+                if not await self._write(other, False):
+                    return False
+                del self._coils_on[other]
+        if not await self._write(coil, True):
+            return False
+        self._coils_on[coil] = time.monotonic() + self.cfg.pulse_ms / 1000
+        return True
+
+    # -- machine output -> coils, events, state -----------------------------------------
+
+    async def _run(self, step: Step) -> None:
+        """Carry out what the machine decided on its own (fire lowers, a loop reverses a raise), then report."""
+        for action in step.actions:
+            ok = await self._pulse(action.coil)
+            self._command_event(action.coil, action.issued_by, ok,
+                                action.reason if ok else f"{action.reason}; the controller did not take the "
+                                                         f"write: {self.last_error}")
+        self._report(step)
+
+    def _report(self, step: Step) -> None:
+        for t in step.transitions:
+            self.counters["transitions"] += 1
+            self.ctx.log.info("%s: %s -> %s (%s)", self.cfg.id, t.from_state, t.to_state, t.reason)
+            self.ctx.emit(self.cfg.id, "campus.bollard.state_changed",
+                          {"from": t.from_state, "to": t.to_state, "reason": t.reason[:500]})
+        for f in step.faults:
+            log = self.ctx.log.warning if f.active else self.ctx.log.info
+            log("%s: fault %s: %s", self.cfg.id, "raised" if f.active else "cleared", f.reason)
+            self.ctx.emit(self.cfg.id, "campus.bollard.fault",
+                          {"reason": f.reason[:500], "active": f.active, "zone": self.cfg.zone,
+                           "place": self.cfg.name})
+
+    def _command_event(self, command: str, issued_by: str, accepted: bool, reason: str) -> None:
+        self.counters["commands"] += 1
+        if not accepted:
+            self.counters["refused"] += 1
+            self.ctx.log.warning("%s: %s from %s refused: %s", self.cfg.id, command, issued_by, reason)
+        else:
+            self.ctx.log.info("%s: %s from %s: %s", self.cfg.id, command, issued_by, reason)
+        self.last_command = {"command": command, "issued_by": issued_by, "accepted": accepted,
+                             "reason": reason, "at": round(time.time(), 3)}
+        self.ctx.emit(self.cfg.id, "campus.bollard.command",
+                      {"command": command, "issued_by": issued_by[:200], "accepted": accepted,
+                       "reason": reason[:500], "state": self.machine.state})
+
+    def state(self) -> dict[str, Any]:
+        m = self.machine
+        inputs = m.inputs
+        return {
+            "state": m.state,
+            "reason": m.reason,
+            "online": bool(self._online),
+            "vehicle_present": list(inputs.vehicle_present) if inputs else None,
+            "limits": {"up": inputs.up_limit, "down": inputs.down_limit} if inputs else None,
+            "fault": m.fault,
+            "efo": m.efo,
+            "fire": inputs.fire if inputs else None,
+            "raise_blocked": m.raise_blocked(time.time()),
+            "last_command": self.last_command,
+        }
+
+    def _publish_state(self) -> None:
+        state = self.state()
+        if state != self._published:
+            self._published = state
+            self.ctx.set_state(self.cfg.id, state)
+
+    def _came_online(self) -> None:
+        if self._online is not True:
+            self._online = True
+            self.ctx.set_online(self.cfg.id, True)
+
+    def _went_offline(self, reason: str) -> None:
+        self._coils_on.clear()
+        self._report(self.machine.lost_contact(time.time(), f"controller not answering: {reason}"))
+        if self._online is not False:
+            self._online = False
+            self.ctx.log.warning("%s offline: %s", self.cfg.id, reason)
+            self.ctx.set_online(self.cfg.id, False, reason)
+        self._publish_state()
+
+    def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    def health(self) -> dict[str, Any]:
+        return {"online": bool(self._online), "state": self.machine.state, **self.counters,
+                "last_error": self.last_error}
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
+        if name == "read_state":
+            return CommandResult(True, data=self.state())
+        if name not in COMMANDS:
+            return await super().handle_command(device_id, name, args, issued_by)
+        async with self._io:
+            if not self._online or self._client is None:
+                reason = f"the bollard controller at {self._where()} is offline ({self.last_error or 'not connected'})"
+                self._command_event(name, issued_by, False, reason)
+                self._publish_state()
+                return CommandResult(False, reason, {"state": self.machine.state})
+            # Decide on a reading taken now, not on the last poll: a car may have reached the loop since.
+            if not await self._poll():
+                reason = f"no answer from the bollard controller at {self._where()}: {self.last_error}"
+                self._command_event(name, issued_by, False, reason)
+                self._publish_state()
+                return CommandResult(False, reason, {"state": self.machine.state})
+            now = time.time()
+            decision = self.machine.decide(name, now, issued_by)
+            for action in decision.actions:
+                if not await self._pulse(action.coil):
+                    decision = replace(decision, accepted=False, actions=(),
+                                       reason=f"the controller at {self._where()} did not take the {action.coil} "
+                                              f"coil write: {self.last_error}")
+                    break
+            step = self.machine.apply(decision, now)
+            self._command_event(name, issued_by, decision.accepted, decision.reason)
+            self._report(step)  # its coils were written above, before the machine took the decision
+            self._publish_state()
+        return CommandResult(decision.accepted, decision.reason, {"state": self.machine.state})
+
