@@ -51,10 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--press-every", type=float, default=20.0, help="seconds between simulated button presses")
     p.add_argument("--config", type=Path, default=REPO_CONFIG / "demo.yaml")
 
-    p = sub.add_parser("sim", help="run a device simulator on its own")
-    p.add_argument("device", choices=["modbus-di"])
-    p.add_argument("--port", type=int, default=5020)
-    p.add_argument("--press-every", type=float, default=0, help="press input 1 every N seconds (0: never)")
+    p = sub.add_parser("simulate", aliases=["sim"], help="run a device simulator on its own (wiring, config, "
+                       "third-party tools such as mbpoll)")
+    p.add_argument("device", choices=["modbus-di", "bollard"])
+    p.add_argument("--port", type=int, default=5020, help="TCP port (0: a free one)")
+    p.add_argument("--rtu", action="store_true", help="modbus-di: Modbus RTU on a new pty pair instead of TCP")
+    p.add_argument("--baudrate", type=int, default=115200)
+    p.add_argument("--units", default="1", help="modbus-di: unit ids on the line, e.g. 1,2,3")
+    p.add_argument("--latch-address", type=int, help="modbus-di: latch inputs, readable from this address")
+    p.add_argument("--press-every", type=float, default=0, help="modbus-di: press input 1 every N s (0: never)")
+    p.add_argument("--travel-s", type=float, default=2.0, help="bollard: travel time")
 
     args = parser.parse_args(argv)
     try:
@@ -71,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(config, parts)
         if args.command == "demo":
             return demo(args.config, args.data_dir, args.console_port, args.press_every)
-        if args.command == "sim":
-            return simulate(args.port, args.press_every)
+        if args.command in ("simulate", "sim"):
+            return simulate(args)
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 2
@@ -267,12 +273,38 @@ def demo_users(sessions: Any) -> list[tuple[str, str]]:
     return logins
 
 
-def simulate(port: int, press_every: float) -> int:
-    from simulators.modbus_di import ModbusDISimulator
-
+def simulate(args: argparse.Namespace) -> int:
+    """A simulator on its own, until Ctrl-C: for installers testing wiring and config, and for mbpoll."""
     setup_logging("info")
-    sim = ModbusDISimulator(port=port)
-    print(f"Modbus DI simulator (16 inputs, unit 1) on 127.0.0.1:{sim.start()}; Ctrl-C stops.", flush=True)
+    closers: list[Any] = []
+    press: Any = None
+    if args.device == "bollard":
+        from simulators.bollard import BollardSimulator
+
+        bollard = BollardSimulator(port=args.port, travel_s=args.travel_s)
+        print(f"bollard PLC simulator (Modbus TCP, unit 1) on 127.0.0.1:{bollard.start()}; coils raise=0 lower=1 "
+              "efo=2; inputs up=0 down=1 loops=2,3 fault=4 efo_active=5 fire=6. Ctrl-C stops.", flush=True)
+        closers.append(bollard.stop)
+    else:
+        from simulators.modbus_di import ModbusDISimulator
+        from simulators.pty_pair import PtyPair
+
+        units = [int(u) for u in args.units.split(",")]
+        if args.rtu:
+            pair = PtyPair()
+            closers.append(pair.close)
+            sim = ModbusDISimulator(units=units, serial=pair.device_side, baudrate=args.baudrate,
+                                    latch_address=args.latch_address)
+            sim.start()
+            where = f"Modbus RTU at {args.baudrate} baud: open {pair.driver_side} (connection: {{type: rtu, port: " \
+                    f"{pair.driver_side}, baudrate: {args.baudrate}}})"
+        else:
+            sim = ModbusDISimulator(units=units, port=args.port, latch_address=args.latch_address)
+            where = f"Modbus TCP on 127.0.0.1:{sim.start()}"
+        closers.insert(0, sim.stop)
+        latch = f", latch bits from address {args.latch_address}" if args.latch_address is not None else ""
+        print(f"DI module simulator, units {units}, 16 inputs each{latch}: {where}. Ctrl-C stops.", flush=True)
+        press = sim
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -280,23 +312,17 @@ def simulate(port: int, press_every: float) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         while not stop.is_set():
-            if press_every > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), press_every)
-                if stop.is_set():
-                    break
-                sim.press(1)
-                print("pressed input 1", flush=True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                sim.release(1)
-            else:
-                await stop.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.press_every or None)
+            if press is not None and args.press_every and not stop.is_set():
+                press.press_for(1, 1.0)
+                print("pressed input 1 for 1 s", flush=True)
 
     try:
         asyncio.run(go())
     finally:
-        sim.stop()
+        for close in closers:
+            close()
     return 0
 
 

@@ -13,7 +13,6 @@ vehicle_arrives(1), vehicle_leaves(1), jam(), fault(True), fire(True), unplug(),
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import threading
@@ -258,33 +257,3 @@ class BollardSimulator:
                 elif coil == "efo":
                     self._efo_active = not self._fault
                     self._start(+1, self.efo_travel_s, now)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run a simulated bollard controller until interrupted (the CLI wires this up later)."""
-    parser = argparse.ArgumentParser(description="A simulated rising-bollard PLC speaking Modbus TCP")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5020, help="TCP port (0: a free one)")
-    parser.add_argument("--unit", type=int, default=1)
-    parser.add_argument("--loops", type=int, default=2)
-    parser.add_argument("--travel-s", type=float, default=2.0)
-    parser.add_argument("--efo-travel-s", type=float, default=1.0)
-    parser.add_argument("--raised", action="store_true", help="start raised instead of lowered")
-    args = parser.parse_args(argv)
-    sim = BollardSimulator(args.loops, args.unit, args.host, args.port, args.travel_s, args.efo_travel_s,
-                           start_raised=args.raised)
-    port = sim.start()
-    print(f"bollard simulator on {args.host}:{port} unit {args.unit}: coils raise=0 lower=1 efo=2; inputs "
-          f"up=0 down=1 loops={IN_FIRST_LOOP}-{IN_FIRST_LOOP + args.loops - 1} fault={sim.in_fault} "
-          f"efo_active={sim.in_efo_active} fire={sim.in_fire}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-
-
-if __name__ == "__main__":
-    main()

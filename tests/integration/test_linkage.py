@@ -1,0 +1,169 @@
+"""Alarms that set things in motion: a panic at the gate raises the bollards (EFO), a fire lowers them,
+an alarm nobody acknowledges goes to the roster. Real simulators, real gateway."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from sqlalchemy import select
+
+from gateway.config import Config, validate_config
+from gateway.records import db
+from gateway.records.models import Alarm, AlarmTransition
+from simulators.bollard import BollardSimulator
+from simulators.modbus_di import ModbusDISimulator
+from tests.conftest import missing, wait_for
+from tests.integration.helpers import Running
+
+SITE = "school-1"
+
+
+@pytest.fixture
+def bollard() -> Iterator[BollardSimulator]:
+    simulator = BollardSimulator(travel_s=0.5, efo_travel_s=0.3)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def site(tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator, **extra: Any) -> Config:
+    return validate_config({
+        "site": {"id": SITE, "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0},
+        "zones": [{"id": "gate", "name": "Main gate"}],
+        "devices": [
+            {"id": "gate-box", "kind": "alarm_input", "driver": "modbus_di", "zone": "gate",
+             "connection": {"host": "127.0.0.1", "port": sim.port},
+             "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic"},
+                        {"input": 2, "name": "kitchen-fire", "type": "fire"}]},
+            {"id": "gate-bollard", "kind": "bollard", "driver": "modbus_bollard", "zone": "gate",
+             "connection": {"host": "127.0.0.1", "port": bollard.port}, "travel_timeout_s": 3},
+        ],
+        "linkage": [
+            {"when": {"alarm_type": ["panic"], "zone": ["gate"]},
+             "bollards": {"devices": ["gate-bollard"], "command": "efo"}, "cameras": ["gate-cam"], "police": True},
+            {"when": {"alarm_type": ["fire"]}, "bollards": {"devices": ["gate-bollard"], "command": "lower"}},
+        ],
+        **extra,
+    })
+
+
+class Watcher:
+    """Collects what the rules service publishes for others (police link, cameras, notifications)."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([(f"campus/v1/{SITE}/rules/#", 1), (f"campus/v1/{SITE}/bollard/+/state", 1)])
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((message.topic, json.loads(message.payload)))
+
+    def on(self, suffix: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [body for topic, body in self.messages if topic.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+
+
+def history(cfg: Config, alarm_type: str) -> list[AlarmTransition]:
+    engine = db.make_engine(cfg.database_url())
+    try:
+        with db.make_sessions(engine)() as session:
+            alarm = session.scalars(select(Alarm).where(Alarm.alarm_type == alarm_type)).first()
+            if alarm is None:
+                return []
+            return list(session.scalars(select(AlarmTransition).where(AlarmTransition.alarm_id == alarm.id)
+                                        .order_by(AlarmTransition.id)))
+    finally:
+        engine.dispose()
+
+
+def test_a_panic_at_the_gate_raises_the_bollards_and_calls_police_and_cameras(
+        tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator) -> None:
+    cfg = site(tmp_path, sim, bollard)
+    running = Running(cfg)
+    assert running.gateway.broker_port
+    watcher = Watcher(running.gateway.broker_port)
+    try:
+        ready = lambda: [m for m in watcher.on("/gate-bollard/state")  # noqa: E731
+                         if m.get("online") and m.get("state") == "lowered" and m.get("raise_blocked") is None]
+        wait_for(ready, 10, "the bollard driver ready (loops read clear)")
+        sim.press(1)
+        wait_for(lambda: bollard.coil_writes("efo"), 5, "the EFO command at the bollard PLC")
+        wait_for(lambda: bollard.limits()[0], 5, "the bollard up")
+        police = wait_for(lambda: watcher.on("/rules/police/alarms"), 5, "the police link's message")[0]
+        assert police["contact_id"] == 120 and police["alarm_type"] == "panic"
+        snapshot = wait_for(lambda: watcher.on("/rules/snapshot_requests"), 5, "the camera request")[0]
+        assert snapshot["camera"] == "gate-cam" and snapshot["pre_s"] == 30
+        steps = wait_for(lambda: [s for s in history(cfg, "panic") if s.action == "linkage_result"], 10,
+                         "the bollard's answer in the alarm's history")
+        assert steps[0].note == "gate-bollard efo: done"
+        notes = [s.note for s in history(cfg, "panic") if s.action == "linkage"]
+        assert notes == ["linkage: 'efo' sent to bollard gate-bollard",
+                         "linkage: snapshot and the 30 s before requested from camera gate-cam",
+                         "linkage: forwarded to the police link (Contact ID 120)"]
+    finally:
+        watcher.close()
+        running.stop()
+
+
+def test_a_fire_alarm_lowers_the_bollards(tmp_path: Path, sim: ModbusDISimulator) -> None:
+    raised = BollardSimulator(travel_s=0.5, start_raised=True)
+    raised.start()
+    running = Running(site(tmp_path, sim, raised))
+    try:
+        wait_for(lambda: raised.limits() == (True, False), 5, "the bollard up at the start")
+        sim.press(2)
+        wait_for(lambda: raised.limits() == (False, True), 5, "the bollard lowered for the fire brigade")
+        assert raised.coil_writes("lower")
+    finally:
+        running.stop()
+        raised.stop()
+
+
+def test_an_unacknowledged_alarm_goes_to_the_roster_in_turn(tmp_path: Path, sim: ModbusDISimulator,
+                                                            bollard: BollardSimulator) -> None:
+    cfg = site(tmp_path, sim, bollard, roster=[{"id": "li", "name": "Li"}, {"id": "wang", "name": "Wang"}],
+               escalation={"after_s": {"panic": 1}, "repeat_s": 1}, linkage=[])
+    running = Running(cfg)
+    assert running.gateway.broker_port
+    watcher = Watcher(running.gateway.broker_port)
+    try:
+        sim.press(1)
+        first = wait_for(lambda: watcher.on("/rules/notify/li"), 5, "Li notified after 1 s")[0]
+        second = wait_for(lambda: watcher.on("/rules/notify/wang"), 5, "then Wang")[0]
+        assert (first["level"], second["level"]) == (1, 2) and first["alarm_id"] == second["alarm_id"]
+        notes = [s.note for s in history(cfg, "panic") if s.action == "escalate"]
+        assert notes == ["not acknowledged: notified Li (step 1)", "not acknowledged: notified Wang (step 2)"]
+        updates = [m for m in watcher.on(f"/rules/alarms/{first['alarm_id']}") if m["escalation_level"] == 2]
+        assert updates, "the console learns the alarm's escalation level"
+    finally:
+        watcher.close()
+        running.stop()
+
+
+def test_mbpoll_reads_the_bollard_simulator(bollard: BollardSimulator) -> None:
+    if not shutil.which("mbpoll"):
+        missing("mbpoll is not installed (apt-get install mbpoll)")
+    bollard.vehicle_arrives(1)
+    out = subprocess.run(["mbpoll", "-m", "tcp", "-p", str(bollard.port), "-a", "1", "-t", "1", "-r", "1", "-c", "3",
+                          "-1", "127.0.0.1"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    values = {k: v.strip() for k, v in (line.split(":", 1) for line in out.stdout.splitlines() if line.startswith("["))}
+    assert values == {"[1]": "0", "[2]": "1", "[3]": "1"}, "down limit on, vehicle on loop 1"
