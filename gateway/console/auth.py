@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, Role] = {
     "alarm.reset": "supervisor",
     "alarm.close": "supervisor",
     "bollard.lower": "supervisor",
+    "bollard.reset": "supervisor",
     "personal_data.full": "supervisor",
     "roster.edit": "supervisor",
     "users.manage": "admin",

@@ -145,3 +145,40 @@ def test_the_stream_reconnects_after_the_console_restarts(browser: Any, tmp_path
     finally:
         console.stop()
         backend.stop()
+
+
+def test_bollard_panel_raise_with_confirmation_and_only_supervisors_lower(browser: Any, tmp_path: Path,
+                                                                          sim: ModbusDISimulator) -> None:
+    from simulators.bollard import BollardSimulator
+
+    plc = BollardSimulator(travel_s=0.5)
+    plc.start()
+    config = site_config(tmp_path, sim.port)
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["devices"].append({"id": "gate-bollard", "kind": "bollard", "driver": "modbus_bollard",
+                            "connection": {"host": "127.0.0.1", "port": plc.port}})
+    running = Running(validate_config(data))
+    add_users(running.gateway)
+    try:
+        guard = open_board(browser, running.gateway.console_url, "guard1")
+        guard.goto(running.gateway.console_url + "bollards")
+        card = guard.locator(".bollard[data-id='gate-bollard']")
+        expect(card).to_have_attribute("data-state", "lowered", timeout=10_000)
+        assert guard.locator(".cmd-lower").count() == 0, "a guard is not offered lower"
+        guard.once("dialog", lambda dialog: dialog.dismiss())  # changed their mind: nothing is sent
+        guard.click(".cmd-raise")
+        assert not plc.coil_writes("raise")
+        guard.once("dialog", lambda dialog: dialog.accept())
+        guard.click(".cmd-raise")
+        expect(card).to_have_attribute("data-state", "raised", timeout=10_000)
+        expect(card).to_contain_text("guard1")
+
+        supervisor = open_board(browser, running.gateway.console_url, "super1")
+        supervisor.goto(running.gateway.console_url + "bollards")
+        supervisor.once("dialog", lambda dialog: dialog.accept())
+        supervisor.click(".cmd-lower")
+        expect(supervisor.locator(".bollard[data-id='gate-bollard']")).to_have_attribute(
+            "data-state", "lowered", timeout=10_000)
+    finally:
+        running.stop()
+        plc.stop()

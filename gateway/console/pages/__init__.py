@@ -7,7 +7,7 @@ PAGES: list[tuple[str, str, str | None]] = [
     ("alarms", "Alarms", "gateway.console.pages.alarms"),
     ("visitors", "Visitors", None),
     ("access", "Access", None),
-    ("bollards", "Bollards", None),
+    ("bollards", "Bollards", "gateway.console.pages.bollards"),
     ("cameras", "Cameras", None),
     ("patrols", "Patrols", None),
     ("incidents", "Incidents", None),
