@@ -13,7 +13,6 @@ vehicle_arrives(1), vehicle_leaves(1), jam(), fault(True), fire(True), unplug(),
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -24,6 +23,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
+
+from simulators.base import ModbusSimulator
 
 log = logging.getLogger("campusgw.sim.bollard")
 
@@ -41,11 +42,14 @@ class CoilWrite:
     value: bool
 
 
-class BollardSimulator:
+class BollardSimulator(ModbusSimulator):
+    name = "bollard"
+
     def __init__(self, loops: int = 2, unit: int = 1, host: str = "127.0.0.1", port: int = 0,
                  travel_s: float = 2.0, efo_travel_s: float = 1.0, start_raised: bool = False) -> None:
         if not 1 <= loops <= BITS - 5:
             raise ValueError(f"loops must be 1-{BITS - 5}")
+        super().__init__()
         self.loops = loops
         self.unit = unit
         self.host = host
@@ -66,13 +70,9 @@ class BollardSimulator:
         self._fault = False
         self._fire = False
         self._efo_active = False
-        self._fail: ExcCodes | None = None
         self.writes: list[CoilWrite] = []
         self.violations: list[str] = []  # upward travel started with a vehicle on a loop: must stay empty
         self.reads = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- the physical model (call with the lock held) ----------------------------------
 
@@ -152,16 +152,6 @@ class BollardSimulator:
             if efo_travel_s is not None:
                 self.efo_travel_s = efo_travel_s
 
-    def fail_with(self, code: ExcCodes | None) -> None:
-        """Answer every request with this Modbus exception (None: answer normally again)."""
-        self._fail = code
-
-    def unplug(self) -> None:
-        self._call(self._stop_server())
-
-    def plug_in(self) -> None:
-        self._call(self._start_server())
-
     # -- what happened -----------------------------------------------------------------
 
     @property
@@ -183,49 +173,13 @@ class BollardSimulator:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> int:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._start_server())
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._stop_server())
-            loop.close()
-
-        logging.getLogger("pymodbus").setLevel(logging.ERROR)  # it warns about its own deprecations
-        self._thread = threading.Thread(target=run, name="sim-bollard", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("bollard simulator did not start")
-        return self.port
-
-    def stop(self) -> None:
-        if self._loop:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def _call(self, coro: Any) -> None:
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
     async def _start_server(self) -> None:
         bits = [SimData(0, count=BITS, values=False, datatype=DataType.BITS)]
         regs = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
         device = SimDevice(self.unit, simdata=(bits, bits, regs, regs), action=self._action)
         self._server = ModbusTcpServer(device, address=(self.host, self.port))
         await self._server.serve_forever(background=True)
-        transport: Any = self._server.transport
-        self.port = transport.sockets[0].getsockname()[1]
-
-    async def _stop_server(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
+        self.port = self._listening_port()
 
     async def _action(self, function_code: int, start_address: int, address: int, count: int,
                       registers: list[int], set_values: Any) -> ExcCodes | None:

@@ -13,7 +13,6 @@ plain calls: press(1), press_for(1, 0.03), release(1), unplug(), fail_with(...).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -25,6 +24,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from simulators.base import ModbusSimulator
 
 log = logging.getLogger("campusgw.sim.modbus_di")
 
@@ -42,10 +43,13 @@ class Module:
         self.latched = [False] * self.inputs
 
 
-class ModbusDISimulator:
+class ModbusDISimulator(ModbusSimulator):
+    name = "modbus-di"
+
     def __init__(self, inputs: int = 16, unit: int = 1, host: str = "127.0.0.1", port: int = 0, *,
                  units: list[int] | None = None, serial: str | None = None, baudrate: int = 115200,
                  latch_address: int | None = None) -> None:
+        super().__init__()
         self.inputs = inputs
         self.host = host
         self.port = port
@@ -55,10 +59,6 @@ class ModbusDISimulator:
         self.modules = {u: Module(inputs) for u in (units or [unit])}
         self.default_unit = next(iter(self.modules))
         self._lock = threading.Lock()
-        self._fail: ExcCodes | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def reads(self) -> int:
@@ -94,56 +94,7 @@ class ModbusDISimulator:
         with self._lock:
             return list(self.modules[self.default_unit if unit is None else unit].latched)
 
-    def fail_with(self, code: ExcCodes | None) -> None:
-        """Answer every request with this Modbus exception (None: answer normally again)."""
-        self._fail = code
-
-    def unplug(self) -> None:
-        """Stop answering at all: the listener and every connection close, as when unplugged."""
-        self._call(self._stop_server())
-
-    def plug_in(self) -> None:
-        self._call(self._start_server())
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> int:
-        ready = threading.Event()
-        error: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start_server())
-            except BaseException as exc:
-                error.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._stop_server())
-            loop.close()
-
-        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it warns about its own deprecations
-        self._thread = threading.Thread(target=run, name="sim-modbus-di", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("Modbus DI simulator did not start")
-        if error:
-            raise error[0]
-        return self.port
-
-    def stop(self) -> None:
-        if self._loop:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def _call(self, coro: Any) -> None:
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+    # -- the device ----------------------------------------------------------------------
 
     def _device(self, unit: int) -> SimDevice:
         # One block of bits from 0 covering the inputs and the latch bits; pymodbus hands the action the
@@ -162,13 +113,7 @@ class ModbusDISimulator:
             return
         self._server = ModbusTcpServer(devices, address=(self.host, self.port))
         await self._server.serve_forever(background=True)
-        transport: Any = self._server.transport
-        self.port = transport.sockets[0].getsockname()[1]
-
-    async def _stop_server(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
+        self.port = self._listening_port()
 
     async def _action(self, unit: int, function_code: int, start_address: int, address: int, count: int,
                       registers: list[int], set_values: Any) -> ExcCodes | None:
