@@ -14,8 +14,11 @@ simulator speaking the same protocol; a sans-IO, fuzzed parser; a benchmark.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, ClassVar, Protocol
@@ -85,3 +88,25 @@ class Driver(ABC):
         """Carry out a command; `issued_by` (a user or a rule) is recorded with whatever the command does.
         A refusal is a result with ok=False and a reason a guard can read, not an exception."""
         return CommandResult(False, f"{self.name} has no command '{name}'")
+
+
+RECONNECT_MIN_S = 0.1
+# Capped low on purpose: a device must be back within about a second of answering again.
+RECONNECT_MAX_S = 1.0
+
+
+async def run_with_reconnect(ctx: DriverContext, stop: asyncio.Event, connect: Callable[[], Awaitable[bool]],
+                             run: Callable[[], Awaitable[None]], close: Callable[[], None]) -> None:
+    """The loop every polling driver needs: connect, run until the link fails, close, wait (backoff), again."""
+    backoff = RECONNECT_MIN_S
+    while not stop.is_set():
+        ctx.heartbeat()
+        if await connect():
+            backoff = RECONNECT_MIN_S
+            await run()
+            close()
+        if stop.is_set():
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        backoff = min(backoff * 2, RECONNECT_MAX_S)

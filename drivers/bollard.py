@@ -25,13 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.base import CommandResult, Driver, DriverContext
+from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
 from drivers.bollard_machine import COMMANDS, BollardMachine, Coil, Inputs, Settings, Step
 from drivers.modbus_di import TcpConnection
 from gateway.config import DeviceConfig
 
-RECONNECT_MIN_S = 0.1
-RECONNECT_MAX_S = 1.0
 MAX_READ_BITS = 2000  # Modbus limit for one read of discrete inputs
 
 
@@ -146,18 +144,7 @@ class BollardDriver(Driver):
     # -- connection --------------------------------------------------------------------
 
     async def start(self) -> None:
-        backoff = RECONNECT_MIN_S
-        while not self._stop.is_set():
-            self.ctx.heartbeat()
-            if await self._connect():
-                backoff = RECONNECT_MIN_S
-                await self._poll_until_failure()
-                self._close()
-            if self._stop.is_set():
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX_S)
+        await run_with_reconnect(self.ctx, self._stop, self._connect, self._poll_until_failure, self._close)
 
     async def _connect(self) -> bool:
         c = self.cfg.connection

@@ -32,11 +32,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from drivers.alarm_points import Point, PointChange, PointTracker
-from drivers.base import CommandResult, Driver, DriverContext
+from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
 from gateway.config import ID_PATTERN, DeviceConfig
 
-RECONNECT_MIN_S = 0.1
-RECONNECT_MAX_S = 1.0
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
@@ -167,18 +165,7 @@ class ModbusDIDriver(Driver):
         return device.connection.line()
 
     async def start(self) -> None:
-        backoff = RECONNECT_MIN_S
-        while not self._stop.is_set():
-            self.ctx.heartbeat()
-            if await self._open():
-                backoff = RECONNECT_MIN_S
-                await self._poll_until_line_fails()
-                self._close()
-            if self._stop.is_set():
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX_S)
+        await run_with_reconnect(self.ctx, self._stop, self._open, self._poll_until_line_fails, self._close)
 
     async def _open(self) -> bool:
         c = self.connection
