@@ -1,11 +1,15 @@
 """Alarm latency: a button press on a simulated Modbus DI module -> MQTT event -> guard console (SSE).
 
     python -m bench.alarm_latency [--presses 200] [--poll-ms 50] [--broker embedded|mosquitto]
+                                  [--transport tcp|rtu] [--baudrate 115200]
 
 Everything runs here: a ModbusDISimulator, a full Gateway (drivers, rules, console; SQLite in a
 temp dir; console on a free port), a plain paho subscriber on campus/v1/<site>/+/+/evt/# and an
 SSE client on /api/alarms/stream. One panic point on input 1: each press raises (first) or
-retriggers its latched alarm, each release marks its condition restored. For each press:
+retriggers its latched alarm, each release marks its condition restored. The module is reached over
+Modbus TCP (default) or, with --transport rtu, over Modbus RTU at --baudrate on a pty pair
+(simulators.pty_pair: the simulator on one end, the driver on the other). A pty does not pace bytes
+at the baud rate, so RTU figures leave out the time on a real wire. For each press:
 
   input -> driver        the event's own `time` (when the poll saw the change; millisecond resolution)
   input -> MQTT event    the subscriber's receive time
@@ -15,7 +19,8 @@ A random wait of 0-100 ms before each press and release spreads them over the po
 If the console asks for a login (gateway.console.auth), the SSE client uses an API token of a
 'bench' guard user that the script writes into the gateway's database.
 Then idle CPU: the gateway with nothing happening for --idle-s, first with the simulator in this
-process, then (restarted) with the simulator as a `campusgw sim` subprocess, measured apart.
+process, then (restarted) with the simulator as a `campusgw sim` subprocess (RTU: `python -m bench.di_sims --rtu`,
+which holds the pty pair too), measured apart.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import paho.mqtt.client as mqtt
 from gateway.app import Gateway, bind_socket
 from gateway.config import Config, validate_config
 from simulators.modbus_di import ModbusDISimulator
+from simulators.pty_pair import PtyPair
 from tests.conftest import MosquittoBroker, free_port
 
 SITE = "bench-school"
@@ -64,7 +70,20 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def config_dict(data_dir: Path, sim_port: int, poll_ms: int, broker_url: str) -> dict[str, Any]:
+def tcp_connection(port: int) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "unit": 1}
+
+
+def rtu_connection(path: str, baudrate: int) -> dict[str, Any]:
+    return {"type": "rtu", "port": path, "baudrate": baudrate, "unit": 1}
+
+
+def link_name(args: argparse.Namespace) -> str:
+    """The transport as the report shows it beside the figures."""
+    return "TCP" if args.transport == "tcp" else f"RTU {args.baudrate} Bd"
+
+
+def config_dict(data_dir: Path, connection: dict[str, Any], poll_ms: int, broker_url: str) -> dict[str, Any]:
     broker: dict[str, Any] = ({"url": "embedded", "embedded_port": 0} if broker_url == "embedded"
                               else {"url": broker_url})
     return {
@@ -75,7 +94,7 @@ def config_dict(data_dir: Path, sim_port: int, poll_ms: int, broker_url: str) ->
         "zones": [{"id": "gate", "name": "Main gate"}],
         "devices": [{
             "id": DEVICE, "kind": "alarm_input", "driver": "modbus_di", "name": "Gatehouse alarm module",
-            "zone": "gate", "connection": {"host": "127.0.0.1", "port": sim_port, "unit": 1},
+            "zone": "gate", "connection": connection,
             "poll_ms": poll_ms,
             "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "Gatehouse"}],
         }],
@@ -262,7 +281,9 @@ def measure_idle(seconds: float, others: dict[str, int]) -> dict[str, float]:
 def wait_device_online(gw: Gateway, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if gw.host is not None and gw.host.health() and all(h.get("online") for h in gw.host.health().values()):
+        health = gw.host.health() if gw.host is not None else {}
+        modules = [m for h in health.values() for m in h.get("modules", {}).values()]
+        if modules and all(m["online"] for m in modules):
             return
         time.sleep(0.05)
     raise RuntimeError(f"the alarm module did not come online within {timeout:.0f}s")
@@ -312,15 +333,51 @@ def run_presses(presses: int, rng: random.Random, sim: ModbusDISimulator, sub: E
     return out
 
 
-def idle_with_sim_subprocess(tmp: Path, poll_ms: int, broker_url: str, idle_s: float,
-                             mosquitto_pid: int | None) -> dict[str, float]:
-    """A fresh gateway whose simulator runs as `campusgw sim` in a subprocess, so its CPU is counted apart."""
-    port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sim", "modbus-di", "--port", str(port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start_sim_subprocess(args: argparse.Namespace) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """The simulator in a subprocess, and the connection the driver uses to reach it.
+
+    TCP: `campusgw sim modbus-di` on a free port. RTU: `python -m bench.di_sims --rtu`, which makes the pty
+    pair itself (so the bridge thread's CPU counts with the simulator's) and prints the driver's end.
+    """
+    if args.transport == "tcp":
+        port = free_port()
+        sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sim", "modbus-di", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        try:
+            wait_listening(port)
+        except BaseException:
+            stop_subprocess(sim)
+            raise
+        return sim, tcp_connection(port)
+    sim = subprocess.Popen([sys.executable, "-m", "bench.di_sims", "--rtu", "--baudrate", str(args.baudrate)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert sim.stdout is not None
+    line = sim.stdout.readline()
+    if not line:
+        stop_subprocess(sim)
+        raise RuntimeError("the RTU simulator subprocess ended before it was ready")
+    return sim, rtu_connection(json.loads(line)["serial"], args.baudrate)
+
+
+def stop_subprocess(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
     try:
-        wait_listening(port)
-        config = validate_config(config_dict(tmp / "idle", port, poll_ms, broker_url))
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdin:
+        proc.stdin.close()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def idle_with_sim_subprocess(tmp: Path, args: argparse.Namespace, broker_url: str,
+                             mosquitto_pid: int | None) -> dict[str, float]:
+    """A fresh gateway whose simulator runs in a subprocess, so its CPU is counted apart."""
+    sim, connection = start_sim_subprocess(args)
+    try:
+        config = validate_config(config_dict(tmp / "idle", connection, args.poll_ms, broker_url))
         runner = GatewayThread(config)
         gw = runner.start()
         try:
@@ -329,16 +386,11 @@ def idle_with_sim_subprocess(tmp: Path, poll_ms: int, broker_url: str, idle_s: f
             others = {"simulator subprocess": sim.pid}
             if mosquitto_pid:
                 others["mosquitto"] = mosquitto_pid
-            return measure_idle(idle_s, others)
+            return measure_idle(args.idle_s, others)
         finally:
             runner.stop()
     finally:
-        sim.send_signal(signal.SIGINT)
-        try:
-            sim.wait(10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
+        stop_subprocess(sim)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presses", type=int, default=200)
     parser.add_argument("--poll-ms", type=int, default=50)
     parser.add_argument("--broker", choices=["embedded", "mosquitto"], default="embedded")
+    parser.add_argument("--transport", choices=["tcp", "rtu"], default="tcp",
+                        help="Modbus TCP, or Modbus RTU on a pty pair")
+    parser.add_argument("--baudrate", type=int, default=115200, help="RTU line speed (both ends)")
     parser.add_argument("--idle-s", type=float, default=20.0, help="seconds of idle per CPU measurement")
     parser.add_argument("--seed", type=int, default=None, help="seed for the random waits")
     args = parser.parse_args(argv)
@@ -366,9 +421,16 @@ def main(argv: list[str] | None = None) -> int:
             broker_url = f"mqtt://127.0.0.1:{mosquitto.port}"
         mosquitto_pid = mosquitto.proc.pid if mosquitto and mosquitto.proc else None
         try:
-            sim = ModbusDISimulator(inputs=16)
-            sim_port = sim.start()
-            config = validate_config(config_dict(tmp / "gw", sim_port, args.poll_ms, broker_url))
+            pair: PtyPair | None = None
+            if args.transport == "rtu":
+                pair = PtyPair()
+                sim = ModbusDISimulator(inputs=16, serial=pair.device_side, baudrate=args.baudrate)
+                sim.start()
+                connection = rtu_connection(pair.driver_side, args.baudrate)
+            else:
+                sim = ModbusDISimulator(inputs=16)
+                connection = tcp_connection(sim.start())
+            config = validate_config(config_dict(tmp / "gw", connection, args.poll_ms, broker_url))
             runner = GatewayThread(config)
             gw = runner.start()
             try:
@@ -396,8 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 runner.stop()
                 sim.stop()
+                if pair is not None:
+                    pair.close()
             print(f"idle {args.idle_s:.0f} s with the simulator in a subprocess ...", file=sys.stderr, flush=True)
-            idle_apart = idle_with_sim_subprocess(tmp, args.poll_ms, broker_url, args.idle_s, mosquitto_pid)
+            idle_apart = idle_with_sim_subprocess(tmp, args, broker_url, mosquitto_pid)
         finally:
             if mosquitto:
                 mosquitto.stop()
@@ -411,23 +475,28 @@ def report(args: argparse.Namespace, result: dict[str, list[float]], took: float
            idle_apart: dict[str, float], polls: dict[str, Any]) -> None:
     broker = "embedded amqtt (in the gateway process)" if args.broker == "embedded" else "Mosquitto (own process)"
     print()
+    link = link_name(args)
+    transport = "Modbus TCP (loopback)" if args.transport == "tcp" else \
+        f"Modbus RTU at {args.baudrate} baud on a pty pair (not paced at the baud rate)"
     print(f"alarm latency: {args.presses} presses of one panic point in {took:.0f} s; poll {args.poll_ms} ms; "
           f"broker {broker}; SQLite; drivers + rules + console in one process")
-    print(f"{'latency, ms':36}{'n':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'poll':>9}")
+    print(f"transport: {transport}")
+    print(f"{'latency, ms':36}{'n':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'poll':>9}  {'link'}")
     rows = [("input -> driver saw it (evt time)", result["driver"]),
             ("input -> MQTT event (subscriber)", result["mqtt"]),
             ("input -> rules' alarm update (MQTT)", result["rules"]),
             ("input -> console SSE alarm", result["sse"])]
     for name, values in rows:
         stats = "".join(f"{percentile(values, p):8.1f}" for p in (50, 95, 99)) + f"{max(values or [0]):8.1f}"
-        print(f"{name:36}{len(values):5d}{stats}{args.poll_ms:>6} ms")
+        print(f"{name:36}{len(values):5d}{stats}{args.poll_ms:>6} ms  {link}")
     print(f"missed (no update within {WAIT_S:.0f} s): MQTT event {len(result['missed_mqtt'])}, "
           f"rules' update {len(result['missed_rules'])}, console {len(result['missed_sse'])}")
     for name, health in polls.items():
-        print(f"driver {name}: {health.get('polls')} polls, {health.get('errors')} errors, "
-              f"{health.get('changes')} changes")
+        modules = health.get("modules", {}).values()
+        print(f"driver {name}: {sum(m['polls'] for m in modules)} polls, {sum(m['errors'] for m in modules)} "
+              f"errors, {sum(m['changes'] for m in modules)} changes, {health.get('restarts')} restarts")
     print()
-    print(f"idle CPU, % of one core, over {args.idle_s:.0f} s with nothing pressed (poll {args.poll_ms} ms):")
+    print(f"idle CPU, % of one core, over {args.idle_s:.0f} s with nothing pressed (poll {args.poll_ms} ms, {link}):")
     inproc = "gateway + simulator (same process" + (", + embedded broker)" if args.broker == "embedded" else ")")
     print(f"  {inproc:64}{idle_inproc['this process']:6.1f} %")
     gateway_only = "gateway alone" + (" (+ embedded broker)" if args.broker == "embedded" else "")

@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), name="stdin-eof", daemon=True).start()
+
+    def until_stdin_closes() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=until_stdin_closes, name="stdin-eof", daemon=True).start()
 
     sims: list[ModbusDISimulator] = []
     pair: PtyPair | None = None

@@ -68,33 +68,34 @@ def config_dict(data_dir: Path, ports: list[int], poll_ms: int, broker_url: str)
     }
 
 
-def cpu_of(pid: int | str, task: str | None = None) -> float:
-    """User + system CPU seconds of a process (or of one of its threads), from /proc."""
+def cpu_of(pid: int | str, task: str | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, or of one of its threads, from /proc."""
     path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def own_cpu() -> float:
+def own_cpu() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds per thread of this process, by thread name (threads of one kind summed: `asyncio_3` ->
-    `asyncio_*`, each paho client's thread -> `paho-mqtt-client-*`)."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
+def thread_cpu(labels: dict[int, str]) -> dict[str, float]:
+    """CPU seconds (user + system) per thread of this process, by name: `labels` (native id -> name) first,
+    else the thread's own name, with threads of one kind summed (every paho client's network thread,
+    asyncio's to_thread workers)."""
+    names = {t.native_id: t.name for t in threading.enumerate()} | labels
     out: dict[str, float] = collections.defaultdict(float)
     for tid in os.listdir("/proc/self/task"):
         try:
-            cpu = cpu_of("self", tid)
+            cpu = sum(cpu_of("self", tid))
         except OSError:
             continue  # the thread ended meanwhile
         name = names.get(int(tid), f"native {tid}")
         if name.startswith("paho-mqtt-client-"):
-            name = "paho-mqtt-client-*"
+            name = "paho network threads"
         elif name.startswith("asyncio_"):
-            name = "asyncio_* (to_thread)"
+            name = "asyncio to_thread workers"
         out[name] += cpu
     return out
 
@@ -157,72 +158,97 @@ def wait_online(running: Running, modules: int, timeout: float = 30.0) -> None:
 
 
 def measure(running: Running, seconds: float, others: dict[str, list[int]]) -> dict[str, Any]:
+    labels = {running.thread.native_id: "gateway event loop (drivers)"} if running.thread.native_id else {}
     polls0, errors0, _, _ = poll_counters(running)
-    threads0 = thread_cpu()
-    others0 = {name: sum(cpu_of(pid) for pid in pids) for name, pids in others.items()}
-    wall0, cpu0 = time.monotonic(), own_cpu()
+    threads0 = thread_cpu(labels)
+    others0 = {name: sum(sum(cpu_of(pid)) for pid in pids) for name, pids in others.items()}
+    wall0, (user0, sys0) = time.monotonic(), own_cpu()
     time.sleep(seconds)
-    wall, cpu = time.monotonic() - wall0, own_cpu() - cpu0
+    wall, (user1, sys1) = time.monotonic() - wall0, own_cpu()
     polls1, errors1, online, _ = poll_counters(running)
-    threads1 = thread_cpu()
+    threads1 = thread_cpu(labels)
     return {
-        "wall": wall, "cpu_pct": cpu / wall * 100, "polls": polls1 - polls0, "errors": errors1 - errors0,
-        "online": online,
+        "wall": wall, "user_pct": (user1 - user0) / wall * 100, "sys_pct": (sys1 - sys0) / wall * 100,
+        "polls": polls1 - polls0, "errors": errors1 - errors0, "online": online,
         "threads": {n: (threads1[n] - threads0.get(n, 0.0)) / wall * 100 for n in threads1},
-        "others": {name: (sum(cpu_of(pid) for pid in pids) - others0[name]) / wall * 100
+        "others": {name: (sum(sum(cpu_of(pid)) for pid in pids) - others0[name]) / wall * 100
                    for name, pids in others.items()},
     }
 
 
 # -- py-spy --------------------------------------------------------------------------------------------------
 
+PY_SPY_RATE = 200  # samples per second
 
-def py_spy(seconds: float, out_dir: Path) -> tuple[Path, int] | None:
-    """Record this process with py-spy for `seconds` (raw collapsed stacks); (file, samples) or None."""
+
+def py_spy(seconds: float, out: Path) -> Path | None:
+    """Record this process with py-spy for `seconds`: raw collapsed stacks of the thread holding the GIL
+    (`--gil`), i.e. where Python code runs. py-spy's idle detection is not reliable here (threads waiting in
+    epoll or on a condition come out as busy), so without --gil the samples would not add up to CPU time."""
     binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if binary is None:
         print("py-spy is not installed: no profile", file=sys.stderr)
         return None
-    out = out_dir / "poll_many.pyspy.txt"
-    done = subprocess.run([binary, "record", "--pid", str(os.getpid()), "--duration", str(int(seconds)),
-                           "--rate", "200", "--format", "raw", "--output", str(out)],
-                          capture_output=True, text=True)
+    done = subprocess.run([binary, "record", "--pid", str(os.getpid()), "--duration", str(round(seconds)),
+                           "--rate", str(PY_SPY_RATE), "--gil", "--threads", "--format", "raw",
+                           "--output", str(out)], capture_output=True, text=True)
     if done.returncode != 0 or not out.exists():
         print(f"py-spy failed ({done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
         return None
-    samples = sum(int(line.rsplit(" ", 1)[1]) for line in out.read_text().splitlines() if line.strip())
-    return out, samples
+    return out
 
 
 def short_frame(frame: str) -> str:
-    """`func (path/to/file.py:12)` -> `func (file path relative to the repo or site-packages:12)`."""
-    for marker in (str(ROOT) + "/", "site-packages/", "/lib/python3.11/"):
-        if marker in frame:
-            head, tail = frame.split(marker, 1)
-            return head + ("" if marker.startswith(str(ROOT)) else "") + tail
+    """`func (/work/main/drivers/x.py:12)` -> `func (drivers/x.py:12)`; site-packages and stdlib paths alike."""
+    for prefix in (str(ROOT) + "/", "site-packages/", f"/python{sys.version_info.major}.{sys.version_info.minor}/"):
+        if prefix in frame:
+            head, tail = frame.split(prefix, 1)
+            return head.rsplit("(", 1)[0] + "(" + tail
     return frame
 
 
-def summarize_profile(path: Path, samples: int, top: int = 15) -> list[str]:
-    """Own time by frame (file:line), and the inclusive time of our own code's frames, from py-spy's raw output."""
+def frame_package(frame: str) -> str:
+    """`func (asyncio/tasks.py:449)` -> `asyncio`; our own code by top-level package."""
+    path = frame.rsplit("(", 1)[-1]
+    top = path.split("/", 1)[0] if "/" in path else path.split(".py", 1)[0]
+    return {"selectors": "selectors (epoll)", "threading": "threading"}.get(top, top)
+
+
+def summarize_profile(path: Path, seconds: float, top: int = 12) -> list[str]:
+    """Where the GIL samples fall, as % of one core: own time by file:line, then time in and below each line
+    (inclusive), leaving out the scaffolding every sample passes through (thread start, run_forever)."""
+    ticks = PY_SPY_RATE * round(seconds)
     own: collections.Counter[str] = collections.Counter()
-    ours: collections.Counter[str] = collections.Counter()
+    below: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    total = 0
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
         stack, count_text = line.rsplit(" ", 1)
         count = int(count_text)
-        frames = [short_frame(f) for f in stack.split(";")[1:]]  # the first one is the thread
+        thread, *frames = stack.split(";")
+        frames = [short_frame(f) for f in frames]
         if not frames:
             continue
+        total += count
+        threads[thread.split(": ", 1)[-1]] += count
         own[frames[-1]] += count
+        packages[frame_package(frames[-1])] += count
         for frame in set(frames):
-            if any(f"({pkg}/" in frame for pkg in ("drivers", "gateway", "simulators")):
-                ours[frame] += count
-    lines = [f"own time, top {top} frames (% of {samples} samples of busy threads):"]
-    lines += [f"  {n / samples * 100:5.1f} %  {frame}" for frame, n in own.most_common(top)]
-    lines.append(f"time in and below our own code, top {top} frames:")
-    lines += [f"  {n / samples * 100:5.1f} %  {frame}" for frame, n in ours.most_common(top)]
+            below[frame] += count
+    scaffolding = {frame for frame, n in below.items() if n >= 0.8 * total}
+    lines = [f"py-spy --gil over {seconds:.0f} s: Python code ran {total / ticks * 100:.1f} % of one core "
+             f"({total} samples at {PY_SPY_RATE}/s); by thread:"]
+    lines += [f"  {n / ticks * 100:5.1f} %  {name}" for name, n in threads.most_common(5)]
+    lines.append("own time by where the line is (% of one core):")
+    lines += [f"  {n / ticks * 100:5.1f} %  {name}" for name, n in packages.most_common()]
+    lines.append(f"own time, top {top} lines (% of one core):")
+    lines += [f"  {n / ticks * 100:5.1f} %  {frame}" for frame, n in own.most_common(top)]
+    lines.append(f"in and below, top {2 * top} lines (% of one core; the event loop's own frames left out):")
+    lines += [f"  {n / ticks * 100:5.1f} %  {frame}" for frame, n in below.most_common(2 * top + len(scaffolding))
+              if frame not in scaffolding][:2 * top]
     return lines
 
 
@@ -275,11 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = measure(running, args.seconds, others)
                     if args.py_spy:
                         print(f"profiling {args.py_spy_seconds:.0f} s with py-spy ...", file=sys.stderr, flush=True)
-                        recorded = py_spy(args.py_spy_seconds, tmp)
-                        if recorded:
-                            profile = summarize_profile(*recorded)
-                            kept = Path(tempfile.gettempdir()) / "poll_many.pyspy.txt"
-                            shutil.copy(recorded[0], kept)
+                        kept = Path(tempfile.gettempdir()) / f"poll_many-{os.getpid()}.pyspy.txt"
+                        if py_spy(args.py_spy_seconds, kept):
+                            profile = summarize_profile(kept, args.py_spy_seconds)
                             profile.append(f"(raw collapsed stacks kept in {kept})")
                 finally:
                     running.stop()
@@ -290,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                 mosquitto.stop()
 
     ok = report(args, parts, result)
+    if profile:
+        print()
     for line in profile:
         print(line)
     return 0 if ok else 1
@@ -298,25 +324,27 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, parts: tuple[str, ...], r: dict[str, Any]) -> bool:
     expected = args.modules * 1000 / args.poll_ms
     achieved = r["polls"] / r["wall"]
+    cpu = r["user_pct"] + r["sys_pct"]
     broker = "own Mosquitto" if args.broker == "mosquitto" else "embedded amqtt (in this process)"
-    met = r["cpu_pct"] <= TARGET_PCT
+    met = cpu <= TARGET_PCT
+    processes = -(-args.modules // args.per_process)
     print()
-    print(f"polling {args.modules} Modbus DI modules (TCP, one port and driver instance each) every "
-          f"{args.poll_ms} ms, idle, over {r['wall']:.0f} s; gateway parts: {', '.join(parts)}; broker {broker}; "
+    print(f"polling {args.modules} Modbus DI modules (TCP, one port and driver instance each) every {args.poll_ms} ms, "
+          f"idle, over {r['wall']:.0f} s")
+    print(f"gateway parts: {', '.join(parts)}; broker {broker}; {processes} simulator processes; "
           f"{os.cpu_count()} cores")
-    print(f"  {'gateway process CPU, % of one core':52}{r['cpu_pct']:7.1f} %   target <= {TARGET_PCT:.0f} %: "
+    print(f"  {'gateway process CPU, % of one core':48}{cpu:7.1f} %   target <= {TARGET_PCT:.0f} %: "
           f"{'met' if met else 'MISSED'}")
+    print(f"  {'  user / system':48}{r['user_pct']:7.1f} / {r['sys_pct']:.1f} %")
     for name, pct in sorted(r["threads"].items(), key=lambda kv: -kv[1]):
         if pct >= 0.05:
-            print(f"    {'thread ' + name:50}{pct:7.1f} %")
-    print(f"  {'polls/s achieved / expected':52}{achieved:7.0f} / {expected:.0f} ({achieved / expected * 100:.1f} %)")
-    print(f"  {'CPU per poll':52}{r['cpu_pct'] / 100 * r['wall'] / max(r['polls'], 1) * 1e6:7.0f} µs")
-    print(f"  {'poll errors in the window':52}{r['errors']:7d}")
-    print(f"  {'modules online at the end':52}{r['online']:7d} / {args.modules}")
+            print(f"  {'  thread: ' + name:48}{pct:7.1f} %")
+    print(f"  {'polls/s achieved / expected':48}{achieved:7.0f} / {expected:.0f} ({achieved / expected * 100:.1f} %)")
+    print(f"  {'CPU per poll':48}{cpu / 100 * r['wall'] / max(r['polls'], 1) * 1e6:7.0f} µs")
+    print(f"  {'poll errors in the window':48}{r['errors']:7d}")
+    print(f"  {'modules online at the end':48}{r['online']:7d} / {args.modules}")
     for name, pct in r["others"].items():
-        label = f"{name} ({args.modules // args.per_process + bool(args.modules % args.per_process)} processes)" \
-            if name == "simulators" else name
-        print(f"  {label + ', for scale':52}{pct:7.1f} %")
+        print(f"  {name + ' (for scale)':48}{pct:7.1f} %")
     return met and achieved >= expected * MIN_RATE and r["errors"] == 0 and r["online"] == args.modules
 
 

@@ -15,7 +15,6 @@ switched off first, so a pulse cut short by the outage cannot keep driving the b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -187,8 +186,7 @@ class BollardDriver(Driver):
             delay = next_poll - time.monotonic()
             if delay < 0:  # fell behind (slow controller): do not try to catch up with a burst
                 next_poll, delay = time.monotonic(), 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            await asyncio.sleep(delay)  # cheaper than wait_for(stop.wait()) at 20 polls/s; stop is seen next cycle
 
     async def _poll(self) -> bool:
         """One read, the machine updated, due coils switched off, the state published. Hold `_io`."""
@@ -210,9 +208,9 @@ class BollardDriver(Driver):
         c = self.cfg.connection
         self.counters["polls"] += 1
         try:
-            response = await asyncio.wait_for(
-                self._client.read_discrete_inputs(self._first_input, count=self._input_count, device_id=c.unit),
-                c.timeout_s * 2)
+            async with asyncio.timeout(c.timeout_s * 2):  # bounds a hung transport; cheaper than wait_for
+                response = await self._client.read_discrete_inputs(self._first_input, count=self._input_count,
+                                                                   device_id=c.unit)
         except (TimeoutError, OSError, ModbusException) as exc:
             self._failed(exc)
             return None
