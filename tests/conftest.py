@@ -34,6 +34,9 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+POLL_S = 0.02  # how often wait_for looks again
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -43,7 +46,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(POLL_S)
 
 
 def free_port() -> int:
