@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.exc import OperationalError
 
+from gateway.broker import BrokerPortTaken
 from gateway.config import Config, ConfigError, load_config, summary, validate_config
 from gateway.logs import setup_logging
 
@@ -81,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             return simulate(args)
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    except BrokerPortTaken as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"the database cannot be reached: {exc.orig} (check database.url / database.url_env, and that "
+              "the server is running)", file=sys.stderr)
         return 2
     return 1
 

@@ -141,3 +141,20 @@ async def test_parts_apart_need_a_real_broker(tmp_path: Path) -> None:
                               "gateway": {"data_dir": str(tmp_path)}, "broker": "embedded"})
     with pytest.raises(ConfigError, match="give every part the URL of a real broker"):
         await Gateway(config, ("rules",)).run(asyncio.Event())
+
+
+def test_run_says_what_to_do_when_the_embedded_port_is_taken_or_the_database_is_down(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        site = tmp_path / "site.yaml"
+        site.write_text(f"site: {{id: s1, name: T}}\ngateway: {{data_dir: {tmp_path}}}\n"
+                        f"broker: {{url: embedded, embedded_port: {taken.getsockname()[1]}}}\n")
+        out = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "-c", str(site)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "port is taken" in out.stderr and "Traceback" not in out.stderr
+    site.write_text(f"site: {{id: s1, name: T}}\ngateway: {{data_dir: {tmp_path}}}\n"
+                    "broker: {url: 'mqtt://127.0.0.1:1'}\ndatabase: {url: 'postgresql://nobody@127.0.0.1:1/x'}\n")
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "-c", str(site), "--only", "rules"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "the database cannot be reached" in out.stderr and "Traceback" not in out.stderr
