@@ -70,8 +70,11 @@ class EmbeddedBroker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             self._broker = Broker(config)
+        quiet = logging.getLogger("amqtt.broker")
+        quiet.setLevel(logging.CRITICAL)  # it logs its own traceback on a taken port; ours says what to do
         try:
             await self._broker.start()
+            quiet.setLevel(logging.WARNING)
         except Exception as exc:
             cause = exc.__cause__
             if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
