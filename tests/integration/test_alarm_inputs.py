@@ -125,11 +125,13 @@ def test_module_outage_gives_offline_and_a_fault_alarm_and_latched_presses_are_n
         offline = wait_for(lambda: records.alarms("device_offline"), 5, "the offline alarm")[0]
         assert offline.state == "active_unack"
         latching.press_for(1, 0.05)  # pressed and released while nobody could poll
+        latching.press_for(2, 0.05)
         assert not records.alarms("panic")
         latching.plug_in()
         wait_for(lambda: records.online("box"), 5, "back online within about a second")
         panic = wait_for(lambda: records.alarms("panic"), 5, "the press made during the outage")[0]
         assert panic.state == "active_unack"
+        wait_for(lambda: records.alarms("tamper"), 5, "the other input pressed during the outage")
         found = records.events("campus.alarm_input.triggered")[0]
         assert found.data.get("found_after_outage") is True, "the alarm notes it was found after the outage"
         assert records.alarms("device_offline")[0].state == "cleared_unack"
