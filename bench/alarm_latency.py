@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -40,14 +39,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
+from bench.common import (
+    SseClient,
+    cpu_of,
+    gateway_config,
+    print_latency_table,
+    start_mosquitto,
+    wait_matching,
+    wait_until,
+)
 from gateway.app import Gateway, bind_socket
 from gateway.config import Config, validate_config
 from simulators.modbus_di import ModbusDISimulator
@@ -57,17 +63,6 @@ from tests.conftest import MosquittoBroker, free_port
 SITE = "bench-school"
 DEVICE = "gate-alarm-box"
 WAIT_S = 5.0  # longest wait for one update before counting it as missed
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def tcp_connection(port: int) -> dict[str, Any]:
@@ -84,13 +79,8 @@ def link_name(args: argparse.Namespace) -> str:
 
 
 def config_dict(data_dir: Path, connection: dict[str, Any], poll_ms: int, broker_url: str) -> dict[str, Any]:
-    broker: dict[str, Any] = ({"url": "embedded", "embedded_port": 0} if broker_url == "embedded"
-                              else {"url": broker_url})
     return {
-        "site": {"id": SITE, "name": "Bench School", "timezone": "Asia/Shanghai"},
-        "gateway": {"id": "gw1", "data_dir": str(data_dir), "log_level": "warning"},
-        "broker": broker,
-        "console": {"host": "127.0.0.1", "port": 0},
+        **gateway_config(SITE, data_dir, broker_url),
         "zones": [{"id": "gate", "name": "Main gate"}],
         "devices": [{
             "id": DEVICE, "kind": "alarm_input", "driver": "modbus_di", "name": "Gatehouse alarm module",
@@ -173,56 +163,16 @@ class EventSubscriber:
         self.client.loop_stop()
 
 
-class SseClient:
-    """Reads the console's SSE stream over a raw socket in a thread: (arrival time, alarm) per `event: alarm`.
-
-    A raw socket, not an HTTP client library, so close() really closes the connection (the console then
-    ends the stream cleanly) and nothing buffers between the socket and the clock.
-    """
+class AlarmSseClient(SseClient):
+    """The console's SSE stream: (arrival time, alarm) per `event: alarm`."""
 
     def __init__(self, url: str, token: str | None = None) -> None:
-        parsed = urlsplit(url)
-        self.status = ""  # the HTTP status line, once read
         self.alarms: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
-        self.snapshot = threading.Event()
-        self._sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=10)
-        self._sock.settimeout(None)
-        auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        self._sock.sendall(f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n{auth}"
-                           "Accept: text/event-stream\r\n\r\n".encode())
-        self._thread = threading.Thread(target=self._run, name="sse", daemon=True)
-        self._thread.start()
+        super().__init__(url, token)
 
-    def _run(self) -> None:
-        buffer, event = b"", ""
-        while True:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            now = time.time()
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            # Chunked transfer encoding: each SSE message is one chunk, so the chunk-size lines fall
-            # between messages and match neither prefix below.
-            for raw in lines:
-                line = raw.rstrip(b"\r").decode()
-                if not self.status:
-                    self.status = line
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:") and event == "alarm":
-                    self.alarms.put((now, json.loads(line[5:])))
-                elif line.startswith("data:") and event == "snapshot":
-                    self.snapshot.set()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._thread.join(5)
+    def on_event(self, event: str, data: str, now: float) -> None:
+        if event == "alarm":
+            self.alarms.put((now, json.loads(data)))
 
 
 def console_token(config: Config) -> str | None:
@@ -245,27 +195,6 @@ def console_token(config: Config) -> str | None:
         engine.dispose()
 
 
-def wait_matching(q: queue.Queue[Any], match: Callable[[Any], bool], timeout: float) -> Any:
-    """The first item in `q` that matches, dropping the others; None after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        try:
-            item = q.get(timeout=left)
-        except queue.Empty:
-            return None
-        if match(item):
-            return item
-
-
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of another process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_idle(seconds: float, others: dict[str, int]) -> dict[str, float]:
     """% of one core used over `seconds` by this process and by each of `others` (name -> pid)."""
     wall0, own0 = time.monotonic(), time.process_time()
@@ -279,29 +208,27 @@ def measure_idle(seconds: float, others: dict[str, int]) -> dict[str, float]:
 
 
 def wait_device_online(gw: Gateway, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def online() -> bool:
         health = gw.host.health() if gw.host is not None else {}
         modules = [m for h in health.values() for m in h.get("modules", {}).values()]
-        if modules and all(m["online"] for m in modules):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the alarm module did not come online within {timeout:.0f}s")
+        return bool(modules) and all(m["online"] for m in modules)
+
+    wait_until(online, timeout, lambda: f"the alarm module did not come online within {timeout:.0f}s", 0.05)
 
 
 def wait_listening(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f}s")
+            return False
+
+    wait_until(listening, timeout, lambda: f"nothing listens on port {port} after {timeout:.0f}s", 0.05)
 
 
 def run_presses(presses: int, rng: random.Random, sim: ModbusDISimulator, sub: EventSubscriber,
-                sse: SseClient) -> dict[str, list[float]]:
+                sse: AlarmSseClient) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"driver": [], "mqtt": [], "rules": [], "sse": [], "missed_mqtt": [],
                                    "missed_rules": [], "missed_sse": []}
     for i in range(presses):
@@ -412,12 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         mosquitto: MosquittoBroker | None = None
         broker_url = "embedded"
         if args.broker == "mosquitto":
-            (tmp / "mosquitto").mkdir()
-            mosquitto = MosquittoBroker(tmp / "mosquitto")
-            if not mosquitto.binary:
+            mosquitto = start_mosquitto(tmp)
+            if mosquitto is None:
                 print("mosquitto is not installed", file=sys.stderr)
                 return 2
-            mosquitto.start()
             broker_url = f"mqtt://127.0.0.1:{mosquitto.port}"
         mosquitto_pid = mosquitto.proc.pid if mosquitto and mosquitto.proc else None
         try:
@@ -437,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 broker_port = gw.broker_port if mosquitto is None else mosquitto.port
                 assert broker_port and gw.console_url
                 sub = EventSubscriber(broker_port)
-                sse = SseClient(gw.console_url + "api/alarms/stream", console_token(config))
+                sse = AlarmSseClient(gw.console_url + "api/alarms/stream", console_token(config))
                 if not sub.subscribed.wait(10):
                     raise RuntimeError("the bench's MQTT subscriber got no SUBACK within 10 s")
                 if not sse.snapshot.wait(10):
@@ -481,14 +406,10 @@ def report(args: argparse.Namespace, result: dict[str, list[float]], took: float
     print(f"alarm latency: {args.presses} presses of one panic point in {took:.0f} s; poll {args.poll_ms} ms; "
           f"broker {broker}; SQLite; drivers + rules + console in one process")
     print(f"transport: {transport}")
-    print(f"{'latency, ms':36}{'n':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'poll':>9}  {'link'}")
-    rows = [("input -> driver saw it (evt time)", result["driver"]),
-            ("input -> MQTT event (subscriber)", result["mqtt"]),
-            ("input -> rules' alarm update (MQTT)", result["rules"]),
-            ("input -> console SSE alarm", result["sse"])]
-    for name, values in rows:
-        stats = "".join(f"{percentile(values, p):8.1f}" for p in (50, 95, 99)) + f"{max(values or [0]):8.1f}"
-        print(f"{name:36}{len(values):5d}{stats}{args.poll_ms:>6} ms  {link}")
+    print_latency_table([("input -> driver saw it (evt time)", result["driver"]),
+                         ("input -> MQTT event (subscriber)", result["mqtt"]),
+                         ("input -> rules' alarm update (MQTT)", result["rules"]),
+                         ("input -> console SSE alarm", result["sse"])], args.poll_ms, link)
     print(f"missed (no update within {WAIT_S:.0f} s): MQTT event {len(result['missed_mqtt'])}, "
           f"rules' update {len(result['missed_rules'])}, console {len(result['missed_sse'])}")
     for name, health in polls.items():

@@ -38,6 +38,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from bench.common import gateway_config, print_latency_table, start_mosquitto, wait_matching
 from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
 from gateway.config import Config, validate_config
@@ -53,25 +54,9 @@ MOVING = {"raise": "raising", "lower": "lowering"}
 SETTLED = {"raise": "raised", "lower": "lowered"}
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def config_dict(data_dir: Path, sim_port: int, args: argparse.Namespace, broker_url: str) -> dict[str, Any]:
-    broker: dict[str, Any] = ({"url": "embedded", "embedded_port": 0} if broker_url == "embedded"
-                              else {"url": broker_url})
     return {
-        "site": {"id": SITE, "name": "Bench School", "timezone": "Asia/Shanghai"},
-        "gateway": {"id": "gw1", "data_dir": str(data_dir), "log_level": "warning"},
-        "broker": broker,
-        "console": {"host": "127.0.0.1", "port": 0},
+        **gateway_config(SITE, data_dir, broker_url),
         "zones": [{"id": "gate", "name": "Main gate"}],
         "devices": [{
             "id": DEVICE, "kind": "bollard", "driver": "modbus_bollard", "zone": "gate", "name": "Main gate bollards",
@@ -99,17 +84,9 @@ class StateWatcher:
 
     def wait_state(self, state: str, since: float, timeout: float = WAIT_S, **fields: Any) -> float | None:
         """Receive time of the first message with this state received at or after `since`; None on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                at, body, _ = self.states.get(timeout=left)
-            except queue.Empty:
-                return None
-            if at >= since and body.get("state") == state and all(body.get(k) == v for k, v in fields.items()):
-                return at
+        got = wait_matching(self.states, lambda m: m[0] >= since and m[1].get("state") == state
+                            and all(m[1].get(k) == v for k, v in fields.items()), timeout)
+        return got[0] if got else None
 
     def close(self) -> None:
         self.client.disconnect()
@@ -190,12 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         mosquitto: MosquittoBroker | None = None
         broker_url = "embedded"
         if args.broker == "mosquitto":
-            (tmp / "mosquitto").mkdir()
-            mosquitto = MosquittoBroker(tmp / "mosquitto")
-            if not mosquitto.binary:
+            mosquitto = start_mosquitto(tmp)
+            if mosquitto is None:
                 print("mosquitto is not installed", file=sys.stderr)
                 return 2
-            mosquitto.start()
             broker_url = f"mqtt://127.0.0.1:{mosquitto.port}"
         sim = BollardSimulator(travel_s=args.travel_s, efo_travel_s=args.travel_s / 2)
         try:
@@ -244,13 +219,9 @@ def report(args: argparse.Namespace, result: dict[str, list[Any]], took: float, 
     print(f"bollard commands: {args.commands} raise/lower alternately in {took:.0f} s; driver poll {args.poll_ms} ms; "
           f"coil pulse {args.pulse_ms} ms; simulated travel {args.travel_s:g} s; broker {broker}; "
           "drivers + rules + console in one process")
-    print(f"{'latency, ms':36}{'n':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'poll':>9}")
-    rows = [("command -> result (CommandClient)", result["result"]),
-            ("command -> state raising/lowering", result["moving"]),
-            ("command -> raised/lowered", result["settled"])]
-    for name, values in rows:
-        stats = "".join(f"{percentile(values, p):8.1f}" for p in (50, 95, 99)) + f"{max(values or [0]):8.1f}"
-        print(f"{name:36}{len(values):5d}{stats}{args.poll_ms:>6} ms")
+    print_latency_table([("command -> result (CommandClient)", result["result"]),
+                         ("command -> state raising/lowering", result["moving"]),
+                         ("command -> raised/lowered", result["settled"])], args.poll_ms)
     print(f"failed commands: {len(result['failed'])}; state updates missed (none within {WAIT_S:.0f} s): "
           f"{len(result['missed'])}")
     for failure in result["failed"][:5] + result["missed"][:5]:

@@ -35,7 +35,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +43,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import yaml
 
-from tests.conftest import MosquittoBroker, free_port
+from bench.common import SseClient, cpu_of, latency_stats, percentile, rss_mib, start_mosquitto, wait_until
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "bench"
@@ -54,39 +54,7 @@ TARGET_P99_MS = 200.0
 DRAIN_S = 5.0  # after the last publish, how long to wait for stragglers
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.01)
-
-
 # -- the console process -------------------------------------------------------------------
-
-
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cli(args: list[str], stdin: str | None = None) -> str:
@@ -138,13 +106,14 @@ class Console:
                                       "console"], stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not healthy(self.url):
+        def ready() -> bool:
+            if healthy(self.url):
+                return True
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the console exited ({self.proc.returncode}): {self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"GET /healthz did not answer within {timeout:.0f}s: {self.tail()}")
-            time.sleep(0.05)
+            return False
+
+        wait_until(ready, timeout, lambda: f"GET /healthz did not answer within {timeout:.0f}s: {self.tail()}", 0.05)
 
     def tail(self) -> str:
         self._log_file.flush()
@@ -165,60 +134,22 @@ class Console:
 # -- SSE clients and the publisher ---------------------------------------------------------
 
 
-class SseClient:
-    """One guard's browser: a raw socket on /api/alarms/stream, read in a thread.
+class GuardSseClient(SseClient):
+    """One guard's browser on /api/alarms/stream: records (arrival time - bench_sent, alarm id) for every
+    `event: alarm`."""
 
-    Records (arrival time - bench_sent, alarm id) for every `event: alarm`. The arrival time is taken
-    right after recv() returns, before any parsing. A raw socket, not an HTTP client library: nothing
-    buffers between the socket and the clock, and close() really closes the connection.
-    """
-
-    def __init__(self, url: str, token: str) -> None:
-        host, port = url.split("//", 1)[1].rstrip("/").split(":")
-        self.status = ""  # the HTTP status line, once read
-        self.snapshot = threading.Event()
+    def __init__(self, console_url: str, token: str) -> None:
         self.latencies: list[tuple[float, int]] = []  # (seconds, alarm id)
         self.seen_ids: set[int] = set()
-        self._sock = socket.create_connection((host, int(port)), timeout=10)
-        self._sock.settimeout(None)
-        self._sock.sendall(f"GET /api/alarms/stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                           f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode())
-        self._thread = threading.Thread(target=self._run, name="sse", daemon=True)
-        self._thread.start()
+        super().__init__(console_url + "api/alarms/stream", token)
 
-    def _run(self) -> None:
-        buffer, event = b"", ""
-        while True:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            now = time.time()
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            # Chunked transfer encoding: each SSE message is one chunk, so the chunk-size lines fall
-            # between messages and match neither prefix below.
-            for raw in lines:
-                line = raw.rstrip(b"\r").decode()
-                if not self.status:
-                    self.status = line
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:") and event == "alarm":
-                    alarm = json.loads(line[5:])
-                    self.seen_ids.add(alarm["id"])
-                    if "bench_sent" in alarm and alarm["id"] > 0:
-                        self.latencies.append((now - alarm["bench_sent"], alarm["id"]))
-                elif line.startswith("data:") and event == "snapshot":
-                    self.snapshot.set()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._thread.join(5)
+    def on_event(self, event: str, data: str, now: float) -> None:
+        if event != "alarm":
+            return
+        alarm = json.loads(data)
+        self.seen_ids.add(alarm["id"])
+        if "bench_sent" in alarm and alarm["id"] > 0:
+            self.latencies.append((now - alarm["bench_sent"], alarm["id"]))
 
 
 def alarm_body(alarm_id: int) -> dict[str, Any]:
@@ -282,10 +213,10 @@ class Round:
 
 def run_round(n: int, alarms: int, rate: float, console: Console, token: str, pub: Publisher,
               mosquitto_pid: int) -> Round:
-    clients: list[SseClient] = []
+    clients: list[GuardSseClient] = []
     try:
         for _ in range(n):
-            clients.append(SseClient(console.url, token))
+            clients.append(GuardSseClient(console.url, token))
         for client in clients:
             if not client.snapshot.wait(15):
                 raise RuntimeError(f"no snapshot on the SSE stream within 15 s (HTTP status: "
@@ -342,12 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="campusgw-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        (tmp / "mosquitto").mkdir()
-        mosquitto = MosquittoBroker(tmp / "mosquitto")
-        if not mosquitto.binary:
+        mosquitto = start_mosquitto(tmp)
+        if mosquitto is None:
             print("mosquitto is not installed (apt-get install mosquitto)", file=sys.stderr)
             return 2
-        mosquitto.start()
         assert mosquitto.proc is not None
         mosquitto_pid = mosquitto.proc.pid
         console: Console | None = None
@@ -388,10 +317,9 @@ def report(args: argparse.Namespace, rounds: list[Round], idle_rss: float) -> No
     print(f"{'clients':>7}{'received':>16}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
           f"{'console CPU':>13}{'RSS MiB':>9}{'mosquitto':>11}{'bench':>8}")
     for r in rounds:
-        stats = "".join(f"{percentile(r.latencies_ms, p):9.1f}" for p in (50, 95, 99))
-        worst = max(r.latencies_ms) if r.latencies_ms else float("nan")
+        stats = latency_stats(r.latencies_ms, 9, float("nan"))
         received = f"{r.received}/{r.expected}"
-        print(f"{r.clients:7d}{received:>16}{stats}{worst:9.1f}{r.cpu_pct:11.1f} %{r.rss_mib:9.1f}"
+        print(f"{r.clients:7d}{received:>16}{stats}{r.cpu_pct:11.1f} %{r.rss_mib:9.1f}"
               f"{r.mosquitto_cpu_pct:9.1f} %{r.bench_cpu_pct:6.1f} %")
     print("CPU: % of one core over the publishing period; RSS: the console's VmRSS with the N clients connected")
     target = next((r for r in rounds if r.clients == TARGET_CLIENTS), None)

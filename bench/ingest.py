@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, text
 
+from bench.common import start_mosquitto, wait_until
 from gateway.broker import EmbeddedBroker
 from gateway.bus import Bus
 from gateway.config import BrokerConfig
@@ -42,7 +43,7 @@ from gateway.events import Event, device_topic, event_topic, make_event
 from gateway.outbox import Outbox
 from gateway.records import db
 from gateway.rules.service import RulesService
-from tests.conftest import PG_ADMIN_URL, MosquittoBroker
+from tests.conftest import PG_ADMIN_URL
 
 SITE = "bench-school"
 KIND = "reader"
@@ -66,14 +67,6 @@ class Result:
     @property
     def rate(self) -> float:
         return self.received / self.seconds if self.seconds > 0 else 0.0
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def telemetry(n: int, devices: int, seq: Any) -> list[tuple[str, Event]]:
@@ -103,11 +96,9 @@ def broker(kind: str, workdir: Path) -> Iterator[int]:
         finally:
             embedded.stop()
         return
-    (workdir / "mosquitto").mkdir()
-    mosquitto = MosquittoBroker(workdir / "mosquitto")
-    if not mosquitto.binary:
+    mosquitto = start_mosquitto(workdir)
+    if mosquitto is None:
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto), or use --broker embedded")
-    mosquitto.start()
     try:
         yield mosquitto.port
     finally:

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_of, gateway_config, start_mosquitto, wait_until
 from gateway.config import Config, validate_config
 from tests.conftest import MosquittoBroker
 from tests.integration.helpers import Running
@@ -48,31 +49,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE = "bench-poll"
 TARGET_PCT = 10.0
 MIN_RATE = 0.95  # polls/s achieved vs expected below which the run fails
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def config_dict(data_dir: Path, ports: list[int], poll_ms: int, broker_url: str) -> dict[str, Any]:
-    broker: dict[str, Any] = ({"url": "embedded", "embedded_port": 0} if broker_url == "embedded"
-                              else {"url": broker_url})
     devices = [{
         "id": f"di-{i + 1:03d}", "kind": "alarm_input", "driver": "modbus_di", "name": f"DI module {i + 1}",
         "connection": {"host": "127.0.0.1", "port": port, "unit": 1}, "poll_ms": poll_ms,
         "points": [{"input": 1, "name": f"panic-{i + 1:03d}", "type": "panic"}],
     } for i, port in enumerate(ports)]
-    return {
-        "site": {"id": SITE, "name": "Bench School", "timezone": "Asia/Shanghai"},
-        "gateway": {"id": "gw1", "data_dir": str(data_dir), "log_level": "warning"},
-        "broker": broker,
-        "console": {"host": "127.0.0.1", "port": 0},
-        "devices": devices,
-    }
-
-
-def cpu_of(pid: int | str, task: str | None = None) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, or of one of its threads, from /proc."""
-    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    return {**gateway_config(SITE, data_dir, broker_url), "devices": devices}
 
 
 def own_cpu() -> tuple[float, float]:
@@ -88,7 +73,7 @@ def thread_cpu(labels: dict[int, str]) -> dict[str, float]:
     out: dict[str, float] = collections.defaultdict(float)
     for tid in os.listdir("/proc/self/task"):
         try:
-            cpu = sum(cpu_of("self", tid))
+            cpu = cpu_of("self", tid)
         except OSError:
             continue  # the thread ended meanwhile
         name = names.get(int(tid), f"native {tid}")
@@ -147,21 +132,22 @@ def stop_sims(procs: list[subprocess.Popen[str]]) -> None:
 
 
 def wait_online(running: Running, modules: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
     online = 0
-    while time.monotonic() < deadline:
+
+    def all_online() -> bool:
+        nonlocal online
         _, _, online, count = poll_counters(running)
-        if count == modules and online == modules:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"only {online} of {modules} modules came online within {timeout:.0f} s")
+        return count == modules and online == modules
+
+    wait_until(all_online, timeout, lambda: f"only {online} of {modules} modules came online within {timeout:.0f} s",
+               0.1)
 
 
 def measure(running: Running, seconds: float, others: dict[str, list[int]]) -> dict[str, Any]:
     labels = {running.thread.native_id: "gateway event loop (drivers)"} if running.thread.native_id else {}
     polls0, errors0, _, _ = poll_counters(running)
     threads0 = thread_cpu(labels)
-    others0 = {name: sum(sum(cpu_of(pid)) for pid in pids) for name, pids in others.items()}
+    others0 = {name: sum(cpu_of(pid) for pid in pids) for name, pids in others.items()}
     wall0, (user0, sys0) = time.monotonic(), own_cpu()
     time.sleep(seconds)
     wall, (user1, sys1) = time.monotonic() - wall0, own_cpu()
@@ -171,7 +157,7 @@ def measure(running: Running, seconds: float, others: dict[str, list[int]]) -> d
         "wall": wall, "user_pct": (user1 - user0) / wall * 100, "sys_pct": (sys1 - sys0) / wall * 100,
         "polls": polls1 - polls0, "errors": errors1 - errors0, "online": online,
         "threads": {n: (threads1[n] - threads0.get(n, 0.0)) / wall * 100 for n in threads1},
-        "others": {name: (sum(sum(cpu_of(pid)) for pid in pids) - others0[name]) / wall * 100
+        "others": {name: (sum(cpu_of(pid) for pid in pids) - others0[name]) / wall * 100
                    for name, pids in others.items()},
     }
 
@@ -275,12 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         broker_url = "embedded"
         others: dict[str, list[int]] = {}
         if args.broker == "mosquitto":
-            (tmp / "mosquitto").mkdir()
-            mosquitto = MosquittoBroker(tmp / "mosquitto")
-            if not mosquitto.binary:
+            mosquitto = start_mosquitto(tmp)
+            if mosquitto is None:
                 print("mosquitto is not installed", file=sys.stderr)
                 return 2
-            mosquitto.start()
             assert mosquitto.proc is not None
             broker_url = f"mqtt://127.0.0.1:{mosquitto.port}"
         profile: list[str] = []

@@ -22,19 +22,25 @@ opened takes all its modules offline, and is reopened with backoff capped at
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from drivers import modbus_frames as frames
 from drivers.alarm_points import Point, PointChange, PointTracker
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
 from gateway.config import ID_PATTERN, DeviceConfig
 
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+MAX_READ_BITS = frames.MAX_READ_BITS
 
 
 class _Strict(BaseModel):
@@ -104,6 +110,21 @@ class ModbusDIConfig(DeviceConfig):
             data = {**data, "connection": {**connection, "type": "tcp"}}
         return data
 
+    @property
+    def span(self) -> int:
+        """Bits read per poll: the inputs, and the latch bits above them, in one request."""
+        return (self.latch.address - self.first_address if self.latch else 0) + self.inputs
+
+    @model_validator(mode="after")
+    def _latch_above_inputs(self) -> ModbusDIConfig:
+        if self.latch is not None and not (
+                self.first_address + self.inputs <= self.latch.address <= self.first_address + MAX_READ_BITS
+                - self.inputs):
+            raise ValueError(f"latch.address {self.latch.address} must lie above the inputs "
+                             f"({self.first_address}-{self.first_address + self.inputs - 1}) and within "
+                             f"{MAX_READ_BITS} bits of them, so one read takes both")
+        return self
+
     @model_validator(mode="after")
     def _points_fit(self) -> ModbusDIConfig:
         names, inputs = set(), set()
@@ -131,6 +152,7 @@ class Module:
                                                                "latched": 0})
     last_error: str | None = None
     was_offline: bool = False
+    pending: tuple[int, float] | None = None  # (transaction id, sent at) of an unanswered TCP request
 
     @property
     def where(self) -> str:
@@ -155,6 +177,9 @@ class ModbusDIDriver(Driver):
         self.period = min(m.cfg.poll_ms for m in self.modules) / 1000
         self._stop = asyncio.Event()
         self._client: Client | None = None
+        self._link: _TcpLink | None = None
+        self._transaction = 0
+        self._by_transaction: dict[int, Module] = {}
         self.line_errors = 0
 
     @classmethod
@@ -164,7 +189,10 @@ class ModbusDIDriver(Driver):
         return device.connection.line()
 
     async def start(self) -> None:
-        await run_with_reconnect(self.ctx, self._stop, self._open, self._poll_until_line_fails, self._close)
+        if isinstance(self.connection, TcpConnection):
+            await run_with_reconnect(self.ctx, self._stop, self._open_tcp, self._run_tcp, self._close_tcp)
+        else:
+            await run_with_reconnect(self.ctx, self._stop, self._open, self._poll_until_line_fails, self._close)
 
     async def _open(self) -> bool:
         c = self.connection
@@ -207,40 +235,44 @@ class ModbusDIDriver(Driver):
             await asyncio.sleep(delay)  # cheaper than wait_for(stop.wait()) at 20 polls/s; stop is seen next cycle
 
     async def _poll(self, module: Module) -> None:
-        bits = await self._read(module)
-        if bits is None:
-            module.failures += 1
-            if module.failures >= module.cfg.offline_after:
-                self._went_offline(module, f"{module.where} stopped answering: {module.last_error}")
-            return
-        module.failures = 0
-        self._came_online(module)
-        now = time.time()
-        changes = module.tracker.update(bits, now)
-        for change in changes:
-            self._emit(module, change)
-        if module.cfg.latch is not None and any(c.active for c in changes):
-            await self._clear_latches(module, [c.point.input for c in changes if c.active])
-        if changes:
-            self.ctx.set_state(module.cfg.id, self._state(module))
-
-    async def _read(self, module: Module) -> list[bool] | None:
-        assert self._client is not None
-        cfg = module.cfg
         module.counters["polls"] += 1
         try:
-            bits = await self._read_bits(module, cfg.first_address, cfg.inputs)
-            if bits is not None and cfg.latch is not None:
-                latched = await self._read_bits(module, cfg.latch.address, cfg.inputs)
-                if latched is None:
-                    return None
-                module.counters["latched"] += sum(1 for i, on in enumerate(latched) if on and not bits[i])
-                bits = [a or b for a, b in zip(bits, latched, strict=True)]
-            return bits
+            bits = await self._read_bits(module, module.cfg.first_address, module.cfg.span)
         except (TimeoutError, OSError, ModbusException) as exc:
+            bits = None
             module.counters["errors"] += 1
             module.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return None
+        if bits is None:
+            self._poll_failed(module)
+            return
+        for number in self._reading(module, bits):
+            await self._clear_latches(module, [number])
+
+    def _poll_failed(self, module: Module) -> None:
+        module.failures += 1
+        if module.failures >= module.cfg.offline_after:
+            self._went_offline(module, f"{module.where} stopped answering: {module.last_error}")
+
+    def _reading(self, module: Module, span: list[bool]) -> list[int]:
+        """One reading of a module (inputs, then latch bits): emit its changes; returns the inputs whose
+        latch to clear now that their press is recorded."""
+        cfg = module.cfg
+        bits = span[:cfg.inputs]
+        if cfg.latch is not None:
+            offset = cfg.latch.address - cfg.first_address
+            latched = span[offset:offset + cfg.inputs]
+            module.counters["latched"] += sum(1 for i, on in enumerate(latched) if on and not bits[i])
+            bits = [a or b for a, b in zip(bits, latched, strict=True)]
+        module.failures = 0
+        self._came_online(module)
+        changes = module.tracker.update(bits, time.time())
+        for change in changes:
+            self._emit(module, change)
+        if changes:
+            self.ctx.set_state(cfg.id, self._state(module))
+        if cfg.latch is None:
+            return []
+        return [c.point.input for c in changes if c.active]
 
     async def _read_bits(self, module: Module, address: int, count: int) -> list[bool] | None:
         assert self._client is not None
@@ -263,6 +295,86 @@ class ModbusDIDriver(Driver):
             except (TimeoutError, OSError, ModbusException) as exc:
                 module.counters["errors"] += 1
                 module.last_error = f"clearing latch of input {number}: {exc}"
+
+    # -- Modbus TCP: requests sent on a shared tick, answers handled as they arrive ---------------
+
+    async def _open_tcp(self) -> bool:
+        c = self.connection
+        assert isinstance(c, TcpConnection)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(c.timeout_s * 2 + 1):
+                _, self._link = await loop.create_connection(lambda: _TcpLink(self), c.host, c.port)
+        except (TimeoutError, OSError) as exc:
+            self.line_errors += 1
+            for module in self.modules:
+                self._went_offline(module, f"cannot open {c.line()} ({type(exc).__name__}: {exc})")
+            return False
+        for module in self.modules:
+            module.tracker.reset()
+            module.pending = None
+        return True
+
+    async def _run_tcp(self) -> None:
+        assert self._link is not None
+        ticker = _Ticker.of(asyncio.get_running_loop(), self.period)
+        ticker.add(self._tick)
+        try:
+            while not self._stop.is_set() and not self._link.lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._link.lost.wait(), 1.0)
+        finally:
+            ticker.remove(self._tick)
+
+    def _tick(self) -> None:
+        """Every poll period: ask each module for its inputs, unless it still owes an answer."""
+        link = self._link
+        if link is None or link.transport is None:
+            return
+        self.ctx.heartbeat()
+        now = time.monotonic()
+        for module in self.modules:
+            c = module.cfg.connection
+            if module.pending is not None:
+                if now - module.pending[1] < c.timeout_s:
+                    continue
+                self._by_transaction.pop(module.pending[0], None)
+                module.pending = None
+                module.counters["errors"] += 1
+                module.last_error = f"no answer within {c.timeout_s:g} s"
+                self._poll_failed(module)
+            self._transaction = self._transaction % 0xFFFF + 1
+            module.pending = (self._transaction, now)
+            self._by_transaction[self._transaction] = module
+            module.counters["polls"] += 1
+            link.transport.write(frames.read_inputs(self._transaction, c.unit, module.cfg.first_address,
+                                                    module.cfg.span))
+
+    def _on_response(self, response: frames.Response) -> None:
+        module = self._by_transaction.pop(response.transaction, None)
+        if module is None or response.function == frames.WRITE_MULTIPLE_COILS:
+            return  # a latch clear's answer, or one that came after we gave up on it
+        module.pending = None
+        if response.exception is not None or response.bits is None:
+            module.counters["errors"] += 1
+            module.last_error = f"Modbus exception {response.exception}"
+            self._poll_failed(module)
+            return
+        for number in self._reading(module, response.bits[:module.cfg.span]):
+            self._send_latch_clear(module, number)
+
+    def _send_latch_clear(self, module: Module, number: int) -> None:
+        assert module.cfg.latch is not None
+        if self._link is not None and self._link.transport is not None:
+            self._transaction = self._transaction % 0xFFFF + 1
+            self._link.transport.write(frames.write_coils(self._transaction, module.cfg.connection.unit,
+                                                          module.cfg.latch.address + number - 1, [False]))
+
+    def _close_tcp(self) -> None:
+        if self._link is not None and self._link.transport is not None:
+            self._link.transport.close()
+        self._link = None
+        self._by_transaction.clear()
 
     def _emit(self, module: Module, change: PointChange) -> None:
         module.counters["changes"] += 1
@@ -303,6 +415,7 @@ class ModbusDIDriver(Driver):
 
     def health(self) -> dict[str, Any]:
         return {"line": self.connection.line(), "line_errors": self.line_errors,
+                "garbled_frames": self._link.decoder.garbled if self._link else 0,
                 "modules": {m.cfg.id: {"online": bool(m.online), **m.counters, "readings": m.tracker.readings,
                                        "last_error": m.last_error} for m in self.modules}}
 
@@ -325,3 +438,76 @@ class ModbusDIDriver(Driver):
             self.ctx.set_state(device_id, self._state(module))
             return CommandResult(True, f"test mode {'on' if on else 'off'}", data=self._state(module))
         return await super().handle_command(device_id, name, args, issued_by)
+
+
+class _TcpLink(asyncio.Protocol):
+    """One TCP connection to a module (or a Modbus gateway in front of several)."""
+
+    def __init__(self, driver: ModbusDIDriver) -> None:
+        self.driver = driver
+        self.decoder = frames.TcpDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        for response in self.decoder.feed(data):
+            self.driver._on_response(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.lost.set()
+
+
+class _Ticker:
+    """One timer per poll period for every TCP line on the event loop: a hundred modules at 50 ms
+    wake the loop 20 times a second, not 2,000."""
+
+    _tickers: ClassVar[dict[tuple[int, float], _Ticker]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self.loop = loop
+        self.period = period
+        self.callbacks: list[Callable[[], None]] = []
+        self._handle: asyncio.Handle | None = None
+        self._next = 0.0
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, period: float) -> _Ticker:
+        key = (id(loop), period)
+        if key not in cls._tickers:
+            cls._tickers[key] = cls(loop, period)
+        return cls._tickers[key]
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+        if self._handle is None:
+            self._next = self.loop.time()
+            self._handle = self.loop.call_soon(self._tick)
+
+    def remove(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.callbacks.remove(callback)
+        if not self.callbacks and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+            self._tickers.pop((id(self.loop), self.period), None)
+
+    def _tick(self) -> None:
+        for callback in list(self.callbacks):
+            try:
+                callback()
+            except Exception:  # one line's bug must not stop the others' polling
+                logging.getLogger("campusgw.driver.modbus_di").exception("poll tick failed")
+        self._next += self.period
+        now = self.loop.time()
+        if self._next < now:  # fell behind: do not try to catch up with a burst
+            self._next = now
+        self._handle = self.loop.call_at(self._next, self._tick)
