@@ -54,7 +54,10 @@ class PointTracker:
         self._baseline = {p.name for p in self.points}
         self._pending.clear()
 
-    def update(self, bits: Sequence[bool], now: float) -> list[PointChange]:
+    def update(self, bits: Sequence[bool], now: float, latched: Sequence[bool] = ()) -> list[PointChange]:
+        """`latched`: the module's latch bits, where it has them. On a baseline reading a set latch bit is
+        reported even when the point was already known active: the release in between may have gone
+        unseen (the link dropped), and a repeat merges into the open alarm, where a miss would lose it."""
         self.readings += 1
         changes: list[PointChange] = []
         for point in self.points:
@@ -67,7 +70,8 @@ class PointTracker:
             if point.name in self._baseline:
                 self._baseline.discard(point.name)
                 self._pending.pop(point.name, None)
-                if (active or known) and active != known:
+                latch = index < len(latched) and latched[index]
+                if ((active or known) and active != known) or (latch and active and known):
                     changes.append(PointChange(point, active, now, first_read=True))
                 self._active[point.name] = active
                 continue

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
@@ -258,6 +259,7 @@ class ModbusDIDriver(Driver):
         latch to clear now that their press is recorded."""
         cfg = module.cfg
         bits = span[:cfg.inputs]
+        latched: list[bool] = []
         if cfg.latch is not None:
             offset = cfg.latch.address - cfg.first_address
             latched = span[offset:offset + cfg.inputs]
@@ -265,7 +267,7 @@ class ModbusDIDriver(Driver):
             bits = [a or b for a, b in zip(bits, latched, strict=True)]
         module.failures = 0
         self._came_online(module)
-        changes = module.tracker.update(bits, time.time())
+        changes = module.tracker.update(bits, time.time(), latched)
         for change in changes:
             self._emit(module, change)
         if changes:
@@ -332,23 +334,24 @@ class ModbusDIDriver(Driver):
         if link is None or link.transport is None:
             return
         self.ctx.heartbeat()
+        expired = link.expire(self.connection.timeout_s)
+        module = self._by_transaction.pop(expired, None) if expired is not None else None
+        if module is not None and module.pending is not None and module.pending[0] == expired:
+            module.pending = None
+            module.counters["errors"] += 1
+            module.last_error = f"no answer within {self.connection.timeout_s:g} s"
+            self._poll_failed(module)
         now = time.monotonic()
         for module in self.modules:
-            c = module.cfg.connection
             if module.pending is not None:
-                if now - module.pending[1] < c.timeout_s:
-                    continue
-                self._by_transaction.pop(module.pending[0], None)
-                module.pending = None
-                module.counters["errors"] += 1
-                module.last_error = f"no answer within {c.timeout_s:g} s"
-                self._poll_failed(module)
+                continue  # still queued or on the wire: never pile requests up on a slow module
+            c = module.cfg.connection
             self._transaction = self._transaction % 0xFFFF + 1
             module.pending = (self._transaction, now)
             self._by_transaction[self._transaction] = module
             module.counters["polls"] += 1
-            link.transport.write(frames.read_inputs(self._transaction, c.unit, module.cfg.first_address,
-                                                    module.cfg.span))
+            link.submit(frames.read_inputs(self._transaction, c.unit, module.cfg.first_address, module.cfg.span),
+                        self._transaction)
 
     def _on_response(self, response: frames.Response) -> None:
         module = self._by_transaction.pop(response.transaction, None)
@@ -365,10 +368,10 @@ class ModbusDIDriver(Driver):
 
     def _send_latch_clear(self, module: Module, number: int) -> None:
         assert module.cfg.latch is not None
-        if self._link is not None and self._link.transport is not None:
+        if self._link is not None:
             self._transaction = self._transaction % 0xFFFF + 1
-            self._link.transport.write(frames.write_coils(self._transaction, module.cfg.connection.unit,
-                                                          module.cfg.latch.address + number - 1, [False]))
+            self._link.submit(frames.write_coils(self._transaction, module.cfg.connection.unit,
+                                                 module.cfg.latch.address + number - 1, [False]), self._transaction)
 
     def _close_tcp(self) -> None:
         if self._link is not None and self._link.transport is not None:
@@ -441,13 +444,37 @@ class ModbusDIDriver(Driver):
 
 
 class _TcpLink(asyncio.Protocol):
-    """One TCP connection to a module (or a Modbus gateway in front of several)."""
+    """One TCP connection to a module (or a Modbus gateway in front of several). One request at a time:
+    many modules and gateways answer only the first of several requests sent back to back."""
 
     def __init__(self, driver: ModbusDIDriver) -> None:
         self.driver = driver
         self.decoder = frames.TcpDecoder()
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.Event()
+        self.queue: deque[tuple[bytes, int]] = deque()
+        self.in_flight: tuple[int, float] | None = None  # (transaction id, sent at in loop time)
+
+    def submit(self, frame: bytes, transaction: int) -> None:
+        self.queue.append((frame, transaction))
+        self._pump()
+
+    def expire(self, timeout_s: float) -> int | None:
+        """Give up on a request unanswered for `timeout_s`; returns its transaction id."""
+        if self.in_flight is None or self.transport is None:
+            return None
+        transaction, sent = self.in_flight
+        if asyncio.get_running_loop().time() - sent < timeout_s:
+            return None
+        self.in_flight = None
+        self._pump()
+        return transaction
+
+    def _pump(self) -> None:
+        if self.in_flight is None and self.queue and self.transport is not None:
+            frame, transaction = self.queue.popleft()
+            self.transport.write(frame)
+            self.in_flight = (transaction, asyncio.get_running_loop().time())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -459,7 +486,10 @@ class _TcpLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for response in self.decoder.feed(data):
+            if self.in_flight is not None and response.transaction == self.in_flight[0]:
+                self.in_flight = None
             self.driver._on_response(response)
+        self._pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -132,6 +132,15 @@ def test_module_outage_gives_offline_and_a_fault_alarm_and_latched_presses_are_n
         panic = wait_for(lambda: records.alarms("panic"), 5, "the press made during the outage")[0]
         assert panic.state == "active_unack"
         wait_for(lambda: records.alarms("tamper"), 5, "the other input pressed during the outage")
+        wait_for(lambda: not any(latching.latched()), 5, "every latch cleared once its press is recorded")
+        # A second outage, the same buttons again: found again (latches cleared one request at a time).
+        latching.unplug()
+        wait_for(lambda: records.online("box") is False, 5, "offline again")
+        latching.press_for(1, 0.05)
+        latching.press_for(2, 0.05)
+        latching.plug_in()
+        wait_for(lambda: len(records.events("campus.alarm_input.triggered")) == 4, 5,
+                 "both presses of the second outage")
         found = records.events("campus.alarm_input.triggered")[0]
         assert found.data.get("found_after_outage") is True, "the alarm notes it was found after the outage"
         assert records.alarms("device_offline")[0].state == "cleared_unack"
