@@ -87,5 +87,10 @@ class PointTracker:
                 changes.append(PointChange(point, active, since[1], first_read=False))
         return changes
 
+    @property
+    def settled(self) -> bool:
+        """No baseline and no debounce under way: the same reading again would change nothing."""
+        return not self._baseline and not self._pending
+
     def active(self, name: str) -> bool | None:
         return self._active[name]

@@ -154,6 +154,7 @@ class Module:
     last_error: str | None = None
     was_offline: bool = False
     pending: tuple[int, float] | None = None  # (transaction id, sent at) of an unanswered TCP request
+    last_data: bytes | None = None  # the last reading as sent, to skip decoding when it is the same
 
     @property
     def where(self) -> str:
@@ -315,6 +316,7 @@ class ModbusDIDriver(Driver):
         for module in self.modules:
             module.tracker.reset()
             module.pending = None
+            module.last_data = None
         return True
 
     async def _run_tcp(self) -> None:
@@ -358,12 +360,19 @@ class ModbusDIDriver(Driver):
         if module is None or response.function == frames.WRITE_MULTIPLE_COILS:
             return  # a latch clear's answer, or one that came after we gave up on it
         module.pending = None
-        if response.exception is not None or response.bits is None:
+        if response.exception is not None or response.data is None:
             module.counters["errors"] += 1
             module.last_error = f"Modbus exception {response.exception}"
             self._poll_failed(module)
             return
-        for number in self._reading(module, response.bits[:module.cfg.span]):
+        if response.data == module.last_data and module.tracker.settled and module.online:
+            module.failures = 0  # nearly every poll: nothing changed, so nothing to decode
+            module.tracker.readings += 1
+            return
+        module.last_data = response.data
+        bits = response.bits
+        assert bits is not None
+        for number in self._reading(module, bits[:module.cfg.span]):
             self._send_latch_clear(module, number)
 
     def _send_latch_clear(self, module: Module, number: int) -> None:

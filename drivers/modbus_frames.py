@@ -38,8 +38,15 @@ class Response:
     transaction: int
     unit: int
     function: int
-    bits: list[bool] | None = None  # for a read: every bit the module sent (a multiple of 8)
+    data: bytes | None = None  # for a read: the packed bits as the module sent them
     exception: int | None = None  # Modbus exception code when the module refused
+
+    @property
+    def bits(self) -> list[bool] | None:
+        """Every bit the module sent (a multiple of 8), least significant bit of each byte first."""
+        if self.data is None:
+            return None
+        return [bool(byte >> i & 1) for byte in self.data for i in range(8)]
 
 
 class TcpDecoder:
@@ -77,8 +84,7 @@ class TcpDecoder:
         if function == READ_DISCRETE_INPUTS:
             if len(pdu) < 2 or len(pdu) != 2 + pdu[1]:
                 return None
-            bits = [bool(byte >> i & 1) for byte in pdu[2:] for i in range(8)]
-            return Response(transaction, unit, function, bits=bits)
+            return Response(transaction, unit, function, data=pdu[2:])
         if function == WRITE_MULTIPLE_COILS and len(pdu) == 5:
             return Response(transaction, unit, function)
         return None
