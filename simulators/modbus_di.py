@@ -59,6 +59,7 @@ class ModbusDISimulator(ModbusSimulator):
         self.modules = {u: Module(inputs) for u in (units or [unit])}
         self.default_unit = next(iter(self.modules))
         self._lock = threading.Lock()
+        self._failing: dict[int, ExcCodes] = {}  # unit -> the exception it answers with
 
     @property
     def reads(self) -> int:
@@ -90,6 +91,13 @@ class ModbusDISimulator(ModbusSimulator):
             module.bits[number - 1] = value
             return time.time()
 
+    def unit_fails_with(self, unit: int, code: ExcCodes | None) -> None:
+        """One module on the line answers every request with this Modbus exception (None: normally)."""
+        if code is None:
+            self._failing.pop(unit, None)
+        else:
+            self._failing[unit] = code
+
     def latched(self, unit: int | None = None) -> list[bool]:
         with self._lock:
             return list(self.modules[self.default_unit if unit is None else unit].latched)
@@ -119,6 +127,8 @@ class ModbusDISimulator(ModbusSimulator):
                       registers: list[int], set_values: Any) -> ExcCodes | None:
         if self._fail is not None:
             return self._fail
+        if unit in self._failing:
+            return self._failing[unit]
         module = self.modules[unit]
         latch = self.latch_address
         with self._lock:

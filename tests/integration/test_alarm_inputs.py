@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.constants import ExcCodes
 from sqlalchemy import select
 
 from gateway.bus import Bus
@@ -167,6 +168,12 @@ def test_rtu_modules_on_one_line_garbage_and_a_silent_module(tmp_path: Path, gat
         line.press(2, unit=1)
         wait_for(lambda: records.alarms("tamper", device="box-1"), 5, "an alarm after the garbage")
         assert records.online("box-1") and records.online("box-2"), "garbage does not take the modules offline"
+        line.unit_fails_with(1, ExcCodes.DEVICE_FAILURE)  # one module answers only with Modbus exceptions
+        wait_for(lambda: records.online("box-1") is False, 5, "the failing module offline")
+        line.press(2, unit=2)
+        wait_for(lambda: records.alarms("tamper", device="box-2"), 5, "the other module on the line still reporting")
+        line.unit_fails_with(1, None)
+        wait_for(lambda: records.online("box-1"), 5, "the failing module back")
         assert running.gateway.host is not None
         health = next(v for k, v in running.gateway.host.health().items() if k.startswith("modbus_di.rtu:"))
         assert health["restarts"] == 0
