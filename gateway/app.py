@@ -26,6 +26,7 @@ from gateway.events import gateway_topic
 from gateway.outbox import Outbox
 from gateway.records import db, store
 from gateway.supervisor import DriverHost
+from gateway.systemd import Notifier
 
 log = logging.getLogger("campusgw")
 PARTS = ("drivers", "rules", "console")
@@ -64,15 +65,48 @@ class Gateway:
     sessions: Any = None
     first_admin_password: str | None = None  # set on the very first start: shown once, then forgotten
     _cleanup: list[Callable[[], Any]] = field(default_factory=list)
+    _tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[Gateway], None] | None = None) -> None:
+        notifier = Notifier()
+        watchdog: asyncio.Task[None] | None = None
         try:
             await self._start()
+            notifier.ready(f"running: {', '.join(self.parts)}")
+            if notifier.watchdog_interval:
+                watchdog = asyncio.create_task(self._watchdog(notifier, notifier.watchdog_interval))
             if on_ready:
                 on_ready(self)
             await stop.wait()
         finally:
+            notifier.stopping()
+            if watchdog is not None:
+                watchdog.cancel()
             await self._stop()
+
+    def problems(self) -> list[str]:
+        """Parts that have stopped working; empty while the gateway is healthy."""
+        found = []
+        if self._tasks.get("drivers") is not None and self._tasks["drivers"].done():
+            found.append("the drivers' supervisor has stopped")
+        if self.rules is not None and not self.rules.alive():
+            found.append("the rules service has stopped")
+        if self._tasks.get("console") is not None and self._tasks["console"].done():
+            found.append("the console has stopped")
+        return found
+
+    async def _watchdog(self, notifier: Notifier, interval: float) -> None:
+        """Ping systemd while every part is healthy. This runs on the drivers' event loop, so a driver that
+        blocks the loop stops the pings too, and systemd restarts the gateway."""
+        reported: list[str] = []
+        while True:
+            problems = self.problems()
+            if not problems:
+                notifier.watchdog()
+            elif problems != reported:
+                log.error("not pinging the systemd watchdog: %s", "; ".join(problems))
+            reported = problems
+            await asyncio.sleep(interval)
 
     async def _start(self) -> None:
         cfg = self.config
@@ -114,7 +148,7 @@ class Gateway:
             self.outbox.attach(drivers_bus, replay_recent=cfg.broker.embedded)
             self.host = DriverHost(cfg, drivers_bus, self.outbox)
             drivers_bus.start()
-            task = asyncio.create_task(self.host.run(), name="drivers")
+            task = self._tasks["drivers"] = asyncio.create_task(self.host.run(), name="drivers")
             outbox, host = self.outbox, self.host
 
             async def stop_drivers() -> None:
@@ -139,7 +173,7 @@ class Gateway:
             self.console_url = f"http://{listen_host}:{listen_port}/"
             server = _Uvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                                              timeout_graceful_shutdown=2))
-            serve = asyncio.create_task(server.serve(sockets=[sock]), name="console")
+            serve = self._tasks["console"] = asyncio.create_task(server.serve(sockets=[sock]), name="console")
 
             async def stop_console() -> None:
                 app.state.broadcaster.close()  # ends every live stream, so the server can stop gracefully

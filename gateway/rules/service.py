@@ -64,6 +64,9 @@ class RulesService:
         self._thread = threading.Thread(target=self._run, name="rules", daemon=True)
         self._thread.start()
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._queue.put(None)
         if self._thread:
