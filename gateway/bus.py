@@ -53,8 +53,9 @@ class Bus:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
-        if config.username:
-            self.client.username_pw_set(config.username, config.password())
+        username, password = config.credentials(name)
+        if username:
+            self.client.username_pw_set(username, password)
         if self.tls or config.tls:
             tls = config.tls
             self.client.tls_set(

@@ -88,6 +88,12 @@ class TlsConfig(Strict):
     insecure_skip_verify: bool = False
 
 
+class BrokerUser(Strict):
+    username: str
+    password_env: str | None = None
+    password_file: Path | None = None
+
+
 class BrokerConfig(Strict):
     """`url: embedded` runs amqtt inside the gateway; otherwise mqtt:// or mqtts:// to a real broker."""
 
@@ -98,6 +104,9 @@ class BrokerConfig(Strict):
     username: str | None = None
     password_env: str | None = None
     password_file: Path | None = None
+    # Per part (drivers, rules, console), for a broker whose ACL gives each part only the topics it needs
+    # (config/mosquitto.acl); a part not listed uses username / password_env above.
+    users: dict[Literal["drivers", "rules", "console"], BrokerUser] = {}
     tls: TlsConfig | None = None
     keepalive_s: int = Field(default=15, ge=5, le=600)
     reconnect_min_s: int = Field(default=1, ge=1)
@@ -125,6 +134,13 @@ class BrokerConfig(Strict):
 
     def password(self) -> str | None:
         return SecretRef(env=self.password_env, file=self.password_file).resolve()
+
+    def credentials(self, part: str) -> tuple[str | None, str | None]:
+        """(username, password) for one part of the gateway."""
+        user = self.users.get(part)  # type: ignore[call-overload]
+        if user is not None:
+            return user.username, SecretRef(env=user.password_env, file=user.password_file).resolve()
+        return self.username, self.password() if self.username else None
 
 
 class DatabaseConfig(Strict):

@@ -70,7 +70,7 @@ class MosquittoBroker:
         lines = []
         for line in shipped.splitlines():
             key = line.split(" ", 1)[0]
-            if key in ("listener", "allow_anonymous", "password_file", "persistence_location"):
+            if key in ("listener", "allow_anonymous", "password_file", "acl_file", "persistence_location"):
                 continue
             lines.append(line)
         lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous true",

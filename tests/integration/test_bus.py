@@ -158,3 +158,90 @@ def test_run_says_what_to_do_when_the_embedded_port_is_taken_or_the_database_is_
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "-c", str(site), "--only", "rules"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "the database cannot be reached" in out.stderr and "Traceback" not in out.stderr
+
+
+class AclMosquitto(MosquittoBroker):
+    """Mosquitto with the shipped ACL and a password file: each part of the gateway its own user."""
+
+    USERS = ("campusgw-drivers", "campusgw-rules", "campusgw-console", "campusgw-reader")
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.passwd = workdir / "passwd"
+        for i, user in enumerate(self.USERS):
+            subprocess.run(["mosquitto_passwd", "-b", *([] if i else ["-c"]), str(self.passwd), user, f"{user}-pw"],
+                           check=True, capture_output=True)
+        self.passwd.chmod(0o600)
+
+    def config_text(self) -> str:
+        text = super().config_text().replace("allow_anonymous true", "allow_anonymous false")
+        return text + f"password_file {self.passwd}\nacl_file {ROOT / 'config' / 'mosquitto.acl'}\n"
+
+
+def test_the_shipped_acl_gives_each_part_only_its_topics(tmp_path: Path, sim: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import select
+
+    from gateway.records import db
+    from gateway.records.models import Alarm, IngestedEvent
+    from tests.integration.helpers import Running, alarm_event
+
+    if not shutil.which("mosquitto_passwd"):
+        missing("mosquitto (with mosquitto_passwd) is not installed")
+    broker = AclMosquitto(tmp_path)
+    broker.start()
+    for part in ("drivers", "rules", "console"):
+        monkeypatch.setenv(f"PW_{part.upper()}", f"campusgw-{part}-pw")
+    config = validate_config({
+        "site": {"id": "s1", "name": "Test"}, "gateway": {"data_dir": str(tmp_path / "data")},
+        "broker": {"url": f"mqtt://127.0.0.1:{broker.port}", "users": {
+            part: {"username": f"campusgw-{part}", "password_env": f"PW_{part.upper()}"}
+            for part in ("drivers", "rules", "console")}},
+        "devices": [{"id": "box", "kind": "alarm_input", "driver": "modbus_di",
+                     "connection": {"host": "127.0.0.1", "port": sim.port},
+                     "points": [{"input": 1, "name": "panic-1", "type": "panic"}]}]})
+    running = Running(config)
+    seen: list[str] = []
+    payloads: list[bytes] = []
+    reader = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="reader")
+    reader.username_pw_set("campusgw-reader", "campusgw-reader-pw")
+    reader.on_message = lambda c, u, m: (seen.append(m.topic), payloads.append(bytes(m.payload)))
+    reader.connect("127.0.0.1", broker.port)
+    reader.subscribe("campus/v1/#", qos=1)
+    reader.loop_start()
+    intruders: list[mqtt.Client] = []
+
+    def client_as(user: str) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{len(intruders)}")
+        client.username_pw_set(user, f"{user}-pw")
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        wait_for(client.is_connected, 5, f"{user} connected")
+        intruders.append(client)
+        return client
+
+    try:
+        sim.press(1)
+        wait_for(lambda: "campus/v1/s1/rules/alarms/1" in seen, 10, "the alarm, through each part's own user")
+        # Denied publishes are dropped (Mosquitto may also close the connection): send each on its own client.
+        client_as("campusgw-drivers").publish("campus/v1/s1/bollard/gate/cmd/lower", b'{"correlation_id": "x"}',
+                                              qos=1)
+        topic, forged, forged_id = alarm_event("s1", "box", "panic-2", 99)
+        client_as("campusgw-console").publish(topic, forged, qos=1)
+        client_as("campusgw-drivers").publish("campus/v1/s1/alarm_input/box/state", b"{}", qos=1).wait_for_publish(5)
+        client_as("campusgw-console").publish("campus/v1/s1/rules/alarms/0", b"{}", qos=1).wait_for_publish(5)
+        wait_for(lambda: {"campus/v1/s1/alarm_input/box/state", "campus/v1/s1/rules/alarms/0"} <= set(seen), 5,
+                 "the allowed messages")
+        assert "campus/v1/s1/bollard/gate/cmd/lower" not in seen, "drivers cannot command other devices"
+        assert forged not in payloads, "the console's user cannot write device events"
+        engine = db.make_engine(config.database_url())
+        with db.make_sessions(engine)() as session:
+            assert session.get(IngestedEvent, forged_id) is None
+            assert len(session.scalars(select(Alarm)).all()) == 1
+        engine.dispose()
+    finally:
+        for client in intruders:
+            client.loop_stop()
+        reader.loop_stop()
+        running.stop()
+        broker.stop()
