@@ -38,8 +38,8 @@ def open_alarms(session: Session, keys: Iterable[str]) -> dict[str, OpenAlarm]:
     if not keys:
         return {}
     rows = session.scalars(select(Alarm).where(Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES)))
-    return {a.key: OpenAlarm(a.id, a.key, a.state, a.latching, a.condition_active, a.priority)  # type: ignore[arg-type]
-            for a in rows}
+    return {a.key: OpenAlarm(a.id, a.key, a.state, a.latching, a.condition_active, a.priority,  # type: ignore[arg-type]
+                             a.last_event_at) for a in rows}
 
 
 def apply_effects(session: Session, effects: list[Effect], raised: list[tuple[RaiseAlarm, int]] | None = None,

@@ -39,6 +39,7 @@ class OpenAlarm:
     latching: bool
     condition_active: bool
     priority: int = 3
+    last_event_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def _activate(event: Event, key: str, current: OpenAlarm | None, kind: str, zone
 def _restore(event: Event, current: OpenAlarm | None, at: datetime) -> list[Effect]:
     if current is None or not current.condition_active:
         return []
+    if current.last_event_at is not None and at < current.last_event_at:
+        return []  # older than what the alarm already knows (delivered out of order): it must not clear it
     if current.latching:  # stays active until a person resets it
         return [UpdateAlarm(current.id, "condition_restored", current.state, current.state, False, event.id, at)]
     to_state: State = {"active_unack": "cleared_unack", "active_ack": "cleared_ack"}.get(  # type: ignore[assignment]

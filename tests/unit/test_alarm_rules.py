@@ -175,6 +175,17 @@ def test_a_repeated_press_raises_the_level_but_never_above_1() -> None:
     assert evaluate(press, panic, AT)[0].priority == 1  # type: ignore[union-attr]
 
 
+def test_a_restore_older_than_the_alarm_is_ignored() -> None:
+    """Events can arrive out of order (a broker delivering concurrently): an old 'restored' must not clear
+    an alarm that a newer trigger set."""
+    from datetime import timedelta
+
+    tamper = {"box-1:t": OpenAlarm(1, "box-1:t", "active_unack", False, True, 2, AT)}
+    late = restored({"point": "t", "input": 2, "point_type": "tamper"})
+    assert evaluate(late, tamper, AT - timedelta(seconds=1)) == []
+    assert evaluate(late, tamper, AT + timedelta(seconds=1))[0].to_state == "cleared_unack"  # type: ignore[union-attr]
+
+
 def test_alarm_keys() -> None:
     assert alarm_key(triggered(PANIC)) == PANIC_KEY
     assert alarm_key(restored(PANIC)) == PANIC_KEY  # restore finds the alarm its trigger opened
