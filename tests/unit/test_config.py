@@ -80,7 +80,8 @@ def test_demo_config_values_are_read_as_written() -> None:
 def test_example_config_values_are_read_as_written() -> None:
     config = parse_config(EXAMPLE, "example-site.yaml")
     assert config.broker.host_port() == ("127.0.0.1", 1883, False)
-    assert config.broker.password_env == "CAMPUSGW_MQTT_PASSWORD"
+    assert config.broker.users["rules"].username == "campusgw-rules"
+    assert config.broker.users["rules"].password_env == "CAMPUSGW_MQTT_PASSWORD_RULES"
     assert config.database.url_env == "CAMPUSGW_DATABASE_URL"
     assert config.gateway.data_dir == Path("/var/lib/campusgw")
     assert [z.id for z in config.zones] == ["gate", "perimeter"]
