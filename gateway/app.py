@@ -84,6 +84,22 @@ class Gateway:
                 watchdog.cancel()
             await self._stop()
 
+    def parts_state(self) -> dict[str, Any]:
+        """What /metrics shows of the parts running in this process."""
+        state: dict[str, Any] = {"up": {}}
+        if "drivers" in self._tasks:
+            state["up"]["drivers"] = not self._tasks["drivers"].done()
+        if self.rules is not None:
+            state["up"]["rules"] = self.rules.alive()
+            state["rules"] = self.rules.stats()
+        if "console" in self._tasks:
+            state["up"]["console"] = not self._tasks["console"].done()
+        if self.outbox is not None:
+            state["outbox"] = self.outbox.stats()
+        if self.host is not None:
+            state["drivers"] = self.host.health()
+        return state
+
     def problems(self) -> list[str]:
         """Parts that have stopped working; empty while the gateway is healthy."""
         found = []
@@ -165,7 +181,7 @@ class Gateway:
 
             console_bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
             app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus, cfg.console.language,
-                             cfg.console.secure_cookies)
+                             cfg.console.secure_cookies, self.parts_state)
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -7,14 +7,16 @@ what each may do (gateway.console.auth). Pages live in gateway.console.pages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,7 +24,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.bus import Bus
 from gateway.console import auth, i18n
 from gateway.console.pages import PAGES
-from gateway.console.web import SESSION_COOKIE, Console, NotLoggedIn, check_csrf, current_user, render, tr
+from gateway.console.web import (
+    SESSION_COOKIE,
+    Console,
+    NotLoggedIn,
+    check_csrf,
+    current_user,
+    render,
+    require,
+    tr,
+)
+from gateway.metrics import GatewayCollector
+from gateway.metrics import render as render_metrics
 from gateway.records import store
 from gateway.records.models import User, utcnow
 
@@ -67,7 +80,8 @@ class BodyLimit:
 
 
 def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[Session], bus: Bus,
-               language: str = i18n.DEFAULT_LANGUAGE, secure_cookies: bool | None = None) -> FastAPI:
+               language: str = i18n.DEFAULT_LANGUAGE, secure_cookies: bool | None = None,
+               parts: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
     app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies)
@@ -155,6 +169,13 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
         response = RedirectResponse(safe_next(next), 303)
         response.set_cookie("campusgw_lang", lang, httponly=True, samesite="strict", max_age=365 * 86400)
         return response
+
+    collector = GatewayCollector(sessions, parts or (lambda: {}))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request, user: auth.LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
+        """Prometheus text format; scrape with an API token (`campusgw user token`)."""
+        return Response(render_metrics(collector), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

@@ -189,3 +189,29 @@ def test_a_failing_driver_is_restarted_and_the_others_keep_working(tmp_path: Pat
         watcher.loop_stop()
         running.stop()
         engine.dispose()
+
+
+def test_metrics_for_prometheus(tmp_path: Path, sim: ModbusDISimulator) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    running = Running(site_config(tmp_path, sim.port))
+    gateway = running.gateway
+    try:
+        assert gateway.console_url and gateway.first_admin_password
+        client = logged_in(gateway.console_url, "admin", gateway.first_admin_password)
+        sim.press(1)
+        wait_for(lambda: "campusgw_open_alarms" in client.get("/metrics").text
+                 and 'state="active_unack"' in client.get("/metrics").text, 10, "the alarm in the metrics")
+        text = client.get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}  # parses as Prometheus text
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+        assert samples[("campusgw_part_up", (("part", "rules"),))] == 1.0
+        assert samples[("campusgw_device_online", (("device", "gate-box"), ("kind", "alarm_input")))] == 1.0
+        assert samples[("campusgw_rules_events_total", (("result", "recorded"),))] >= 2
+        assert samples[("campusgw_outbox_queued", ())] == 0
+        assert samples[("campusgw_open_alarms", (("priority", "1"), ("state", "active_unack")))] == 1.0
+        import httpx
+
+        assert httpx.get(gateway.console_url + "metrics").status_code == 303, "not without a login or a token"
+    finally:
+        running.stop()

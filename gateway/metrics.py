@@ -1,0 +1,69 @@
+"""Prometheus metrics: what a site's monitoring wants to see of the gateway, gathered when scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.records.models import Alarm, Device
+from gateway.rules.alarms import OPEN_STATES
+
+
+class GatewayCollector(Collector):
+    """Reads the parts of this process (what `parts()` returns) and the records on every scrape."""
+
+    def __init__(self, sessions: sessionmaker[Session], parts: Callable[[], dict[str, Any]]) -> None:
+        self.sessions = sessions
+        self.parts = parts
+
+    def collect(self) -> Iterator[Any]:
+        parts = self.parts()
+        up = GaugeMetricFamily("campusgw_part_up", "1 while a part of this gateway process works", labels=["part"])
+        for name, ok in parts.get("up", {}).items():
+            up.add_metric([name], 1.0 if ok else 0.0)
+        yield up
+        outbox = parts.get("outbox")
+        if outbox is not None:
+            yield GaugeMetricFamily("campusgw_outbox_queued", "events waiting in the outbox", value=outbox.queued)
+            yield CounterMetricFamily("campusgw_outbox_published", "events the broker acknowledged",
+                                      value=outbox.published)
+            yield CounterMetricFamily("campusgw_outbox_shed", "telemetry events dropped over the disk bound",
+                                      value=outbox.shed)
+        rules = parts.get("rules")
+        if rules is not None:
+            events = CounterMetricFamily("campusgw_rules_events", "events the rules service took", labels=["result"])
+            events.add_metric(["recorded"], rules["processed"])
+            events.add_metric(["duplicate"], rules["duplicates"])
+            events.add_metric(["rejected"], sum(rules["rejected"].values()))
+            yield events
+        drivers = parts.get("drivers")
+        if drivers is not None:
+            restarts = CounterMetricFamily("campusgw_driver_restarts", "driver restarts by the supervisor",
+                                           labels=["driver"])
+            for name, health in drivers.items():
+                restarts.add_metric([name], health.get("restarts", 0))
+            yield restarts
+        with self.sessions() as session:
+            online = GaugeMetricFamily("campusgw_device_online", "1 online, 0 offline, -1 not heard from yet",
+                                       labels=["device", "kind"])
+            for device in session.scalars(select(Device)):
+                online.add_metric([device.id, device.kind], -1.0 if device.online is None else float(device.online))
+            yield online
+            alarms = GaugeMetricFamily("campusgw_open_alarms", "open alarms", labels=["state", "priority"])
+            rows = session.execute(select(Alarm.state, Alarm.priority, func.count()).where(Alarm.state.in_(OPEN_STATES))
+                                   .group_by(Alarm.state, Alarm.priority))
+            for state, priority, count in rows:
+                alarms.add_metric([state, str(priority)], count)
+            yield alarms
+
+
+def render(collector: GatewayCollector) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry)
