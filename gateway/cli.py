@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("check-config", help="validate a site config and print a summary")
     p.add_argument("file", type=Path)
+
+    p = sub.add_parser("status", help="is the site healthy: broker, database, outbox, devices, clock")
+    p.add_argument("-c", "--config", type=Path, required=True)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade", "current"])
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return check_config(args.file)
+        if args.command == "status":
+            return status(args.config)
         if args.command == "db":
             return db_command(args.action, args.config)
         if args.command == "user":
@@ -105,6 +111,71 @@ def check_config(path: Path) -> int:
     print(f"{path}: OK")
     print(summary(config))
     return 0
+
+
+def status(path: Path) -> int:
+    """What an IT person checks first; exit 1 when something needs attention."""
+    import sqlite3
+    import time as clock
+
+    from sqlalchemy import select
+
+    from gateway.bus import Bus
+    from gateway.records import db
+    from gateway.records.models import Alarm, Device
+    from gateway.rules.alarms import OPEN_STATES
+
+    config = load_config(path)
+    rows: list[tuple[str, bool, str]] = []
+    if config.broker.embedded:
+        rows.append(("broker", True, "embedded: runs inside 'campusgw run'"))
+    else:
+        bus = Bus(config.broker, f"campusgw-status-{os.getpid()}", name="drivers")
+        bus.start()
+        up = bus.wait_connected(5)
+        bus.stop()
+        host, port, _ = config.broker.host_port()
+        rows.append(("broker", up, f"{host}:{port} {'answers' if up else 'does not answer (is Mosquitto running?)'}"))
+    try:
+        engine = db.make_engine(config.database_url())
+        if not db.has_tables(engine):
+            raise LookupError("has no tables yet: run 'campusgw db upgrade -c FILE' (or start the gateway)")
+        with db.make_sessions(engine)() as session:
+            devices = session.scalars(select(Device)).all()
+            open_alarms = len(session.scalars(select(Alarm).where(Alarm.state.in_(OPEN_STATES))).all())
+        engine.dispose()
+        offline = sorted(d.id for d in devices if d.online is False)
+        rows.append(("database", True, f"{len(devices)} devices, {open_alarms} open alarms"))
+        rows.append(("devices", not offline, f"{len(devices) - len(offline)} of {len(devices)} online"
+                     + (f"; offline: {', '.join(offline)}" if offline else "")))
+    except OperationalError as exc:
+        rows.append(("database", False, f"cannot be reached: {exc.orig}"))
+    except LookupError as exc:
+        rows.append(("database", False, str(exc)))
+    outbox = config.gateway.data_dir / "outbox.db"
+    if outbox.exists():
+        with contextlib.closing(sqlite3.connect(outbox)) as conn:
+            queued, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL").fetchone()
+        age = f", oldest {clock.time() - oldest:.0f} s old" if oldest else ""
+        rows.append(("outbox", queued < 1000, f"{queued} events waiting{age}"))
+    synced = _clock_synchronised()
+    rows.append(("clock", synced is not False, {True: "synchronised (NTP)", False: "NOT synchronised: records "
+                 "may carry wrong times (GB 50396 allows < 5 s a day)", None: "cannot tell (no timedatectl)"}[synced]))
+    width = max(len(name) for name, _, _ in rows)
+    for name, ok, text in rows:
+        print(f"{name:<{width}}  {'ok     ' if ok else 'PROBLEM'}  {text}")
+    return 0 if all(ok for _, ok, _ in rows) else 1
+
+
+def _clock_synchronised() -> bool | None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("timedatectl"):
+        return None
+    out = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
+                         text=True, timeout=5)
+    return {"yes": True, "no": False}.get(out.stdout.strip())
 
 
 def db_command(action: str, path: Path) -> int:

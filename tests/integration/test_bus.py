@@ -245,3 +245,21 @@ def test_the_shipped_acl_gives_each_part_only_its_topics(tmp_path: Path, sim: An
         reader.loop_stop()
         running.stop()
         broker.stop()
+
+
+def test_status_reports_a_stopped_broker(tmp_path: Path, mosquitto: MosquittoBroker,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"site: {{id: s1, name: T}}\ngateway: {{data_dir: {tmp_path}}}\n"
+                    f"broker: {{url: 'mqtt://127.0.0.1:{mosquitto.port}'}}\n")
+    assert main(["db", "upgrade", "-c", str(site)]) == 0
+    capsys.readouterr()
+    healthy = main(["status", "-c", str(site)])
+    out = capsys.readouterr().out
+    assert "broker    ok" in out and "database  ok" in out and "0 devices, 0 open alarms" in out
+    assert healthy == 0 or "clock     PROBLEM" in out  # a machine without NTP is flagged, rightly
+    mosquitto.stop()
+    assert main(["status", "-c", str(site)]) == 1
+    assert "does not answer (is Mosquitto running?)" in capsys.readouterr().out
