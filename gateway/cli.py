@@ -33,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="is the site healthy: broker, database, outbox, devices, clock")
     p.add_argument("-c", "--config", type=Path, required=True)
 
+    p = sub.add_parser("backup", help="a consistent copy of the records and the outbox, while running")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--to", type=Path, required=True, help="a new folder for the backup")
+
+    p = sub.add_parser("restore", help="put a backup back (stop the gateway first)")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--from", dest="source", type=Path, required=True)
+
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade", "current"])
     p.add_argument("-c", "--config", type=Path, required=True)
@@ -72,6 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return check_config(args.file)
+        if args.command in ("backup", "restore"):
+            from gateway.backup import BackupError
+            from gateway.backup import backup as take_backup
+            from gateway.backup import restore as put_back
+
+            config = load_config(args.config)
+            try:
+                if args.command == "backup":
+                    manifest = take_backup(config, args.to)
+                    print(f"backup of '{config.site.id}' in {args.to}: {', '.join(manifest['files'])}")  # type: ignore[arg-type]
+                else:
+                    print("restored: " + ", ".join(put_back(config, args.source)))
+            except (BackupError, FileExistsError, FileNotFoundError) as exc:
+                print(f"campusgw {args.command}: {exc}", file=sys.stderr)
+                return 1
+            return 0
         if args.command == "status":
             return status(args.config)
         if args.command == "db":
