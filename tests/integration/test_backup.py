@@ -77,3 +77,33 @@ def test_backup_while_events_flow_and_restore(tmp_path: Path, sim: ModbusDISimul
     other = tmp_path / "other.yaml"
     other.write_text(f"site: {{id: another-school, name: X}}\ngateway: {{data_dir: {tmp_path / 'x'}}}\n")
     assert main(["restore", "-c", str(other), "--from", str(tmp_path / "backup")]) == 1, "not onto another site"
+
+
+def test_postgresql_backup_and_restore(tmp_path: Path, pg_url: str) -> None:
+    import shutil
+
+    from tests.conftest import _drop_postgres, _postgres_url, missing
+
+    if not shutil.which("pg_dump") or not shutil.which("psql"):
+        missing("the PostgreSQL client (pg_dump, psql) is not installed")
+    engine = db.make_engine(pg_url)
+    db.upgrade(engine)
+    with db.make_sessions(engine).begin() as session:
+        session.execute(text("INSERT INTO devices (id, kind, driver, test_mode) VALUES ('box', 'alarm_input', "
+                             "'modbus_di', false)"))
+    engine.dispose()
+    site = tmp_path / "site.yaml"
+    site.write_text(f"site: {{id: s1, name: T}}\ngateway: {{data_dir: {tmp_path}}}\ndatabase: {{url: '{pg_url}'}}\n")
+    assert main(["backup", "-c", str(site), "--to", str(tmp_path / "backup")]) == 0
+    target = _postgres_url()
+    try:
+        site.write_text(f"site: {{id: s1, name: T}}\ngateway: {{data_dir: {tmp_path}}}\n"
+                        f"database: {{url: '{target}'}}\n")
+        assert main(["restore", "-c", str(site), "--from", str(tmp_path / "backup")]) == 0
+        engine = db.make_engine(target)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM devices")).scalars().all() == ["box"]
+        assert db.current_revision(engine) == db.head_revision()
+        engine.dispose()
+    finally:
+        _drop_postgres(target)
