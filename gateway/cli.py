@@ -146,7 +146,9 @@ def status(path: Path) -> int:
 
     from gateway.bus import Bus
     from gateway.records import db
-    from gateway.records.models import Alarm, Device
+    from sqlalchemy import func
+
+    from gateway.records.models import Alarm, Device, IngestedEvent, utcnow
     from gateway.rules.alarms import OPEN_STATES
 
     config = load_config(path)
@@ -167,9 +169,12 @@ def status(path: Path) -> int:
         with db.make_sessions(engine)() as session:
             devices = session.scalars(select(Device)).all()
             open_alarms = len(session.scalars(select(Alarm).where(Alarm.state.in_(OPEN_STATES))).all())
+            events, oldest = session.execute(select(func.count(), func.min(IngestedEvent.received_at))).one()
         engine.dispose()
         offline = sorted(d.id for d in devices if d.online is False)
-        rows.append(("database", True, f"{len(devices)} devices, {open_alarms} open alarms"))
+        kept = f"{events} raw events" + (f", oldest {(utcnow() - oldest).days} days" if oldest else "")
+        rows.append(("database", True, f"{len(devices)} devices, {open_alarms} open alarms, {kept} "
+                                       f"(kept {config.retention.events_days} days)"))
         rows.append(("devices", not offline, f"{len(devices) - len(offline)} of {len(devices)} online"
                      + (f"; offline: {', '.join(offline)}" if offline else "")))
     except OperationalError as exc:

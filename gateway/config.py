@@ -166,6 +166,12 @@ class OutboxConfig(Strict):
     replay_window_s: int = Field(default=600, ge=0)
 
 
+class RetentionConfig(Strict):
+    # The ingest log of raw events: >= 180 days (GB 50396 access events; Beijing 2018). Alarms, their
+    # history and the audit log are records and are not purged.
+    events_days: int = Field(default=180, ge=30)
+
+
 class ConsoleConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -263,6 +269,7 @@ class Config(Strict):
     database: DatabaseConfig = DatabaseConfig()
     outbox: OutboxConfig = OutboxConfig()
     console: ConsoleConfig = ConsoleConfig()
+    retention: RetentionConfig = RetentionConfig()
     zones: list[ZoneConfig] = []
     devices: list[DeviceConfig] = []
     roster: list[RosterEntry] = []

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent
@@ -88,6 +88,14 @@ def note(session: Session, alarm_id: int, action: str, text: str, at: datetime, 
     if alarm is not None:
         session.add(AlarmTransition(alarm_id=alarm_id, action=action, from_state=alarm.state, to_state=alarm.state,
                                     actor=actor, at=at, note=text))
+
+
+def purge_events(session: Session, older_than: datetime, limit: int = 10_000) -> int:
+    """Delete ingest-log rows received before `older_than`, at most `limit` at a time (short transactions)."""
+    ids = list(session.scalars(select(IngestedEvent.id).where(IngestedEvent.received_at < older_than).limit(limit)))
+    if ids:
+        session.execute(delete(IngestedEvent).where(IngestedEvent.id.in_(ids)))
+    return len(ids)
 
 
 def record_event_seen(session: Session, rows: list[dict[str, Any]], last_seen: dict[str, datetime]) -> None:

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,7 @@ from gateway.validation import InboundChecker
 log = logging.getLogger("campusgw.rules")
 BATCH = 500
 TICK_S = 1.0  # escalation and schedules are checked this often
+PURGE_EVERY_S = 3600.0
 
 
 class RulesService:
@@ -49,6 +50,7 @@ class RulesService:
         self._pending_commands: dict[str, tuple[int | None, str]] = {}  # correlation id -> (alarm, what)
         self._scheduled: dict[int, str] = {}  # schedule index -> the position last commanded
         self._last_tick = 0.0
+        self._next_purge = 0.0  # the first tick purges, then every PURGE_EVERY_S
         self.checker = InboundChecker()
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -229,6 +231,8 @@ class RulesService:
         try:
             self._escalate()
             self._follow_schedules()
+            if time.monotonic() >= self._next_purge:
+                self._purge()
         except Exception:
             log.exception("escalation or schedule check failed; trying again in %.0f s", TICK_S)
 
@@ -253,6 +257,20 @@ class RulesService:
                         step.level)
         if steps:
             self._publish_alarms([s.alarm_id for s in steps])
+
+    def _purge(self) -> None:
+        assert self.config is not None
+        cutoff = utcnow() - timedelta(days=self.config.retention.events_days)
+        purged = 0
+        while True:
+            with self.sessions.begin() as session:
+                n = store.purge_events(session, cutoff)
+            purged += n
+            if n < 10_000:
+                break
+        self._next_purge = time.monotonic() + PURGE_EVERY_S
+        if purged:
+            log.info("retention: removed %d raw events older than %d days", purged, self.config.retention.events_days)
 
     def _follow_schedules(self) -> None:
         assert self.config is not None

@@ -15,7 +15,7 @@ from gateway.config import BrokerConfig
 from gateway.events import event_topic, make_event
 from gateway.records import db, store
 from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent, utcnow
-from gateway.rules.alarms import RefusedAction
+from gateway.rules.alarms import RaiseAlarm, RefusedAction
 from gateway.rules.service import RulesService
 from tests.conftest import wait_for
 from tests.integration.helpers import TZ, alarm_event
@@ -121,4 +121,27 @@ def test_rules_keep_alarm_records_once_and_audit_operators(db_url: str, amqtt_br
         assert [(a.action, a.result) for a in audit] == [
             ("alarm.ack", "ok"), ("alarm.close", "refused"), ("alarm.reset", "ok"), ("alarm.close", "ok")]
         assert json.dumps(audit[2].detail, ensure_ascii=False).count("false alarm") == 1
+    engine.dispose()
+
+
+def test_raw_events_past_the_retention_are_purged_and_alarms_kept(db_url: str) -> None:
+    from datetime import timedelta
+
+    engine = db.make_engine(db_url)
+    db.upgrade(engine)
+    sessions = db.make_sessions(engine)
+    now = utcnow()
+    with sessions.begin() as session:
+        for i, age in enumerate((200, 181, 179, 1)):  # days
+            at = now - timedelta(days=age)
+            session.add(IngestedEvent(id=f"00000000-0000-7000-8000-00000000000{i}", device_id="box",
+                                      type="campus.device.telemetry", device_time=at, received_at=at, seq=i,
+                                      historical=False, test=False, data={}))
+        store.apply_effects(session, [RaiseAlarm("box:p", "box", "panic", 1, True, None, None, False,
+                                                 "e", now - timedelta(days=400))])
+    with sessions.begin() as session:
+        assert store.purge_events(session, now - timedelta(days=180)) == 2
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(IngestedEvent)) == 2
+        assert session.scalar(select(func.count()).select_from(Alarm)) == 1, "alarm records are kept"
     engine.dispose()
