@@ -142,12 +142,10 @@ def status(path: Path) -> int:
     import sqlite3
     import time as clock
 
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from gateway.bus import Bus
     from gateway.records import db
-    from sqlalchemy import func
-
     from gateway.records.models import Alarm, Device, IngestedEvent, utcnow
     from gateway.rules.alarms import OPEN_STATES
 
