@@ -192,7 +192,7 @@ def rules_process(port: int, db_url: str, tag: str, ready: Any, stop: Any, stats
     engine = db.make_engine(db_url)
     rules_bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), f"bench-rules-{tag}", name="rules",
                     clean_session=False, manual_ack=True)
-    rules_bus.client.on_subscribe = lambda c, u, mid, rc, p: ready.set()
+    rules_bus.on_connect(ready.set)  # a Bus is connected once its subscriptions are confirmed
     rules = RulesService(SITE, rules_bus, db.make_sessions(engine))
     rules.start()
     rules_bus.start()
@@ -218,7 +218,7 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
     else:
         rules_bus = Bus(config, f"bench-rules-{tag}", name="rules", clean_session=False, manual_ack=True)
         subscribed = threading.Event()  # type: ignore[assignment]
-        rules_bus.client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()  # Bus sets no on_subscribe
+        rules_bus.on_connect(subscribed.set)  # a Bus is connected once its subscriptions are confirmed
         rules = RulesService(SITE, rules_bus, sessions)
         rules.start()
         rules_bus.start()

@@ -26,10 +26,11 @@ from gateway.events import gateway_topic
 from gateway.outbox import Outbox
 from gateway.records import db, store
 from gateway.supervisor import DriverHost
-from gateway.systemd import Notifier
+from gateway.systemd import Notifier, clock_synchronised
 
 log = logging.getLogger("campusgw")
 PARTS = ("drivers", "rules", "console")
+CLOCK_CHECK_S = 3600.0
 
 
 class _Uvicorn(uvicorn.Server):
@@ -111,6 +112,20 @@ class Gateway:
             found.append("the console has stopped")
         return found
 
+    async def watch_clock(self, check: Callable[[], bool | None] = clock_synchronised,
+                          every_s: float = CLOCK_CHECK_S) -> None:
+        """Raise a gateway-health alarm while the clock is not synchronised, and clear it when it is."""
+        raised = False
+        while True:
+            synced = await asyncio.to_thread(check)
+            if self.host is not None and synced is not None and synced == raised:  # a change to report
+                raised = not synced
+                self.host.emit_gateway("campus.gateway.health", {
+                    "condition": "clock_unsynchronised", "active": raised,
+                    "detail": "the clock is not synchronised (NTP): records may carry wrong times" if raised
+                    else "the clock is synchronised again"})
+            await asyncio.sleep(every_s)
+
     async def _watchdog(self, notifier: Notifier, interval: float) -> None:
         """Ping systemd while every part is healthy. This runs on the drivers' event loop, so a driver that
         blocks the loop stops the pings too, and systemd restarts the gateway."""
@@ -165,9 +180,11 @@ class Gateway:
             self.host = DriverHost(cfg, drivers_bus, self.outbox)
             drivers_bus.start()
             task = self._tasks["drivers"] = asyncio.create_task(self.host.run(), name="drivers")
+            self._tasks["clock"] = asyncio.create_task(self.watch_clock(), name="clock")
             outbox, host = self.outbox, self.host
 
             async def stop_drivers() -> None:
+                self._tasks["clock"].cancel()
                 await host.stop()
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -46,6 +46,7 @@ class Bus:
         self._lock = threading.Lock()
         self._stopping = False
         self._ever_connected = False
+        self._suback_mid: int | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=clean_session, manual_ack=manual_ack,
                                   protocol=mqtt.MQTTv311)
@@ -70,6 +71,7 @@ class Bus:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -139,8 +141,17 @@ class Bus:
         self._ever_connected = True
         with self._lock:
             subscriptions = [(f, q) for f, q, _ in self._handlers]
-        if subscriptions:
-            client.subscribe(subscriptions)
+        if subscriptions:  # ready only once the broker confirms them: what comes before would be missed
+            _, self._suback_mid = client.subscribe(subscriptions)
+        else:
+            self._ready()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if mid == self._suback_mid:
+            self._suback_mid = None
+            self._ready()
+
+    def _ready(self) -> None:
         self.connected.set()
         for hook in list(self._on_connect_hooks):
             try:

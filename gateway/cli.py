@@ -185,24 +185,15 @@ def status(path: Path) -> int:
             queued, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL").fetchone()
         age = f", oldest {clock.time() - oldest:.0f} s old" if oldest else ""
         rows.append(("outbox", queued < 1000, f"{queued} events waiting{age}"))
-    synced = _clock_synchronised()
+    from gateway.systemd import clock_synchronised
+
+    synced = clock_synchronised()
     rows.append(("clock", synced is not False, {True: "synchronised (NTP)", False: "NOT synchronised: records "
                  "may carry wrong times (GB 50396 allows < 5 s a day)", None: "cannot tell (no timedatectl)"}[synced]))
     width = max(len(name) for name, _, _ in rows)
     for name, ok, text in rows:
         print(f"{name:<{width}}  {'ok     ' if ok else 'PROBLEM'}  {text}")
     return 0 if all(ok for _, ok, _ in rows) else 1
-
-
-def _clock_synchronised() -> bool | None:
-    import shutil
-    import subprocess
-
-    if not shutil.which("timedatectl"):
-        return None
-    out = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
-                         text=True, timeout=5)
-    return {"yes": True, "no": False}.get(out.stdout.strip())
 
 
 def db_command(action: str, path: Path) -> int:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import subprocess
 from collections.abc import Mapping
 
 log = logging.getLogger("campusgw.systemd")
@@ -42,3 +44,16 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
+
+
+def clock_synchronised() -> bool | None:
+    """Whether systemd-timesyncd/chrony says the clock is synchronised (None: cannot tell here).
+    GB 50396 wants a networked host to drift less than 5 s a day; unsynchronised, it will not hold."""
+    if not shutil.which("timedatectl"):
+        return None
+    try:
+        out = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"yes": True, "no": False}.get(out.stdout.strip())

@@ -98,3 +98,37 @@ def test_the_watchdog_is_pinged_only_while_every_part_is_healthy(tmp_path: Path,
         running.stop()
         wait_for(lambda: systemd.said("STOPPING=1"), 5, "STOPPING=1")
         systemd.close()
+
+
+def test_an_unsynchronised_clock_raises_a_health_alarm_until_it_is_synchronised(tmp_path: Path,
+                                                                                 sim: ModbusDISimulator) -> None:
+    """timedatectl cannot run here (no systemd), so the clock's answers are given to the check directly."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from gateway.records import db
+    from gateway.records.models import Alarm
+
+    config = validate_config({
+        "site": {"id": "s1", "name": "Test"}, "gateway": {"data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0}})
+    running = Running(config)
+    answers = iter([True, False, False, True])
+    engine = db.make_engine(config.database_url())
+    sessions = db.make_sessions(engine)
+
+    def alarm_state() -> str | None:
+        with sessions() as session:
+            alarm = session.scalars(select(Alarm).where(Alarm.alarm_type == "gateway_health")).first()
+            return alarm.state if alarm else None
+
+    try:
+        watch = asyncio.run_coroutine_threadsafe(
+            running.gateway.watch_clock(lambda: next(answers, True), every_s=0.2), running.loop)
+        wait_for(lambda: alarm_state() == "active_unack", 10, "the clock alarm")
+        wait_for(lambda: alarm_state() == "cleared_unack", 10, "the alarm cleared once synchronised")
+        watch.cancel()
+    finally:
+        running.stop()
+        engine.dispose()
