@@ -17,6 +17,11 @@ A module that stops answering is reported offline after `offline_after`
 failed polls, while the others on the line carry on; a line that cannot be
 opened takes all its modules offline, and is reopened with backoff capped at
 1 s, so a module is back within about a second of answering again.
+
+TCP lines use our own sans-IO framing (drivers.modbus_frames): every line's request goes out on one
+shared tick and answers are handled as they arrive, one request at a time per connection — a hundred
+modules at 50 ms cost under 10 % of a core. RTU lines, one request at a time on the wire anyway, go
+through pymodbus.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
 from drivers import modbus_frames as frames
@@ -40,7 +45,6 @@ from drivers.alarm_points import Point, PointChange, PointTracker
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
 from gateway.config import ID_PATTERN, DeviceConfig
 
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 MAX_READ_BITS = frames.MAX_READ_BITS
 
 
@@ -178,7 +182,7 @@ class ModbusDIDriver(Driver):
         self.connection = self.modules[0].cfg.connection
         self.period = min(m.cfg.poll_ms for m in self.modules) / 1000
         self._stop = asyncio.Event()
-        self._client: Client | None = None
+        self._client: AsyncModbusSerialClient | None = None
         self._link: _TcpLink | None = None
         self._transaction = 0
         self._by_transaction: dict[int, Module] = {}
@@ -197,15 +201,12 @@ class ModbusDIDriver(Driver):
             await run_with_reconnect(self.ctx, self._stop, self._open, self._poll_until_line_fails, self._close)
 
     async def _open(self) -> bool:
+        """An RTU line (serial port or pyserial URL) through pymodbus; TCP lines use _open_tcp."""
         c = self.connection
-        client: Client
-        if isinstance(c, TcpConnection):
-            client = AsyncModbusTcpClient(c.host, port=c.port, timeout=c.timeout_s, retries=0,
-                                          reconnect_delay=0, reconnect_delay_max=0)
-        else:
-            client = AsyncModbusSerialClient(c.port, baudrate=c.baudrate, parity=c.parity, stopbits=c.stopbits,
-                                             bytesize=c.bytesize, timeout=c.timeout_s, retries=0,
-                                             reconnect_delay=0, reconnect_delay_max=0)
+        assert isinstance(c, RtuConnection)
+        client = AsyncModbusSerialClient(c.port, baudrate=c.baudrate, parity=c.parity, stopbits=c.stopbits,
+                                         bytesize=c.bytesize, timeout=c.timeout_s, retries=0,
+                                         reconnect_delay=0, reconnect_delay_max=0)
         self._client = client
         error = "connection refused"
         try:
