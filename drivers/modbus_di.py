@@ -363,7 +363,8 @@ class ModbusDIDriver(Driver):
         module.pending = None
         if response.exception is not None or response.data is None:
             module.counters["errors"] += 1
-            module.last_error = f"Modbus exception {response.exception}"
+            code = response.exception
+            module.last_error = f"Modbus exception {code}: {frames.EXCEPTION_NAMES.get(code or 0, 'unknown')}"
             self._poll_failed(module)
             return
         if response.data == module.last_data and module.tracker.settled and module.online:

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 READ_DISCRETE_INPUTS = 2
 WRITE_MULTIPLE_COILS = 15
 MAX_READ_BITS = 2000  # Modbus application protocol 6.2: at most 2000 inputs per read
+# Exception codes (Modbus application protocol 7), for messages an installer can act on.
+EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address (check first_address, inputs, latch.address)",
+                   3: "illegal data value", 4: "server device failure", 5: "acknowledge", 6: "server device busy",
+                   10: "gateway path unavailable (check the unit id)",
+                   11: "gateway target device failed to respond (check the unit id and its wiring)"}
 MAX_FRAME = 260  # MBAP (7) + the largest PDU (253): longer lengths mean a garbled stream
 _MBAP = struct.Struct(">HHHB")  # transaction id, protocol id (0), length (unit + PDU), unit id
 
