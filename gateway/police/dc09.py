@@ -180,7 +180,7 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
-        frames = []
+        frames: list[bytes] = []
         while True:
             start = self._buffer.find(LF)
             if start < 0:
