@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-PointType = Literal["panic", "duress", "tamper", "fault", "ac_loss", "door_contact", "fire"]
+PointType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire"]
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class RtuConnection(_Strict):
 class PointConfig(_Strict):
     input: int = Field(ge=1, le=256)
     name: str = Field(pattern=ID_PATTERN)
-    type: Literal["panic", "duress", "tamper", "fault", "ac_loss", "door_contact", "fire"]
+    type: Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire"]
     contact: Literal["normally_open", "normally_closed"] = "normally_open"
     place: str | None = None
     zone: str | None = None

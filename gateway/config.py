@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 # Keys that would hold a secret in clear text; each must be given as <key>_env or <key>_file.
-SECRET_KEYS = {"password", "secret", "token", "api_key", "key_password", "psk"}
+SECRET_KEYS = {"password", "secret", "token", "api_key", "key_password", "psk", "key"}
 
 
 class Strict(BaseModel):
@@ -196,12 +196,12 @@ class RosterEntry(Strict):
 class EscalationConfig(Strict):
     # Seconds an alarm may stay unacknowledged before the first person on the roster is notified,
     # per alarm type; then the next person every `repeat_s`.
-    after_s: dict[str, int] = {"panic": 30, "duress": 30, "fire": 30, "tamper": 60}
+    after_s: dict[str, int] = {"panic": 30, "duress": 30, "silent_panic": 30, "fire": 30, "tamper": 60}
     default_after_s: int = Field(default=120, ge=1)
     repeat_s: int = Field(default=60, ge=1)
 
 
-AlarmType = Literal["panic", "duress", "tamper", "fault", "ac_loss", "door_contact", "fire", "device_offline",
+AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire", "device_offline",
                     "gateway_health", "bollard_fault"]
 
 
@@ -222,6 +222,90 @@ class LinkageRule(Strict):
     bollards: LinkageBollards | None = None
     cameras: list[str] = []
     police: bool = False
+
+
+class PoliceCode(Strict):
+    contact_id: int = Field(ge=0, le=999)  # ADM-CID event code (SIA DC-05)
+    sia: str = Field(pattern=r"^[A-Z]{2}$")  # SIA-DCS event code, and the code of its restore
+    sia_restore: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+# Contact ID / SIA codes by alarm type (DC-05; GB/T 29315 names 120, 121, 122, 137, 301, 602).
+POLICE_CODES: dict[str, PoliceCode] = {
+    k: PoliceCode(contact_id=c, sia=a, sia_restore=r) for k, (c, a, r) in {
+        "panic": (120, "PA", "PH"), "duress": (121, "HA", "HH"), "silent_panic": (122, "HA", "HH"),
+        "fire": (110, "FA", "FH"), "tamper": (137, "TA", "TR"), "ac_loss": (301, "AT", "AR"),
+        "fault": (300, "YX", "YZ"), "bollard_fault": (300, "YX", "YZ"), "device_offline": (350, "YC", "YK"),
+        "door_contact": (130, "BA", "BH"), "gateway_health": (300, "YX", "YZ"),
+        "manual_test": (601, "RX", "RX"), "periodic_test": (602, "RP", "RP")}.items()}
+
+
+class PolicePath(Strict):
+    """One way to the alarm receiving centre: a DC-09 receiver's address, with its own AES key."""
+
+    name: Id
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+    key_env: str | None = None  # AES-128/192/256 key: 32, 48 or 64 hex digits (key_encoding: hex)
+    key_file: Path | None = None
+    # Some receivers take the key as its characters (16, 24 or 32 of them), not as hex.
+    key_encoding: Literal["hex", "text"] = "hex"
+
+    def key(self) -> bytes | None:
+        value = SecretRef(env=self.key_env, file=self.key_file).resolve()
+        if value is None:
+            return None
+        if self.key_encoding == "text":
+            key = value.encode()
+        else:
+            try:
+                key = bytes.fromhex(value)
+            except ValueError:
+                raise ConfigError([f"police.paths '{self.name}': the key is not hex digits"]) from None
+        if len(key) not in (16, 24, 32):
+            raise ConfigError([f"police.paths '{self.name}': the key is {len(key)} bytes; AES needs 16, 24 or 32"])
+        return key
+
+
+class PoliceEvidence(Strict):
+    """Where the alarm's evidence goes beside the DC-09 message, matched by the alarm id."""
+
+    url: str | None = Field(default=None, pattern=r"^https://|^http://(127\.0\.0\.1|localhost|\[::1\])[:/]")
+    token_env: str | None = None  # sent as a Bearer token
+    token_file: Path | None = None
+    topic: bool = False  # also publish on campus/v1/<site>/rules/police/evidence (for an MQTT bridge)
+    timeout_s: float = Field(default=10, gt=0, le=120)
+
+
+class PoliceConfig(Strict):
+    """The link to the police / alarm receiving centre (SIA DC-09)."""
+
+    format: Literal["ADM-CID", "SIA-DCS"] = "ADM-CID"
+    account: str = Field(pattern=r"^[0-9A-F]{3,16}$")
+    receiver: str | None = Field(default=None, pattern=r"^[0-9A-F]{1,6}$")
+    line: str = Field(default="1", pattern=r"^[0-9A-F]{1,6}$")
+    partition: int = Field(default=1, ge=0, le=99)
+    paths: list[PolicePath] = Field(min_length=1, max_length=2)  # primary first, then backup
+    ack_timeout_s: float = Field(default=2.0, ge=0.1, le=60)
+    attempts_per_path: int = Field(default=3, ge=1, le=10)
+    supervision_s: float = Field(default=90, ge=1, le=86400)  # a NULL link test on each path this often
+    periodic_test_h: float = Field(default=24, ge=0, le=24 * 7)  # 602 test report; 0: none
+    # Button tests (devices in test mode) send 601 (manual test) with the zone, or nothing; never an alarm.
+    test_alarms: Literal["test_code", "none"] = "test_code"
+    codes: dict[str, PoliceCode] = {}  # per alarm type, over the defaults in POLICE_CODES
+    # Zone numbers the centre knows: by alarm key ("<device>:<point>"), else by zone id; otherwise 0.
+    zones: dict[str, int] = {}
+    evidence: PoliceEvidence | None = None
+
+    def code(self, alarm_type: str) -> PoliceCode:
+        return self.codes.get(alarm_type) or POLICE_CODES.get(alarm_type) or POLICE_CODES["door_contact"]
+
+    def zone_number(self, key: str | None, zone: str | None) -> int:
+        for name in (key, zone):
+            if name is not None and name in self.zones:
+                return self.zones[name]
+        return 0
 
 
 class Window(Strict):
@@ -276,6 +360,7 @@ class Config(Strict):
     escalation: EscalationConfig = EscalationConfig()
     linkage: list[LinkageRule] = []
     bollard_schedules: list[BollardSchedule] = []
+    police: PoliceConfig | None = None
 
     @field_validator("broker", mode="before")
     @classmethod
@@ -472,6 +557,19 @@ def _check_references(config: Config, filename: str, located: Located) -> list[s
     for loc, device in refs:
         if device not in bollards:
             problems.append(_problem(filename, located, loc, f"unknown bollard '{device}', expected one of: {known}"))
+    for i, rule in enumerate(config.linkage):
+        if rule.police and config.police is None:
+            problems.append(_problem(filename, located, ("linkage", i, "police"),
+                                     "forwards to the police, but there is no 'police' section (SIA DC-09 link)"))
+    if config.police is not None:
+        known_codes = sorted(set(POLICE_CODES))
+        for name in config.police.codes:
+            if name not in POLICE_CODES:
+                problems.append(_problem(filename, located, ("police", "codes", name),
+                                         f"unknown alarm type '{name}', expected one of: {', '.join(known_codes)}"))
+        names = [p.name for p in config.police.paths]
+        if len(set(names)) != len(names):
+            problems.append(_problem(filename, located, ("police", "paths"), "two paths have the same name"))
     seen: set[str] = set()
     for i, person in enumerate(config.roster):
         if person.id in seen:

@@ -183,3 +183,58 @@ class ApiToken(Base):
     created_at: Mapped[datetime]
     last_used: Mapped[datetime | None]
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PoliceMessage(Base):
+    """A report for the alarm receiving centre (SIA DC-09), written in the same transaction as what
+    caused it, so nothing is lost between the alarm and the link; sent until a receiver acknowledges it."""
+
+    __tablename__ = "police_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # alarm, restore, test (a button test), periodic_test
+    alarm_type: Mapped[str] = mapped_column(String(32))
+    zone: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))  # pending, acked, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime | None]
+    acked_at: Mapped[datetime | None]
+    acked_path: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("police_messages_state", "state", "id"),)
+
+
+class PoliceExchange(Base):
+    """Every frame sent to a receiver and the answer to it (or that none came): the evidence that the
+    centre was told, and when it said so."""
+
+    __tablename__ = "police_exchanges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("police_messages.id"), index=True)  # None: NULL
+    path: Mapped[str] = mapped_column(String(64))
+    token: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(Integer)
+    sent: Mapped[str] = mapped_column(Text)  # the message before encryption
+    sent_at: Mapped[datetime]
+    answer: Mapped[str | None] = mapped_column(String(8))  # ACK, NAK, DUH, none
+    answered_at: Mapped[datetime | None]
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("police_exchanges_sent", "sent_at"),)
+
+
+class PolicePathState(Base):
+    """Each path's health and its DC-09 sequence number, which must go on across restarts."""
+
+    __tablename__ = "police_paths"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    up: Mapped[bool | None] = mapped_column(Boolean)
+    since: Mapped[datetime | None]
+    last_ack_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    seq: Mapped[int] = mapped_column(Integer, default=0)

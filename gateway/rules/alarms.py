@@ -21,10 +21,10 @@ State = Literal["active_unack", "active_ack", "cleared_unack", "cleared_ack", "c
 Action = Literal["ack", "reset", "close"]
 OPEN_STATES: tuple[State, ...] = ("active_unack", "active_ack", "cleared_unack", "cleared_ack")
 
-LATCHING = frozenset({"panic", "duress", "fire"})
+LATCHING = frozenset({"panic", "duress", "silent_panic", "fire"})
 # 1 is the most urgent; the console orders by this, then by time.
-PRIORITY = {"panic": 1, "duress": 1, "fire": 1, "tamper": 2, "bollard_fault": 2, "device_offline": 3, "fault": 3,
-            "ac_loss": 3, "gateway_health": 3, "door_contact": 4}
+PRIORITY = {"panic": 1, "duress": 1, "silent_panic": 1, "fire": 1, "tamper": 2, "bollard_fault": 2,
+            "device_offline": 3, "fault": 3, "ac_loss": 3, "gateway_health": 3, "door_contact": 4}
 
 
 class RefusedAction(Exception):
