@@ -63,6 +63,7 @@ class Gateway:
     host: DriverHost | None = None
     outbox: Outbox | None = None
     rules: Any = None
+    police: Any = None
     sessions: Any = None
     first_admin_password: str | None = None  # set on the very first start: shown once, then forgotten
     _cleanup: list[Callable[[], Any]] = field(default_factory=list)
@@ -93,6 +94,9 @@ class Gateway:
         if self.rules is not None:
             state["up"]["rules"] = self.rules.alive()
             state["rules"] = self.rules.stats()
+        if self.police is not None:
+            state["up"]["police"] = self.police.alive()
+            state["police"] = self.police.stats()
         if "console" in self._tasks:
             state["up"]["console"] = not self._tasks["console"].done()
         if self.outbox is not None:
@@ -108,6 +112,8 @@ class Gateway:
             found.append("the drivers' supervisor has stopped")
         if self.rules is not None and not self.rules.alive():
             found.append("the rules service has stopped")
+        if self.police is not None and not self.police.alive():
+            found.append("the police link has stopped")
         if self._tasks.get("console") is not None and self._tasks["console"].done():
             found.append("the console has stopped")
         return found
@@ -162,10 +168,19 @@ class Gateway:
 
             # A persistent session: the broker keeps what arrives while the rules service is down.
             rules_bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True)
-            self.rules = RulesService(site, rules_bus, sessions, cfg)
+            if cfg.police is not None:
+                from gateway.police.link import PoliceLink
+
+                # Beside the rules service, which writes its reports in the same transaction as the alarm.
+                self.police = PoliceLink(cfg, sessions, rules_bus)
+            self.rules = RulesService(site, rules_bus, sessions, cfg,
+                                      on_police=self.police.wake if self.police else None)
             self.rules.start()
             rules_bus.start()
             self._cleanup += [rules_bus.stop, self.rules.stop]
+            if self.police is not None:
+                self.police.start()
+                self._cleanup.append(self.police.stop)
         if "drivers" in self.parts:
             availability = f"{gateway_topic(site, gw)}/availability"
             drivers_bus = self._bus(f"campusgw-{site}-{gw}-drivers", "drivers",

@@ -201,8 +201,8 @@ class EscalationConfig(Strict):
     repeat_s: int = Field(default=60, ge=1)
 
 
-AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire", "device_offline",
-                    "gateway_health", "bollard_fault"]
+AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire",
+                    "device_offline", "gateway_health", "bollard_fault"]
 
 
 class LinkageWhen(Strict):

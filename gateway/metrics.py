@@ -42,6 +42,19 @@ class GatewayCollector(Collector):
             events.add_metric(["duplicate"], rules["duplicates"])
             events.add_metric(["rejected"], sum(rules["rejected"].values()))
             yield events
+        police = parts.get("police")
+        if police is not None:
+            yield CounterMetricFamily("campusgw_police_frames_sent", "DC-09 frames sent to alarm centres",
+                                      value=police["sent"])
+            yield CounterMetricFamily("campusgw_police_frames_acked", "DC-09 frames the alarm centre acknowledged",
+                                      value=police["acked"])
+            yield GaugeMetricFamily("campusgw_police_pending", "reports not yet acknowledged by the alarm centre",
+                                    value=police["pending"])
+            paths = GaugeMetricFamily("campusgw_police_path_up", "1 while an alarm-centre path answers",
+                                      labels=["path"])
+            for name, up in police["paths_up"].items():
+                paths.add_metric([name], float(up))
+            yield paths
         drivers = parts.get("drivers")
         if drivers is not None:
             restarts = CounterMetricFamily("campusgw_driver_restarts", "driver restarts by the supervisor",

@@ -9,7 +9,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent
+from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent, PoliceMessage
 from gateway.rules.alarms import (
     OPEN_STATES,
     Action,
@@ -70,6 +70,7 @@ def apply_effects(session: Session, effects: list[Effect], raised: list[tuple[Ra
                 values["priority"] = effect.priority
             if effect.action == "clear":
                 values.update(cleared_at=effect.at, cleared_by=SYSTEM)
+                queue_police_restore(session, effect.alarm_id, effect.at)
             session.execute(update(Alarm).where(Alarm.id == effect.alarm_id).values(**values))
             session.add(AlarmTransition(alarm_id=effect.alarm_id, action=effect.action, from_state=effect.from_state,
                                         to_state=effect.to_state, actor=SYSTEM, at=effect.at,
@@ -130,6 +131,7 @@ def operator_action(session: Session, alarm_id: int, action: Action | Literal["n
         alarm.acked_at, alarm.acked_by = at, actor
     elif action == "reset":
         alarm.cleared_at, alarm.cleared_by = at, actor
+        queue_police_restore(session, alarm.id, at)
     elif action == "close":
         alarm.closed_at, alarm.closed_by = at, actor
     session.add(AlarmTransition(alarm_id=alarm.id, action=action, from_state=from_state, to_state=to_state,
@@ -156,7 +158,38 @@ def register_devices(session: Session, devices: Iterable[Any]) -> None:
         row.zone, row.test_mode = device.zone, device.test_mode
 
 
-def alarm_view(alarm: Alarm) -> dict[str, Any]:
+def queue_police_restore(session: Session, alarm_id: int, at: datetime) -> None:
+    """The alarm centre was told of this alarm: tell it the alarm is over (Contact ID qualifier 3, the SIA
+    restore code). Written with the reset, so the link cannot miss it."""
+    told = session.scalars(select(PoliceMessage).where(PoliceMessage.alarm_id == alarm_id,
+                                                       PoliceMessage.kind == "alarm")).first()
+    if told is not None:
+        session.add(PoliceMessage(alarm_id=alarm_id, kind="restore", alarm_type=told.alarm_type, zone=told.zone,
+                                  created_at=at, state="pending", attempts=0))
+
+
+def police_status(session: Session, alarm_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per alarm, whether the alarm centre has acknowledged it (and its restore), when and on which path."""
+    found: dict[int, dict[str, Any]] = {}
+    if not alarm_ids:
+        return found
+    rows = session.scalars(select(PoliceMessage).where(PoliceMessage.alarm_id.in_(alarm_ids))
+                           .order_by(PoliceMessage.id))
+    for row in rows:
+        assert row.alarm_id is not None
+        found.setdefault(row.alarm_id, {})[row.kind] = {
+            "state": row.state, "acked_at": row.acked_at.isoformat() if row.acked_at else None,
+            "path": row.acked_path, "attempts": row.attempts, "error": row.last_error}
+    return found
+
+
+def alarm_views(session: Session, alarms: Iterable[Alarm]) -> list[dict[str, Any]]:
+    alarms = list(alarms)
+    police = police_status(session, [a.id for a in alarms])
+    return [{**_alarm_view(a), "police": police.get(a.id)} for a in alarms]
+
+
+def _alarm_view(alarm: Alarm) -> dict[str, Any]:
     """What the console and other consumers see of an alarm."""
     return {
         "id": alarm.id, "key": alarm.key, "device_id": alarm.device_id, "alarm_type": alarm.alarm_type,
@@ -171,4 +204,4 @@ def alarm_view(alarm: Alarm) -> dict[str, Any]:
 def open_alarm_views(session: Session) -> list[dict[str, Any]]:
     rows = session.scalars(select(Alarm).where(Alarm.state.in_(OPEN_STATES))
                            .order_by(Alarm.priority, Alarm.raised_at))
-    return [alarm_view(a) for a in rows]
+    return alarm_views(session, rows)

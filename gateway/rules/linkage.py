@@ -10,10 +10,6 @@ from dataclasses import dataclass
 from gateway.config import LinkageRule
 from gateway.rules.alarms import RaiseAlarm
 
-# Contact ID event codes for the police / alarm-centre link (SIA DC-05), by alarm type.
-CONTACT_ID = {"panic": 120, "duress": 121, "fire": 110, "tamper": 137, "ac_loss": 301, "fault": 300,
-              "device_offline": 350, "bollard_fault": 300}
-
 
 @dataclass(frozen=True)
 class BollardCommand:
@@ -29,26 +25,28 @@ class SnapshotRequest:
 
 @dataclass(frozen=True)
 class PoliceForward:
-    contact_id: int
+    test: bool = False  # a button test: a test report (601), never the alarm itself
 
 
 Action = BollardCommand | SnapshotRequest | PoliceForward
 
 
-def linked_actions(alarm: RaiseAlarm, rules: list[LinkageRule]) -> list[Action]:
-    """Test alarms move nothing and call no one: a scheduled button test must not lower a bollard or
-    reach the police."""
-    if alarm.test:
-        return []
+def linked_actions(alarm: RaiseAlarm, rules: list[LinkageRule], test_reports: bool = True) -> list[Action]:
+    """Test alarms move nothing: a scheduled button test must not lower a bollard, and reaches the police
+    only as a test report (when `test_reports`), never as the alarm."""
     actions: list[Action] = []
     for rule in rules:
         if alarm.alarm_type not in rule.when.alarm_type:
             continue
         if rule.when.zone is not None and alarm.zone not in rule.when.zone:
             continue
+        if alarm.test:
+            if rule.police and test_reports:
+                actions.append(PoliceForward(test=True))
+            continue
         if rule.bollards:
             actions += [BollardCommand(d, rule.bollards.command) for d in rule.bollards.devices]
         actions += [SnapshotRequest(c) for c in rule.cameras]
         if rule.police:
-            actions.append(PoliceForward(CONTACT_ID.get(alarm.alarm_type, 130)))
+            actions.append(PoliceForward())
     return list(dict.fromkeys(actions))  # two rules naming the same action: do it once

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,7 +28,7 @@ from gateway.bus import Bus
 from gateway.config import Config
 from gateway.events import TOPIC_ROOT, Event, device_topic, new_id, rules_topic
 from gateway.records import store
-from gateway.records.models import Alarm, utcnow
+from gateway.records.models import Alarm, PoliceMessage, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_actions
@@ -41,8 +42,10 @@ PURGE_EVERY_S = 3600.0
 
 
 class RulesService:
-    def __init__(self, site: str, bus: Bus, sessions: sessionmaker[Session], config: Config | None = None) -> None:
+    def __init__(self, site: str, bus: Bus, sessions: sessionmaker[Session], config: Config | None = None,
+                 on_police: Callable[[], None] | None = None) -> None:
         self.site = site
+        self.on_police = on_police  # wakes the police link when a report is written
         self.bus = bus
         self.sessions = sessions
         self.config = config
@@ -161,6 +164,8 @@ class RulesService:
         self._last_seen.update(stale)
         for topic, body in outgoing:  # after the commit: nothing goes out for a batch that rolled back
             self.bus.publish_json(topic, body)
+            if self.on_police is not None and topic.endswith("/police/alarms"):
+                self.on_police()
         self.processed += len(fresh)
         return changed
 
@@ -171,9 +176,11 @@ class RulesService:
         """What new alarms set in motion, recorded in their history; returns the messages to send."""
         if not self.config or not self.config.linkage:
             return []
+        police = self.config.police
+        test_reports = police is not None and police.test_alarms == "test_code"
         outgoing: list[tuple[str, dict[str, Any]]] = []
         for effect, alarm_id in raised:
-            for action in linked_actions(effect, self.config.linkage):
+            for action in linked_actions(effect, self.config.linkage, test_reports):
                 if isinstance(action, BollardCommand):
                     topic, body = self._command("bollard", action.device, action.command, alarm_id,
                                                 f"linkage:alarm:{alarm_id}")
@@ -185,10 +192,20 @@ class RulesService:
                         "at": at.isoformat()}))
                     text = f"linkage: snapshot and the {action.pre_s} s before requested from camera {action.camera}"
                 else:
+                    assert police is not None  # config check: police: true needs the police section
+                    kind = "test" if action.test else "alarm"
+                    code = police.code("manual_test" if action.test else effect.alarm_type)
+                    zone = police.zone_number(effect.key, effect.zone)
+                    # Written with the alarm: the link sends what the database holds, so nothing is lost.
+                    session.add(PoliceMessage(alarm_id=alarm_id, kind=kind, alarm_type=effect.alarm_type, zone=zone,
+                                              created_at=at, state="pending", attempts=0))
                     outgoing.append((rules_topic(self.site, "police", "alarms"), {
-                        "alarm_id": alarm_id, "contact_id": action.contact_id, "alarm_type": effect.alarm_type,
-                        "zone": effect.zone, "place": effect.place, "at": effect.at.isoformat()}))
-                    text = f"linkage: forwarded to the police link (Contact ID {action.contact_id})"
+                        "alarm_id": alarm_id, "kind": kind, "contact_id": code.contact_id,
+                        "alarm_type": effect.alarm_type, "zone": effect.zone, "zone_number": zone,
+                        "place": effect.place, "at": effect.at.isoformat()}))
+                    text = (f"linkage: test report to the alarm centre (Contact ID {code.contact_id}, zone {zone})"
+                            if action.test else
+                            f"linkage: to the alarm centre (Contact ID {code.contact_id}, zone {zone})")
                 store.note(session, alarm_id, "linkage", text, at)
         return outgoing
 
@@ -287,10 +304,9 @@ class RulesService:
 
     def _publish_alarms(self, alarm_ids: list[int]) -> None:
         with self.sessions() as session:
-            for alarm_id in dict.fromkeys(alarm_ids):
-                alarm = session.get(Alarm, alarm_id)
-                if alarm is not None:
-                    self.bus.publish_json(rules_topic(self.site, "alarms", str(alarm_id)), store.alarm_view(alarm))
+            alarms = [a for a in (session.get(Alarm, i) for i in dict.fromkeys(alarm_ids)) if a is not None]
+            for view in store.alarm_views(session, alarms):
+                self.bus.publish_json(rules_topic(self.site, "alarms", str(view["id"])), view)
 
     def stats(self) -> dict[str, Any]:
         return {"processed": self.processed, "duplicates": self.duplicates,

@@ -60,14 +60,16 @@ LINKAGE = [
 
 def test_a_panic_at_the_gate_raises_the_bollards_asks_the_camera_and_calls_the_police() -> None:
     assert linked_actions(alarm(), LINKAGE) == [BollardCommand("gate-bollard", "efo"), SnapshotRequest("gate-cam"),
-                                                PoliceForward(120)], "the camera is asked once, not twice"
+                                                PoliceForward()], "the camera is asked once, not twice"
 
 
 def test_linkage_follows_type_and_zone_and_tests_move_nothing() -> None:
     assert linked_actions(alarm(zone="perimeter"), LINKAGE) == [SnapshotRequest("gate-cam")]
     assert linked_actions(alarm("fire", zone=None), LINKAGE) == [BollardCommand("gate-bollard", "lower")]
     assert linked_actions(alarm("tamper"), LINKAGE) == []
-    assert linked_actions(alarm(test=True), LINKAGE) == [], "a button test never reaches bollards or police"
+    assert linked_actions(alarm(test=True), LINKAGE) == [PoliceForward(test=True)], \
+        "a button test moves no bollard and reaches the police only as a test report"
+    assert linked_actions(alarm(test=True), LINKAGE, test_reports=False) == [], "or not at all"
 
 
 SCHEDULE = BollardSchedule.model_validate({

@@ -143,7 +143,7 @@ async def alarm_detail(alarm_id: int, request: Request,
             raise HTTPException(404, tr(request, "There is no such alarm."))
         steps = session.scalars(select(AlarmTransition).where(AlarmTransition.alarm_id == alarm_id)
                                 .order_by(AlarmTransition.id)).all()
-        return {**store.alarm_view(alarm), "history": [
+        return {**store.alarm_views(session, [alarm])[0], "history": [
             {"action": s.action, "from": s.from_state, "to": s.to_state, "actor": s.actor, "at": s.at.isoformat(),
              "note": s.note} for s in steps]}
 
@@ -165,7 +165,7 @@ async def act(request: Request, alarm_id: int, action: Action, user: LoggedIn, b
         except RefusedAction as exc:  # caught inside the transaction so the refusal's audit entry commits
             refused = str(exc)
         else:
-            refused, view = "", store.alarm_view(alarm)
+            refused, view = "", store.alarm_views(session, [alarm])[0]
     if refused:
         raise HTTPException(404 if refused == "there is no such alarm" else 409, tr(request, refused))
     ctx.bus.publish_json(rules_topic(ctx.site, "alarms", str(alarm_id)), view)

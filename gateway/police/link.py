@@ -1,0 +1,393 @@
+"""The police link: delivers PoliceMessage rows to the alarm receiving centre over SIA DC-09.
+
+The rules service writes a row in the same transaction as the alarm (and the records layer one for a
+restore when the alarm is reset), so the link only has to send what the database holds. One thread:
+
+- pending messages, alarms first, each to the first path that acknowledges it: `attempts_per_path` tries
+  of `ack_timeout_s` on a path (same sequence number), then the other path; a NAK carrying the receiver's
+  time corrects our clock offset for that path and the message goes again at once; a DUH (the receiver
+  cannot handle it) goes straight to the other path. Undelivered: tried again with backoff, for as long
+  as it takes, with a gateway-health alarm meanwhile.
+- supervision: a NULL link test on each path often enough that a broken path is found within
+  `supervision_s`; a failed path raises a gateway-health alarm, recovery clears it.
+- the 602 periodic test report every `periodic_test_h`.
+
+Every frame sent and every answer (or silence) is a PoliceExchange row.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.bus import Bus
+from gateway.config import Config, PoliceConfig, PolicePath
+from gateway.events import event_topic, make_event, rules_topic
+from gateway.police import dc09
+from gateway.police.evidence import EvidenceSender
+from gateway.records import store
+from gateway.records.models import Alarm, PoliceExchange, PoliceMessage, PolicePathState, utcnow
+
+log = logging.getLogger("campusgw.police")
+POLL_S = 0.5  # restores and retries written by other processes are found this often
+MAX_BACKOFF_S = 60.0
+
+
+class Transport:
+    """One receiver address; TCP keeps its connection between messages. Blocking, with timeouts."""
+
+    def __init__(self, path: PolicePath) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+        self._reader = dc09.FrameReader()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _socket(self, timeout: float) -> socket.socket:
+        if self._sock is not None and self.path.protocol == "tcp" and _closed_by_peer(self._sock):
+            self.close()
+        if self._sock is None:
+            if self.path.protocol == "tcp":
+                sock = socket.create_connection((self.path.host, self.path.port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                sock = socket.socket(socket.AF_INET6 if ":" in self.path.host else socket.AF_INET,
+                                     socket.SOCK_DGRAM)
+                sock.connect((self.path.host, self.path.port))
+            self._sock, self._reader = sock, dc09.FrameReader()
+        return self._sock
+
+    def exchange(self, frame: bytes, seq: int, key: bytes | None, timeout: float) -> dc09.Message | str:
+        """Send a frame; the answer to it, or why there is none (a string)."""
+        deadline = time.monotonic() + timeout
+        try:
+            sock = self._socket(timeout)
+            sock.sendall(frame) if self.path.protocol == "tcp" else sock.send(frame)
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    data = sock.recv(4096)
+                except TimeoutError:
+                    break  # the connection may be fine: a late answer is told apart by its sequence number
+                if not data:
+                    self.close()
+                    return "the receiver closed the connection"
+                for raw in self._reader.feed(data):
+                    try:
+                        answer = dc09.decode(raw, key)
+                    except dc09.FrameError as exc:
+                        if exc.reason == "key":  # an unencrypted NAK to an encrypted message, say
+                            try:
+                                answer = dc09.decode(raw)
+                            except dc09.FrameError:
+                                log.warning("%s: an answer we cannot read (%s)", self.path.name, exc)
+                                continue
+                        else:
+                            log.warning("%s: an answer we cannot read (%s)", self.path.name, exc)
+                            continue
+                    if answer.token == "NAK" or answer.seq == seq:
+                        return answer
+                    # an answer to an earlier try of another message: not ours, keep listening
+            return f"no answer within {timeout:g} s"
+        except OSError as exc:
+            self.close()
+            return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+@dataclass
+class PathRuntime:
+    config: PolicePath
+    transport: Transport
+    key: bytes | None
+    up: bool | None = None
+    offset_s: float = 0.0  # receiver time minus ours, learnt from a NAK
+    next_check: float = 0.0  # monotonic time of the next NULL
+
+
+class PoliceLink:
+    def __init__(self, config: Config, sessions: sessionmaker[Session], bus: Bus,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        assert config.police is not None
+        self.config = config
+        self.police: PoliceConfig = config.police
+        self.sessions = sessions
+        self.bus = bus
+        self.clock = clock
+        self.site = config.site.id
+        self.source = f"{config.gateway.id}-police"  # the gateway-health events' device
+        self.paths = [PathRuntime(p, Transport(p), p.key()) for p in self.police.paths]
+        self.evidence = EvidenceSender(self.police.evidence, bus, self.site, sessions) if self.police.evidence \
+            else None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._event_seq = int(time.time())
+        self._undelivered = False
+        self._next_periodic = 0.0
+        self.sent = 0
+        self.acked = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.sessions.begin() as session:
+            for path in self.paths:
+                row = session.get(PolicePathState, path.config.name)
+                if row is None:
+                    session.add(PolicePathState(name=path.config.name, seq=0))
+                else:
+                    path.up = row.up
+        hours = self.police.periodic_test_h
+        self._next_periodic = time.monotonic() + hours * 3600 if hours else float("inf")
+        self._thread = threading.Thread(target=self._run, name="police-link", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        for path in self.paths:
+            path.transport.close()
+        if self.evidence is not None:
+            self.evidence.stop()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._send_pending()
+                self._supervise()
+                if time.monotonic() >= self._next_periodic:
+                    self._queue_periodic_test()
+            except Exception:
+                log.exception("police link: unexpected error; going on in %.1f s", POLL_S)
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _send_pending(self) -> None:
+        while not self._stopping.is_set():
+            now = self.clock()
+            with self.sessions() as session:
+                row = session.scalars(
+                    sql_select(PoliceMessage)
+                    .where(PoliceMessage.state == "pending",
+                           (PoliceMessage.next_try_at.is_(None)) | (PoliceMessage.next_try_at <= now))
+                    .order_by((PoliceMessage.kind != "alarm"), PoliceMessage.id).limit(1)).first()
+            if row is None:
+                self._set_undelivered(False)
+                return
+            if not self._deliver(row):
+                return  # nothing gets through now: the others wait for the next round
+
+    def _deliver(self, message: PoliceMessage) -> bool:
+        reasons = []
+        for path in sorted(self.paths, key=lambda p: p.up is False):  # paths known down last
+            outcome = self._try_path(path, message)
+            if outcome is None:
+                return True
+            reasons.append(f"{path.config.name}: {outcome}")
+        attempts = message.attempts + 1
+        wait = min(MAX_BACKOFF_S, 2.0 ** attempts)
+        error = "; ".join(reasons)
+        with self.sessions.begin() as session:
+            session.execute(update(PoliceMessage).where(PoliceMessage.id == message.id).values(
+                attempts=attempts, next_try_at=self.clock() + timedelta(seconds=wait), last_error=error))
+            if message.alarm_id is not None and attempts == 1:
+                store.note(session, message.alarm_id, "police",
+                           f"the alarm centre has not acknowledged ({error}); trying again", self.clock())
+        log.error("police link: %s message %d not acknowledged on any path (%s); again in %.0f s",
+                  message.kind, message.id, error, wait)
+        self._set_undelivered(True, f"a {message.kind} report has not reached the alarm centre: {error}")
+        if message.alarm_id is not None and attempts == 1:
+            self._publish_alarm(message.alarm_id)
+        return False
+
+    def _try_path(self, path: PathRuntime, message: PoliceMessage | None) -> str | None:
+        """Up to attempts_per_path tries on one path; None once acknowledged, else what went wrong."""
+        seq = self._next_seq(path)
+        outcome = "not tried"
+        for _ in range(self.police.attempts_per_path):
+            if self._stopping.is_set():
+                return "stopping"
+            sent_at = self.clock()
+            out = self._message(message, seq, sent_at + timedelta(seconds=path.offset_s))
+            answer = path.transport.exchange(dc09.encode(out, path.key), seq, path.key, self.police.ack_timeout_s)
+            answered_at = self.clock()
+            token = answer.token if isinstance(answer, dc09.Message) else "none"
+            detail = None if isinstance(answer, dc09.Message) else answer
+            if isinstance(answer, dc09.Message) and answer.token == "NAK" and answer.timestamp is not None:
+                path.offset_s = (answer.timestamp - answered_at).total_seconds()
+                detail = f"receiver time differs by {path.offset_s:+.0f} s; sending again with its time"
+            self._record(path, message, out, sent_at, token, answered_at, detail)
+            self.sent += 1
+            if token == "ACK":
+                self.acked += 1
+                self._path_state(path, True, None, answered_at)
+                if message is not None:
+                    self._acknowledged(message, path, answered_at)
+                return None
+            outcome = detail or f"answered {token}"
+            if token == "DUH":
+                break  # it will not understand it again
+        self._path_state(path, False, outcome, self.clock())
+        return outcome
+
+    def _message(self, message: PoliceMessage | None, seq: int, at: datetime) -> dc09.Message:
+        police = self.police
+        stamp = at.replace(microsecond=0)
+        common: dict[str, Any] = {"seq": seq, "line": police.line, "receiver": police.receiver,
+                                  "account": police.account, "timestamp": stamp}
+        if message is None:
+            return dc09.Message("NULL", **common)
+        code = police.code({"test": "manual_test", "periodic_test": "periodic_test"}.get(message.kind,
+                                                                                          message.alarm_type))
+        restore = message.kind == "restore"
+        if police.format == "ADM-CID":
+            data = dc09.contact_id(police.account, restore, code.contact_id, police.partition, message.zone)
+        else:
+            data = dc09.sia_dcs(police.account, code.sia_restore if restore else code.sia, police.partition,
+                                message.zone)
+        return dc09.Message(police.format, data=data, **common)
+
+    def _next_seq(self, path: PathRuntime) -> int:
+        """0001-9999 then 0001 again, per path, kept across restarts (receivers drop repeats)."""
+        with self.sessions.begin() as session:
+            row = session.get(PolicePathState, path.config.name, with_for_update=True)
+            assert row is not None
+            row.seq = row.seq % 9999 + 1
+            return row.seq
+
+    def _record(self, path: PathRuntime, message: PoliceMessage | None, out: dc09.Message, sent_at: datetime,
+                token: str, answered_at: datetime, detail: str | None) -> None:
+        sent = dc09.encode(out)[9:-1].decode("ascii")  # the plain text, even when it went encrypted
+        with self.sessions.begin() as session:
+            session.add(PoliceExchange(message_id=message.id if message else None, path=path.config.name,
+                                       token=out.token, seq=out.seq, sent=sent, sent_at=sent_at, answer=token,
+                                       answered_at=answered_at if token != "none" else None, detail=detail))
+
+    def _acknowledged(self, message: PoliceMessage, path: PathRuntime, at: datetime) -> None:
+        with self.sessions.begin() as session:
+            session.execute(update(PoliceMessage).where(PoliceMessage.id == message.id).values(
+                state="acked", acked_at=at, acked_path=path.config.name, attempts=message.attempts + 1))
+            if message.alarm_id is not None:
+                what = {"alarm": "the alarm", "restore": "the restore", "test": "the test report"}[message.kind]
+                store.note(session, message.alarm_id, "police",
+                           f"the alarm centre acknowledged {what} ({path.config.name})", at)
+        log.info("police link: %s message %d acknowledged on %s", message.kind, message.id, path.config.name)
+        if message.alarm_id is not None:
+            self._publish_alarm(message.alarm_id)
+            if message.kind == "alarm" and self.evidence is not None:
+                self.evidence.send(message.alarm_id, path.config.name, at)
+
+    def _queue_periodic_test(self) -> None:
+        with self.sessions.begin() as session:
+            session.add(PoliceMessage(alarm_id=None, kind="periodic_test", alarm_type="periodic_test", zone=0,
+                                      created_at=self.clock(), state="pending", attempts=0))
+        self._next_periodic = time.monotonic() + self.police.periodic_test_h * 3600
+
+    # -- supervision and health ---------------------------------------------------------
+
+    def _supervise(self) -> None:
+        # Tests often enough that one, with all its retries, ends within supervision_s of the last.
+        retries_s = self.police.attempts_per_path * self.police.ack_timeout_s
+        every = max(self.police.supervision_s - retries_s, self.police.supervision_s / 2)
+        for path in self.paths:
+            if time.monotonic() >= path.next_check and not self._stopping.is_set():
+                path.next_check = time.monotonic() + every
+                self._try_path(path, None)
+
+    def _path_state(self, path: PathRuntime, up: bool, error: str | None, at: datetime) -> None:
+        changed = path.up is not up
+        path.up = up
+        if up:
+            path.next_check = time.monotonic() + max(self.police.supervision_s / 2, 1.0)  # it just answered
+        with self.sessions.begin() as session:
+            values: dict[str, Any] = {"up": up, "last_error": error}
+            if up:
+                values["last_ack_at"] = at
+            if changed:
+                values["since"] = at
+            session.execute(update(PolicePathState).where(PolicePathState.name == path.config.name)
+                            .values(**values))
+        if not changed:
+            return
+        if up:
+            log.info("police link: path %s is up", path.config.name)
+        else:
+            log.error("police link: path %s is down: %s", path.config.name, error)
+        self._health("police_path_down", not up, path.config.name,
+                     f"alarm centre path {path.config.name} ({path.config.host}:{path.config.port}) is down: {error}"
+                     if not up else f"alarm centre path {path.config.name} answers again")
+        self.publish_paths()
+
+    def _set_undelivered(self, active: bool, detail: str = "") -> None:
+        if active != self._undelivered:
+            self._undelivered = active
+            self._health("police_undelivered", active, None,
+                         detail if active else "every report has reached the alarm centre")
+
+    def _health(self, condition: str, active: bool, path: str | None, detail: str) -> None:
+        self._event_seq += 1
+        data: dict[str, Any] = {"condition": condition, "active": active, "detail": detail[:1000]}
+        if path is not None:
+            data["path"] = path
+        event = make_event(self.site, "gateway", self.source, "campus.gateway.health", data, self._event_seq,
+                           time.time(), self.config.site.tz)
+        self.bus.publish(event_topic(self.site, "gateway", self.source, event.type), event.to_json())
+
+    def publish_paths(self) -> None:
+        """Each path's state, retained, for the console and anyone watching."""
+        with self.sessions() as session:
+            self.bus.publish_json(rules_topic(self.site, "police", "paths"),
+                                  {"paths": path_views(session)}, retain=True)
+
+    def _publish_alarm(self, alarm_id: int) -> None:
+        with self.sessions() as session:
+            alarm = session.get(Alarm, alarm_id)
+            if alarm is not None:
+                view = store.alarm_views(session, [alarm])[0]
+                self.bus.publish_json(rules_topic(self.site, "alarms", str(alarm_id)), view)
+
+    def stats(self) -> dict[str, Any]:
+        with self.sessions() as session:
+            pending = session.scalar(sql_select(func.count()).select_from(PoliceMessage)
+                                     .where(PoliceMessage.state == "pending"))
+        return {"sent": self.sent, "acked": self.acked, "pending": pending,
+                "paths_up": {p.config.name: bool(p.up) for p in self.paths}}
+
+
+def path_views(session: Session) -> list[dict[str, Any]]:
+    rows = session.scalars(sql_select(PolicePathState).order_by(PolicePathState.name))
+    return [{"name": r.name, "up": r.up, "since": r.since.isoformat() if r.since else None,
+             "last_ack_at": r.last_ack_at.isoformat() if r.last_ack_at else None, "last_error": r.last_error}
+            for r in rows]
