@@ -17,9 +17,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 LF, CR = b"\n", b"\r"
 MAX_FRAME = 4096  # a DC-09 frame is a few hundred bytes; anything longer is noise
+# Receiver and line in either order: pysiaalarm's NAK puts L before R, and its ACK writes "None" for a
+# missing receiver number. Receivers are what they are; we read them.
 _HEADER = re.compile(
-    rb'^"(?P<star>\*)?(?P<token>[A-Z][A-Z-]{1,15})"(?P<seq>\d{4})(?:R(?P<receiver>[0-9A-Fa-f]{1,6}))?'
-    rb"L(?P<line>[0-9A-Fa-f]{1,6})(?:#(?P<account>[0-9A-Za-z]{1,16}))?(?P<rest>\[.*)$",
+    rb'^"(?P<star>\*)?(?P<token>[A-Z][A-Z-]{1,15})"(?P<seq>\d{4})(?:None)?'
+    rb"(?:R(?P<receiver>[0-9A-Fa-f]{1,6}))?L(?P<line>[0-9A-Fa-f]{1,6})(?(receiver)|(?:R(?P<receiver2>[0-9A-Fa-f]{1,6}))?)"
+    rb"(?:#(?P<account>[0-9A-Za-z]{1,16}))?(?P<rest>\[.*)$",
     re.S,
 )
 _TIMESTAMP = re.compile(r"_(\d{2}):(\d{2}):(\d{2}),(\d{2})-(\d{2})-(\d{4})$")
@@ -167,7 +170,7 @@ def decode(frame: bytes, key: bytes | None = None) -> Message:
     return Message(
         token=match["token"].decode(), seq=int(match["seq"]), line=match["line"].decode(),
         account=match["account"].decode() if match["account"] else None,
-        receiver=match["receiver"].decode() if match["receiver"] else None,
+        receiver=(match["receiver"] or match["receiver2"] or b"").decode() or None,
         data=data, xdata=tuple(xdata), timestamp=timestamp, encrypted=encrypted, pad=pad)
 
 

@@ -161,6 +161,7 @@ class PoliceLink:
                     path.up = row.up
         hours = self.police.periodic_test_h
         self._next_periodic = time.monotonic() + hours * 3600 if hours else float("inf")
+        self.publish_paths()
         self._thread = threading.Thread(target=self._run, name="police-link", daemon=True)
         self._thread.start()
 
@@ -369,7 +370,7 @@ class PoliceLink:
         """Each path's state, retained, for the console and anyone watching."""
         with self.sessions() as session:
             self.bus.publish_json(rules_topic(self.site, "police", "paths"),
-                                  {"paths": path_views(session)}, retain=True)
+                                  {"paths": store.police_paths(session)}, retain=True)
 
     def _publish_alarm(self, alarm_id: int) -> None:
         with self.sessions() as session:
@@ -385,9 +386,3 @@ class PoliceLink:
         return {"sent": self.sent, "acked": self.acked, "pending": pending,
                 "paths_up": {p.config.name: bool(p.up) for p in self.paths}}
 
-
-def path_views(session: Session) -> list[dict[str, Any]]:
-    rows = session.scalars(sql_select(PolicePathState).order_by(PolicePathState.name))
-    return [{"name": r.name, "up": r.up, "since": r.since.isoformat() if r.since else None,
-             "last_ack_at": r.last_ack_at.isoformat() if r.last_ack_at else None, "last_error": r.last_error}
-            for r in rows]

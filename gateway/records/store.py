@@ -9,7 +9,15 @@ from typing import Any, Literal, cast
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent, PoliceMessage
+from gateway.records.models import (
+    Alarm,
+    AlarmTransition,
+    AuditEntry,
+    Device,
+    IngestedEvent,
+    PoliceMessage,
+    PolicePathState,
+)
 from gateway.rules.alarms import (
     OPEN_STATES,
     Action,
@@ -181,6 +189,14 @@ def police_status(session: Session, alarm_ids: list[int]) -> dict[int, dict[str,
             "state": row.state, "acked_at": row.acked_at.isoformat() if row.acked_at else None,
             "path": row.acked_path, "attempts": row.attempts, "error": row.last_error}
     return found
+
+
+def police_paths(session: Session) -> list[dict[str, Any]]:
+    """Each alarm-centre path: up or down since when, its last acknowledgement and error."""
+    rows = session.scalars(select(PolicePathState).order_by(PolicePathState.name))
+    return [{"name": r.name, "up": r.up, "since": r.since.isoformat() if r.since else None,
+             "last_ack_at": r.last_ack_at.isoformat() if r.last_ack_at else None, "last_error": r.last_error}
+            for r in rows]
 
 
 def alarm_views(session: Session, alarms: Iterable[Alarm]) -> list[dict[str, Any]]:

@@ -190,3 +190,31 @@ def test_bollard_panel_raise_with_confirmation_and_only_supervisors_lower(browse
     finally:
         running.stop()
         plc.stop()
+
+
+def test_the_board_shows_the_alarm_centre_acknowledgement_and_each_path(browser: Any, tmp_path: Path,
+                                                                         sim: ModbusDISimulator) -> None:
+    from tests.integration.dc09_receiver import Centre, Relay, path
+
+    centre = Centre()
+    relay = Relay(centre.port)
+    data = site_config(tmp_path, sim.port).model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["linkage"] = [{"when": {"alarm_type": ["panic"]}, "police": True}]
+    data["police"] = {"account": "1234", "paths": [path("primary", relay.port)], "supervision_s": 2,
+                      "ack_timeout_s": 0.3, "attempts_per_path": 2, "periodic_test_h": 0}
+    running = Running(validate_config(data))
+    add_users(running.gateway)
+    try:
+        page = open_board(browser, running.gateway.console_url, "guard1")
+        expect(page.locator("#police .path[data-path='primary']")).to_have_class("path up", timeout=10_000)
+        sim.press(1)
+        row = page.locator("#alarms tr").first
+        expect(row.locator("td.centre")).to_contain_text("已确认接收", timeout=LIVE_S * 1000)
+        expect(row.locator("td.centre")).to_contain_text("(primary)")
+        relay.cut()
+        expect(page.locator("#police .path[data-path='primary']")).to_have_class("path down", timeout=10_000)
+        expect(page.locator("#police")).to_contain_text("中断")
+    finally:
+        running.stop()
+        relay.close()
+        centre.stop()

@@ -44,6 +44,8 @@ def test_a_frame_with_receiver_line_extended_data_and_timestamp() -> None:
 def test_a_nak_carries_the_receivers_time() -> None:
     nak = dc09.decode(b'\nE4410025"NAK"0000R0L0A0[]_16:20:01,09-24-2025\r')
     assert nak.token == "NAK" and nak.timestamp == datetime(2025, 9, 24, 16, 20, 1, tzinfo=UTC)
+    body = b'"NAK"0000L0R0A0[]_16:20:01,09-24-2025'  # pysiaalarm's order: line before receiver
+    assert dc09.decode(b"%04X0%03X" % (dc09.crc16(body), len(body)) + body).timestamp == nak.timestamp
 
 
 def test_an_encrypted_frame_from_another_transmitter_decrypts() -> None:
@@ -98,10 +100,11 @@ def test_contact_id_and_sia_data_fields() -> None:
 @pytest.mark.parametrize("key", [None, b"0123456789ABCDEF", b"0123456789ABCDEF01234567",
                                  b"0123456789ABCDEF0123456789ABCDEF"])
 @pytest.mark.parametrize("token", ["ADM-CID", "SIA-DCS"])
-def test_pysiaalarm_reads_what_we_send(key: bytes | None, token: str) -> None:
+@pytest.mark.parametrize("receiver", [None, "2"])  # without one, pysiaalarm answers "ACK"0017NoneL1...
+def test_pysiaalarm_reads_what_we_send(key: bytes | None, token: str, receiver: str | None) -> None:
     data = dc09.contact_id("1234", False, 120, 1, 5) if token == "ADM-CID" else dc09.sia_dcs("1234", "PA", 1, 5)
     now = datetime.now(UTC).replace(microsecond=0)
-    frame = dc09.encode(Message(token, 17, line="1", receiver="2", account="1234", data=data, timestamp=now), key)
+    frame = dc09.encode(Message(token, 17, line="1", receiver=receiver, account="1234", data=data, timestamp=now), key)
     account = SIAAccount("1234", key.decode() if key else None)
     event = SIAEvent.from_line(frame.strip().decode(), {"1234": account})
     assert event.valid_message, "CRC as pysiaalarm computes it"

@@ -52,9 +52,9 @@ class Broadcaster:
     def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
         self._queues.discard(queue)
 
-    def publish(self, alarm: dict[str, Any]) -> None:
+    def publish(self, data: dict[str, Any] | list[Any], event: str = "alarm") -> None:
         if self._loop is not None:  # serialised once here, not once per browser
-            chunk = f"event: alarm\ndata: {json.dumps(alarm, ensure_ascii=False)}\n\n"
+            chunk = f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
             self._loop.call_soon_threadsafe(self._fan_out, chunk)
 
     def _fan_out(self, chunk: str) -> None:
@@ -87,7 +87,14 @@ def attach(app: Any) -> None:
         except ValueError:
             log.warning("ignored a malformed alarm update on %s", message.topic)
 
+    def on_paths(message: mqtt.MQTTMessage) -> None:
+        try:
+            broadcaster.publish(json.loads(message.payload)["paths"], "police")
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed police-link update on %s", message.topic)
+
     ctx.bus.subscribe(rules_topic(ctx.site, "alarms", "+"), on_alarm)
+    ctx.bus.subscribe(rules_topic(ctx.site, "police", "paths"), on_paths)
 
 
 def open_alarms(request: Request) -> list[dict[str, Any]]:
@@ -113,10 +120,14 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
     broadcaster.bind(asyncio.get_running_loop())
     queue = broadcaster.subscribe()  # before the snapshot, so nothing falls between the two
     snapshot = open_alarms(request)
+    with console(request).sessions() as session:
+        paths = store.police_paths(session)
 
     async def events() -> AsyncIterator[str]:
         try:
             yield f"retry: 2000\nevent: snapshot\ndata: {json.dumps(snapshot, ensure_ascii=False)}\n\n"
+            if paths:
+                yield f"event: police\ndata: {json.dumps(paths, ensure_ascii=False)}\n\n"
             while True:
                 try:
                     chunk = await asyncio.wait_for(queue.get(), PING_S)
