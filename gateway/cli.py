@@ -168,13 +168,15 @@ def status(path: Path) -> int:
             devices = session.scalars(select(Device)).all()
             open_alarms = len(session.scalars(select(Alarm).where(Alarm.state.in_(OPEN_STATES))).all())
             events, oldest = session.execute(select(func.count(), func.min(IngestedEvent.received_at))).one()
-        engine.dispose()
         offline = sorted(d.id for d in devices if d.online is False)
         kept = f"{events} raw events" + (f", oldest {(utcnow() - oldest).days} days" if oldest else "")
         rows.append(("database", True, f"{len(devices)} devices, {open_alarms} open alarms, {kept} "
                                        f"(kept {config.retention.events_days} days)"))
         rows.append(("devices", not offline, f"{len(devices) - len(offline)} of {len(devices)} online"
                      + (f"; offline: {', '.join(offline)}" if offline else "")))
+        if config.police is not None:
+            rows += police_status(engine, [p.name for p in config.police.paths])
+        engine.dispose()
     except OperationalError as exc:
         rows.append(("database", False, f"cannot be reached: {exc.orig}"))
     except LookupError as exc:
@@ -194,6 +196,30 @@ def status(path: Path) -> int:
     for name, ok, text in rows:
         print(f"{name:<{width}}  {'ok     ' if ok else 'PROBLEM'}  {text}")
     return 0 if all(ok for _, ok, _ in rows) else 1
+
+
+def police_status(engine: Any, names: list[str]) -> list[tuple[str, bool, str]]:
+    """The alarm-centre link as the running gateway last saw it: each path, and reports not yet acknowledged."""
+    from sqlalchemy import func, select
+
+    from gateway.records import db, store
+    from gateway.records.models import PoliceMessage
+
+    rows = []
+    with db.make_sessions(engine)() as session:
+        paths = {p["name"]: p for p in store.police_paths(session)}
+        pending = session.scalar(select(func.count()).select_from(PoliceMessage)
+                                 .where(PoliceMessage.state == "pending")) or 0
+    for name in names:
+        p = paths.get(name)
+        if p is None or p["up"] is None:
+            rows.append((f"police {name}", True, "not tried yet (is the gateway running?)"))
+        elif p["up"]:
+            rows.append((f"police {name}", True, f"answers; last acknowledgement {p['last_ack_at']}"))
+        else:
+            rows.append((f"police {name}", False, f"DOWN since {p['since']}: {p['last_error']}"))
+    rows.append(("police", pending == 0, f"{pending} reports waiting for the alarm centre's acknowledgement"))
+    return rows
 
 
 def db_command(action: str, path: Path) -> int:

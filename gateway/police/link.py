@@ -344,6 +344,8 @@ class PoliceLink:
             return
         if up:
             log.info("police link: path %s is up", path.config.name)
+            with self.sessions.begin() as session:  # what waits for a retry goes now, not after its backoff
+                session.execute(update(PoliceMessage).where(PoliceMessage.state == "pending").values(next_try_at=None))
         else:
             log.error("police link: path %s is down: %s", path.config.name, error)
         self._health("police_path_down", not up, path.config.name,

@@ -5,6 +5,7 @@ supervision, test mode and the restore after a reset."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -14,9 +15,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from gateway.cli import status
 from gateway.config import Config, validate_config
+from gateway.metrics import GatewayCollector, render
 from gateway.police.link import PoliceLink
 from gateway.records import db, store
 from gateway.records.models import Alarm, PoliceExchange, PoliceMessage, PolicePathState, utcnow
@@ -249,7 +254,7 @@ def test_a_button_test_never_sends_a_panic(tmp_path: Path, sim: ModbusDISimulato
 
 
 def test_supervision_finds_a_dead_path_within_one_interval_and_its_recovery(
-        tmp_path: Path, sim: ModbusDISimulator, started: list[Any]) -> None:
+        tmp_path: Path, sim: ModbusDISimulator, started: list[Any], capsys: pytest.CaptureFixture[str]) -> None:
     centre = Centre()
     relay = Relay(centre.port)
     started += [centre, relay]
@@ -269,6 +274,16 @@ def test_supervision_finds_a_dead_path_within_one_interval_and_its_recovery(
     found = time.monotonic() - cut
     assert found <= interval + 0.5, f"found after {found:.1f} s; supervision is every {interval} s"
     assert alarm.state == "active_unack"
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(running.gateway.config.model_dump(mode="json", by_alias=True,
+                                                                          exclude_none=True)))
+    assert status(site_file) == 1, "campusgw status says something needs attention"
+    assert re.search(r"police primary\s+PROBLEM\s+DOWN since", capsys.readouterr().out)
+    text = render(GatewayCollector(ledger.sessions, running.gateway.parts_state)).decode()
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("campusgw_police_path_up", (("path", "primary"),))] == 0.0, "/metrics shows the path down"
+    assert samples[("campusgw_part_up", (("part", "police"),))] == 1.0
 
     relay.mend()
     wait_for(lambda: not ledger.alarms("gateway_health")[0].condition_active, timeout=interval * 3,
@@ -276,3 +291,27 @@ def test_supervision_finds_a_dead_path_within_one_interval_and_its_recovery(
     with ledger.sessions() as session:
         state = session.get(PolicePathState, "primary")
         assert state.up is True and state.last_ack_at is not None
+
+
+def test_while_no_path_answers_the_alarm_waits_and_goes_as_soon_as_one_does(
+        tmp_path: Path, sim: ModbusDISimulator, started: list[Any]) -> None:
+    centre = Centre()
+    relay = Relay(centre.port)
+    started += [centre, relay]
+    running = Running(site(tmp_path, sim.port, {"paths": [path("primary", relay.port)], "supervision_s": 2,
+                                                "ack_timeout_s": 0.3}))
+    started.append(running)
+    ledger = Ledger(running)
+    wait_for(lambda: centre.link_tests() >= 1, what="the link up")
+    relay.cut()
+    sim.press(1)
+    undelivered = wait_for(lambda: [a for a in ledger.alarms("gateway_health") if "police_undelivered" in a.key],
+                           what="the undelivered-report alarm")
+    assert "has not reached the alarm centre" in (undelivered[0].place or "")
+    (message,) = ledger.messages()
+    assert message.state == "pending" and message.attempts >= 1
+    relay.mend()
+    wait_for(ledger.acked, timeout=10, what="the alarm delivered once the path is back")
+    assert [e.code for e in centre.alarms()] == ["PA"], "sent once it could be, and only once"
+    wait_for(lambda: not [a for a in ledger.alarms("gateway_health")
+                          if "police_undelivered" in a.key and a.condition_active], what="the alarm cleared")

@@ -297,3 +297,39 @@ def test_check_config_cli_lists_every_problem(tmp_path: Path, capsys: pytest.Cap
 def test_check_config_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(tmp_path / "nope.yaml")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+# --- the police link -----------------------------------------------------------------------------------------
+
+
+def test_the_example_police_link_is_read_as_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    police = parse_config(EXAMPLE, "example-site.yaml").police
+    assert police is not None and [p.name for p in police.paths] == ["primary", "backup"]
+    assert police.code("panic").contact_id == 120 and police.code("silent_panic").contact_id == 122
+    assert police.code("manual_test").contact_id == 601 and police.code("periodic_test").contact_id == 602
+    assert police.zone_number("gate-alarm-box:gatehouse-duress", "gate") == 2
+    assert police.zone_number("elsewhere:x", None) == 0
+    monkeypatch.setenv("CAMPUSGW_DC09_KEY_PRIMARY", "00112233445566778899AABBCCDDEEFF")
+    assert police.paths[0].key() == bytes.fromhex("00112233445566778899AABBCCDDEEFF"), "AES-128 from hex"
+    monkeypatch.setenv("CAMPUSGW_DC09_KEY_PRIMARY", "0011")
+    with pytest.raises(ConfigError, match="the key is 2 bytes; AES needs 16, 24 or 32"):
+        police.paths[0].key()
+
+
+def test_a_dc09_key_is_never_written_in_the_yaml() -> None:
+    text = replace_once(EXAMPLE, "key_env: CAMPUSGW_DC09_KEY_PRIMARY", "key: 00112233445566778899AABBCCDDEEFF")
+    assert "'key' must not be written in the YAML: give 'key_env'" in only_problem(text)
+
+
+def test_forwarding_to_the_police_needs_the_police_section() -> None:
+    start = EXAMPLE.index("\npolice:")
+    end = EXAMPLE.index("\n# Bollards up at arrival")
+    problem = only_problem(EXAMPLE[:start] + EXAMPLE[end:])
+    assert f"line {line_of(EXAMPLE, 'police: true')}" in problem
+    assert "linkage[0].police: forwards to the police, but there is no 'police' section" in problem
+
+
+def test_an_unknown_alarm_type_in_the_police_codes() -> None:
+    codes = "  codes: {panik: {contact_id: 120, sia: PA, sia_restore: PH}}\n"
+    text = replace_once(EXAMPLE, "  test_alarms: test_code", codes + "  test_alarms: test_code")
+    assert "police.codes.panik: unknown alarm type 'panik'" in only_problem(text)
