@@ -315,3 +315,19 @@ def test_while_no_path_answers_the_alarm_waits_and_goes_as_soon_as_one_does(
     assert [e.code for e in centre.alarms()] == ["PA"], "sent once it could be, and only once"
     wait_for(lambda: not [a for a in ledger.alarms("gateway_health")
                           if "police_undelivered" in a.key and a.condition_active], what="the alarm cleared")
+
+
+def test_a_duh_is_not_sent_again_on_that_path(tmp_path: Path, sim: ModbusDISimulator, started: list[Any]) -> None:
+    first, second = Centre(), Centre()
+    started += [first, second]
+    unknown = {"panic": {"contact_id": 120, "sia": "AQ", "sia_restore": "AQ"}}  # a code pysiaalarm does not know
+    running = Running(site(tmp_path, sim.port, {"format": "SIA-DCS", "codes": unknown,
+                                                "paths": [path("primary", first.port), path("backup", second.port)]}))
+    started.append(running)
+    ledger = Ledger(running)
+    sim.press(1)
+    wait_for(lambda: ledger.messages() and ledger.messages()[0].attempts >= 1, what="the first round over")
+    (message,) = ledger.messages()
+    assert message.state == "pending", "not acknowledged: it stays to be sent again later"
+    assert [(e.path, e.answer) for e in ledger.exchanges(message.id)][:2] == [("primary", "DUH"), ("backup", "DUH")]
+    assert "answered DUH" in (message.last_error or "")
