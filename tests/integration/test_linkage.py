@@ -20,7 +20,7 @@ from gateway.records import db
 from gateway.records.models import Alarm, AlarmTransition
 from simulators.bollard import BollardSimulator
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import missing, wait_for
+from tests.conftest import free_port, missing, wait_for
 from tests.integration.helpers import Running
 
 SITE = "school-1"
@@ -53,6 +53,9 @@ def site(tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator, **ex
              "bollards": {"devices": ["gate-bollard"], "command": "efo"}, "cameras": ["gate-cam"], "police": True},
             {"when": {"alarm_type": ["fire"]}, "bollards": {"devices": ["gate-bollard"], "command": "lower"}},
         ],
+        # The link itself is tested in test_police_link.py; here only what linkage hands it.
+        "police": {"account": "1234", "paths": [{"name": "primary", "host": "127.0.0.1", "port": free_port()}],
+                   "zones": {"gate": 3}},
         **extra,
     })
 
@@ -108,7 +111,7 @@ def test_a_panic_at_the_gate_raises_the_bollards_and_calls_police_and_cameras(
         wait_for(lambda: bollard.coil_writes("efo"), 5, "the EFO command at the bollard PLC")
         wait_for(lambda: bollard.limits()[0], 5, "the bollard up")
         police = wait_for(lambda: watcher.on("/rules/police/alarms"), 5, "the police link's message")[0]
-        assert police["contact_id"] == 120 and police["alarm_type"] == "panic"
+        assert police["contact_id"] == 120 and police["alarm_type"] == "panic" and police["zone_number"] == 3
         snapshot = wait_for(lambda: watcher.on("/rules/snapshot_requests"), 5, "the camera request")[0]
         assert snapshot["camera"] == "gate-cam" and snapshot["pre_s"] == 30
         steps = wait_for(lambda: [s for s in history(cfg, "panic") if s.action == "linkage_result"], 10,
@@ -117,7 +120,7 @@ def test_a_panic_at_the_gate_raises_the_bollards_and_calls_police_and_cameras(
         notes = [s.note for s in history(cfg, "panic") if s.action == "linkage"]
         assert notes == ["linkage: 'efo' sent to bollard gate-bollard",
                          "linkage: snapshot and the 30 s before requested from camera gate-cam",
-                         "linkage: forwarded to the police link (Contact ID 120)"]
+                         "linkage: to the alarm centre (Contact ID 120, zone 3)"]
     finally:
         watcher.close()
         running.stop()
