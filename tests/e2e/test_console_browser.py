@@ -7,7 +7,6 @@ and the console; the browser only clicks what a guard would.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,16 +168,12 @@ def test_bollard_panel_raise_with_confirmation_and_only_supervisors_lower(browse
         guard.once("dialog", lambda dialog: dialog.dismiss())  # changed their mind: nothing is sent
         guard.click(".cmd-raise")
         assert not plc.coil_writes("raise")
-        guard.on("dialog", lambda dialog: dialog.accept())
+        # Just after the driver connects, the card says raising waits until the vehicle loops have been
+        # seen clear for a moment (a safety rule); a guard presses once that note is gone.
+        expect(card.locator(".blocked")).to_have_count(0, timeout=10_000)
+        guard.once("dialog", lambda dialog: dialog.accept())
         guard.click(".cmd-raise")
-        # Just after the driver connects, the bollard refuses to rise until its vehicle loops have been seen
-        # clear for clear_delay_s (a safety rule); a guard who is told so presses again.
-        deadline = time.monotonic() + 10
-        while guard.locator(".bollard[data-id='gate-bollard'][data-state='raised']").count() == 0:
-            assert time.monotonic() < deadline, "the bollard did not rise"
-            if "loops read only since" in (card.text_content() or ""):
-                guard.click(".cmd-raise")
-            guard.wait_for_timeout(300)  # the poll interval of this wait, not a synchronisation
+        expect(card).to_have_attribute("data-state", "raised", timeout=10_000)
         expect(card).to_contain_text("guard1")
 
         supervisor = open_board(browser, running.gateway.console_url, "super1")
