@@ -35,14 +35,18 @@ class Centre:
     def alarms(self) -> list[SIAEvent]:
         """What it received other than link tests (NULL)."""
         with self._lock:
-            return [e for e in self.events if e.message_type.value != "NULL"]
+            return [e for e in self.events if not _link_test(e)]
 
     def link_tests(self) -> int:
         with self._lock:
-            return sum(1 for e in self.events if e.message_type.value == "NULL")
+            return sum(1 for e in self.events if _link_test(e))
 
     def stop(self) -> None:
         self.client.stop()
+
+
+def _link_test(event: SIAEvent) -> bool:
+    return getattr(event.message_type, "value", event.message_type) == "NULL"
 
 
 class Relay:
