@@ -26,6 +26,9 @@ Handler = Callable[[mqtt.MQTTMessage], None]
 ConnectHook = Callable[[], object]
 
 
+MAX_HELD = 10_000  # alarm views and health events while the broker is away; device events wait in the outbox
+
+
 def match_topic(topic_filter: str, topic: str) -> bool:
     return mqtt.topic_matches_sub(topic_filter, topic)
 
@@ -44,6 +47,10 @@ class Bus:
         self._on_connect_hooks: list[ConnectHook] = []
         self._on_disconnect_hooks: list[ConnectHook] = []
         self._lock = threading.Lock()
+        # What other threads publish while we are not connected waits here: paho would write it to a
+        # socket it has just opened, before its CONNECT, and the broker drops such a connection.
+        self._publish_lock = threading.Lock()
+        self._held: list[tuple[str, bytes | str, int, bool]] = []
         self._stopping = False
         self._ever_connected = False
         self._suback_mid: int | None = None
@@ -116,7 +123,18 @@ class Bus:
 
     def publish(self, topic: str, payload: bytes | str, *, qos: int = 1,
                 retain: bool = False) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=qos, retain=retain)
+        """Publish now, or once connected (in order). The outbox only publishes while connected, so it
+        always gets paho's own MQTTMessageInfo back."""
+        with self._publish_lock:
+            if self.connected.is_set():
+                return self.client.publish(topic, payload, qos=qos, retain=retain)
+            if len(self._held) >= MAX_HELD:
+                self.log.warning("not connected: dropping the oldest of %d held messages", len(self._held))
+                del self._held[0]
+            self._held.append((topic, payload, qos, retain))
+            info = mqtt.MQTTMessageInfo(0)
+            info.rc = mqtt.MQTT_ERR_NO_CONN
+            return info
 
     def publish_json(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> mqtt.MQTTMessageInfo:
         return self.publish(topic, json.dumps(body, ensure_ascii=False, separators=(",", ":")), retain=retain)
@@ -152,7 +170,11 @@ class Bus:
             self._ready()
 
     def _ready(self) -> None:
-        self.connected.set()
+        with self._publish_lock:
+            for topic, payload, qos, retain in self._held:
+                self.client.publish(topic, payload, qos=qos, retain=retain)
+            self._held.clear()
+            self.connected.set()
         for hook in list(self._on_connect_hooks):
             try:
                 hook()

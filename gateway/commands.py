@@ -28,6 +28,8 @@ class CommandClient:
     def send(self, kind: str, device: str, name: str, args: dict[str, Any] | None = None, *,
              issued_by: str, timeout: float = 10.0) -> dict[str, Any]:
         """Publish the command and wait for its result; raises CommandTimeout if none comes in time."""
+        if not self.bus.connected.is_set():  # held and sent minutes later, it could move a bollard unasked
+            raise CommandTimeout(f"{device}: the broker cannot be reached, so '{name}' was not sent")
         correlation_id = str(uuid.uuid4())
         done = threading.Event()
         box: list[dict[str, Any]] = []

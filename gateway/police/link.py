@@ -205,7 +205,8 @@ class PoliceLink:
                            (PoliceMessage.next_try_at.is_(None)) | (PoliceMessage.next_try_at <= now))
                     .order_by((PoliceMessage.kind != "alarm"), PoliceMessage.id).limit(1)).first()
             if row is None:
-                self._set_undelivered(False)
+                if self._undelivered and not self._pending_count():  # not merely waiting for a retry
+                    self._set_undelivered(False)
                 return
             if not self._deliver(row):
                 return  # nothing gets through now: the others wait for the next round
@@ -381,10 +382,12 @@ class PoliceLink:
                 view = store.alarm_views(session, [alarm])[0]
                 self.bus.publish_json(rules_topic(self.site, "alarms", str(alarm_id)), view)
 
-    def stats(self) -> dict[str, Any]:
+    def _pending_count(self) -> int:
         with self.sessions() as session:
-            pending = session.scalar(sql_select(func.count()).select_from(PoliceMessage)
-                                     .where(PoliceMessage.state == "pending"))
-        return {"sent": self.sent, "acked": self.acked, "pending": pending,
+            return session.scalar(sql_select(func.count()).select_from(PoliceMessage)
+                                  .where(PoliceMessage.state == "pending")) or 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"sent": self.sent, "acked": self.acked, "pending": self._pending_count(),
                 "paths_up": {p.config.name: bool(p.up) for p in self.paths}}
 

@@ -124,6 +124,30 @@ def test_a_command_nobody_answers_times_out(amqtt_broker: Any) -> None:
         bus.stop()
 
 
+def test_a_command_is_not_sent_while_the_broker_is_away_but_alarm_updates_wait(amqtt_broker: Any) -> None:
+    """A command held and sent minutes later could move a bollard nobody asked to move now; an alarm
+    update published before the bus is connected is sent once it is, in order."""
+    url = f"mqtt://127.0.0.1:{amqtt_broker.port}"
+    bus = Bus(BrokerConfig(url=url), "early-publisher", name="test")
+    commands = CommandClient(bus, "s1")
+    with pytest.raises(CommandTimeout, match="the broker cannot be reached, so 'raise' was not sent"):
+        commands.send("bollard", "gate-1", "raise", issued_by="guard-li", timeout=1)
+    got: list[bytes] = []
+    watcher = Bus(BrokerConfig(url=url), "watcher", name="test")
+    watcher.subscribe("s1/#", lambda m: got.append(m.payload))
+    watcher.start()
+    try:
+        assert watcher.wait_connected(10)
+        for n in range(3):
+            bus.publish("s1/rules/alarms/1", f"update {n}".encode())
+        bus.start()
+        wait_for(lambda: len(got) == 3, what="the held updates")
+        assert got == [b"update 0", b"update 1", b"update 2"]
+    finally:
+        bus.stop()
+        watcher.stop()
+
+
 def test_embedded_broker_on_a_taken_port_says_what_to_do() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
