@@ -154,8 +154,8 @@ def test_an_unacknowledged_alarm_goes_to_the_roster_in_turn(tmp_path: Path, sim:
         assert (first["level"], second["level"]) == (1, 2) and first["alarm_id"] == second["alarm_id"]
         notes = [s.note for s in history(cfg, "panic") if s.action == "escalate"]
         assert notes == ["not acknowledged: notified Li (step 1)", "not acknowledged: notified Wang (step 2)"]
-        updates = [m for m in watcher.on(f"/rules/alarms/{first['alarm_id']}") if m["escalation_level"] == 2]
-        assert updates, "the console learns the alarm's escalation level"
+        wait_for(lambda: [m for m in watcher.on(f"/rules/alarms/{first['alarm_id']}") if m["escalation_level"] == 2],
+                 5, "the console learning the alarm's escalation level")
     finally:
         watcher.close()
         running.stop()
