@@ -6,13 +6,23 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.records.models import Alarm, Device
 from gateway.rules.alarms import OPEN_STATES
+
+# Seconds from an alarm to a person's acknowledgement and reset: the standards' response times.
+RESPONSE_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def response_histogram(name: str, documentation: str, seconds: list[float]) -> HistogramMetricFamily:
+    """A cumulative histogram: alarms are records and are never purged, so the counts only grow."""
+    buckets = [(str(bound), float(sum(1 for s in seconds if s <= bound))) for bound in RESPONSE_BUCKETS]
+    buckets.append(("+Inf", float(len(seconds))))
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=sum(seconds))
 
 
 class GatewayCollector(Collector):
@@ -74,6 +84,13 @@ class GatewayCollector(Collector):
             for state, priority, count in rows:
                 alarms.add_metric([state, str(priority)], count)
             yield alarms
+            times = session.execute(select(Alarm.raised_at, Alarm.acked_at, Alarm.cleared_at, Alarm.cleared_by)
+                                    .where(Alarm.test.is_(False), Alarm.acked_at.is_not(None))).all()
+            yield response_histogram("campusgw_alarm_ack_seconds", "alarm raised to acknowledged by a person",
+                                     [(acked - raised).total_seconds() for raised, acked, _, _ in times if acked])
+            yield response_histogram("campusgw_alarm_reset_seconds", "alarm raised to reset by a person",
+                                     [(cleared - raised).total_seconds() for raised, _, cleared, by in times
+                                      if cleared is not None and by != "system"])
 
 
 def render(collector: GatewayCollector) -> bytes:

@@ -210,6 +210,16 @@ def test_metrics_for_prometheus(tmp_path: Path, sim: ModbusDISimulator) -> None:
         assert samples[("campusgw_rules_events_total", (("result", "recorded"),))] >= 2
         assert samples[("campusgw_outbox_queued", ())] == 0
         assert samples[("campusgw_open_alarms", (("priority", "1"), ("state", "active_unack")))] == 1.0
+        assert samples[("campusgw_alarm_ack_seconds_count", ())] == 0
+        alarm_id = client.get("/api/alarms").json()[0]["id"]
+        assert client.post(f"/api/alarms/{alarm_id}/ack", json={},
+                           headers={"X-CSRF-Token": client.csrf}).status_code == 200  # type: ignore[attr-defined]
+        text = client.get("/metrics").text
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples}
+        assert samples[("campusgw_alarm_ack_seconds_count", ())] == 1, "the response time in the histogram"
+        assert samples[("campusgw_alarm_ack_seconds_bucket", (("le", "+Inf"),))] == 1
+        assert 0 < samples[("campusgw_alarm_ack_seconds_sum", ())] < 60
         import httpx
 
         assert httpx.get(gateway.console_url + "metrics").status_code == 303, "not without a login or a token"
