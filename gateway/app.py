@@ -21,6 +21,7 @@ import uvicorn
 
 from gateway.broker import EmbeddedBroker
 from gateway.bus import Bus
+from gateway.clock import Measurement, NtpError, measure
 from gateway.config import Config, ConfigError
 from gateway.events import gateway_topic
 from gateway.outbox import Outbox
@@ -64,6 +65,7 @@ class Gateway:
     outbox: Outbox | None = None
     rules: Any = None
     police: Any = None
+    clock_offset_s: float | None = None  # the last measurement against clock.ntp_server
     sessions: Any = None
     first_admin_password: str | None = None  # set on the very first start: shown once, then forgotten
     _cleanup: list[Callable[[], Any]] = field(default_factory=list)
@@ -132,6 +134,30 @@ class Gateway:
                     else "the clock is synchronised again"})
             await asyncio.sleep(every_s)
 
+    async def watch_clock_offset(self, measure: Callable[[], Measurement], max_offset_s: float,
+                                 every_s: float) -> None:
+        """Measure the clock against the configured time server; a gateway-health alarm while it is off by
+        more than `max_offset_s`. An unreachable server is logged, not alarmed: the clock may be fine."""
+        raised = False
+        while True:
+            try:
+                measured = await asyncio.to_thread(measure)
+            except (OSError, NtpError) as exc:
+                log.warning("clock: the time server did not answer usefully (%s); trying again in %.0f s",
+                            exc, every_s)
+            else:
+                self.clock_offset_s = measured.offset_s
+                off = abs(measured.offset_s) > max_offset_s
+                if self.host is not None and off != raised:
+                    raised = off
+                    ahead = "behind" if measured.offset_s > 0 else "ahead of"
+                    self.host.emit_gateway("campus.gateway.health", {
+                        "condition": "clock_offset", "active": raised, "offset_s": round(measured.offset_s, 3),
+                        "detail": f"the clock is {abs(measured.offset_s):.1f} s {ahead} the time server "
+                                  f"(more than {max_offset_s:g} s): records carry wrong times" if raised
+                        else f"the clock is within {max_offset_s:g} s of the time server again"})
+            await asyncio.sleep(every_s)
+
     async def _watchdog(self, notifier: Notifier, interval: float) -> None:
         """Ping systemd while every part is healthy. This runs on the drivers' event loop, so a driver that
         blocks the loop stops the pings too, and systemd restarts the gateway."""
@@ -187,6 +213,11 @@ class Gateway:
                             will=(availability, b'{"state":"offline"}'))
             drivers_bus.on_connect(lambda: drivers_bus.publish_json(
                 availability, {"state": "online", "ts": time.time()}, retain=True))
+            if cfg.home_assistant.discovery:
+                from gateway.homeassistant import discovery_messages
+
+                discovery = discovery_messages(cfg)
+                drivers_bus.on_connect(lambda: [drivers_bus.publish_json(t, b, retain=True) for t, b in discovery])
             self.outbox = Outbox(cfg.gateway.data_dir / "outbox.db",
                                  max_telemetry_bytes=cfg.outbox.max_telemetry_bytes,
                                  keep_sent_s=cfg.outbox.replay_window_s if cfg.broker.embedded else 0,
@@ -196,10 +227,18 @@ class Gateway:
             drivers_bus.start()
             task = self._tasks["drivers"] = asyncio.create_task(self.host.run(), name="drivers")
             self._tasks["clock"] = asyncio.create_task(self.watch_clock(), name="clock")
+            clock = cfg.clock
+            if clock.ntp_server:
+                ntp_host = clock.ntp_server
+                self._tasks["clock_offset"] = asyncio.create_task(self.watch_clock_offset(
+                    lambda: measure(ntp_host, clock.ntp_port), clock.max_offset_s, clock.check_every_s),
+                    name="clock-offset")
             outbox, host = self.outbox, self.host
 
             async def stop_drivers() -> None:
                 self._tasks["clock"].cancel()
+                if "clock_offset" in self._tasks:
+                    self._tasks["clock_offset"].cancel()
                 await host.stop()
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -192,6 +192,16 @@ def status(path: Path) -> int:
     synced = clock_synchronised()
     rows.append(("clock", synced is not False, {True: "synchronised (NTP)", False: "NOT synchronised: records "
                  "may carry wrong times (GB 50396 allows < 5 s a day)", None: "cannot tell (no timedatectl)"}[synced]))
+    if config.clock.ntp_server:
+        from gateway.clock import NtpError, measure
+
+        limit = config.clock.max_offset_s
+        try:
+            measured = measure(config.clock.ntp_server, config.clock.ntp_port)
+            rows.append(("clock offset", abs(measured.offset_s) <= limit,
+                         f"{measured.offset_s:+.3f} s against {config.clock.ntp_server} (allowed {limit:g} s)"))
+        except (OSError, NtpError) as exc:
+            rows.append(("clock offset", False, f"{config.clock.ntp_server} gives no time: {exc}"))
     width = max(len(name) for name, _, _ in rows)
     for name, ok, text in rows:
         print(f"{name:<{width}}  {'ok     ' if ok else 'PROBLEM'}  {text}")

@@ -339,6 +339,22 @@ class DeviceConfig(BaseModel):
     test_mode: bool = False
 
 
+class ClockConfig(Strict):
+    """A time server to measure the clock against (SNTP), besides the system's NTP status."""
+
+    ntp_server: str | None = None  # e.g. the school's router, or ntp.aliyun.com
+    ntp_port: int = Field(default=123, ge=1, le=65535)
+    max_offset_s: float = Field(default=5.0, gt=0)  # GB 50396 and the alarm standards: < 5 s a day
+    check_every_s: float = Field(default=3600, ge=1)
+
+
+class HomeAssistantConfig(Strict):
+    """Home Assistant MQTT discovery (read only): off unless asked for."""
+
+    discovery: bool = False
+    prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+
+
 class GatewayConfig(Strict):
     id: Id = "gw1"
     data_dir: Path = Path("data")
@@ -361,6 +377,8 @@ class Config(Strict):
     linkage: list[LinkageRule] = []
     bollard_schedules: list[BollardSchedule] = []
     police: PoliceConfig | None = None
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
+    clock: ClockConfig = ClockConfig()
 
     @field_validator("broker", mode="before")
     @classmethod

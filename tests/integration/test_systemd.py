@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import shutil
 import socket
 import subprocess
@@ -132,3 +134,41 @@ def test_an_unsynchronised_clock_raises_a_health_alarm_until_it_is_synchronised(
     finally:
         running.stop()
         engine.dispose()
+
+
+def test_a_clock_off_by_more_than_5_s_from_the_time_server_raises_a_health_alarm(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import select
+
+    from gateway.cli import status
+    from gateway.records import db
+    from gateway.records.models import Alarm
+    from tests.integration.ntp_server import NtpServer
+
+    ntp = NtpServer(skew_s=12.0)  # the time server is 12 s ahead of us: our clock is behind
+    site = {"site": {"id": "s1", "name": "Test"}, "gateway": {"data_dir": str(tmp_path / "data")},
+            "broker": {"url": "embedded", "embedded_port": 0},
+            "clock": {"ntp_server": "127.0.0.1", "ntp_port": ntp.port, "check_every_s": 1}}
+    config = validate_config(site)
+    running = Running(config)
+    engine = db.make_engine(config.database_url())
+    sessions = db.make_sessions(engine)
+
+    def alarm() -> Alarm | None:
+        with sessions() as session:
+            return session.scalars(select(Alarm).where(Alarm.key.like("%clock_offset"))).first()
+
+    try:
+        raised = wait_for(lambda: (a := alarm()) and a.state == "active_unack" and a, 10, "the clock alarm")
+        assert "12.0 s behind the time server" in (raised.place or "")
+        assert running.gateway.clock_offset_s == pytest.approx(12.0, abs=0.1)
+        (tmp_path / "site.yaml").write_text(json.dumps(site))
+        assert status(tmp_path / "site.yaml") == 1
+        assert re.search(r"clock offset\s+PROBLEM\s+\+12\.0\d\d s against 127\.0\.0\.1 \(allowed 5 s\)",
+                         capsys.readouterr().out)
+        ntp.skew_s = 0.5
+        wait_for(lambda: (a := alarm()) and a.state == "cleared_unack", 10, "cleared once within 5 s")
+    finally:
+        running.stop()
+        engine.dispose()
+        ntp.close()
