@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from gateway.config import DeviceConfig
@@ -31,6 +32,7 @@ class DriverContext(Protocol):
 
     site: str
     tz: tzinfo  # the site's time zone, for times a person reads in a reason ("vehicle on loop 1 since 07:58:12")
+    data_dir: Path  # the gateway's data directory: where a driver keeps files (camera snapshots)
     log: logging.Logger
 
     def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None,

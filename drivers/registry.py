@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 DRIVERS: dict[str, str] = {
     "modbus_di": "drivers.modbus_di:ModbusDIDriver",
     "modbus_bollard": "drivers.bollard:BollardDriver",
+    "opencv": "drivers.camera.driver:CameraDriver",
 }
 _extra: dict[str, type[Driver]] = {}
 

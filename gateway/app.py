@@ -252,7 +252,7 @@ class Gateway:
 
             console_bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
             app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus, cfg.console.language,
-                             cfg.console.secure_cookies, self.parts_state)
+                             cfg.console.secure_cookies, self.parts_state, cfg.gateway.data_dir / "snapshots")
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -67,14 +67,18 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("simulate", aliases=["sim"], help="run a device simulator on its own (wiring, config, "
                        "third-party tools such as mbpoll)")
-    p.add_argument("device", choices=["modbus-di", "bollard"])
-    p.add_argument("--port", type=int, default=5020, help="TCP port (0: a free one)")
+    p.add_argument("device", choices=["modbus-di", "bollard", "camera"])
+    p.add_argument("--port", type=int, help="TCP port (default 5020, camera 8081; 0: a free one)")
     p.add_argument("--rtu", action="store_true", help="modbus-di: Modbus RTU on a new pty pair instead of TCP")
     p.add_argument("--baudrate", type=int, default=115200)
     p.add_argument("--units", default="1", help="modbus-di: unit ids on the line, e.g. 1,2,3")
     p.add_argument("--latch-address", type=int, help="modbus-di: latch inputs, readable from this address")
     p.add_argument("--press-every", type=float, default=0, help="modbus-di: press input 1 every N s (0: never)")
     p.add_argument("--travel-s", type=float, default=2.0, help="bollard: travel time")
+    p.add_argument("--fps", type=float, default=10.0, help="camera: frames a second")
+    p.add_argument("--script", choices=["walk", "loiter", "cover", "none"], default="none",
+                   help="camera: walk = a person walks through every 30 s, loiter = one stands 60 s every 2 min, "
+                   "cover = the lens covered 20 s every minute")
 
     args = parser.parse_args(argv)
     try:
@@ -412,7 +416,23 @@ def simulate(args: argparse.Namespace) -> int:
     setup_logging("info")
     closers: list[Any] = []
     press: Any = None
-    if args.device == "bollard":
+    if args.port is None:
+        args.port = 8081 if args.device == "camera" else 5020
+    if args.device == "camera":
+        from simulators.camera import CameraSimulator
+
+        camera = CameraSimulator(port=args.port, fps=args.fps)
+        try:
+            camera.start()
+        except OSError as exc:
+            print(f"campusgw simulate camera: cannot listen on port {args.port}: {exc.strerror} (--port 0 picks a "
+                  "free one)", file=sys.stderr)
+            return 2
+        camera.run_script(args.script)
+        print(f"camera simulator (MJPEG over HTTP, {camera.size[0]}x{camera.size[1]} at {args.fps:g} fps, script "
+              f"{args.script}): {camera.url} (snapshot {camera.snapshot_url}). Ctrl-C stops.", flush=True)
+        closers.append(camera.stop)
+    elif args.device == "bollard":
         from simulators.bollard import BollardSimulator
 
         bollard = BollardSimulator(port=args.port, travel_s=args.travel_s)

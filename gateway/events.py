@@ -28,6 +28,8 @@ EVENT_TYPES: dict[str, EventClass] = {
     "campus.bollard.state_changed": "record",
     "campus.bollard.command": "record",
     "campus.bollard.fault": "alarm",
+    "campus.camera.motion": "record",
+    "campus.camera.tamper": "alarm",
     "campus.device.offline": "alarm",
     "campus.device.online": "alarm",
     "campus.device.telemetry": "telemetry",

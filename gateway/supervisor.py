@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -41,6 +42,7 @@ class Context:
         self.host = host
         self.site = host.config.site.id
         self.tz: tzinfo = host.tz
+        self.data_dir: Path = host.config.gateway.data_dir
         self.log = logging.getLogger(f"campusgw.driver.{name}")
         self.devices = {d.id: d for d in devices}
         self.last_heartbeat = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -81,10 +82,10 @@ class BodyLimit:
 
 def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[Session], bus: Bus,
                language: str = i18n.DEFAULT_LANGUAGE, secure_cookies: bool | None = None,
-               parts: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+               parts: Callable[[], dict[str, Any]] | None = None, snapshot_dir: Path | None = None) -> FastAPI:
     app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
-    ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies)
+    ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies, snapshot_dir=snapshot_dir)
     app.state.console = ctx
     for key, title, module in PAGES:
         ctx.nav.append((key, title, f"/{key}" if module else None))

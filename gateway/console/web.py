@@ -36,6 +36,7 @@ class Console:
     bus: Bus
     language: str = i18n.DEFAULT_LANGUAGE
     secure_cookies: bool | None = None  # None: Secure when the request came over https
+    snapshot_dir: Path | None = None  # camera snapshots (drivers.camera), served to logged-in users only
     nav: list[tuple[str, str, str | None]] = field(default_factory=list)  # (key, msgid, path or None)
 
     def local_time(self, value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:

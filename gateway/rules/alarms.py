@@ -90,6 +90,8 @@ def alarm_key(event: Event) -> str | None:
         return f"{event.device}:{event.data['condition']}" + (f":{path}" if path else "")
     if event.type == "campus.bollard.fault":
         return f"{event.device}:fault"
+    if event.type == "campus.camera.tamper":
+        return f"{event.device}:tamper:{event.data['kind']}"
     return None
 
 
@@ -113,6 +115,10 @@ def evaluate(event: Event, open_alarms: Mapping[str, OpenAlarm], at: datetime) -
     if event.type == "campus.gateway.health":
         if data["active"]:
             return _activate(event, key, current, "gateway_health", None, data.get("detail"), at)
+        return _restore(event, current, at)
+    if event.type == "campus.camera.tamper":
+        if data["active"]:
+            return _activate(event, key, current, "tamper", None, data.get("detail"), at)
         return _restore(event, current, at)
     if event.type == "campus.bollard.fault":
         if data.get("active", True):

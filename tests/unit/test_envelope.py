@@ -35,6 +35,10 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
                                "reason": "vehicle on loop 1 (since 07:58:12)", "state": "lowered"},
     "campus.bollard.fault": {"reason": "travel timeout: commanded raise 8.0 s ago, up-limit not reached",
                              "active": True, "zone": "gate", "place": "south gate"},
+    "campus.camera.motion": {"zone": "perimeter", "active": True, "area": 0.031,
+                             "snapshot_id": "gate-cam-20261129T080102-250-3"},
+    "campus.camera.tamper": {"kind": "covered", "active": True, "detail": "lens covered for 5 s",
+                             "snapshot_id": "gate-cam-20261129T080102-250-4"},
 }
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,7 +8,7 @@ PAGES: list[tuple[str, str, str | None]] = [
     ("visitors", "Visitors", None),
     ("access", "Access", None),
     ("bollards", "Bollards", "gateway.console.pages.bollards"),
-    ("cameras", "Cameras", None),
+    ("cameras", "Cameras", "gateway.console.pages.cameras"),
     ("patrols", "Patrols", None),
     ("incidents", "Incidents", None),
     ("devices", "Devices", "gateway.console.pages.devices"),

@@ -1,0 +1,245 @@
+"""The camera driver: a worker process per camera (drivers.camera.capture) and a watchdog over it.
+
+The watchdog lives here, outside the reader: no frame for `video_loss_s` -> the camera is offline
+(video loss, a device-offline alarm) and its worker is killed, since a read that never returns cannot
+be interrupted from inside; the worker is started again with exponential backoff, and the first frame
+after that brings the camera back online (the restore). Events the worker finds (motion, tamper) are
+emitted with the id of the snapshot taken of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from drivers.base import Driver, DriverContext
+from drivers.camera.capture import WorkerSettings, redact, run
+from gateway.config import DeviceConfig, SecretRef
+
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 60.0
+WATCH_S = 0.2
+
+Point = tuple[float, float]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ZoneConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    polygon: list[Point] = Field(min_length=3)  # corners as fractions of the frame, 0..1 from top left
+
+
+class MotionConfig(_Strict):
+    zones: list[ZoneConfig] = []  # none: the whole frame
+    masks: list[list[Point]] = []  # areas never looked at (a tree, the camera's clock)
+    min_area: float = Field(default=0.002, gt=0, le=1)
+    min_duration_s: float = Field(default=1.0, ge=0)
+    clear_after_s: float = Field(default=3.0, gt=0)
+    max_global: float = Field(default=0.5, gt=0, le=1)  # more than this changes at once: lights, not motion
+
+
+class TamperConfig(_Strict):
+    covered_hold_s: float = Field(default=5.0, ge=0)  # each must hold this long before it is raised
+    defocus_hold_s: float = Field(default=10.0, ge=0)
+    moved_hold_s: float = Field(default=5.0, ge=0)
+    clear_hold_s: float = Field(default=2.0, ge=0)  # ... and the view be back this long before it clears
+    learn_s: float = Field(default=10.0, gt=0)  # the sharpness and the reference view are learnt this long
+
+
+class CameraConfig(DeviceConfig):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["camera"]
+    driver: Literal["opencv"]
+    # rtsp://host/substream, http://host/video.mjpg, a video file, or a local device (0, /dev/video0).
+    # A password never goes in the URL: give username and password_env / password_file.
+    url: str = Field(min_length=1)
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    fps: float = Field(default=5.0, gt=0, le=30)  # frames analysed per second
+    width: int = Field(default=640, ge=64, le=1920)  # the substream, or what the frame is scaled to
+    height: int = Field(default=360, ge=48, le=1080)
+    open_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    read_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    video_loss_s: float = Field(default=10.0, gt=0, le=600)
+    snapshot_every_s: float = Field(default=10.0, gt=0)  # the console's live-ish tile
+    jpeg_quality: int = Field(default=80, ge=30, le=95)
+    loop_file: bool = False  # a video file plays again at its end (demos, tests)
+    motion: MotionConfig | None = None  # off unless configured
+    tamper: TamperConfig | None = TamperConfig()
+
+    @model_validator(mode="after")
+    def _no_password_in_url(self) -> CameraConfig:
+        if "://" in self.url and "@" in self.url.split("://", 1)[1].split("/", 1)[0] \
+                and ":" in self.url.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("the url holds a password: give 'username' and 'password_env' (or "
+                             "'password_file') instead")
+        return self
+
+    def source(self) -> str:
+        """The URL to open, with the credentials from the secrets store."""
+        password = SecretRef(env=self.password_env, file=self.password_file).resolve() \
+            if (self.password_env or self.password_file) else None
+        if not self.username or "://" not in self.url:
+            return self.url
+        scheme, rest = self.url.split("://", 1)
+        secret = SecretStr(password or "").get_secret_value()
+        return f"{scheme}://{self.username}{':' + secret if secret else ''}@{rest}"
+
+
+@dataclass
+class Worker:
+    cfg: CameraConfig
+    process: Any = None
+    last_frame: Any = None
+    out: Any = None
+    started: float = 0.0
+    restart_at: float = 0.0
+    backoff: float = RESTART_MIN_S
+    online: bool | None = None
+    restarts: int = 0
+    frames_analysed: int = 0
+    fps: float = 0.0
+    last_stats: tuple[float, int] | None = None
+    events: int = 0
+    last_reason: str | None = None
+    last_seen: float = 0.0  # wall time of the last frame any worker read
+    first_try: float = 0.0
+    started_wall: float = 0.0
+
+
+class CameraDriver(Driver):
+    name = "opencv"
+    config_model = CameraConfig
+    hang_timeout_s = 10.0
+
+    def __init__(self, devices: list[DeviceConfig], ctx: DriverContext) -> None:
+        super().__init__(devices, ctx)
+        (device,) = devices
+        assert isinstance(device, CameraConfig)
+        self.worker = Worker(device)
+        self._mp = multiprocessing.get_context("spawn")  # no forked copy of the gateway's threads and sockets
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        w = self.worker
+        while not self._stop.is_set():
+            self.ctx.heartbeat()
+            now = time.monotonic()
+            if w.process is None and now >= w.restart_at:
+                self._spawn()
+            if w.process is not None:
+                self._drain()
+                self._watch(now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), WATCH_S)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._kill, "stopping")
+
+    def health(self) -> dict[str, Any]:
+        w = self.worker
+        return {"online": w.online, "restarts": w.restarts, "fps": round(w.fps, 2), "events": w.events,
+                "last_reason": w.last_reason, "pid": w.process.pid if w.process is not None else None}
+
+    # -- the worker ------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        w, cfg = self.worker, self.worker.cfg
+        settings = WorkerSettings(
+            device=cfg.id, source=cfg.source(), fps=cfg.fps, size=(cfg.width, cfg.height),
+            open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
+            snapshot_dir=str(self.ctx.data_dir / "snapshots"), snapshot_every_s=cfg.snapshot_every_s,
+            jpeg_quality=cfg.jpeg_quality, loop_file=cfg.loop_file,
+            analytics={"motion": asdict_or_none(cfg.motion), "tamper": asdict_or_none(cfg.tamper)})
+        w.last_reason = None
+        w.last_frame = self._mp.Value("d", 0.0, lock=False)
+        w.out = self._mp.Queue()
+        w.process = self._mp.Process(target=run, args=(settings, w.last_frame, w.out), daemon=True,
+                                     name=f"camera-{cfg.id}")
+        w.process.start()
+        w.started, w.started_wall = time.monotonic(), time.time()
+        w.first_try = w.first_try or time.time()
+        self.ctx.log.info("%s: worker %d reading %s", cfg.id, w.process.pid, redact(cfg.url))
+
+    def _drain(self) -> None:
+        w = self.worker
+        while True:
+            try:
+                kind, data = w.out.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                return
+            if kind == "ended":
+                w.last_reason = data["reason"]
+            elif kind == "stats":
+                if w.last_stats is not None and data["at"] > w.last_stats[0]:
+                    w.fps = (data["analysed"] - w.last_stats[1]) / (data["at"] - w.last_stats[0])
+                w.last_stats = (data["at"], data["analysed"])
+                w.frames_analysed = data["analysed"]
+                self.ctx.set_state(w.cfg.id, {"online": bool(w.online), "fps": round(w.fps, 2),
+                                              "latest": f"{w.cfg.id}/latest.jpg", "at": data["at"]})
+            elif kind in ("motion", "tamper", "loitering"):
+                w.events += 1
+                at = data.pop("at")
+                self.ctx.emit(w.cfg.id, f"campus.camera.{kind}", data, at)
+
+    def _watch(self, now: float) -> None:
+        """Video loss is time without a frame, whatever the worker is doing: a camera that reboots and is
+        back within `video_loss_s` was never lost. A worker that has read nothing for `video_loss_s` since
+        it started or since its last frame is stuck (a read that never returns) and is killed."""
+        w, cfg = self.worker, self.worker.cfg
+        own = w.last_frame.value
+        w.last_seen = max(w.last_seen, own)
+        silent = time.time() - (w.last_seen or w.first_try)
+        stuck = time.time() - max(own, w.started_wall)
+        alive = w.process.is_alive()
+        if silent >= cfg.video_loss_s and w.online is not False:
+            w.online = False
+            self.ctx.set_online(cfg.id, False, f"video loss: no frame for {silent:.0f} s"
+                                + (f" ({w.last_reason})" if w.last_reason else ""))
+        if alive and stuck < cfg.video_loss_s:
+            if own and w.online is not True:
+                w.online = True
+                self.ctx.set_online(cfg.id, True)
+                self.ctx.log.info("%s: video", cfg.id)
+            if own and now - w.started > RESTART_MAX_S:
+                w.backoff = RESTART_MIN_S  # it ran well: the next failure starts the backoff afresh
+            return
+        self._drain()
+        reason = (w.last_reason or "the camera worker stopped") if not alive else f"no frame for {stuck:.0f} s"
+        self._kill(reason)
+        self.ctx.log.warning("%s: %s; reading again in %.0f s", cfg.id, reason, w.backoff)
+        w.restart_at = time.monotonic() + w.backoff
+        w.backoff = min(w.backoff * 2, RESTART_MAX_S)
+        w.restarts += 1
+
+    def _kill(self, why: str) -> None:
+        w = self.worker
+        process = w.process
+        if process is None:
+            return
+        if process.is_alive():
+            process.kill()  # a hung read ignores anything gentler
+        process.join(5)
+        with contextlib.suppress(Exception):
+            w.out.close()
+            w.out.join_thread()
+        w.process, w.last_reason = None, w.last_reason or why
+
+
+def asdict_or_none(model: BaseModel | None) -> dict[str, Any] | None:
+    return model.model_dump() if model is not None else None
+

@@ -1,0 +1,65 @@
+"""The Cameras page: a live-ish tile per camera (its latest snapshot), its status and its last events;
+and the snapshots themselves, for logged-in users only."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from sqlalchemy import select
+
+from gateway.console.auth import LoggedIn
+from gateway.console.web import console, render, require, tr
+from gateway.records.models import Device, IngestedEvent
+
+router = APIRouter()
+CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SNAPSHOT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}-(\d{8})T\d{6}-\d{3}-\d+$")
+RECENT = 8
+
+
+def camera_rows(request: Request) -> list[dict[str, Any]]:
+    ctx = console(request)
+    with ctx.sessions() as session:
+        cameras = session.scalars(select(Device).where(Device.kind == "camera").order_by(Device.id)).all()
+        rows = []
+        for d in cameras:
+            events = session.scalars(select(IngestedEvent).where(
+                IngestedEvent.device_id == d.id, IngestedEvent.type.like("campus.camera.%"))
+                .order_by(IngestedEvent.device_time.desc()).limit(RECENT)).all()
+            rows.append({"id": d.id, "name": d.name, "zone": d.zone, "online": d.online,
+                         "offline_reason": d.offline_reason,
+                         "status_changed": d.status_changed.isoformat() if d.status_changed else None,
+                         "events": [{"type": e.type.rsplit(".", 1)[-1], "at": e.device_time.isoformat(),
+                                     "what": e.data.get("kind") or e.data.get("zone"), "active": e.data.get("active"),
+                                     "snapshot_id": e.data.get("snapshot_id")} for e in events]})
+    return rows
+
+
+@router.get("/cameras", response_class=HTMLResponse)
+async def cameras_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
+    return render(request, "cameras.html", cameras=camera_rows(request))
+
+
+@router.get("/api/cameras")
+async def cameras_api(request: Request, user: LoggedIn = Depends(require("view"))) -> list[dict[str, Any]]:  # noqa: B008
+    """Every camera with its status and its last events (each with its snapshot id)."""
+    return camera_rows(request)
+
+
+@router.get("/snapshots/{camera}/{name}")
+async def snapshot(camera: str, name: str, request: Request,
+                   user: LoggedIn = Depends(require("view"))) -> FileResponse:  # noqa: B008
+    """A camera's latest view (latest.jpg) or the snapshot an event names (<snapshot id>.jpg)."""
+    root = console(request).snapshot_dir
+    stem = name.removesuffix(".jpg")
+    match = SNAPSHOT_ID.match(stem)
+    if root is None or not CAMERA_ID.match(camera) or not name.endswith(".jpg") or \
+            (stem != "latest" and (match is None or not stem.startswith(camera + "-"))):
+        raise HTTPException(404, tr(request, "There is no such snapshot."))
+    path = root / camera / ("latest.jpg" if stem == "latest" else f"{match[1]}/{stem}.jpg")  # type: ignore[index]
+    if not path.is_file():
+        raise HTTPException(404, tr(request, "There is no such snapshot."))
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
