@@ -575,6 +575,13 @@ def _check_references(config: Config, filename: str, located: Located) -> list[s
     for loc, device in refs:
         if device not in bollards:
             problems.append(_problem(filename, located, loc, f"unknown bollard '{device}', expected one of: {known}"))
+    cameras = {d.id for d in config.devices if d.kind == "camera"}
+    for i, rule in enumerate(config.linkage):
+        for j, camera in enumerate(rule.cameras):
+            if camera not in cameras:
+                problems.append(_problem(filename, located, ("linkage", i, "cameras", j),
+                                         f"unknown camera '{camera}', expected one of: "
+                                         f"{', '.join(sorted(cameras)) or 'none (no device of kind camera)'}"))
     for i, rule in enumerate(config.linkage):
         if rule.police and config.police is None:
             problems.append(_problem(filename, located, ("linkage", i, "police"),

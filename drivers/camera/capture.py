@@ -9,9 +9,13 @@ Any failure ends the worker with a reason; the parent restarts it with backoff.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,8 @@ class WorkerSettings:
     jpeg_quality: int
     loop_file: bool = False
     analytics: dict[str, Any] = field(default_factory=dict)
+    clip_fps: float = 2.0
+    clip_pre_s: float = 30.0
 
 
 def _open(settings: WorkerSettings) -> Any:
@@ -55,13 +61,12 @@ class SnapshotStore:
         self.quality = quality
         self._n = 0
 
-    def save(self, frame: Any, at: float) -> str:
+    def save(self, frame: Any, at: float, snapshot_id: str | None = None) -> str:
         import cv2
 
         self._n += 1
         day = time.strftime("%Y%m%d", time.gmtime(at))
-        snapshot_id = f"{self.device}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(at))}-{int(at * 1000) % 1000:03d}" \
-                      f"-{self._n}"
+        snapshot_id = snapshot_id or snapshot_name(self.device, at, self._n)
         folder = self.root / day
         folder.mkdir(parents=True, exist_ok=True)
         ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
@@ -82,19 +87,73 @@ class SnapshotStore:
             tmp.replace(self.root / "latest.jpg")
 
 
-def run(settings: WorkerSettings, last_frame: Any, out: Any) -> None:
+class ClipRecorder:
+    """The seconds before an alarm, kept as JPEGs at a low rate in a bounded ring, and the clips being
+    finished: a clip asked for at an alarm gets the ring's frames, then those that follow for post_s."""
+
+    def __init__(self, root: str, device: str, fps: float, pre_s: float) -> None:
+        self.root = Path(root) / device / "clips"
+        self.period = 1.0 / fps
+        self.ring: deque[tuple[float, bytes]] = deque(maxlen=max(1, int(pre_s * fps)))
+        self.open: dict[str, dict[str, Any]] = {}
+        self._next = 0.0
+
+    def add(self, jpeg: Callable[[], bytes], at: float) -> list[dict[str, Any]]:
+        """Keep this frame if it is due (encoding it only then); returns the clips this frame finished."""
+        if at < self._next:
+            return []
+        self._next = max(self._next + self.period, at)
+        frame = (at, jpeg())
+        self.ring.append(frame)
+        done = []
+        for clip_id, clip in list(self.open.items()):
+            clip["frames"].append(frame)
+            if at >= clip["until"]:
+                done.append(self._write(clip_id, self.open.pop(clip_id)))
+        return done
+
+    def start(self, clip_id: str, alarm_id: int | None, pre_s: float, post_s: float, at: float) -> None:
+        frames = [f for f in self.ring if f[0] >= at - pre_s]
+        self.open[clip_id] = {"alarm_id": alarm_id, "alarm_at": at, "until": at + post_s, "frames": frames}
+
+    def flush(self) -> list[dict[str, Any]]:
+        """The stream ended: clips get what they have."""
+        done = [self._write(clip_id, clip) for clip_id, clip in self.open.items()]
+        self.open.clear()
+        return done
+
+    def _write(self, clip_id: str, clip: dict[str, Any]) -> dict[str, Any]:
+        folder = self.root / clip_id
+        folder.mkdir(parents=True, exist_ok=True)
+        times = []
+        for n, (at, data) in enumerate(clip["frames"]):
+            (folder / f"{n:04d}.jpg").write_bytes(data)
+            times.append(round(at, 3))
+        manifest = {"clip_id": clip_id, "alarm_id": clip["alarm_id"], "alarm_at": clip["alarm_at"], "times": times}
+        (folder / "clip.json").write_text(json.dumps(manifest))
+        before = sum(1 for t in times if t < clip["alarm_at"])
+        return {"clip_id": clip_id, "alarm_id": clip["alarm_id"], "frames": len(times), "before": before,
+                "first_at": times[0] if times else None, "last_at": times[-1] if times else None}
+
+
+def snapshot_name(device: str, at: float, n: int) -> str:
+    """<device>-<UTC time to the ms>-<n>: unique per camera, sorts by time, names its day folder."""
+    return f"{device}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(at))}-{int(at * 1000) % 1000:03d}-{n}"
+
+
+def run(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any = None) -> None:
     """The worker's main: runs until the stream fails, then exits with the reason on `out`."""
     import cv2
 
     cv2.setNumThreads(1)
     try:
-        reason = _capture(settings, last_frame, out)
+        reason = _capture(settings, last_frame, out, commands)
     except Exception as exc:  # the parent logs it and restarts the worker
         reason = f"{type(exc).__name__}: {exc}"
     out.put(("ended", {"reason": reason}))
 
 
-def _capture(settings: WorkerSettings, last_frame: Any, out: Any) -> str:
+def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any) -> str:
     import cv2
 
     from drivers.camera.pipeline import Pipeline
@@ -103,6 +162,7 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any) -> str:
     if not cap.isOpened():
         return f"cannot open {redact(settings.source)}"
     store = SnapshotStore(settings.snapshot_dir, settings.device, settings.jpeg_quality)
+    clips = ClipRecorder(settings.snapshot_dir, settings.device, settings.clip_fps, settings.clip_pre_s)
     pipeline = Pipeline(settings.analytics, settings.size)
     width, height = settings.size
     period = 1.0 / settings.fps
@@ -132,12 +192,28 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any) -> str:
             for kind, data in pipeline.update(frame, time.monotonic()):  # hold times must not follow clock steps
                 data["snapshot_id"] = store.save(frame, now)
                 out.put((kind, {**data, "at": now}))
+            for clip in clips.add(partial(_jpeg, frame, settings.jpeg_quality), now):
+                out.put(("clip", {**clip, "at": now}))
+            while commands is not None and not commands.empty():
+                name, args = commands.get_nowait()
+                if name == "clip":  # the alarm's picture now, and its clip when post_s has passed
+                    clips.start(args["clip_id"], args.get("alarm_id"), args["pre_s"], args["post_s"], now)
+                    store.save(frame, now, args["snapshot_id"])
             if now >= next_latest:
                 store.latest(frame)
                 next_latest = now + settings.snapshot_every_s
                 out.put(("stats", {"grabbed": grabbed, "analysed": analysed, "at": now}))
     finally:
         cap.release()
+        for clip in clips.flush():
+            out.put(("clip", {**clip, "at": time.time()}))
+
+
+def _jpeg(frame: Any, quality: int) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return data.tobytes() if ok else b""
 
 
 def redact(source: str) -> str:

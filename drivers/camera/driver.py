@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from drivers.base import Driver, DriverContext
-from drivers.camera.capture import WorkerSettings, redact, run
+from drivers.base import CommandResult, Driver, DriverContext
+from drivers.camera.capture import WorkerSettings, redact, run, snapshot_name
 from gateway.config import DeviceConfig, SecretRef
 
 RESTART_MIN_S = 1.0
@@ -76,6 +76,10 @@ class CameraConfig(DeviceConfig):
     video_loss_s: float = Field(default=10.0, gt=0, le=600)
     snapshot_every_s: float = Field(default=10.0, gt=0)  # the console's live-ish tile
     jpeg_quality: int = Field(default=80, ge=30, le=95)
+    # Alarm clips: the seconds before an alarm kept in memory at clip_fps (60 JPEGs, about 2 MB by default).
+    clip_fps: float = Field(default=2.0, gt=0, le=10)
+    clip_pre_s: float = Field(default=30.0, ge=0, le=120)
+    clip_post_s: float = Field(default=30.0, ge=0, le=300)
     loop_file: bool = False  # a video file plays again at its end (demos, tests)
     motion: MotionConfig | None = None  # off unless configured
     tamper: TamperConfig | None = TamperConfig()
@@ -105,6 +109,7 @@ class Worker:
     process: Any = None
     last_frame: Any = None
     out: Any = None
+    commands: Any = None
     started: float = 0.0
     restart_at: float = 0.0
     backoff: float = RESTART_MIN_S
@@ -132,6 +137,7 @@ class CameraDriver(Driver):
         self.worker = Worker(device)
         self._mp = multiprocessing.get_context("spawn")  # no forked copy of the gateway's threads and sockets
         self._stop = asyncio.Event()
+        self._clips = 0
 
     async def start(self) -> None:
         w = self.worker
@@ -150,6 +156,25 @@ class CameraDriver(Driver):
         self._stop.set()
         await asyncio.to_thread(self._kill, "stopping")
 
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
+        """`clip`: the alarm's snapshot now, and a clip of clip_pre_s before and clip_post_s after, named in
+        the result so the alarm can point at them before they are finished."""
+        w, cfg = self.worker, self.worker.cfg
+        if name != "clip":
+            return await super().handle_command(device_id, name, args, issued_by)
+        if w.process is None or not w.online:
+            return CommandResult(False, f"{cfg.id} has no video now: no snapshot or clip")
+        at = time.time()
+        self._clips += 1
+        snapshot_id = snapshot_name(cfg.id, at, 10_000 + self._clips)  # apart from the worker's own numbers
+        clip_id = f"{snapshot_id}-clip"
+        pre_s = min(float(args.get("pre_s", cfg.clip_pre_s)), cfg.clip_pre_s)
+        post_s = min(float(args.get("post_s", cfg.clip_post_s)), cfg.clip_post_s)
+        w.commands.put(("clip", {"clip_id": clip_id, "snapshot_id": snapshot_id, "alarm_id": args.get("alarm_id"),
+                                 "pre_s": pre_s, "post_s": post_s}))
+        return CommandResult(True, f"snapshot, and a clip of {pre_s:g} s before and {post_s:g} s after",
+                             data={"snapshot_id": snapshot_id, "clip_id": clip_id})
+
     def health(self) -> dict[str, Any]:
         w = self.worker
         return {"online": w.online, "restarts": w.restarts, "fps": round(w.fps, 2), "events": w.events,
@@ -163,12 +188,13 @@ class CameraDriver(Driver):
             device=cfg.id, source=cfg.source(), fps=cfg.fps, size=(cfg.width, cfg.height),
             open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
             snapshot_dir=str(self.ctx.data_dir / "snapshots"), snapshot_every_s=cfg.snapshot_every_s,
-            jpeg_quality=cfg.jpeg_quality, loop_file=cfg.loop_file,
+            jpeg_quality=cfg.jpeg_quality, loop_file=cfg.loop_file, clip_fps=cfg.clip_fps, clip_pre_s=cfg.clip_pre_s,
             analytics={"motion": asdict_or_none(cfg.motion), "tamper": asdict_or_none(cfg.tamper)})
         w.last_reason = None
         w.last_frame = self._mp.Value("d", 0.0, lock=False)
         w.out = self._mp.Queue()
-        w.process = self._mp.Process(target=run, args=(settings, w.last_frame, w.out), daemon=True,
+        w.commands = self._mp.Queue()
+        w.process = self._mp.Process(target=run, args=(settings, w.last_frame, w.out, w.commands), daemon=True,
                                      name=f"camera-{cfg.id}")
         w.process.start()
         w.started, w.started_wall = time.monotonic(), time.time()
@@ -191,6 +217,9 @@ class CameraDriver(Driver):
                 w.frames_analysed = data["analysed"]
                 self.ctx.set_state(w.cfg.id, {"online": bool(w.online), "fps": round(w.fps, 2),
                                               "latest": f"{w.cfg.id}/latest.jpg", "at": data["at"]})
+            elif kind == "clip":
+                at = data.pop("at")
+                self.ctx.emit(w.cfg.id, "campus.camera.clip", data, at)
             elif kind in ("motion", "tamper", "loitering"):
                 w.events += 1
                 at = data.pop("at")
@@ -234,6 +263,8 @@ class CameraDriver(Driver):
         if process.is_alive():
             process.kill()  # a hung read ignores anything gentler
         process.join(5)
+        with contextlib.suppress(Exception):
+            w.commands.close()
         with contextlib.suppress(Exception):
             w.out.close()
             w.out.join_thread()

@@ -238,3 +238,20 @@ class PolicePathState(Base):
     last_ack_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AlarmAttachment(Base):
+    """Evidence kept with an alarm: a camera's snapshot at the alarm, and its clip of the seconds before and
+    after (`recording` until the camera has finished it)."""
+
+    __tablename__ = "alarm_attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # snapshot, clip
+    camera: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(120), index=True)  # the snapshot or clip id
+    state: Mapped[str] = mapped_column(String(16))  # ready, recording
+    frames: Mapped[int | None] = mapped_column(Integer)
+    before: Mapped[int | None] = mapped_column(Integer)  # frames from before the alarm
+    at: Mapped[datetime]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from gateway.records.models import (
     Alarm,
+    AlarmAttachment,
     AlarmTransition,
     AuditEntry,
     Device,
@@ -199,10 +200,42 @@ def police_paths(session: Session) -> list[dict[str, Any]]:
             for r in rows]
 
 
+def attach_evidence(session: Session, alarm_id: int, camera: str, data: dict[str, Any], at: datetime) -> None:
+    """A camera's answer to an alarm: its snapshot now, its clip once recorded."""
+    if data.get("snapshot_id"):
+        session.add(AlarmAttachment(alarm_id=alarm_id, kind="snapshot", camera=camera, ref=data["snapshot_id"],
+                                    state="ready", at=at))
+    if data.get("clip_id"):
+        session.add(AlarmAttachment(alarm_id=alarm_id, kind="clip", camera=camera, ref=data["clip_id"],
+                                    state="recording", at=at))
+
+
+def clip_ready(session: Session, clip_id: str, frames: int, before: int | None) -> list[int]:
+    """The camera finished a clip; returns the alarms it belongs to."""
+    rows = session.scalars(select(AlarmAttachment).where(AlarmAttachment.ref == clip_id,
+                                                         AlarmAttachment.kind == "clip")).all()
+    for row in rows:
+        row.state, row.frames, row.before = "ready", frames, before
+    return [row.alarm_id for row in rows]
+
+
+def attachments(session: Session, alarm_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    found: dict[int, list[dict[str, Any]]] = {}
+    if not alarm_ids:
+        return found
+    rows = session.scalars(select(AlarmAttachment).where(AlarmAttachment.alarm_id.in_(alarm_ids))
+                           .order_by(AlarmAttachment.id))
+    for row in rows:
+        found.setdefault(row.alarm_id, []).append({"kind": row.kind, "camera": row.camera, "ref": row.ref,
+                                                   "state": row.state, "frames": row.frames, "before": row.before})
+    return found
+
+
 def alarm_views(session: Session, alarms: Iterable[Alarm]) -> list[dict[str, Any]]:
     alarms = list(alarms)
-    police = police_status(session, [a.id for a in alarms])
-    return [{**_alarm_view(a), "police": police.get(a.id)} for a in alarms]
+    ids = [a.id for a in alarms]
+    police, evidence = police_status(session, ids), attachments(session, ids)
+    return [{**_alarm_view(a), "police": police.get(a.id), "attachments": evidence.get(a.id, [])} for a in alarms]
 
 
 def _alarm_view(alarm: Alarm) -> dict[str, Any]:

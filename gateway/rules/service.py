@@ -61,6 +61,7 @@ class RulesService:
         self.duplicates = 0
         self.failed_batches = 0
         self._last_seen: dict[str, datetime] = {}  # what the devices table already says, to skip needless updates
+        self._cameras = {d.id for d in config.devices if d.kind == "camera"} if config else set()
 
     def start(self) -> None:
         self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/evt/#", self._queue.put, qos=1)
@@ -160,6 +161,10 @@ class RulesService:
             stale = {d: at for d, at in last_seen.items()
                      if d not in self._last_seen or (at - self._last_seen[d]).total_seconds() >= 1}
             store.record_event_seen(session, rows, stale)
+            for event in fresh:
+                if event.type == "campus.camera.clip":
+                    changed += store.clip_ready(session, event.data["clip_id"], event.data["frames"],
+                                                event.data.get("before"))
             outgoing = self._linkage(session, raised, received)
         self._last_seen.update(stale)
         for topic, body in outgoing:  # after the commit: nothing goes out for a batch that rolled back
@@ -190,6 +195,10 @@ class RulesService:
                     outgoing.append((rules_topic(self.site, "snapshot_requests"), {
                         "alarm_id": alarm_id, "camera": action.camera, "pre_s": action.pre_s,
                         "at": at.isoformat()}))
+                    if action.camera in self._cameras:  # the camera keeps the snapshot and clip for the alarm
+                        outgoing.append(self._command("camera", action.camera, "clip", alarm_id,
+                                                      f"linkage:alarm:{alarm_id}",
+                                                      {"alarm_id": alarm_id, "pre_s": action.pre_s}))
                     text = f"linkage: snapshot and the {action.pre_s} s before requested from camera {action.camera}"
                 else:
                     assert police is not None  # config check: police: true needs the police section
@@ -210,11 +219,11 @@ class RulesService:
         return outgoing
 
     def _command(self, kind: str, device: str, name: str, alarm_id: int | None, issued_by: str,
-                 ) -> tuple[str, dict[str, Any]]:
+                 args: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         correlation_id = new_id()
         self._pending_commands[correlation_id] = (alarm_id, f"{device} {name}")
         return (f"{device_topic(self.site, kind, device)}/cmd/{name}",
-                {"correlation_id": correlation_id, "issued_by": issued_by, "args": {}})
+                {"correlation_id": correlation_id, "issued_by": issued_by, "args": args or {}})
 
     def _command_result(self, message: mqtt.MQTTMessage) -> tuple[str, dict[str, Any]] | None:
         try:
@@ -233,6 +242,9 @@ class RulesService:
                 outcome = "done" if body.get("status") == "ok" else f"refused: {body.get('detail')}"
                 if alarm_id is not None:
                     store.note(session, alarm_id, "linkage_result", f"{what}: {outcome}", utcnow())
+                    data = body.get("data")
+                    if body.get("status") == "ok" and isinstance(data, dict) and what.endswith(" clip"):
+                        store.attach_evidence(session, alarm_id, what.split(" ", 1)[0], data, utcnow())
                     changed.append(alarm_id)
                 else:
                     store.audit(session, "rules", "schedule.result", what, "ok" if body.get("status") == "ok"

@@ -16,14 +16,23 @@ import pytest
 from sqlalchemy import select
 
 from gateway.config import Config, validate_config
-from gateway.records import db
+from gateway.records import db, store
 from gateway.records.models import Alarm, AlarmTransition
 from simulators.bollard import BollardSimulator
+from simulators.camera import CameraSimulator
 from simulators.modbus_di import ModbusDISimulator
 from tests.conftest import free_port, missing, wait_for
 from tests.integration.helpers import Running
 
 SITE = "school-1"
+
+
+@pytest.fixture
+def camera() -> Iterator[CameraSimulator]:
+    simulator = CameraSimulator(fps=10)
+    simulator.start()
+    yield simulator
+    simulator.stop()
 
 
 @pytest.fixture
@@ -34,7 +43,8 @@ def bollard() -> Iterator[BollardSimulator]:
     simulator.stop()
 
 
-def site(tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator, **extra: Any) -> Config:
+def site(tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator, camera: CameraSimulator,
+         **extra: Any) -> Config:
     return validate_config({
         "site": {"id": SITE, "name": "Test School"},
         "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
@@ -47,6 +57,8 @@ def site(tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator, **ex
                         {"input": 2, "name": "kitchen-fire", "type": "fire"}]},
             {"id": "gate-bollard", "kind": "bollard", "driver": "modbus_bollard", "zone": "gate",
              "connection": {"host": "127.0.0.1", "port": bollard.port}, "travel_timeout_s": 3},
+            {"id": "gate-cam", "kind": "camera", "driver": "opencv", "url": camera.url, "tamper": None,
+             "clip_pre_s": 3, "clip_post_s": 1},
         ],
         "linkage": [
             {"when": {"alarm_type": ["panic"], "zone": ["gate"]},
@@ -84,6 +96,16 @@ class Watcher:
         self.client.loop_stop()
 
 
+def evidence(cfg: Config) -> list[dict[str, Any]]:
+    engine = db.make_engine(cfg.database_url())
+    try:
+        with db.make_sessions(engine)() as session:
+            alarm = session.scalars(select(Alarm).where(Alarm.alarm_type == "panic")).first()
+            return store.alarm_views(session, [alarm])[0]["attachments"] if alarm else []
+    finally:
+        engine.dispose()
+
+
 def history(cfg: Config, alarm_type: str) -> list[AlarmTransition]:
     engine = db.make_engine(cfg.database_url())
     try:
@@ -98,8 +120,8 @@ def history(cfg: Config, alarm_type: str) -> list[AlarmTransition]:
 
 
 def test_a_panic_at_the_gate_raises_the_bollards_and_calls_police_and_cameras(
-        tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator) -> None:
-    cfg = site(tmp_path, sim, bollard)
+        tmp_path: Path, sim: ModbusDISimulator, bollard: BollardSimulator, camera: CameraSimulator) -> None:
+    cfg = site(tmp_path, sim, bollard, camera)
     running = Running(cfg)
     assert running.gateway.broker_port
     watcher = Watcher(running.gateway.broker_port)
@@ -114,9 +136,17 @@ def test_a_panic_at_the_gate_raises_the_bollards_and_calls_police_and_cameras(
         assert police["contact_id"] == 120 and police["alarm_type"] == "panic" and police["zone_number"] == 3
         snapshot = wait_for(lambda: watcher.on("/rules/snapshot_requests"), 5, "the camera request")[0]
         assert snapshot["camera"] == "gate-cam" and snapshot["pre_s"] == 30
-        steps = wait_for(lambda: [s for s in history(cfg, "panic") if s.action == "linkage_result"], 10,
-                         "the bollard's answer in the alarm's history")
-        assert steps[0].note == "gate-bollard efo: done"
+        steps = wait_for(lambda: (n := [s.note for s in history(cfg, "panic") if s.action == "linkage_result"])
+                         and len(n) >= 2 and n, 10, "the bollard's and the camera's answers in the alarm's history")
+        assert sorted(steps) == ["gate-bollard efo: done", "gate-cam clip: done"]
+        snapshot, clip = wait_for(lambda: evidence(cfg), 5, "the snapshot and clip named on the alarm")
+        assert snapshot["kind"] == "snapshot" and snapshot["camera"] == "gate-cam"
+        shot = tmp_path / "data" / "snapshots" / "gate-cam" / snapshot["ref"][9:17] / f"{snapshot['ref']}.jpg"
+        wait_for(shot.is_file, 5, "the alarm's snapshot on disk")
+        (clip,) = wait_for(lambda: [e for e in evidence(cfg) if e["kind"] == "clip" and e["state"] == "ready"],
+                           10, "the clip finished (1 s after the alarm)")
+        assert clip["before"] >= 4, "the clip holds the seconds before the alarm (3 s at 2 frames a second)"
+        assert clip["frames"] > clip["before"], "and after it"
         notes = [s.note for s in history(cfg, "panic") if s.action == "linkage"]
         assert notes == ["linkage: 'efo' sent to bollard gate-bollard",
                          "linkage: snapshot and the 30 s before requested from camera gate-cam",
@@ -126,10 +156,10 @@ def test_a_panic_at_the_gate_raises_the_bollards_and_calls_police_and_cameras(
         running.stop()
 
 
-def test_a_fire_alarm_lowers_the_bollards(tmp_path: Path, sim: ModbusDISimulator) -> None:
+def test_a_fire_alarm_lowers_the_bollards(tmp_path: Path, sim: ModbusDISimulator, camera: CameraSimulator) -> None:
     raised = BollardSimulator(travel_s=0.5, start_raised=True)
     raised.start()
-    running = Running(site(tmp_path, sim, raised))
+    running = Running(site(tmp_path, sim, raised, camera))
     try:
         wait_for(lambda: raised.limits() == (True, False), 5, "the bollard up at the start")
         sim.press(2)
@@ -141,8 +171,9 @@ def test_a_fire_alarm_lowers_the_bollards(tmp_path: Path, sim: ModbusDISimulator
 
 
 def test_an_unacknowledged_alarm_goes_to_the_roster_in_turn(tmp_path: Path, sim: ModbusDISimulator,
+                                                            camera: CameraSimulator,
                                                             bollard: BollardSimulator) -> None:
-    cfg = site(tmp_path, sim, bollard, roster=[{"id": "li", "name": "Li"}, {"id": "wang", "name": "Wang"}],
+    cfg = site(tmp_path, sim, bollard, camera, roster=[{"id": "li", "name": "Li"}, {"id": "wang", "name": "Wang"}],
                escalation={"after_s": {"panic": 1}, "repeat_s": 1}, linkage=[])
     running = Running(cfg)
     assert running.gateway.broker_port

@@ -3,6 +3,7 @@ and the snapshots themselves, for logged-in users only."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -47,6 +48,39 @@ async def cameras_page(request: Request, user: LoggedIn = Depends(require("view"
 async def cameras_api(request: Request, user: LoggedIn = Depends(require("view"))) -> list[dict[str, Any]]:  # noqa: B008
     """Every camera with its status and its last events (each with its snapshot id)."""
     return camera_rows(request)
+
+
+CLIP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}-\d{8}T\d{6}-\d{3}-\d+-clip$")
+
+
+def _clip_dir(request: Request, camera: str, clip_id: str) -> Any:
+    root = console(request).snapshot_dir
+    if root is None or not CAMERA_ID.match(camera) or not CLIP_ID.match(clip_id) or \
+            not clip_id.startswith(camera + "-"):
+        raise HTTPException(404, tr(request, "There is no such clip."))
+    return root / camera / "clips" / clip_id
+
+
+@router.get("/clips/{camera}/{clip_id}", response_class=HTMLResponse)
+async def clip_page(camera: str, clip_id: str, request: Request,
+                    user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
+    """An alarm clip played as the camera kept it: its frames in order, with their times."""
+    folder = _clip_dir(request, camera, clip_id)
+    manifest = folder / "clip.json"
+    if not manifest.is_file():
+        raise HTTPException(404, tr(request, "The clip is still being recorded."))
+    clip = json.loads(manifest.read_text())
+    return render(request, "clip.html", camera=camera, clip_id=clip_id, times=clip["times"],
+                  alarm_at=clip["alarm_at"], alarm_id=clip.get("alarm_id"))
+
+
+@router.get("/clips/{camera}/{clip_id}/{frame}.jpg")
+async def clip_frame(camera: str, clip_id: str, frame: int, request: Request,
+                     user: LoggedIn = Depends(require("view"))) -> FileResponse:  # noqa: B008
+    path = _clip_dir(request, camera, clip_id) / f"{frame:04d}.jpg"
+    if frame < 0 or not path.is_file():
+        raise HTTPException(404, tr(request, "There is no such clip."))
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/snapshots/{camera}/{name}")
