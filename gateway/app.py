@@ -158,6 +158,21 @@ class Gateway:
                         else f"the clock is within {max_offset_s:g} s of the time server again"})
             await asyncio.sleep(every_s)
 
+    async def purge_snapshots(self, every_s: float = 86400.0) -> None:
+        """Camera snapshots and alarm clips past their retention (retention.snapshots_days / clips_days)."""
+        from drivers.camera.retention import purge
+
+        root = self.config.gateway.data_dir / "snapshots"
+        retention = self.config.retention
+        while True:
+            cameras = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+            for camera in cameras:
+                days, clips = await asyncio.to_thread(purge, camera, retention.snapshots_days, retention.clips_days)
+                if days or clips:
+                    log.info("retention: removed %d days of snapshots and %d clips of camera %s", days, clips,
+                             camera.name)
+            await asyncio.sleep(every_s)
+
     async def _watchdog(self, notifier: Notifier, interval: float) -> None:
         """Ping systemd while every part is healthy. This runs on the drivers' event loop, so a driver that
         blocks the loop stops the pings too, and systemd restarts the gateway."""
@@ -227,6 +242,8 @@ class Gateway:
             drivers_bus.start()
             task = self._tasks["drivers"] = asyncio.create_task(self.host.run(), name="drivers")
             self._tasks["clock"] = asyncio.create_task(self.watch_clock(), name="clock")
+            if any(d.kind == "camera" for d in cfg.devices):
+                self._tasks["snapshots"] = asyncio.create_task(self.purge_snapshots(), name="snapshot-retention")
             clock = cfg.clock
             if clock.ntp_server:
                 ntp_host = clock.ntp_server
@@ -237,8 +254,9 @@ class Gateway:
 
             async def stop_drivers() -> None:
                 self._tasks["clock"].cancel()
-                if "clock_offset" in self._tasks:
-                    self._tasks["clock_offset"].cancel()
+                for name in ("clock_offset", "snapshots"):
+                    if name in self._tasks:
+                        self._tasks[name].cancel()
                 await host.stop()
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

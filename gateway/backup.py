@@ -55,6 +55,10 @@ def backup(config: Config, folder: Path) -> dict[str, object]:
     if outbox.exists():
         _copy_sqlite(outbox, folder / "outbox.db")
         files.append("outbox.db")
+    snapshots = config.gateway.data_dir / "snapshots"
+    if snapshots.is_dir():  # camera snapshots and alarm clips: files written once, so a plain copy is consistent
+        shutil.copytree(snapshots, folder / "snapshots", ignore=shutil.ignore_patterns(".*"))
+        files.append("snapshots")
     manifest["files"] = files
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -89,4 +93,7 @@ def restore(config: Config, folder: Path) -> list[str]:
         config.gateway.data_dir.mkdir(parents=True, exist_ok=True)
         _copy_sqlite(folder / "outbox.db", config.gateway.data_dir / "outbox.db")
         restored.append(str(config.gateway.data_dir / "outbox.db"))
+    if "snapshots" in manifest["files"]:
+        shutil.copytree(folder / "snapshots", config.gateway.data_dir / "snapshots", dirs_exist_ok=True)
+        restored.append(str(config.gateway.data_dir / "snapshots"))
     return restored

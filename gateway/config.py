@@ -170,6 +170,10 @@ class RetentionConfig(Strict):
     # The ingest log of raw events: >= 180 days (GB 50396 access events; Beijing 2018). Alarms, their
     # history and the audit log are records and are not purged.
     events_days: int = Field(default=180, ge=30)
+    # Camera snapshots (events, the live tile) and alarm clips, on the drivers' disk; an incident's evidence
+    # should be exported with it before then.
+    snapshots_days: int = Field(default=90, ge=1)
+    clips_days: int = Field(default=365, ge=1)
 
 
 class ConsoleConfig(Strict):

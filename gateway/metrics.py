@@ -69,9 +69,14 @@ class GatewayCollector(Collector):
         if drivers is not None:
             restarts = CounterMetricFamily("campusgw_driver_restarts", "driver restarts by the supervisor",
                                            labels=["driver"])
+            fps = GaugeMetricFamily("campusgw_camera_fps", "frames a camera's worker analyses per second",
+                                    labels=["driver"])
             for name, health in drivers.items():
                 restarts.add_metric([name], health.get("restarts", 0))
+                if "fps" in health:
+                    fps.add_metric([name], float(health["fps"]))
             yield restarts
+            yield fps
         with self.sessions() as session:
             online = GaugeMetricFamily("campusgw_device_online", "1 online, 0 offline, -1 not heard from yet",
                                        labels=["device", "kind"])

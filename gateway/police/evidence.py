@@ -60,9 +60,14 @@ class EvidenceSender:
             alarm = session.get(Alarm, alarm_id)
             if alarm is None:
                 return
+            # What the cameras keep of it so far: the snapshot at once, the clip once recorded (the console
+            # serves both to a logged-in user at these paths).
+            attachments = [{**a, "path": f"/snapshots/{a['camera']}/{a['ref']}.jpg" if a["kind"] == "snapshot"
+                            else f"/clips/{a['camera']}/{a['ref']}"}
+                           for a in store.attachments(session, [alarm_id]).get(alarm_id, [])]
             document = {"site": self.site, "alarm_id": alarm_id, "alarm_type": alarm.alarm_type,
                         "zone": alarm.zone, "place": alarm.place, "raised_at": alarm.raised_at.isoformat(),
-                        "dc09": {"path": path, "acked_at": acked_at.isoformat()}, "attachments": []}
+                        "dc09": {"path": path, "acked_at": acked_at.isoformat()}, "attachments": attachments}
         results = []
         if self.config.topic:
             self.bus.publish_json(rules_topic(self.site, "police", "evidence"), document)

@@ -52,6 +52,9 @@ def test_backup_while_events_flow_and_restore(tmp_path: Path, sim: ModbusDISimul
     flow.start()
     try:
         wait_for(lambda: count(config.database_url()) > 20, 10, "events flowing")
+        clip = tmp_path / "live" / "snapshots" / "gate-cam" / "clips" / "gate-cam-20261129T080000-000-10001-clip"
+        clip.mkdir(parents=True)  # as a camera keeps an alarm clip
+        (clip / "0000.jpg").write_bytes(b"\xff\xd8 frame \xff\xd9")
         assert main(["backup", "-c", str(live), "--to", str(tmp_path / "backup")]) == 0
         assert main(["backup", "-c", str(live), "--to", str(tmp_path / "backup")]) == 1, "never over a backup"
         wait_for(lambda: count(config.database_url()) > 40, 10, "more events after the backup")
@@ -73,6 +76,8 @@ def test_backup_while_events_flow_and_restore(tmp_path: Path, sim: ModbusDISimul
     assert db.current_revision(engine) == db.head_revision()
     engine.dispose()
     assert (tmp_path / "new-disk" / "outbox.db").exists()
+    assert (tmp_path / "new-disk" / "snapshots" / "gate-cam" / "clips" / "gate-cam-20261129T080000-000-10001-clip"
+            / "0000.jpg").read_bytes() == b"\xff\xd8 frame \xff\xd9", "snapshots and clips come back too"
 
     other = tmp_path / "other.yaml"
     other.write_text(f"site: {{id: another-school, name: X}}\ngateway: {{data_dir: {tmp_path / 'x'}}}\n")

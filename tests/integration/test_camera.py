@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from gateway.config import Config, validate_config
@@ -83,6 +84,9 @@ def test_a_camera_comes_online_with_a_live_snapshot(tmp_path: Path, camera: Came
             assert client.get(bad).status_code == 404, bad
         page = client.get("/cameras").text
         assert 'data-id="gate-cam"' in page and "/snapshots/gate-cam/latest.jpg" in page
+        fps = [s.value for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples
+               if s.name == "campusgw_camera_fps" and s.labels == {"driver": "opencv.gate-cam"}]
+        assert fps and 3.5 <= fps[0] <= 6, "/metrics has the camera's analysis rate"
     finally:
         running.stop()
 
