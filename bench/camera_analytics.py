@@ -30,9 +30,22 @@ motion event that starts while no person is in view is a false alarm, listed by 
 tamper phase (the view itself changed) are shown apart.
 Tamper is scored by phase: each kind must be raised in its phase (after its hold) and nowhere else.
 
+Loitering (LoiterDetector, zone "gate", defaults: dwell_s 30, grace_s 5, detect_every_s 1) runs on the
+same frames, fed the motion detector's motion_now, so its people detector (HOG) runs at most once a second
+and only on motion or while it tracks a person; the script's figures are no people to HOG, so this only
+times it. It is scored on a second script, drawn by the camera simulator (simulators.camera, its scene,
+clock and person, the person 1/3 of the frame high) with the same sensor noise, 90 s at --fps:
+
+    0-10 s idle                                   20-24 s a loiterer walks in, stands at x 0.45 until 64 s
+    10-16 s a walker passes through (6 s)         64-68 s the loiterer walks out; 68-90 s idle
+
+Loitering must be raised once while the loiterer stands (dwell_s after they are first seen) and cleared
+grace_s after they are last seen, and never for the walker. The HOG row gives ms per call; the worst case (a person
+always in view) is one call per detect_every_s: its CPU / (fps x detect_every_s) per frame.
+
 Target: motion + tamper <= 3 % of one core at 5 fps at 640x360 (about 6 ms a frame). The exit status
 is 1 if the target is missed, or the detectors miss a person or a tamper or raise a false alarm
-outside the tamper phases.
+outside the tamper phases, or loitering is not as scripted.
 """
 
 from __future__ import annotations
@@ -47,14 +60,18 @@ import numpy as np
 
 from bench.common import percentile
 from drivers.camera.analytics import (
+    HOG_HEIGHT,
     MAX_GAP_S,
     Image,
+    LoiterDetector,
+    LoiterSettings,
     MotionDetector,
     MotionSettings,
     TamperDetector,
     Zone,
     polygon_mask,
 )
+from simulators.camera import CameraSimulator, _Person, _State
 
 W, H = 640, 360
 SECONDS = 120.0
@@ -65,6 +82,9 @@ TREE = [(0.72, 0.0), (1.0, 0.0), (1.0, 0.5), (0.72, 0.5)]
 CLOCK = [(0.0, 0.0), (0.3, 0.0), (0.3, 0.09), (0.0, 0.09)]
 MOTION = MotionSettings(zones=[GATE], masks=[TREE, CLOCK])
 TAMPER_PHASES = {"covered": "covered", "defocus": "blurred", "moved": "turned"}
+LOITER = LoiterSettings(zones=[GATE])  # dwell_s 30, grace_s 5, detect_every_s 1
+LOITER_SECONDS = 90.0
+STAND = (20.0, 64.0)  # the loiterer in view from 20 s, standing from 24 s, walking out from 64 s
 
 
 
@@ -322,11 +342,14 @@ class Run:
     motion_time: Timing = field(default_factory=Timing)
     tamper_time: Timing = field(default_factory=Timing)
     plain_time: Timing = field(default_factory=Timing)
+    loiter_time: Timing = field(default_factory=Timing)  # every frame, HOG or not
+    hog_time: Timing = field(default_factory=Timing)  # the frames the people detector ran on
     tamper_events: list[tuple[str, bool, float]] = field(default_factory=list)
 
 
 def run(args: argparse.Namespace, script: Script) -> Run:
     motion, tamper, baseline = MotionDetector(MOTION), TamperDetector(), FrameDifference(MOTION)
+    loiter = LoiterDetector(LOITER)
     r = Run()
     wall, cpu = time.perf_counter, time.process_time
     for i in range(int(SECONDS * args.fps)):
@@ -339,13 +362,107 @@ def run(args: argparse.Namespace, script: Script) -> Run:
         w2, c2 = wall(), cpu()
         plain_change = baseline.update(frame, t)
         w3, c3 = wall(), cpu()
+        runs = loiter.hog_runs
+        loiter.update(frame, t, motion.motion_now)
+        w4, c4 = wall(), cpu()
         r.motion_time.add((w0, w1), (c0, c1))
         r.tamper_time.add((w1, w2), (c1, c2))
         r.plain_time.add((w2, w3), (c2, c3))
+        r.loiter_time.add((w3, w4), (c3, c4))
+        if loiter.hog_runs > runs:
+            r.hog_time.add((w3, w4), (c3, c4))
         r.ours.add(motions[-1].active if motions else None, t, i)
         r.plain.add(plain_change, t, i)
         r.tamper_events += [(e.kind, e.active, e.at) for e in tampers]
     return r
+
+
+# -- loitering, on the camera simulator's person -----------------------------------------------------------
+
+
+class LoiterScript:
+    """The camera simulator's scene and person (drawn by its renderer at the script's times, no HTTP), with
+    sensor noise: a walker passes through; a loiterer walks in, stands and walks out (see the module doc)."""
+
+    def __init__(self, seed: int, noise: float) -> None:
+        self.sim = CameraSimulator(size=(W, H), seed=seed)
+        self.margin = self.sim._person_margin()
+        m = self.margin
+        self.through = _Person(-m, 0.85, 10.0, vx=(1 + 2 * m) / 6, until=16.0, leave_at_end=True)
+        self.walk_in = _Person(-m, 0.85, STAND[0], vx=(0.45 + m) / 4, until=STAND[0] + 4)
+        self.walk_out = _Person(0.45, 0.85, STAND[1], vx=(0.55 + m) / 4, until=STAND[1] + 4, leave_at_end=True)
+        self.noise = noise
+        self._noise = np.empty((H, W, 3), np.int16)
+
+    def person(self, t: float) -> _Person | None:
+        for p, start in ((self.through, 10.0), (self.walk_in, STAND[0]), (self.walk_out, STAND[1])):
+            if start <= t and not p.gone(t, self.margin) and (p is not self.walk_in or t < STAND[1]):
+                return p
+        return None
+
+    def frame(self, t: float, number: int) -> Image:
+        img = self.sim._render(_State(person=self.person(t)), t, number, None, False)
+        cv2.randn(self._noise, np.zeros(3), np.full(3, self.noise))
+        return cv2.add(img, self._noise, dtype=cv2.CV_8U)
+
+
+@dataclass
+class LoiterRun:
+    time: Timing = field(default_factory=Timing)
+    hog_time: Timing = field(default_factory=Timing)
+    events: list[tuple[bool, float, float]] = field(default_factory=list)  # (active, at, dwell_s)
+    seen: list[float] = field(default_factory=list)  # times of the people detector's runs that found somebody
+    hog_runs: int = 0
+
+
+def run_loiter(args: argparse.Namespace, script: LoiterScript) -> LoiterRun:
+    motion, loiter = MotionDetector(MotionSettings(zones=[GATE])), LoiterDetector(LOITER)
+    r = LoiterRun()
+    wall, cpu = time.perf_counter, time.process_time
+    for i in range(int(LOITER_SECONDS * args.fps)):
+        t = i / args.fps
+        frame = script.frame(t, i)
+        motion.update(frame, t)  # its cost is in the first table
+        runs = loiter.hog_runs
+        w0, c0 = wall(), cpu()
+        events = loiter.update(frame, t, motion.motion_now)
+        w1, c1 = wall(), cpu()
+        r.time.add((w0, w1), (c0, c1))
+        if loiter.hog_runs > runs:
+            r.hog_time.add((w0, w1), (c0, c1))
+            if loiter.people:
+                r.seen.append(t)
+        r.events += [(e.active, e.at, e.dwell_s) for e in events]
+    r.hog_runs = loiter.hog_runs
+    return r
+
+
+def score_loiter(r: LoiterRun) -> tuple[list[str], bool]:
+    """Rows, and whether loitering was raised once for the loiterer (and cleared) and never for the walker."""
+    s = LOITER
+    raised = [(at, d) for a, at, d in r.events if a]
+    cleared = [(at, d) for a, at, d in r.events if not a]
+    first = min((t for t in r.seen if t >= STAND[0]), default=None)
+    last = max((t for t in r.seen if STAND[0] <= t < STAND[1] + 4), default=None)
+    through = [t for t in r.seen if 10.0 <= t < 16.0]
+    ok = (len(raised) == 1 and len(cleared) == 1 and first is not None and last is not None
+          and abs(raised[0][0] - (first + s.dwell_s)) <= s.detect_every_s + 1e-6
+          and abs(cleared[0][0] - (last + s.grace_s)) <= s.detect_every_s + 1e-6)
+    rows = [f"  {'a walker passes through (10-16 s)':44}seen at {', '.join(f'{t:.0f}' for t in through) or '-'} s; "
+            f"loitering {'none' if not [a for a in raised if 10 <= a[0] < 20] else 'RAISED'}"]
+    if raised:
+        at, dwell = raised[0]
+        rows.append(f"  {'a loiterer (in view 20-68 s, stands 24-64)':44}first seen {first:.1f} s, raised {at:.1f} s "
+                    f"(dwell {dwell:.1f} s), last seen {last:.1f} s")
+    else:
+        rows.append(f"  {'a loiterer (in view 20-68 s, stands 24-64)':44}NOT raised")
+    if cleared:
+        at, dwell = cleared[0]
+        rows.append(f"  {'':44}cleared {at:.1f} s (last seen + grace_s {s.grace_s:g} s; in the zone {dwell:.1f} s)")
+    seen_share = len(r.seen) / max(r.hog_runs, 1)
+    rows.append(f"  {'people detector runs':44}{r.hog_runs} in {LOITER_SECONDS:.0f} s, {100 * seen_share:.0f} % "
+                f"of them found somebody")
+    return rows, ok
 
 
 def score_motion(name: str, scored: Scored, script: Script, fps: float) -> tuple[str, int, int]:
@@ -394,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     print(r.tamper_time.row("TamperDetector", args.fps))
     print(both.row("motion + tamper", args.fps))
     print(r.plain_time.row("frame differencing (baseline)", args.fps))
+    print(r.loiter_time.row("LoiterDetector (HOG on motion)", args.fps))
     pct = both.pct(args.fps)
     target_met = pct <= TARGET_PCT
 
@@ -419,11 +537,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {kind + ' (' + phase_name + ')':34}{at:>28}{', '.join(f'{c:.1f}' for c in cleared) or '-':>12}"
               f"   {', '.join(f'{a:.1f} s ({phase_at(a)})' for a in outside) or '-'}")
 
-    ok = target_met and missed == 0 and false == 0 and tamper_ok
+    lr = run_loiter(args, LoiterScript(args.seed, args.noise))
+    hog = Timing(r.hog_time.wall + lr.hog_time.wall, r.hog_time.cpu + lr.hog_time.cpu)
+    per_call = sum(hog.cpu) / len(hog.cpu)
+    every = LOITER.detect_every_s
+    print()
+    print(f"  loitering, {LOITER_SECONDS:.0f} s of the simulator's person (1/3 of the frame high); dwell_s "
+          f"{LOITER.dwell_s:g}, grace_s {LOITER.grace_s:g}; HOG at {W * HOG_HEIGHT // H}x{HOG_HEIGHT}")
+    rows, loiter_ok = score_loiter(lr)
+    for line in rows:
+        print(line)
+    print(f"  {'ms per people-detector run':34}{'p50':>8}{'p99':>8}{'max':>8}{'CPU mean':>10}{'core @1/s':>12}")
+    print(hog.row(f"HOG call (n={len(hog.cpu)})", 1 / every))
+    print(lr.time.row("LoiterDetector, loitering script", args.fps))
+    worst = per_call / (args.fps * every)
+    worst_pct = per_call / every / 10
+    print(f"  worst case (HOG every {every:g} s): {worst:.2f} ms a frame on average at {args.fps:g} fps, "
+          f"{worst_pct:.2f} % of a core; with motion + tamper {both.pct(args.fps) + worst_pct:.2f} %")
+
+    ok = target_met and missed == 0 and false == 0 and tamper_ok and loiter_ok
     print()
     print(f"target: motion + tamper <= {TARGET_PCT:g} % of one core at {args.fps:g} fps: {pct:.2f} %, "
           f"{'met' if target_met else 'MISSED'}; persons missed {missed}, false motion alarms {false}, tamper "
-          f"{'as scripted' if tamper_ok else 'NOT as scripted'}")
+          f"{'as scripted' if tamper_ok else 'NOT as scripted'}, loitering "
+          f"{'as scripted' if loiter_ok else 'NOT as scripted'}")
     return 0 if ok else 1
 
 

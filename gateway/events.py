@@ -30,6 +30,7 @@ EVENT_TYPES: dict[str, EventClass] = {
     "campus.bollard.fault": "alarm",
     "campus.camera.motion": "record",
     "campus.camera.tamper": "alarm",
+    "campus.camera.loitering": "record",
     "campus.camera.clip": "record",
     "campus.device.offline": "alarm",
     "campus.device.online": "alarm",

@@ -57,6 +57,26 @@ class TamperConfig(_Strict):
     learn_s: float = Field(default=10.0, gt=0)  # the sharpness and the reference view are learnt this long
 
 
+class LoiterConfig(_Strict):
+    zones: list[ZoneConfig] = []  # none: the whole frame
+    dwell_s: float = Field(default=30.0, ge=0)  # a person staying in a zone longer than this is loitering
+    grace_s: float = Field(default=5.0, gt=0)  # unseen shorter than this: still there; this long: gone
+    detect_every_s: float = Field(default=1.0, gt=0)  # the people detector runs at most this often (~14 ms a run)
+    scale: float = Field(default=1.0, gt=0, le=4)  # 1: people from ~0.28 of the frame high; 2: half that, 4x the CPU
+    hit_threshold: float = Field(default=0.8, ge=0)  # the detector's score (SVM margin) a person needs
+    min_height: float = Field(default=0.15, ge=0, le=1)  # detections smaller than this share of the height ignored
+
+    @model_validator(mode="after")
+    def _check(self) -> LoiterConfig:
+        names = [z.name for z in self.zones]
+        if len(set(names)) != len(names):
+            raise ValueError(f"zone names must be unique: {names}")
+        if self.grace_s <= self.detect_every_s:
+            raise ValueError("grace_s must be longer than detect_every_s: a person is looked for every "
+                             "detect_every_s at best, so a shorter grace would end every stay")
+        return self
+
+
 class CameraConfig(DeviceConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,6 +103,7 @@ class CameraConfig(DeviceConfig):
     loop_file: bool = False  # a video file plays again at its end (demos, tests)
     motion: MotionConfig | None = None  # off unless configured
     tamper: TamperConfig | None = TamperConfig()
+    loitering: LoiterConfig | None = None  # off unless configured; with motion, the detector runs only on motion
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> CameraConfig:
@@ -189,7 +210,8 @@ class CameraDriver(Driver):
             open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
             snapshot_dir=str(self.ctx.data_dir / "snapshots"), snapshot_every_s=cfg.snapshot_every_s,
             jpeg_quality=cfg.jpeg_quality, loop_file=cfg.loop_file, clip_fps=cfg.clip_fps, clip_pre_s=cfg.clip_pre_s,
-            analytics={"motion": asdict_or_none(cfg.motion), "tamper": asdict_or_none(cfg.tamper)})
+            analytics={"motion": asdict_or_none(cfg.motion), "tamper": asdict_or_none(cfg.tamper),
+                       "loitering": asdict_or_none(cfg.loitering)})
         w.last_reason = None
         w.last_frame = self._mp.Value("d", 0.0, lock=False)
         w.out = self._mp.Queue()

@@ -8,9 +8,10 @@ from typing import Any
 class Pipeline:
     def __init__(self, settings: dict[str, Any], size: tuple[int, int]) -> None:
         self.size = size
-        motion, tamper = settings.get("motion"), settings.get("tamper")
+        motion, tamper, loitering = settings.get("motion"), settings.get("tamper"), settings.get("loitering")
         self.motion = self.tamper = None
-        if motion is None and tamper is None:
+        self.loitering = None
+        if motion is None and tamper is None and loitering is None:
             return
         from drivers.camera import analytics
 
@@ -19,6 +20,9 @@ class Pipeline:
             masks=[[tuple(p) for p in mask] for mask in motion["masks"]],
             **{k: v for k, v in motion.items() if k not in ("zones", "masks")}))
         self.tamper = None if tamper is None else analytics.TamperDetector(analytics.TamperSettings(**tamper))
+        self.loitering = None if loitering is None else analytics.LoiterDetector(analytics.LoiterSettings(
+            zones=[analytics.Zone(z["name"], [tuple(p) for p in z["polygon"]]) for z in loitering["zones"]],
+            **{k: v for k, v in loitering.items() if k != "zones"}))
 
     def update(self, frame: Any, at: float) -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = []
@@ -32,4 +36,12 @@ class Pipeline:
                 if tampered and m.active:
                     continue
                 found.append(("motion", {"zone": m.zone, "active": m.active, "area": round(float(m.area), 4)}))
+        if self.loitering is not None:
+            # The people detector runs on frames with motion (or while it tracks a person); without a motion
+            # detector, every detect_every_s.
+            moving = self.motion.motion_now if self.motion is not None else True
+            for e in self.loitering.update(frame, at, moving):
+                if tampered and e.active:  # nor is a person "found" in a view that is not the camera's
+                    continue
+                found.append(("loitering", {"zone": e.zone, "active": e.active, "dwell_s": round(float(e.dwell_s), 1)}))
         return found

@@ -1,8 +1,10 @@
-"""Camera analytics on synthetic frames: motion in zones and tamper, both sides of each, time passed in.
+"""Camera analytics on synthetic frames: motion in zones, tamper and loitering, both sides of each, time passed in.
 
 The scene is a seeded texture (rectangles, lines, grain) cropped from a larger canvas, so a camera that
 turns sees new content; a dark figure stands in for a person. Frames come at 5 per second (0.2 s apart)
-with sensor noise (std-dev 3) unless a test says otherwise.
+with sensor noise (std-dev 3) unless a test says otherwise. The people detector needs a person, not a
+figure: the loitering tests draw the camera simulator's scene and person (simulators.camera), without its
+HTTP server, at the tests' own times.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from drivers.camera.analytics import (
+    LoiterDetector,
+    LoiterEvent,
+    LoiterSettings,
     MotionDetector,
     MotionEvent,
     MotionSettings,
@@ -26,6 +31,9 @@ from drivers.camera.analytics import (
     TamperSettings,
     Zone,
 )
+from drivers.camera.driver import LoiterConfig, MotionConfig, ZoneConfig
+from drivers.camera.pipeline import Pipeline
+from simulators.camera import CameraSimulator, _Person, _State
 
 W, H = 640, 360
 DT = 0.2  # 5 frames/s
@@ -362,6 +370,198 @@ def test_covered_stops_defocus_and_moved_from_being_judged() -> None:
     assert play(detector, lambda i: black, 75, first=LEARNT) == []
 
 
+# -- loitering ----------------------------------------------------------------------------------------------
+
+STREET = CameraSimulator(osd=False)  # its scene and person, drawn by _render at the given time; never started
+MARGIN = STREET._person_margin()  # off the frame by this much (a fraction of its width), a person is out of view
+DOOR = Zone("door", [(0.25, 0.6), (0.75, 0.6), (0.75, 1.0), (0.25, 1.0)])  # the ground in front of the middle
+QUICK = LoiterSettings(zones=[DOOR], dwell_s=3.0)  # grace_s 5, detect_every_s 1
+Who = Callable[[float], "_Person | None"]  # the person in view at time t, if any
+
+
+def street(who: Who) -> FrameAt:
+    """The simulator's frame at i * DT with `who`'s person in it."""
+    return lambda i: STREET._render(_State(person=who(i * DT)), i * DT, i, None, False)
+
+
+def standing(x: float = 0.5, y: float = 0.85) -> Who:
+    return lambda t: _Person(x, y, 0.0)
+
+
+WALKS_IN = _Person(0.1, 0.85, 0.0, vx=0.2, until=2.0)  # from x 0.1 (outside the door zone) to 0.5, standing from 2 s
+THROUGH = _Person(-MARGIN, 0.85, 0.0, vx=(1 + 2 * MARGIN) / 2.5, until=2.5, leave_at_end=True)  # in view 2.5 s
+
+
+def walks_in(t: float) -> _Person:
+    return WALKS_IN
+
+
+def walks_through(t: float) -> _Person | None:
+    return None if THROUGH.gone(t, MARGIN) else THROUGH
+
+
+def hidden(first: int, last: int, who: Who) -> Who:
+    """`who`, but nobody in view in frames first..last (behind a bus, missed by the detector)."""
+    return lambda t: None if first * DT - 1e-9 <= t <= last * DT + 1e-9 else who(t)
+
+
+Loitering = list[tuple[str, bool, float, float]]
+
+
+def loiter(detector: LoiterDetector, frame_at: FrameAt, frames: int, first: int = 0,
+           motion: Callable[[int], bool] = lambda i: True) -> tuple[Loitering, list[float]]:
+    """Feed frames first..first+frames-1 at i * DT with noise: (zone, active, at, dwell_s) of every event, and
+    the times the people detector ran and found somebody."""
+    events: list[LoiterEvent] = []
+    seen: list[float] = []
+    for i in range(first, first + frames):
+        runs = detector.hog_runs
+        events += detector.update(noisy(frame_at(i), i), i * DT, motion(i))
+        if detector.hog_runs > runs and detector.people:
+            seen.append(round(i * DT, 6))
+    return [(e.zone, e.active, round(e.at, 6), round(e.dwell_s, 6)) for e in events], seen
+
+
+@pytest.mark.parametrize(("what", "x", "y", "walking"), [
+    ("standing in the middle", 0.5, 0.85, False),
+    ("standing further back", 0.2, 0.7, False),
+    ("standing near the bottom edge", 0.8, 0.95, False),
+    ("walking", 0.4, 0.85, True),
+    ("walking, mid-stride", 0.62, 0.8, True),
+])
+def test_the_simulators_person_is_found_where_it_stands(what: str, x: float, y: float, walking: bool) -> None:
+    detector = LoiterDetector(QUICK)
+    person = _Person(x - 0.3, y, 0.0, vx=0.3) if walking else _Person(x, y, 0.0)  # at (x, y) at 1 s
+    frame = STREET._render(_State(person=person), 1.0, 0, None, False)
+    detector.update(noisy(frame, 0), 0.0, True)
+    assert detector.hog_runs == 1
+    (found,) = detector.people  # one box for one person, after non-maximum suppression
+    assert found.score > QUICK.hit_threshold + 0.5  # 1.5-3.3 here; the simulator's empty scenes score under 0.75
+    assert found.feet == (pytest.approx(x, abs=0.03), pytest.approx(y, abs=0.06))
+    assert 0.4 < found.box[3] < 0.6  # the person is 1/3 of the frame high, the box a third more
+
+
+def test_an_empty_scene_has_nobody_in_it() -> None:
+    detector = LoiterDetector(QUICK)
+    assert loiter(detector, street(lambda t: None), 25) == ([], [])
+    assert detector.hog_runs == 5  # motion in every frame: once a second
+
+
+def test_a_person_who_walks_in_and_stands_is_loitering_after_dwell_s() -> None:
+    detector = LoiterDetector(QUICK)
+    events, seen = loiter(detector, street(walks_in), 40)
+    # Seen at 0 s outside the zone (x 0.1), first in it at 1 s (x 0.3): loitering at 1 + dwell_s.
+    assert events == [("door", True, 4.0, 3.0)]
+    assert seen == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert detector.active_zones == ["door"] and detector.tracking
+
+
+@pytest.mark.parametrize("settings_", [QUICK, LoiterSettings(dwell_s=3.0)], ids=["door zone", "whole frame"])
+def test_a_person_walking_through_is_not_loitering(settings_: LoiterSettings) -> None:
+    detector = LoiterDetector(settings_)
+    events, seen = loiter(detector, street(walks_through), 40)
+    assert events == []
+    assert seen == [1.0, 2.0]  # found while in view (2.5 s, under dwell_s)
+    assert not detector.tracking
+
+
+def test_a_person_standing_outside_the_zone_is_not_loitering() -> None:
+    detector = LoiterDetector(QUICK)
+    events, seen = loiter(detector, street(standing(0.12)), 60)
+    assert events == []
+    assert len(seen) == 12  # found every time, but outside the door zone
+    assert not detector.tracking
+
+
+@pytest.mark.parametrize(("last", "events"), [
+    (14, [("door", True, 3.0, 3.0)]),  # hidden 0.2-2.8 s: missed at 1 and 2 s, under grace_s: the dwell runs on
+    (29, [("door", True, 9.0, 3.0)]),  # hidden 0.2-5.8 s: unseen 5 s (grace_s) at 5 s, a new stay from 6 s
+], ids=["hidden under grace_s", "hidden for grace_s"])
+def test_missed_detections_under_grace_s_do_not_reset_the_dwell(last: int, events: Loitering) -> None:
+    detector = LoiterDetector(QUICK)
+    assert loiter(detector, street(hidden(1, last, standing())), 60)[0] == events
+
+
+def test_loitering_ends_grace_s_after_the_person_is_last_seen() -> None:
+    detector = LoiterDetector(QUICK)
+    gone_from = 40  # 8 s: last seen at 7 s
+    events, _ = loiter(detector, street(hidden(gone_from, 10**6, standing())), 80, motion=lambda i: i < 5)
+    # Motion only in the first second: the detector keeps running because it tracks the person.
+    assert events == [("door", True, 3.0, 3.0), ("door", False, 12.0, 7.0)]  # 7 s + grace_s; in the zone 0-7 s
+    assert detector.active_zones == [] and not detector.tracking
+    assert detector.hog_runs == 13  # at 0, 1, ... 12 s; then neither motion nor a person to track
+
+
+@pytest.mark.parametrize("every", [1.0, 0.5, 2.5])
+def test_the_people_detector_runs_at_most_every_detect_every_s(every: float) -> None:
+    detector = LoiterDetector(LoiterSettings(zones=[DOOR], detect_every_s=every))
+    rng = np.random.default_rng(3)
+    at, runs = 0.0, []
+    frame = noisy(street(standing())(0), 0)
+    while at < 12.0:  # frames 0.1-0.35 s apart, as a busy worker delivers them
+        before = detector.hog_runs
+        detector.update(frame, at, True)
+        if detector.hog_runs > before:
+            runs.append(at)
+        at += float(rng.uniform(0.1, 0.35))
+    assert min(np.diff(runs)) >= every - 1e-9
+    assert len(runs) >= 12.0 / (every + 0.35)
+
+
+def test_the_people_detector_runs_only_on_motion_or_while_tracking() -> None:
+    detector = LoiterDetector(QUICK)
+    # A person already standing in the zone, but the motion detector sees nothing: not looked at.
+    assert loiter(detector, street(standing()), 25, motion=lambda i: False) == ([], [])
+    assert detector.hog_runs == 0
+    # Motion in one frame (2 s in): found, and tracked from then on without motion.
+    events, seen = loiter(detector, street(standing()), 40, first=10, motion=lambda i: i == 10)
+    assert events == [("door", True, 5.0, 3.0)]
+    assert seen == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    # Motion with nobody in the zone: one look per detect_every_s while it lasts, and nothing after.
+    detector = LoiterDetector(QUICK)
+    assert loiter(detector, street(standing(0.12)), 50, motion=lambda i: 10 <= i < 20) == ([], [2.0, 3.0])
+    assert detector.hog_runs == 2
+
+
+def test_the_pipeline_reports_loitering_but_not_while_tampered() -> None:
+    class Tampered:
+        active = ("covered",)
+
+        def update(self, frame: Frame, at: float) -> list[TamperEvent]:
+            return []
+
+    config = LoiterConfig(zones=[ZoneConfig(name="door", polygon=list(DOOR.polygon))], dwell_s=3.0)
+    found: list[tuple[str, dict[str, object]]] = []
+    pipeline = Pipeline({"loitering": config.model_dump()}, (W, H))
+    assert pipeline.motion is None and pipeline.tamper is None and pipeline.loitering is not None
+    frame_at = street(walks_in)
+    for i in range(30):  # without a motion detector, the people detector runs every detect_every_s
+        found += pipeline.update(noisy(frame_at(i), i), i * DT)
+    assert found == [("loitering", {"zone": "door", "active": True, "dwell_s": 3.0})]
+    tampered = Pipeline({"loitering": config.model_dump()}, (W, H))
+    tampered.tamper = Tampered()  # type: ignore[assignment]
+    assert [tampered.update(noisy(frame_at(i), i), i * DT) for i in range(30)] == [[]] * 30
+
+    # With motion configured, the people detector waits for motion: a still scene, then the person walks in.
+    pipeline = Pipeline({"motion": MotionConfig().model_dump(), "loitering": config.model_dump()}, (W, H))
+    later = street(lambda t: None if t < 2.0 else _Person(0.1, 0.85, 2.0, vx=0.2, until=4.0))
+    found = [kind for i in range(10) for kind in pipeline.update(noisy(later(i), i), i * DT)]
+    assert found == [] and pipeline.loitering is not None and pipeline.loitering.hog_runs == 0
+    found = [event for i in range(10, 40) for event in pipeline.update(noisy(later(i), i), i * DT)]
+    assert ("loitering", {"zone": "door", "active": True, "dwell_s": 3.0}) in found
+
+
+def test_loiter_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        LoiterSettings(zones=[DOOR, DOOR])
+    with pytest.raises(ValueError, match="3 points"):
+        LoiterSettings(zones=[Zone("line", [(0.0, 0.0), (1.0, 1.0)])])
+    with pytest.raises(ValueError, match="longer than detect_every_s"):
+        LoiterSettings(grace_s=1.0, detect_every_s=1.0)
+    with pytest.raises(ValueError, match="longer than detect_every_s"):
+        LoiterConfig(grace_s=2.0, detect_every_s=3.0)
+
+
 # -- fuzz ---------------------------------------------------------------------------------------------------
 
 FAST = TamperSettings(learn_s=0.4, covered_hold_s=0.4, defocus_hold_s=0.4, moved_hold_s=0.4, clear_hold_s=0.2)
@@ -411,3 +611,25 @@ def test_random_full_size_frames_never_crash_either_detector() -> None:
     for other in [np.full((8, 8), np.nan), np.full((8, 8, 3), 1e9), np.ones((8, 8), bool)]:
         motion.update(other, 100.0)  # another dtype: clipped to 0..255
         tamper.update(other, 100.0)
+
+
+@given(st.lists(st.tuples(any_frame(), st.floats(0.0, 2.0)), min_size=1, max_size=6))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_frames_never_crash_the_loiter_detector(frames: list[tuple[np.ndarray, float]]) -> None:
+    detector = LoiterDetector(LoiterSettings(zones=[DOOR], dwell_s=0.5, grace_s=1.0, detect_every_s=0.0))
+    at = 0.0
+    for frame, step in frames:
+        at += step
+        assert all(isinstance(e, LoiterEvent) for e in detector.update(frame, at, True))
+
+
+def test_odd_frames_never_crash_the_loiter_detector() -> None:
+    detector = LoiterDetector(LoiterSettings(detect_every_s=0.0))
+    for odd in [np.zeros((0, 8, 3), np.uint8), np.zeros((8, 8, 2), np.uint8), np.zeros(8, np.uint8),
+                np.zeros((1, 700, 3), np.uint8), np.zeros((700, 1), np.uint8)]:
+        assert detector.update(odd, 1.0, True) == []  # no image, or no camera's: not looked at
+    assert detector.hog_runs == 0
+    for other in [np.full((8, 8), np.nan), np.full((40, 30, 3), 1e9), np.ones((30, 40), bool),
+                  np.random.default_rng(1).integers(0, 256, (H, W, 4), dtype=np.uint8)]:
+        assert detector.update(other, 2.0, True) == []  # another dtype: clipped to 0..255
+    assert detector.hog_runs == 4

@@ -39,6 +39,8 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
                              "snapshot_id": "gate-cam-20261129T080102-250-3"},
     "campus.camera.tamper": {"kind": "covered", "active": True, "detail": "lens covered for 5 s",
                              "snapshot_id": "gate-cam-20261129T080102-250-4"},
+    "campus.camera.loitering": {"zone": "gate", "active": True, "dwell_s": 31.0,
+                                "snapshot_id": "gate-cam-20261129T080102-250-5"},
     "campus.camera.clip": {"clip_id": "gate-cam-20261129T080102-250-10001-clip", "alarm_id": 12, "frames": 120,
                            "before": 60, "first_at": 1.8e9, "last_at": 1.8e9 + 60},
 }
