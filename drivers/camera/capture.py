@@ -189,7 +189,7 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
             if (frame.shape[1], frame.shape[0]) != (width, height):
                 frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
             analysed += 1
-            for kind, data in pipeline.update(frame, time.monotonic()):  # hold times must not follow clock steps
+            for kind, data in pipeline.update(frame, time.monotonic(), now):  # holds: monotonic; schedules: wall
                 data["snapshot_id"] = store.save(frame, now)
                 out.put((kind, {**data, "at": now}))
             for clip in clips.add(partial(_jpeg, frame, settings.jpeg_quality), now):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from drivers.base import CommandResult, Driver, DriverContext
 from drivers.camera.capture import WorkerSettings, redact, run, snapshot_name
-from gateway.config import DeviceConfig, SecretRef
+from gateway.config import DeviceConfig, SecretRef, Window
 
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 60.0
@@ -40,7 +40,14 @@ class ZoneConfig(_Strict):
     polygon: list[Point] = Field(min_length=3)  # corners as fractions of the frame, 0..1 from top left
 
 
-class MotionConfig(_Strict):
+class Scheduled(_Strict):
+    # When the analytic reports (the site's time); none: always. Overnight windows run past midnight
+    # ({days: [mon], from: "18:00", to: "06:00"}); on holidays every window is open all day.
+    schedule: list[Window] | None = None
+    holidays: list[str] = []
+
+
+class MotionConfig(Scheduled):
     zones: list[ZoneConfig] = []  # none: the whole frame
     masks: list[list[Point]] = []  # areas never looked at (a tree, the camera's clock)
     min_area: float = Field(default=0.002, gt=0, le=1)
@@ -49,7 +56,7 @@ class MotionConfig(_Strict):
     max_global: float = Field(default=0.5, gt=0, le=1)  # more than this changes at once: lights, not motion
 
 
-class TamperConfig(_Strict):
+class TamperConfig(Scheduled):
     covered_hold_s: float = Field(default=5.0, ge=0)  # each must hold this long before it is raised
     defocus_hold_s: float = Field(default=10.0, ge=0)
     moved_hold_s: float = Field(default=5.0, ge=0)
@@ -57,7 +64,7 @@ class TamperConfig(_Strict):
     learn_s: float = Field(default=10.0, gt=0)  # the sharpness and the reference view are learnt this long
 
 
-class LoiterConfig(_Strict):
+class LoiterConfig(Scheduled):
     zones: list[ZoneConfig] = []  # none: the whole frame
     dwell_s: float = Field(default=30.0, ge=0)  # a person staying in a zone longer than this is loitering
     grace_s: float = Field(default=5.0, gt=0)  # unseen shorter than this: still there; this long: gone
@@ -211,7 +218,7 @@ class CameraDriver(Driver):
             snapshot_dir=str(self.ctx.data_dir / "snapshots"), snapshot_every_s=cfg.snapshot_every_s,
             jpeg_quality=cfg.jpeg_quality, loop_file=cfg.loop_file, clip_fps=cfg.clip_fps, clip_pre_s=cfg.clip_pre_s,
             analytics={"motion": asdict_or_none(cfg.motion), "tamper": asdict_or_none(cfg.tamper),
-                       "loitering": asdict_or_none(cfg.loitering)})
+                       "loitering": asdict_or_none(cfg.loitering), "timezone": str(self.ctx.tz)})
         w.last_reason = None
         w.last_frame = self._mp.Value("d", 0.0, lock=False)
         w.out = self._mp.Queue()

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.config import Window
+from gateway.rules.schedules import in_windows
+
+UNSCHEDULED = ("schedule", "holidays")
 
 
 class Pipeline:
     def __init__(self, settings: dict[str, Any], size: tuple[int, int]) -> None:
         self.size = size
-        motion, tamper, loitering = settings.get("motion"), settings.get("tamper"), settings.get("loitering")
+        self.tz = ZoneInfo(settings.get("timezone") or "Asia/Shanghai")
+        # Each analytic runs all the time (its background and baselines stay learnt) and reports only
+        # within its schedule; an event that began inside it is also ended inside or after it.
+        self.schedules: dict[str, tuple[list[Window], list[str]] | None] = {}
+        for kind in ("motion", "tamper", "loitering"):
+            part = settings.get(kind) or {}
+            windows = part.get("schedule")
+            self.schedules[kind] = None if windows is None else \
+                ([Window.model_validate(w) for w in windows], list(part.get("holidays") or []))
+        self._reported: set[tuple[str, str]] = set()
+        motion, tamper, loitering = (_analytic(settings.get(k)) for k in ("motion", "tamper", "loitering"))
         self.motion = self.tamper = None
         self.loitering = None
         if motion is None and tamper is None and loitering is None:
@@ -24,7 +41,28 @@ class Pipeline:
             zones=[analytics.Zone(z["name"], [tuple(p) for p in z["polygon"]]) for z in loitering["zones"]],
             **{k: v for k, v in loitering.items() if k != "zones"}))
 
-    def update(self, frame: Any, at: float) -> list[tuple[str, dict[str, Any]]]:
+    def update(self, frame: Any, at: float, wall: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Events of this frame; `at` is monotonic (hold times), `wall` the time for schedules (None: now)."""
+        found = self._analyse(frame, at)
+        if not any(s is not None for s in self.schedules.values()):
+            return found
+        local = datetime.fromtimestamp(wall, self.tz) if wall is not None else datetime.now(self.tz)
+        kept = []
+        for kind, data in found:
+            key = (kind, str(data.get("zone") or data.get("kind")))
+            schedule = self.schedules.get(kind)
+            if data["active"]:
+                if schedule is not None and not in_windows(schedule[0], local, schedule[1]):
+                    continue
+                self._reported.add(key)
+            elif schedule is not None:
+                if key not in self._reported:
+                    continue  # its beginning was outside the schedule: nobody was told
+                self._reported.discard(key)
+            kept.append((kind, data))
+        return kept
+
+    def _analyse(self, frame: Any, at: float) -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = []
         if self.tamper is not None:
             for t in self.tamper.update(frame, at):
@@ -45,3 +83,8 @@ class Pipeline:
                     continue
                 found.append(("loitering", {"zone": e.zone, "active": e.active, "dwell_s": round(float(e.dwell_s), 1)}))
         return found
+
+
+def _analytic(part: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An analytic's own settings, without its schedule."""
+    return None if part is None else {k: v for k, v in part.items() if k not in UNSCHEDULED}

@@ -633,3 +633,26 @@ def test_odd_frames_never_crash_the_loiter_detector() -> None:
                   np.random.default_rng(1).integers(0, 256, (H, W, 4), dtype=np.uint8)]:
         assert detector.update(other, 2.0, True) == []  # another dtype: clipped to 0..255
     assert detector.hog_runs == 4
+
+
+def test_motion_is_reported_only_within_its_schedule() -> None:
+    """The detector runs all day; a person after hours is reported, the same walk in school hours is not,
+    and a motion that began after hours is ended even once the schedule is over."""
+    motion = MotionConfig.model_validate({
+        "zones": [{"name": "gate", "polygon": [[0, 0.3], [0.5, 0.3], [0.5, 1], [0, 1]]}], "min_duration_s": 1.0,
+        "clear_after_s": 1.0, "schedule": [{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "18:00",
+                                            "to": "06:30"}]})
+    pipeline = Pipeline({"motion": motion.model_dump(), "timezone": "Asia/Shanghai"}, (640, 360))
+    school_hours = 1_796_104_800.0  # Monday 2026-12-07 14:00 in Shanghai
+    after_hours = school_hours + 5 * 3600  # 19:00
+    walk = walking(20, 6)
+
+    def run(wall0: float) -> list[tuple[str, bool]]:
+        found = []
+        for i in range(80):
+            found += [(d["zone"], d["active"]) for _, d in pipeline.update(noisy(walk(i), i), 100 + i * 0.2,
+                                                                           wall0 + i * 0.2)]
+        return found
+
+    assert run(school_hours) == [], "in school hours the gate's motion is nobody's business"
+    assert run(after_hours) == [("gate", True), ("gate", False)]

@@ -7,11 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.config import BollardSchedule, EscalationConfig, LinkageRule, RosterEntry
+from gateway.config import BollardSchedule, EscalationConfig, LinkageRule, RosterEntry, Window
 from gateway.rules.alarms import RaiseAlarm
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.linkage import BollardCommand, PoliceForward, SnapshotRequest, linked_actions
-from gateway.rules.schedules import wanted
+from gateway.rules.schedules import in_windows, wanted
 
 T0 = datetime(2026, 11, 30, 0, 0, 0, tzinfo=UTC)
 ROSTER = [RosterEntry(id="li", name="Li"), RosterEntry(id="wang", name="Wang"), RosterEntry(id="zhao", name="Zhao")]
@@ -104,3 +104,25 @@ def test_linkage_naming_an_unknown_bollard_is_a_config_error() -> None:
         parse_config(text, "site.yaml")
     assert info.value.problems == ["site.yaml line 4: linkage[0].bollards.devices[0]: unknown bollard 'gate-bolard', "
                                    "expected one of: none (no device of kind bollard)"]
+
+
+NIGHTS = [Window.model_validate({"days": ["mon", "tue", "wed", "thu", "fri"], "from": "18:00", "to": "06:30"}),
+          Window.model_validate({"days": ["sat", "sun"], "from": "00:00", "to": "23:59"})]
+
+
+@pytest.mark.parametrize(("local", "inside"), [
+    ("2026-11-30 17:59", False),  # Monday before the evening window
+    ("2026-11-30 18:00", True),   # Monday evening
+    ("2026-12-01 03:00", True),   # Tuesday night: Monday's window runs past midnight
+    ("2026-12-01 06:30", False),  # the end is not in it
+    ("2026-12-01 12:00", False),  # school hours
+    ("2026-11-29 12:00", True),   # Sunday
+    ("2026-11-30 02:00", False),  # early Monday: Sunday's window ends at 23:59 and does not run over
+])
+def test_camera_schedules_with_windows_past_midnight(local: str, inside: bool) -> None:
+    assert in_windows(NIGHTS, datetime.fromisoformat(local).replace(tzinfo=SHANGHAI)) is inside
+
+
+def test_a_holiday_is_watched_all_day() -> None:
+    noon = datetime(2026, 10, 1, 12, 0, tzinfo=SHANGHAI)  # a Thursday, National Day
+    assert not in_windows(NIGHTS, noon) and in_windows(NIGHTS, noon, ["2026-10-01"])
