@@ -6,6 +6,7 @@ and the console; the browser only clicks what a guard would.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,3 +214,33 @@ def test_the_board_shows_the_alarm_centre_acknowledgement_and_each_path(browser:
         running.stop()
         relay.close()
         centre.stop()
+
+
+def test_an_alarm_on_the_board_shows_its_snapshot_and_plays_its_clip(browser: Any, tmp_path: Path,
+                                                                     sim: ModbusDISimulator) -> None:
+    from simulators.camera import CameraSimulator
+
+    camera = CameraSimulator(fps=10)
+    camera.start()
+    data = site_config(tmp_path, sim.port).model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["devices"].append({"id": "gate-cam", "kind": "camera", "driver": "opencv", "url": camera.url,
+                            "tamper": None, "clip_pre_s": 2, "clip_post_s": 1})
+    data["linkage"] = [{"when": {"alarm_type": ["panic"]}, "cameras": ["gate-cam"]}]
+    running = Running(validate_config(data))
+    add_users(running.gateway)
+    try:
+        page = open_board(browser, running.gateway.console_url, "guard1")
+        camera.person_enter(0.3, 0.9)
+        sim.press(1)
+        row = page.locator("#alarms tr").first
+        expect(row.locator("a.evidence.snapshot")).to_be_visible(timeout=10_000)
+        expect(row.locator("a.evidence.clip")).to_have_attribute("href", re.compile(r"^/clips/gate-cam/"),
+                                                                 timeout=10_000)
+        with page.context.expect_page() as popup:
+            row.locator("a.evidence.clip").click()
+        clip = popup.value
+        expect(clip.locator("#when")).to_contain_text("报警前")  # the first frame is from before the alarm
+        clip.wait_for_function("document.getElementById('frame').naturalWidth === 640", timeout=5000)
+    finally:
+        running.stop()
+        camera.stop()
