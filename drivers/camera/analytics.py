@@ -478,6 +478,21 @@ class TamperDetector:
     def active(self) -> list[TamperKind]:
         return [k for k in TAMPER_KINDS if self._holds[k].active]
 
+    def learnt_view(self) -> dict[str, Any] | None:
+        """What it has learnt (sharpness baseline, reference view), to carry over a restart of the worker:
+        a camera turned or blurred while its stream was down must not become the new normal."""
+        if self.baseline is None or self._reference is None or self._shape is None:
+            return None
+        return {"baseline": self.baseline, "reference": self._reference.copy(), "shape": list(self._shape)}
+
+    def restore_view(self, learnt: dict[str, Any]) -> None:
+        """Take a view learnt before (see learnt_view); the same stream size is assumed until a frame says
+        otherwise, which then learns again."""
+        self._shape = tuple(int(n) for n in learnt["shape"])
+        self.baseline = float(learnt["baseline"])
+        self._reference = np.asarray(learnt["reference"], dtype=np.float32)
+        self._learn_since, self._learn_sharp, self._learn_sum, self._learn_frames = None, [], None, 0
+
     def relearn(self) -> None:
         """Forget the baseline and reference view: learn them again from the next `learn_s` of frames."""
         self.baseline = None

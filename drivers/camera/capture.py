@@ -164,6 +164,10 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
     store = SnapshotStore(settings.snapshot_dir, settings.device, settings.jpeg_quality)
     clips = ClipRecorder(settings.snapshot_dir, settings.device, settings.clip_fps, settings.clip_pre_s)
     pipeline = Pipeline(settings.analytics, settings.size)
+    view_file = Path(settings.snapshot_dir) / settings.device / "tamper-view.npz"
+    if pipeline.tamper is not None:
+        _restore_view(pipeline.tamper, view_file)
+    next_view_save = 0.0
     width, height = settings.size
     period = 1.0 / settings.fps
     next_analysis = 0.0
@@ -199,6 +203,12 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
                 if name == "clip":  # the alarm's picture now, and its clip when post_s has passed
                     clips.start(args["clip_id"], args.get("alarm_id"), args["pre_s"], args["post_s"], now)
                     store.save(frame, now, args["snapshot_id"])
+                elif name == "relearn" and pipeline.tamper is not None:  # re-aimed on purpose
+                    pipeline.tamper.relearn()
+                    view_file.unlink(missing_ok=True)
+                    next_view_save = 0.0
+            if pipeline.tamper is not None and now >= next_view_save and not pipeline.tamper.active:
+                next_view_save = now + VIEW_SAVE_S if _save_view(pipeline.tamper, view_file) else now + 1
             if now >= next_latest:
                 store.latest(frame)
                 next_latest = now + settings.snapshot_every_s
@@ -207,6 +217,35 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
         cap.release()
         for clip in clips.flush():
             out.put(("clip", {**clip, "at": time.time()}))
+
+
+VIEW_SAVE_S = 60.0
+
+
+def _save_view(tamper: Any, path: Path) -> bool:
+    """Keep what tamper detection has learnt of the view, so a restarted worker compares against it rather
+    than learning whatever the camera shows after an outage. False while it is still learning."""
+    import numpy as np
+
+    learnt = tamper.learnt_view()
+    if learnt is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tamper-view.tmp.npz")
+    np.savez(tmp, reference=learnt["reference"], baseline=learnt["baseline"], shape=np.array(learnt["shape"]))
+    tmp.replace(path)
+    return True
+
+
+def _restore_view(tamper: Any, path: Path) -> None:
+    import numpy as np
+
+    try:
+        with np.load(path) as data:
+            tamper.restore_view({"reference": data["reference"], "baseline": float(data["baseline"]),
+                                 "shape": data["shape"].tolist()})
+    except (OSError, KeyError, ValueError):
+        pass  # none yet, or unreadable: learn the view afresh
 
 
 def _jpeg(frame: Any, quality: int) -> bytes:

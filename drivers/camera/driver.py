@@ -188,6 +188,12 @@ class CameraDriver(Driver):
         """`clip`: the alarm's snapshot now, and a clip of clip_pre_s before and clip_post_s after, named in
         the result so the alarm can point at them before they are finished."""
         w, cfg = self.worker, self.worker.cfg
+        if name == "relearn":  # after the camera was re-aimed or refocused on purpose
+            if w.process is None:
+                return CommandResult(False, f"{cfg.id} has no video now: nothing to learn from")
+            w.commands.put(("relearn", {}))
+            self.ctx.log.info("%s: tamper detection learns the view again (%s)", cfg.id, issued_by)
+            return CommandResult(True, "tamper detection learns the view again from the next frames")
         if name != "clip":
             return await super().handle_command(device_id, name, args, issued_by)
         if w.process is None or not w.online:

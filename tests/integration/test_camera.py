@@ -14,7 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from gateway.config import Config, validate_config
+from gateway.bus import Bus
+from gateway.commands import CommandClient
+from gateway.config import BrokerConfig, Config, validate_config
 from gateway.records import db
 from gateway.records.models import Alarm, Device, IngestedEvent
 from simulators.camera import CameraSimulator
@@ -178,5 +180,33 @@ def test_a_person_walking_is_motion_and_the_lights_switching_is_not(tmp_path: Pa
         assert start.data["zone"] == "yard" and start.data["snapshot_id"].startswith("gate-cam-")
         wait_for(lambda: [e for e in records.events("campus.camera.motion") if not e.data["active"]], 10,
                  "the motion over once the person has gone")
+    finally:
+        running.stop()
+
+
+def test_a_camera_turned_while_its_stream_was_down_is_still_moved(tmp_path: Path, camera: CameraSimulator) -> None:
+    """The view learnt before an outage is kept: a restarted worker compares against it instead of taking
+    whatever the camera shows afterwards as normal. A deliberate re-aim is learnt with the relearn command."""
+    config = site(tmp_path, camera.url, tamper={"moved_hold_s": 1, "learn_s": 1, "clear_hold_s": 1})
+    running = Running(config)
+    records = Records(config)
+    view = tmp_path / "data" / "snapshots" / "gate-cam" / "tamper-view.npz"
+    try:
+        wait_for(lambda: records.online() is True, 15, "the camera online")
+        wait_for(view.exists, 10, "the learnt view kept on disk")
+        camera.stall(True)
+        wait_for(lambda: records.online() is False, 6, "video loss")
+        camera.shift(0.3, 0)  # turned during the outage
+        camera.stall(False)
+        (alarm,) = wait_for(lambda: records.alarms("tamper"), 15, "moved, against the view from before")
+        assert alarm.key == "gate-cam:tamper:moved"
+        bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{running.gateway.broker_port}"), "installer", name="test")
+        commands = CommandClient(bus, "school-1")
+        bus.start()
+        assert bus.wait_connected(10)
+        result = commands.send("camera", "gate-cam", "relearn", issued_by="installer-li", timeout=5)
+        bus.stop()
+        assert result["status"] == "ok"
+        wait_for(lambda: records.alarms("tamper")[0].condition_active is False, 15, "the new view accepted")
     finally:
         running.stop()
