@@ -176,12 +176,20 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
     next_analysis = 0.0
     next_latest = 0.0
     grabbed = analysed = 0
+    # A file is read as fast as it decodes: play it at its own rate instead, as a camera would send it.
+    is_file = "://" not in settings.source and not settings.source.isdigit() and \
+        not settings.source.startswith("/dev/video")
+    file_period = 1.0 / (cap.get(cv2.CAP_PROP_FPS) or 25.0) if is_file else 0.0
+    next_grab = time.monotonic()
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
     raw = fourcc == b"MJPG" and cap.set(cv2.CAP_PROP_FORMAT, -1)  # JPEG packets out of grab(), undecoded
     out.put(("opened", {"backend": cap.getBackendName(), "codec": fourcc.decode("ascii", "replace"),
                         "decode_on_demand": raw}))
     try:
         while True:
+            if file_period:
+                next_grab += file_period
+                time.sleep(max(0.0, next_grab - time.monotonic()))
             if not cap.grab():
                 if settings.loop_file and grabbed:  # a test or demo file: play it again
                     cap.set(cv2.CAP_PROP_POS_FRAMES, 0)

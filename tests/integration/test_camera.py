@@ -210,3 +210,27 @@ def test_a_camera_turned_while_its_stream_was_down_is_still_moved(tmp_path: Path
         wait_for(lambda: records.alarms("tamper")[0].condition_active is False, 15, "the new view accepted")
     finally:
         running.stop()
+
+
+def test_a_video_file_is_a_camera_too(tmp_path: Path) -> None:
+    """A recorded clip (an installer trying a config, a demo) plays through the same worker."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "gate.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 180))
+    for i in range(30):
+        frame = np.full((180, 320, 3), 60, np.uint8)
+        cv2.rectangle(frame, (10 + i * 5, 60), (40 + i * 5, 150), (20, 20, 20), -1)
+        writer.write(frame)
+    writer.release()
+    config = site(tmp_path, str(path), loop_file=True, video_loss_s=5)
+    running = Running(config)
+    records = Records(config)
+    try:
+        wait_for(lambda: records.online() is True, 15, "the file's video")
+        latest = tmp_path / "data" / "snapshots" / "gate-cam" / "latest.jpg"
+        wait_for(latest.exists, 5, "its frames analysed")
+        assert cv2.imread(str(latest)).shape == (360, 640, 3), "scaled to the analysis size"
+    finally:
+        running.stop()
