@@ -55,12 +55,12 @@ def only_problem(text: str) -> str:
 # --- valid files -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "example-site.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "example-site.yaml", "example-school-large.yaml"])
 def test_shipped_config_files_load(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_text((CONFIG_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
     config = load_config(path)
-    assert config.site.id in ("demo-school", "example-school")
+    assert config.site.id in ("demo-school", "example-school", "example-large-school")
     assert config.devices, "the shipped files each configure a device"
     assert config.devices[0].driver == "modbus_di"
 
@@ -75,6 +75,15 @@ def test_demo_config_values_are_read_as_written() -> None:
     (device,) = config.devices
     assert (device.id, device.kind, device.zone) == ("gate-alarm-box", "alarm_input", "gate")
     assert config.device("gate-alarm-box") is device
+
+
+def test_the_large_example_is_a_real_sized_school() -> None:
+    config = load_config(CONFIG_DIR / "example-school-large.yaml")
+    kinds = [d.kind for d in config.devices]
+    points = sum(len((d.model_extra or {}).get("points", [])) for d in config.devices if d.kind == "alarm_input")
+    assert (points, kinds.count("bollard"), kinds.count("camera")) == (16, 4, 8)
+    assert len({d.zone for d in config.devices if d.kind == "bollard"}) == 2, "two gates"
+    assert config.police is not None and len(config.police.zones) == 16, "every point has the centre's zone number"
 
 
 def test_example_config_values_are_read_as_written() -> None:
