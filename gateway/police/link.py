@@ -87,25 +87,26 @@ class Transport:
                     self.close()
                     return "the receiver closed the connection"
                 for raw in self._reader.feed(data):
-                    try:
-                        answer = dc09.decode(raw, key)
-                    except dc09.FrameError as exc:
-                        if exc.reason == "key":  # an unencrypted NAK to an encrypted message, say
-                            try:
-                                answer = dc09.decode(raw)
-                            except dc09.FrameError:
-                                log.warning("%s: an answer we cannot read (%s)", self.path.name, exc)
-                                continue
-                        else:
-                            log.warning("%s: an answer we cannot read (%s)", self.path.name, exc)
-                            continue
-                    if answer.token == "NAK" or answer.seq == seq:
+                    answer = self._read(raw, key)
+                    if answer is not None and (answer.token == "NAK" or answer.seq == seq):
                         return answer
                     # an answer to an earlier try of another message: not ours, keep listening
             return f"no answer within {timeout:g} s"
         except OSError as exc:
             self.close()
             return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+    def _read(self, raw: bytes, key: bytes | None) -> dc09.Message | None:
+        """An answer, encrypted with our key or (a receiver's NAK to an encrypted message, say) not."""
+        for attempt in (key, None) if key is not None else (None,):
+            try:
+                return dc09.decode(raw, attempt)
+            except dc09.FrameError as exc:
+                if exc.reason != "key" or attempt is None:
+                    log.warning("%s: an answer we cannot read (%s)", self.path.name, exc)
+                    return None
+        return None
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:
