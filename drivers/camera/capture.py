@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 # One thread each: a camera worker must not take every core of a small box.
 os.environ.setdefault("OPENCV_FFMPEG_THREADS", "1")
@@ -163,7 +164,8 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
 
     cap = _open(settings)
     if not cap.isOpened():
-        return f"cannot open {redact(settings.source)}"
+        return (f"cannot open {redact(settings.source)}: check the address and port, the user and password, "
+                "and that the substream is enabled on the camera")
     store = SnapshotStore(settings.snapshot_dir, settings.device, settings.jpeg_quality)
     clips = ClipRecorder(settings.snapshot_dir, settings.device, settings.clip_fps, settings.clip_pre_s)
     pipeline = Pipeline(settings.analytics, settings.size)
@@ -273,9 +275,7 @@ def _jpeg(frame: Any, quality: int) -> bytes:
 
 def redact(source: str) -> str:
     """A URL without its password, for logs and events."""
-    if "://" in source and "@" in source.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = source.split("://", 1)
-        credentials, host = rest.split("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return source
+    parts = urlsplit(source)
+    if not parts.password:
+        return source
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}"))

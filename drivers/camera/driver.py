@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.base import CommandResult, Driver, DriverContext
 from drivers.camera.capture import WorkerSettings, redact, run, snapshot_name
@@ -114,21 +115,19 @@ class CameraConfig(DeviceConfig):
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> CameraConfig:
-        if "://" in self.url and "@" in self.url.split("://", 1)[1].split("/", 1)[0] \
-                and ":" in self.url.split("://", 1)[1].split("@", 1)[0]:
+        if urlsplit(self.url).password:
             raise ValueError("the url holds a password: give 'username' and 'password_env' (or "
                              "'password_file') instead")
         return self
 
     def source(self) -> str:
         """The URL to open, with the credentials from the secrets store."""
-        password = SecretRef(env=self.password_env, file=self.password_file).resolve() \
-            if (self.password_env or self.password_file) else None
-        if not self.username or "://" not in self.url:
+        parts = urlsplit(self.url)
+        if not self.username or not parts.scheme or not parts.hostname:
             return self.url
-        scheme, rest = self.url.split("://", 1)
-        secret = SecretStr(password or "").get_secret_value()
-        return f"{scheme}://{self.username}{':' + secret if secret else ''}@{rest}"
+        password = SecretRef(env=self.password_env, file=self.password_file).resolve()
+        user = quote(self.username, safe="") + (":" + quote(password, safe="") if password else "")
+        return urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc}"))
 
 
 @dataclass
