@@ -566,26 +566,21 @@ def _check_devices(data: dict[str, Any], filename: str, located: Located) -> lis
 
 
 def _check_references(config: Config, filename: str, located: Located) -> list[str]:
-    """Linkage and schedules must name bollards that exist: a typo there fails silently in an emergency."""
-    bollards = {d.id for d in config.devices if d.kind == "bollard"}
-    known = ", ".join(sorted(bollards)) or "none (no device of kind bollard)"
-    problems = []
-    refs: list[tuple[tuple[str | int, ...], str]] = []
+    """Linkage and schedules must name bollards and cameras that exist: a typo there fails silently in an
+    emergency."""
+    refs: list[tuple[str, tuple[str | int, ...], str]] = []  # (kind, where, device id)
     for i, rule in enumerate(config.linkage):
-        for j, device in enumerate(rule.bollards.devices if rule.bollards else []):
-            refs.append((("linkage", i, "bollards", "devices", j), device))
+        refs += [("bollard", ("linkage", i, "bollards", "devices", j), d)
+                 for j, d in enumerate(rule.bollards.devices if rule.bollards else [])]
+        refs += [("camera", ("linkage", i, "cameras", j), d) for j, d in enumerate(rule.cameras)]
     for i, schedule in enumerate(config.bollard_schedules):
-        refs += [(("bollard_schedules", i, "bollards", j), device) for j, device in enumerate(schedule.bollards)]
-    for loc, device in refs:
-        if device not in bollards:
-            problems.append(_problem(filename, located, loc, f"unknown bollard '{device}', expected one of: {known}"))
-    cameras = {d.id for d in config.devices if d.kind == "camera"}
-    for i, rule in enumerate(config.linkage):
-        for j, camera in enumerate(rule.cameras):
-            if camera not in cameras:
-                problems.append(_problem(filename, located, ("linkage", i, "cameras", j),
-                                         f"unknown camera '{camera}', expected one of: "
-                                         f"{', '.join(sorted(cameras)) or 'none (no device of kind camera)'}"))
+        refs += [("bollard", ("bollard_schedules", i, "bollards", j), d) for j, d in enumerate(schedule.bollards)]
+    problems = []
+    for kind, loc, device in refs:
+        known = sorted(d.id for d in config.devices if d.kind == kind)
+        if device not in known:
+            problems.append(_problem(filename, located, loc, f"unknown {kind} '{device}', expected one of: "
+                                     f"{', '.join(known) or f'none (no device of kind {kind})'}"))
     for i, rule in enumerate(config.linkage):
         if rule.police and config.police is None:
             problems.append(_problem(filename, located, ("linkage", i, "police"),
