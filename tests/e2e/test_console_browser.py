@@ -17,7 +17,7 @@ import pytest
 from gateway.config import Config, validate_config
 from gateway.console import auth
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import missing
+from tests.conftest import missing, wait_for
 from tests.integration.helpers import Running
 
 pw = pytest.importorskip("playwright.sync_api")
@@ -240,7 +240,8 @@ def test_an_alarm_on_the_board_shows_its_snapshot_and_plays_its_clip(browser: An
             row.locator("a.evidence.clip").click()
         clip = popup.value
         expect(clip.locator("#when")).to_contain_text("报警前")  # the first frame is from before the alarm
-        clip.wait_for_function("document.getElementById('frame').naturalWidth === 640", timeout=5000)
+        # Polled from here: Playwright 1.65 evaluates a wait_for_function string with eval, which our CSP forbids.
+        wait_for(lambda: clip.locator("#frame").evaluate("img => img.naturalWidth") == 640, 5, "the clip's frame")
     finally:
         running.stop()
         camera.stop()
