@@ -14,6 +14,8 @@ DRIVERS: dict[str, str] = {
     "modbus_di": "drivers.modbus_di:ModbusDIDriver",
     "modbus_bollard": "drivers.bollard:BollardDriver",
     "opencv": "drivers.camera.driver:CameraDriver",
+    "osdp": "drivers.osdp_cp:OsdpDriver",
+    "serial_reader": "drivers.serial_reader:SerialReaderDriver",
 }
 _extra: dict[str, type[Driver]] = {}
 

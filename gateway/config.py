@@ -206,7 +206,8 @@ class EscalationConfig(Strict):
 
 
 AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire",
-                    "device_offline", "gateway_health", "bollard_fault"]
+                    "device_offline", "gateway_health", "bollard_fault", "watchlist", "door_forced", "door_held",
+                    "access_failures", "visitor_overstay"]
 
 
 class LinkageWhen(Strict):
@@ -241,6 +242,9 @@ POLICE_CODES: dict[str, PoliceCode] = {
         "fire": (110, "FA", "FH"), "tamper": (137, "TA", "TR"), "ac_loss": (301, "AT", "AR"),
         "fault": (300, "YX", "YZ"), "bollard_fault": (300, "YX", "YZ"), "device_offline": (350, "YC", "YK"),
         "door_contact": (130, "BA", "BH"), "gateway_health": (300, "YX", "YZ"),
+        # access (Contact ID 42x): forced access, door propped open, access denied
+        "door_forced": (423, "DF", "DR"), "door_held": (426, "DN", "DR"), "access_failures": (421, "DD", "DD"),
+        "watchlist": (120, "PA", "PH"),
         "manual_test": (601, "RX", "RX"), "periodic_test": (602, "RP", "RP")}.items()}
 
 
@@ -329,6 +333,37 @@ class BollardSchedule(Strict):
     holidays: list[str] = []  # YYYY-MM-DD: no windows on these days
 
 
+class Door(Strict):
+    """A door or gate with a reader and a door contact: forced open and held open are alarms (GB 51348
+    14.4.1). The contact is an alarm input point of type door_contact."""
+
+    id: Id
+    name: str | None = None
+    readers: list[str] = Field(min_length=1)  # a grant at any of these opens the door
+    contact: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*:[a-z0-9][a-z0-9-]*$")  # "<device>:<point name>"
+    permitted_open_s: float = Field(default=15, ge=1, le=3600)  # IEC 60839-11-1: >= 10 s recommended
+    grant_window_s: float = Field(default=10, ge=1, le=120)  # an opening this soon after a grant is not forced
+
+
+class AccessConfig(Strict):
+    """Who may pass the gate readers when (a closed campus during lessons), and the watch on doors."""
+
+    # Closed campus (seed document): students may not leave during lessons without an exit permission.
+    lessons: list[Window] = []
+    holidays: list[str] = []  # YYYY-MM-DD: no lessons
+    students_on_holidays: bool = False
+    anti_passback: Literal["off", "soft", "hard"] = "soft"  # soft: logged; hard: refused
+    failure_threshold: int = Field(default=5, ge=1, le=50)  # GB 50396: alarm after <= 5 consecutive failures
+    doors: list[Door] = []
+    # Visitors: still on site this long past their expected time -> an alert to the guard.
+    overstay_grace_min: int = Field(default=15, ge=0, le=24 * 60)
+    # ID and phone numbers of visitors are purged this many days after the visit ends.
+    personal_data_days: int = Field(default=180, ge=1, le=3650)
+    # Encrypts ID and phone numbers at rest: 64 hex digits (AES-256), from the environment or a file.
+    personal_data_key_env: str | None = None
+    personal_data_key_file: Path | None = None
+
+
 class DeviceConfig(BaseModel):
     """Fields every device has; each driver validates the rest with its own model (see drivers.registry)."""
 
@@ -381,6 +416,7 @@ class Config(Strict):
     linkage: list[LinkageRule] = []
     bollard_schedules: list[BollardSchedule] = []
     police: PoliceConfig | None = None
+    access: AccessConfig = AccessConfig()
     home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     clock: ClockConfig = ClockConfig()
 
@@ -575,6 +611,9 @@ def _check_references(config: Config, filename: str, located: Located) -> list[s
         refs += [("camera", ("linkage", i, "cameras", j), d) for j, d in enumerate(rule.cameras)]
     for i, schedule in enumerate(config.bollard_schedules):
         refs += [("bollard", ("bollard_schedules", i, "bollards", j), d) for j, d in enumerate(schedule.bollards)]
+    for i, door in enumerate(config.access.doors):
+        refs += [("reader", ("access", "doors", i, "readers", j), d) for j, d in enumerate(door.readers)]
+        refs += [("alarm_input", ("access", "doors", i, "contact"), door.contact.split(":")[0])]
     problems = []
     for kind, loc, device in refs:
         known = sorted(d.id for d in config.devices if d.kind == kind)

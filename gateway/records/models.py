@@ -255,3 +255,111 @@ class AlarmAttachment(Base):
     frames: Mapped[int | None] = mapped_column(Integer)
     before: Mapped[int | None] = mapped_column(Integer)  # frames from before the alarm
     at: Mapped[datetime]
+
+
+class Person(Base):
+    """Someone who passes the gate: a student (with a class), staff, or a visitor (one per visit)."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # student, staff, visitor
+    name: Mapped[str] = mapped_column(String(100))
+    group_name: Mapped[str | None] = mapped_column(String(64))  # a student's class, a staff member's department
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)  # student / staff number (CSV key)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    exit_permit_until: Mapped[datetime | None]  # a student may leave during lessons until then
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Credential(Base):
+    """A card (its canonical number, drivers.card_formats) or a QR pass (a random token) of one person."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    value: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # card, qr
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    visit_id: Mapped[int | None] = mapped_column(ForeignKey("visits.id"), index=True)
+    valid_from: Mapped[datetime | None]
+    valid_until: Mapped[datetime | None]
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class AccessEvent(Base):
+    """Every decision at a reader, to the second, with who, which credential, where, which way, the result
+    and why (GB 50396: kept >= 180 days). The id is the reader event's, so a replay is not logged twice."""
+
+    __tablename__ = "access_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    at: Mapped[datetime]
+    reader: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str | None] = mapped_column(String(8))
+    credential: Mapped[str | None] = mapped_column(String(32))  # a card number; a QR pass is named by its visit
+    person_id: Mapped[int | None] = mapped_column(Integer)
+    person_name: Mapped[str | None] = mapped_column(String(100))  # as it was then
+    person_kind: Mapped[str | None] = mapped_column(String(16))
+    visit_id: Mapped[int | None] = mapped_column(Integer)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    passback: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("access_events_at", "at"), Index("access_events_person", "person_id", "at"),
+                      Index("access_events_reader", "reader", "at"))
+
+
+class Visit(Base):
+    """A visitor's registration at the gatehouse. ID and phone numbers are kept encrypted (gateway.personal),
+    shown masked, in full only to supervisors (audited), and purged after the retention period."""
+
+    __tablename__ = "visits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    id_type: Mapped[str] = mapped_column(String(16))  # resident_id, passport, other
+    id_number_enc: Mapped[str | None] = mapped_column(Text)
+    id_number_masked: Mapped[str | None] = mapped_column(String(32))
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # keyed hash: watch-list match
+    phone_enc: Mapped[str | None] = mapped_column(Text)
+    phone_masked: Mapped[str | None] = mapped_column(String(32))
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    host_name: Mapped[str | None] = mapped_column(String(100))
+    purpose: Mapped[str] = mapped_column(String(200))
+    expected_minutes: Mapped[int] = mapped_column(Integer)
+    # registered -> awaiting_approval? -> on_site -> left; refused (watch list or host); no_show
+    state: Mapped[str] = mapped_column(String(24))
+    registered_at: Mapped[datetime]
+    registered_by: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[datetime]
+    valid_until: Mapped[datetime]
+    checked_in_at: Mapped[datetime | None]
+    checked_out_at: Mapped[datetime | None]
+    checked_out_by: Mapped[str | None] = mapped_column(String(64))  # a reader id, or the guard
+    overstay_alerted_at: Mapped[datetime | None]
+    photo_ref: Mapped[str | None] = mapped_column(String(120))
+    purged_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("visits_state", "state", "registered_at"),)
+
+
+class WatchEntry(Base):
+    """A high-risk person (高危人员), matched by a keyed hash of the ID number; a hit refuses the pass and
+    raises a top-priority alarm."""
+
+    __tablename__ = "watchlist"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
+    id_number_enc: Mapped[str] = mapped_column(Text)
+    id_number_masked: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    added_by: Mapped[str] = mapped_column(String(64))
+    added_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)

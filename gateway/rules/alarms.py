@@ -21,10 +21,13 @@ State = Literal["active_unack", "active_ack", "cleared_unack", "cleared_ack", "c
 Action = Literal["ack", "reset", "close"]
 OPEN_STATES: tuple[State, ...] = ("active_unack", "active_ack", "cleared_unack", "cleared_ack")
 
-LATCHING = frozenset({"panic", "duress", "silent_panic", "fire"})
+LATCHING = frozenset({"panic", "duress", "silent_panic", "fire",
+                      # events, not conditions: nothing clears them but a person
+                      "watchlist", "access_failures", "visitor_overstay"})
 # 1 is the most urgent; the console orders by this, then by time.
 PRIORITY = {"panic": 1, "duress": 1, "silent_panic": 1, "fire": 1, "tamper": 2, "bollard_fault": 2,
-            "device_offline": 3, "fault": 3, "ac_loss": 3, "gateway_health": 3, "door_contact": 4}
+            "device_offline": 3, "fault": 3, "ac_loss": 3, "gateway_health": 3, "door_contact": 4,
+            "watchlist": 1, "door_forced": 2, "access_failures": 3, "door_held": 4, "visitor_overstay": 4}
 
 
 class RefusedAction(Exception):
@@ -92,6 +95,10 @@ def alarm_key(event: Event) -> str | None:
         return f"{event.device}:fault"
     if event.type == "campus.camera.tamper":
         return f"{event.device}:tamper:{event.data['kind']}"
+    if event.type == "campus.reader.tamper":
+        return f"{event.device}:tamper"
+    if event.type == "campus.reader.power":
+        return f"{event.device}:power"
     return None
 
 
@@ -120,6 +127,11 @@ def evaluate(event: Event, open_alarms: Mapping[str, OpenAlarm], at: datetime) -
         if data["active"]:
             return _activate(event, key, current, "tamper", None, data.get("detail"), at)
         return _restore(event, current, at)
+    if event.type in ("campus.reader.tamper", "campus.reader.power"):
+        if data["active"]:
+            kind = "tamper" if event.type.endswith("tamper") else "ac_loss"
+            return _activate(event, key, current, kind, data.get("zone"), data.get("place"), at)
+        return _restore(event, current, at)
     if event.type == "campus.bollard.fault":
         if data.get("active", True):
             return _activate(event, key, current, "bollard_fault", data.get("zone"), data.get("reason"), at)
@@ -129,27 +141,37 @@ def evaluate(event: Event, open_alarms: Mapping[str, OpenAlarm], at: datetime) -
 
 def _activate(event: Event, key: str, current: OpenAlarm | None, kind: str, zone: str | None,
               place: str | None, at: datetime) -> list[Effect]:
+    return raise_condition(key, event.device, kind, current, event.id, at, zone, place, event.test)
+
+
+def raise_condition(key: str, device_id: str, kind: str, current: OpenAlarm | None, event_id: str, at: datetime,
+                    zone: str | None = None, place: str | None = None, test: bool = False) -> list[Effect]:
+    """An alarm for a condition the rules found (a door forced, a watch-list hit), or its retrigger."""
     if current is None:
-        return [RaiseAlarm(key=key, device_id=event.device, alarm_type=kind, priority=PRIORITY.get(kind, 3),
-                           latching=kind in LATCHING, zone=zone, place=place, test=event.test,
-                           event_id=event.id, at=at)]
+        return [RaiseAlarm(key=key, device_id=device_id, alarm_type=kind, priority=PRIORITY.get(kind, 3),
+                           latching=kind in LATCHING, zone=zone, place=place, test=test, event_id=event_id, at=at)]
     # The same point again while its alarm is open: one alarm, counted again, made active if it had
     # cleared, and one level more urgent (a button pressed again and again means it matters).
     to_state: State = "active_unack" if current.state.startswith("cleared") else current.state
-    return [UpdateAlarm(current.id, "retrigger", current.state, to_state, True, event.id, at,
+    return [UpdateAlarm(current.id, "retrigger", current.state, to_state, True, event_id, at,
                         priority=max(1, current.priority - 1))]
 
 
 def _restore(event: Event, current: OpenAlarm | None, at: datetime) -> list[Effect]:
+    return clear_condition(current, event.id, at)
+
+
+def clear_condition(current: OpenAlarm | None, event_id: str, at: datetime) -> list[Effect]:
+    """The condition behind an open alarm is over: a latching alarm waits for a person, the others clear."""
     if current is None or not current.condition_active:
         return []
     if current.last_event_at is not None and at < current.last_event_at:
         return []  # older than what the alarm already knows (delivered out of order): it must not clear it
     if current.latching:  # stays active until a person resets it
-        return [UpdateAlarm(current.id, "condition_restored", current.state, current.state, False, event.id, at)]
+        return [UpdateAlarm(current.id, "condition_restored", current.state, current.state, False, event_id, at)]
     to_state: State = {"active_unack": "cleared_unack", "active_ack": "cleared_ack"}.get(  # type: ignore[assignment]
         current.state, current.state)
-    return [UpdateAlarm(current.id, "clear", current.state, to_state, False, event.id, at)]
+    return [UpdateAlarm(current.id, "clear", current.state, to_state, False, event_id, at)]
 
 
 def operator_transition(state: State, action: Action, *, latching: bool, condition_active: bool) -> State:

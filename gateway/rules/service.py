@@ -31,6 +31,7 @@ from gateway.records import store
 from gateway.records.models import Alarm, PoliceMessage, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.escalation import Unacknowledged, escalations_due
+from gateway.rules.gate import READ_TYPES, Gate, visit_keys
 from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_actions
 from gateway.rules.schedules import wanted
 from gateway.validation import InboundChecker
@@ -62,6 +63,7 @@ class RulesService:
         self.failed_batches = 0
         self._last_seen: dict[str, datetime] = {}  # what the devices table already says, to skip needless updates
         self._cameras = {d.id for d in config.devices if d.kind == "camera"} if config else set()
+        self.gate = Gate(site, config.access, self.tz) if config else None
 
     def start(self) -> None:
         self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/evt/#", self._queue.put, qos=1)
@@ -133,6 +135,7 @@ class RulesService:
             return changed
         received = utcnow()
         raised: list[tuple[RaiseAlarm, int]] = []
+        gate_out: list[tuple[str, dict[str, Any]]] = []
         with self.sessions.begin() as session:
             seen = store.known_event_ids(session, {e.id for e in events})
             fresh: list[Event] = []
@@ -144,7 +147,7 @@ class RulesService:
                 fresh.append(event)
             rows: list[dict[str, Any]] = []
             last_seen: dict[str, datetime] = {}
-            keys = [k for k in map(alarm_key, fresh) if k]
+            keys = [k for e in fresh for k in self._keys(e)]
             alarms = store.open_alarms(session, keys) if keys else {}
             for event in fresh:
                 at = datetime.fromisoformat(event.time)
@@ -152,11 +155,11 @@ class RulesService:
                              "received_at": received, "seq": event.seq, "historical": event.historical,
                              "test": event.test, "data": event.data})
                 last_seen[event.device] = max(at, last_seen.get(event.device, at))
-                effects: list[Effect] = evaluate(event, alarms, at)
+                effects: list[Effect] = self._evaluate(session, event, alarms, at, gate_out)
                 if effects:
                     changed += store.apply_effects(session, effects, raised)
                     # later events in this batch must see what this one did
-                    alarms.update(store.open_alarms(session, [k for k in [alarm_key(event)] if k]))
+                    alarms.update(store.open_alarms(session, self._keys(event)))
             # "Last seen" to the second is enough: skip the update when the table is already that fresh.
             stale = {d: at for d, at in last_seen.items()
                      if d not in self._last_seen or (at - self._last_seen[d]).total_seconds() >= 1}
@@ -165,7 +168,7 @@ class RulesService:
                 if event.type == "campus.camera.clip":
                     changed += store.clip_ready(session, event.data["clip_id"], event.data["frames"],
                                                 event.data.get("before"))
-            outgoing = self._linkage(session, raised, received)
+            outgoing = gate_out + self._linkage(session, raised, received)
         self._last_seen.update(stale)
         for topic, body in outgoing:  # after the commit: nothing goes out for a batch that rolled back
             self.bus.publish_json(topic, body)
@@ -173,6 +176,30 @@ class RulesService:
                 self.on_police()
         self.processed += len(fresh)
         return changed
+
+    def _keys(self, event: Event) -> list[str]:
+        """The open alarms an event may touch: its own, and at a gate its reader's or door's."""
+        key = alarm_key(event)
+        if self.gate is not None:
+            if event.type in READ_TYPES:
+                return [f"{event.device}:failures", f"{event.device}:watchlist"]
+            door = self.gate.door_for_contact(key)
+            if door is not None:
+                return [f"{door.id}:forced", f"{door.id}:held"]
+        return [key] if key else []
+
+    def _evaluate(self, session: Session, event: Event, alarms: dict[str, Any], at: datetime,
+                  outgoing: list[tuple[str, dict[str, Any]]]) -> list[Effect]:
+        if self.gate is None:
+            return evaluate(event, alarms, at)
+        if event.type in READ_TYPES:
+            effects, sent, _ = self.gate.on_read(session, event, at, alarms)
+            outgoing += sent
+            return effects
+        door = self.gate.door_for_contact(alarm_key(event))
+        if door is not None:  # forced / held open, which know about the grants, instead of a plain contact alarm
+            return self.gate.on_contact(door, event.type.endswith(".triggered"), event.id, at, alarms)
+        return evaluate(event, alarms, at)
 
     # -- linkage -----------------------------------------------------------------------
 
@@ -260,6 +287,7 @@ class RulesService:
         try:
             self._escalate()
             self._follow_schedules()
+            self._watch_gate()
             if time.monotonic() >= self._next_purge:
                 self._purge()
         except Exception:
@@ -286,6 +314,22 @@ class RulesService:
                         step.level)
         if steps:
             self._publish_alarms([s.alarm_id for s in steps])
+
+    def _watch_gate(self) -> None:
+        """Doors held open past their time, visitors past theirs."""
+        if self.gate is None:
+            return
+        now = utcnow()
+        raised: list[tuple[RaiseAlarm, int]] = []
+        with self.sessions.begin() as session:
+            alarms = store.open_alarms(session, self.gate.door_keys() + visit_keys(session))
+            effects = self.gate.check_doors(now, alarms) + self.gate.overstays(session, now, alarms)
+            changed = store.apply_effects(session, effects, raised) if effects else []
+            outgoing = self._linkage(session, raised, now)
+        for topic, body in outgoing:
+            self.bus.publish_json(topic, body)
+        if changed:
+            self._publish_alarms(changed)
 
     def _purge(self) -> None:
         assert self.config is not None

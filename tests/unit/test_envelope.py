@@ -43,6 +43,12 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
                                 "snapshot_id": "gate-cam-20261129T080102-250-5"},
     "campus.camera.clip": {"clip_id": "gate-cam-20261129T080102-250-10001-clip", "alarm_id": 12, "frames": 120,
                            "before": 60, "first_at": 1.8e9, "last_at": 1.8e9 + 60},
+    "campus.reader.card_read": {"reader": 0, "credential": "018,54919", "format": "wiegand26", "facility": 18,
+                                "number": 54919, "bits": 26, "direction": "entry"},
+    "campus.reader.code_scanned": {"reader": 0, "code": "V1.AbC-123", "direction": "exit"},
+    "campus.reader.keypad": {"reader": 0, "keys": "1234#"},
+    "campus.reader.tamper": {"active": True, "zone": "gate-a", "place": "main gate reader"},
+    "campus.reader.power": {"active": False, "zone": None, "place": None},
 }
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

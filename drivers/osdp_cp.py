@@ -1,0 +1,400 @@
+"""Card readers on an OSDP bus (IEC 60839-11-5, RS-485), through libosdp's control panel.
+
+The readers that share one serial port are one driver instance (one libosdp ControlPanel); each is a
+device with its own address and secure-channel key (SCBK, 16 bytes as 32 hex digits, from `key_env` or
+`key_file`). A new reader ships in install mode: start it once with `install_mode: true` and the key it
+should get; the control panel opens the secure channel with the default key, sends the reader its key
+(osdp_KEYSET) and reconnects with it. Then set `install_mode: false`: a control panel left in install
+mode would hand a key to anything on the wire.
+
+Card reads (raw Wiegand bits) are decoded by the reader's `card_format` (drivers.card_formats) and
+emitted as `campus.reader.card_read`; ASCII card data (a QR reader) as `campus.reader.code_scanned`;
+keypad input as `campus.reader.keypad`; the reader's tamper and power status as `campus.reader.tamper`
+/ `.power`. The rules service answers a read with a `feedback` command (granted / denied / alert), which
+becomes an LED colour and beeps on the reader.
+
+libosdp takes a reader that misses polls offline after ~8 s and then waits 300 s before it tries again;
+a reader that lost power and came back must be back within seconds, so an offline reader is re-enabled
+(which restarts its connection) every `retry_s`. A port that fails (USB adapter unplugged) takes the bus
+offline and is reopened with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import osdp
+import serial
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
+from drivers.card_formats import CardFormatError, decode
+from drivers.reader_common import FEEDBACK_RESULTS, CardFormatName, Direction, card_event, code_event
+from gateway.config import ConfigError, DeviceConfig, SecretRef
+
+REFRESH_S = 0.005  # libosdp's own loop sleeps 20 ms between refreshes; this is a quarter of the latency
+CHECK_S = 0.1  # online status and kicks
+COLORS = {"off": osdp.CommandLEDColor.Black, "red": osdp.CommandLEDColor.Red,
+          "green": osdp.CommandLEDColor.Green, "amber": osdp.CommandLEDColor.Amber,
+          "blue": osdp.CommandLEDColor.Blue}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OsdpBus(_Strict):
+    port: str = Field(description="serial device of the RS-485 adapter, e.g. /dev/ttyUSB0")
+    baudrate: Literal[9600, 19200, 38400, 57600, 115200] = 9600
+
+
+class Signal(_Strict):
+    """What a reader shows for a decision: its LED in a colour for on_ms, and beeps."""
+
+    color: Literal["off", "red", "green", "amber", "blue"]
+    on_ms: int = Field(default=1000, ge=100, le=25_500)
+    beeps: int = Field(default=1, ge=0, le=10)
+
+
+class Feedback(_Strict):
+    granted: Signal = Signal(color="green", on_ms=1500, beeps=1)
+    denied: Signal = Signal(color="red", on_ms=2000, beeps=3)
+    alert: Signal = Signal(color="amber", on_ms=3000, beeps=5)
+
+
+class OsdpReaderConfig(DeviceConfig):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["reader"]
+    driver: Literal["osdp"]
+    bus: OsdpBus
+    address: int = Field(ge=0, le=126)
+    key_env: str | None = None  # the reader's SCBK: 32 hex digits
+    key_file: Path | None = None
+    secure: bool = True  # false only for a reader without secure channel support (card numbers in clear)
+    install_mode: bool = False
+    card_format: CardFormatName = "auto"
+    direction: Direction | None = None  # the way a person passes this reader (the access rules need it)
+    feedback: Feedback = Feedback()
+    retry_s: float = Field(default=1.0, ge=0.2, le=60)
+
+    @model_validator(mode="after")
+    def _key_when_secure(self) -> OsdpReaderConfig:
+        if self.secure and not (self.key_env or self.key_file):
+            raise ValueError("a secure reader needs its key: key_env or key_file (32 hex digits); "
+                             "or secure: false for a reader without secure channel")
+        if self.install_mode and not self.secure:
+            raise ValueError("install_mode gives the reader a secure channel key: it needs secure: true")
+        return self
+
+    def scbk(self) -> bytes | None:
+        if not self.secure:
+            return None
+        value = SecretRef(env=self.key_env, file=self.key_file).resolve()
+        try:
+            key = bytes.fromhex(value or "")
+        except ValueError:
+            key = b""
+        if len(key) != 16:
+            raise ConfigError([f"reader '{self.id}': the secure channel key must be 32 hex digits (16 bytes)"])
+        return key
+
+
+class _SerialChannel(osdp.Channel):
+    """libosdp's byte pipe over pyserial. libosdp calls it from its refresh thread; an error marks the port
+    failed (the driver reopens it) instead of escaping into C."""
+
+    def __init__(self, port: serial.Serial) -> None:
+        super().__init__()
+        self.port = port
+        self.error: str | None = None
+        self.bytes_in = 0
+
+    def read(self, max_bytes: int) -> bytes:
+        if self.error:
+            return b""
+        try:
+            data: bytes = self.port.read(max_bytes)
+        except (serial.SerialException, OSError) as exc:
+            self.error = str(exc) or type(exc).__name__
+            return b""
+        self.bytes_in += len(data)
+        return data
+
+    def write(self, buf: bytes) -> int:
+        if self.error:
+            return 0
+        try:
+            return int(self.port.write(buf) or 0)
+        except (serial.SerialException, OSError) as exc:
+            self.error = str(exc) or type(exc).__name__
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(serial.SerialException, OSError):
+            self.port.flush()
+
+
+class _ControlPanel(osdp.ControlPanel):
+    """libosdp's ControlPanel refreshing every REFRESH_S, and without its per-reader event queues (nobody
+    reads them here; they would grow for ever)."""
+
+    @staticmethod
+    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+        while not event.is_set():
+            with lock:
+                ctx.refresh()
+            time.sleep(REFRESH_S)
+
+    def _internal_event_handler(self, pd: int, event: dict[str, Any]) -> int:
+        if self.user_event_handler:
+            return int(self.user_event_handler(pd, event) or 0)
+        return 0
+
+
+class OsdpDriver(Driver):
+    name = "osdp"
+    config_model = OsdpReaderConfig
+    hang_timeout_s = 10.0
+
+    def __init__(self, devices: list[DeviceConfig], ctx: DriverContext) -> None:
+        super().__init__(devices, ctx)
+        self.readers: list[OsdpReaderConfig] = []
+        for device in devices:
+            assert isinstance(device, OsdpReaderConfig)
+            self.readers.append(device)
+        self.bus = self.readers[0].bus
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        self._port: serial.Serial | None = None
+        self._channel: _SerialChannel | None = None
+        self._cp: _ControlPanel | None = None
+        self._online: dict[str, bool] = {}
+        self._last_kick: dict[str, float] = {}
+        self._status: dict[str, dict[str, Any]] = {r.id: {"tamper": None, "power_failure": None}
+                                                   for r in self.readers}
+        self.counters = {"cards": 0, "codes": 0, "keys": 0, "unreadable": 0, "status": 0, "feedback": 0,
+                         "reconnects": 0, "kicks": 0, "errors": 0}
+        self.last_error: str | None = None
+
+    @classmethod
+    def group_key(cls, device: DeviceConfig) -> str:
+        assert isinstance(device, OsdpReaderConfig)
+        return f"osdp:{device.bus.port}"
+
+    def _where(self, reader: OsdpReaderConfig) -> str:
+        return f"OSDP address {reader.address} on {self.bus.port}"
+
+    # -- connection --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for reader in self.readers:
+            if reader.install_mode:
+                self.ctx.log.warning("%s: install mode is on: the key is given to the reader at %s; turn it off "
+                                     "once the reader is online", reader.id, self._where(reader))
+        await run_with_reconnect(self.ctx, self._stop, self._connect, self._run, self._close)
+
+    async def _connect(self) -> bool:
+        try:
+            self._port = serial.Serial(self.bus.port, self.bus.baudrate, timeout=0, write_timeout=0.5,
+                                       exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self.counters["errors"] += 1
+            self.last_error = f"cannot open {self.bus.port}: {exc}"
+            for reader in self.readers:
+                self._set_online(reader, False, self.last_error)
+            return False
+        self._channel = _SerialChannel(self._port)
+        infos = []
+        for reader in self.readers:
+            flags = []
+            if reader.secure:
+                flags.append(osdp.LibFlag.EnforceSecure)
+            if reader.install_mode:
+                flags.append(osdp.LibFlag.InstallMode)
+            infos.append(osdp.PDInfo(reader.address, self._channel, scbk=reader.scbk(), name=reader.id,
+                                     flags=flags))
+        self._cp = _ControlPanel(infos, log_level=osdp.LogLevel.Error, event_handler=self._on_event)
+        self._cp.start()
+        self.counters["reconnects"] += 1
+        return True
+
+    def _on_event(self, pd: int, event: dict[str, Any]) -> int:
+        """libosdp's callback, in its refresh thread with the bus locked: hand the event to the loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, (pd, event))
+        return 0
+
+    async def _run(self) -> None:
+        next_check = 0.0
+        while not self._stop.is_set():
+            self.ctx.heartbeat()
+            try:
+                pd, event = await asyncio.wait_for(self._events.get(), CHECK_S)
+            except TimeoutError:
+                pass
+            else:
+                self._handle(self.readers[pd], event)
+            if self._channel is not None and self._channel.error:
+                self.counters["errors"] += 1
+                self.last_error = f"{self.bus.port} failed: {self._channel.error}"
+                for reader in self.readers:
+                    self._set_online(reader, False, self.last_error)
+                return
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + CHECK_S
+                self._check_online(now)
+
+    def _check_online(self, now: float) -> None:
+        cp = self._cp
+        if cp is None:
+            return
+        online_bits, sc_bits = cp.status(), cp.sc_status()
+        for index, reader in enumerate(self.readers):
+            up = bool(online_bits & (1 << index)) and (not reader.secure or bool(sc_bits & (1 << index)))
+            if up:
+                self._set_online(reader, True)
+                continue
+            self._set_online(reader, False, f"no answer from {self._where(reader)} (check the A/B wiring, the "
+                                            f"address, {self.bus.baudrate} baud and the reader's key)")
+            # libosdp would wait 300 s before trying again: restart the reader's connection instead.
+            if now - self._last_kick.get(reader.id, 0.0) >= reader.retry_s:
+                self._last_kick[reader.id] = now
+                self.counters["kicks"] += 1
+                cp.disable_pd(reader.address)
+                cp.enable_pd(reader.address)
+
+    def _set_online(self, reader: OsdpReaderConfig, online: bool, reason: str | None = None) -> None:
+        if self._online.get(reader.id) == online:
+            return
+        self._online[reader.id] = online
+        if online:
+            self.ctx.log.info("%s online at %s", reader.id, self._where(reader))
+        else:
+            self.ctx.log.warning("%s offline: %s", reader.id, reason)
+        self.ctx.set_online(reader.id, online, reason)
+        self._publish_state(reader)
+
+    def _close(self) -> None:
+        if self._cp is not None:
+            with contextlib.suppress(RuntimeError):
+                self._cp.stop()
+            self._cp = None
+        if self._port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                self._port.close()
+            self._port = None
+        self._channel = None
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    # -- events ------------------------------------------------------------------------
+
+    def _handle(self, reader: OsdpReaderConfig, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == osdp.Event.CardRead:
+            self._card(reader, event)
+        elif kind == osdp.Event.KeyPress:
+            keys = bytes(event.get("data") or b"").decode("ascii", "replace")
+            keys = "".join(k for k in keys if k in "0123456789*#")[:64]
+            if keys:
+                self.counters["keys"] += 1
+                self.ctx.emit(reader.id, "campus.reader.keypad", {"reader": int(event.get("reader_no", 0)),
+                                                                  "keys": keys})
+        elif kind == osdp.Event.Status:
+            self._local_status(reader, event)
+
+    def _card(self, reader: OsdpReaderConfig, event: dict[str, Any]) -> None:
+        number = int(event.get("reader_no", 0))
+        data = bytes(event.get("data") or b"")
+        if event.get("format") == osdp.CardFormat.ASCII:
+            code = data.decode("utf-8", "replace").strip()
+            if code:
+                self.counters["codes"] += 1
+                self.ctx.emit(reader.id, "campus.reader.code_scanned", code_event(code, number, reader.direction))
+            return
+        try:
+            card = decode(data, int(event.get("length", 0)), reader.card_format)
+        except CardFormatError as exc:
+            # Not a card this site can know: refuse at once rather than leave the person waiting.
+            self.counters["unreadable"] += 1
+            self.ctx.log.warning("%s: unreadable card: %s", reader.id, exc)
+            self._signal(reader, reader.feedback.denied)
+            return
+        self.counters["cards"] += 1
+        self.ctx.emit(reader.id, "campus.reader.card_read", card_event(card, number, reader.direction))
+
+    def _local_status(self, reader: OsdpReaderConfig, event: dict[str, Any]) -> None:
+        if event.get("type") != osdp.StatusReportType.Local:
+            return
+        report = list(event.get("report") or [])
+        self.counters["status"] += 1
+        status = self._status[reader.id]
+        for name, index, event_type in (("tamper", 0, "campus.reader.tamper"),
+                                        ("power_failure", 1, "campus.reader.power")):
+            if index >= len(report):
+                continue
+            active = bool(report[index])
+            if status[name] == active or (status[name] is None and not active):
+                status[name] = active
+                continue
+            status[name] = active
+            self.ctx.emit(reader.id, event_type, {"active": active, "zone": reader.zone, "place": reader.name})
+        self._publish_state(reader)
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
+        reader = next(r for r in self.readers if r.id == device_id)
+        if name == "read_state":
+            return CommandResult(True, data=self.state(reader))
+        if name != "feedback":
+            return await super().handle_command(device_id, name, args, issued_by)
+        result = args.get("result")
+        if result not in FEEDBACK_RESULTS:
+            return CommandResult(False, f"feedback needs result: one of {', '.join(FEEDBACK_RESULTS)}")
+        if not self._online.get(reader.id) or self._cp is None:
+            return CommandResult(False, f"reader {reader.id} is offline ({self._where(reader)})")
+        if not self._signal(reader, getattr(reader.feedback, str(result))):
+            return CommandResult(False, f"the OSDP bus on {self.bus.port} did not take the command")
+        return CommandResult(True, f"{result} shown")
+
+    def _signal(self, reader: OsdpReaderConfig, signal: Signal) -> bool:
+        cp = self._cp
+        if cp is None:
+            return False
+        ticks = signal.on_ms // 100
+        led = {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1, "temporary": True,
+               "on_count": ticks, "off_count": 0, "on_color": COLORS[signal.color],
+               "off_color": COLORS[signal.color], "timer_count": ticks}
+        ok = bool(cp.submit_command(reader.address, led))
+        if signal.beeps:
+            buzzer = {"command": osdp.Command.Buzzer, "reader": 0, "control_code": 2, "on_count": 1,
+                      "off_count": 1, "rep_count": signal.beeps}
+            ok = bool(cp.submit_command(reader.address, buzzer)) and ok
+        self.counters["feedback"] += 1
+        return ok
+
+    # -- state -------------------------------------------------------------------------
+
+    def state(self, reader: OsdpReaderConfig) -> dict[str, Any]:
+        status = self._status[reader.id]
+        return {"online": bool(self._online.get(reader.id)), "address": reader.address, "port": self.bus.port,
+                "secure": reader.secure, "direction": reader.direction, "tamper": status["tamper"],
+                "power_failure": status["power_failure"]}
+
+    def _publish_state(self, reader: OsdpReaderConfig) -> None:
+        self.ctx.set_state(reader.id, self.state(reader))
+
+    def health(self) -> dict[str, Any]:
+        return {"online": {r.id: bool(self._online.get(r.id)) for r in self.readers}, **self.counters,
+                "bytes_in": self._channel.bytes_in if self._channel else 0, "last_error": self.last_error}
