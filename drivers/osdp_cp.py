@@ -3,9 +3,9 @@
 The readers that share one serial port are one driver instance (one libosdp ControlPanel); each is a
 device with its own address and secure-channel key (SCBK, 16 bytes as 32 hex digits, from `key_env` or
 `key_file`). A new reader ships in install mode: start it once with `install_mode: true` and the key it
-should get; the control panel opens the secure channel with the default key, sends the reader its key
-(osdp_KEYSET) and reconnects with it. Then set `install_mode: false`: a control panel left in install
-mode would hand a key to anything on the wire.
+should get; the control panel, failing with that key, opens the secure channel with the default key
+(SCBK-D), sends the reader its key (osdp_KEYSET) and reconnects with it. Then set `install_mode: false`:
+a control panel left in install mode would hand a key to anything on the wire.
 
 Card reads (raw Wiegand bits) are decoded by the reader's `card_format` (drivers.card_formats) and
 emitted as `campus.reader.card_read`; ASCII card data (a QR reader) as `campus.reader.code_scanned`;
@@ -13,9 +13,10 @@ keypad input as `campus.reader.keypad`; the reader's tamper and power status as 
 / `.power`. The rules service answers a read with a `feedback` command (granted / denied / alert), which
 becomes an LED colour and beeps on the reader.
 
-libosdp takes a reader that misses polls offline after ~8 s and then waits 300 s before it tries again;
-a reader that lost power and came back must be back within seconds, so an offline reader is re-enabled
-(which restarts its connection) every `retry_s`. A port that fails (USB adapter unplugged) takes the bus
+libosdp takes a reader that misses polls offline after ~8 s and then waits 300 s before it tries again
+(also after a failed handshake or any NAK); a reader that lost power and came back must be back within
+seconds, so an offline reader is disabled and, once libosdp says it is, enabled again (which restarts its
+connection) every `retry_s`. A port that fails (USB adapter unplugged) takes the bus
 offline and is reopened with backoff.
 """
 
@@ -177,6 +178,8 @@ class OsdpDriver(Driver):
         self._cp: _ControlPanel | None = None
         self._online: dict[str, bool] = {}
         self._last_kick: dict[str, float] = {}
+        self._disabled: set[str] = set()  # kicked: disabled, to be enabled once libosdp has done so
+        self._keyed: set[str] = set()  # install mode: the key was given on this connection
         self._status: dict[str, dict[str, Any]] = {r.id: {"tamper": None, "power_failure": None}
                                                    for r in self.readers}
         self.counters = {"cards": 0, "codes": 0, "keys": 0, "unreadable": 0, "status": 0, "feedback": 0,
@@ -214,13 +217,12 @@ class OsdpDriver(Driver):
         self._channel = _SerialChannel(self._port)
         infos = []
         for reader in self.readers:
-            flags = []
-            if reader.secure:
-                flags.append(osdp.LibFlag.EnforceSecure)
-            if reader.install_mode:
-                flags.append(osdp.LibFlag.InstallMode)
+            # In install mode the secure channel may first come up on the default key: not enforced then.
+            flags = [osdp.LibFlag.EnforceSecure] if reader.secure and not reader.install_mode else []
             infos.append(osdp.PDInfo(reader.address, self._channel, scbk=reader.scbk(), name=reader.id,
                                      flags=flags))
+        self._disabled.clear()
+        self._keyed.clear()
         self._cp = _ControlPanel(infos, log_level=osdp.LogLevel.Error, event_handler=self._on_event)
         self._cp.start()
         self.counters["reconnects"] += 1
@@ -259,8 +261,15 @@ class OsdpDriver(Driver):
             return
         online_bits, sc_bits = cp.status(), cp.sc_status()
         for index, reader in enumerate(self.readers):
-            up = bool(online_bits & (1 << index)) and (not reader.secure or bool(sc_bits & (1 << index)))
+            if reader.id in self._disabled:
+                if not cp.is_pd_enabled(reader.address) and cp.enable_pd(reader.address):
+                    self._disabled.discard(reader.id)
+                continue
+            secure = bool(sc_bits & (1 << index))
+            up = bool(online_bits & (1 << index)) and (not reader.secure or secure)
             if up:
+                if reader.install_mode and reader.id not in self._keyed:
+                    self._give_key(cp, reader)
                 self._set_online(reader, True)
                 continue
             self._set_online(reader, False, f"no answer from {self._where(reader)} (check the A/B wiring, the "
@@ -270,7 +279,16 @@ class OsdpDriver(Driver):
                 self._last_kick[reader.id] = now
                 self.counters["kicks"] += 1
                 cp.disable_pd(reader.address)
-                cp.enable_pd(reader.address)
+                self._disabled.add(reader.id)
+
+    def _give_key(self, cp: _ControlPanel, reader: OsdpReaderConfig) -> None:
+        """Install mode: the reader gets its key (it then restarts the secure channel with it)."""
+        key = reader.scbk()
+        if key is not None and cp.submit_command(reader.address, {"command": osdp.Command.Keyset, "type": 1,
+                                                                  "data": key}):
+            self._keyed.add(reader.id)
+            self.ctx.log.warning("%s: the secure channel key was given to the reader at %s; set install_mode: "
+                                 "false now", reader.id, self._where(reader))
 
     def _set_online(self, reader: OsdpReaderConfig, online: bool, reason: str | None = None) -> None:
         if self._online.get(reader.id) == online:

@@ -1,0 +1,391 @@
+"""An OSDP card reader (a peripheral device, PD) on a pty, speaking real OSDP through libosdp.
+
+The gateway's control panel (CP) opens `port` with pyserial as it would open an RS-485 adapter; this side runs a
+libosdp PeripheralDevice on the pty's master end. A test or the CLI drives the reader with plain calls:
+present_card(card), keys("1234#"), tamper(True), power_failure(True), power_off(), power_on(); and reads back
+what the CP told it to do: `commands` (each a libosdp command dict plus `received_at`, time.monotonic()),
+last_led_color(), beeps, wait_for_command(predicate, timeout).
+
+Secure channel: given `scbk`, the reader insists on it (LibFlag.EnforceSecure), as a commissioned reader does.
+Without one it is a reader fresh from the box, in install mode: it accepts the default key SCBK-D and then the
+CP's KEYSET; the key set is kept across power_off()/power_on() (a reader keeps it in flash), and from then on the
+reader insists on it.
+
+power_off() is the reader losing power: it stops answering and what the CP sends is lost. power_on() is a new
+PeripheralDevice, as after a reboot (sequence numbers and secure channel start over, queued events are gone).
+libosdp facts worth knowing on the CP side (3.2.9): the CP marks the reader offline about 8 s after the last
+answer, then does not try it again for 300 s (disable_pd() then enable_pd() retries at once); and the answer to
+the CP's LSTAT command from the Python binding is always "no tamper, power normal", so tamper and power reach the
+CP only as the Event.Status this reader sends when they change (see tamper()).
+
+CLI: `python -m simulators.osdp_reader [--address 101] [--scbk HEX]` prints the pty path, then takes lines on
+stdin: `card 018,54919`, `card 0012345678`, `keys 1234#`, `tamper on|off`, `powerfail on|off` (supply failing),
+`power off|on` (the reader itself), `quit`; it prints
+each LED and buzzer command the CP sends ("LED green", "BEEP x1").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import select
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable
+from typing import Any
+
+import osdp
+
+from drivers.card_formats import Card, encode
+from simulators.serial_reader import card_from_text
+
+log = logging.getLogger("campusgw.sim.osdp_reader")
+
+Command = dict[str, Any]
+
+KEYPAD_KEYS = "0123456789*#"  # OSDP keypad data is these ASCII characters
+MAX_KEYS = 64  # libosdp's keypress event buffer (OSDP_EVENT_KEYPRESS_MAX_DATALEN)
+DRAIN_S = 0.05  # select timeout of the thread that swallows the line while the reader is off
+LED_COLORS = {
+    osdp.CommandLEDColor.Black: "off",
+    osdp.CommandLEDColor.Red: "red",
+    osdp.CommandLEDColor.Green: "green",
+    osdp.CommandLEDColor.Amber: "amber",
+    osdp.CommandLEDColor.Blue: "blue",
+    osdp.CommandLEDColor.Magenta: "magenta",
+    osdp.CommandLEDColor.Cyan: "cyan",
+    osdp.CommandLEDColor.White: "white",
+}
+REFRESH_S = 0.002
+BUZZER_TONE_ON = 2  # OSDP buzzer tone code: 0 no change, 1 off, 2 default tone
+
+
+class _MasterChannel(osdp.Channel):
+    """The pty master, non-blocking: libosdp polls it from refresh() and must never see an exception."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def read(self, max_bytes: int) -> bytes:
+        try:
+            return os.read(self.fd, max_bytes)
+        except OSError:  # nothing waiting (BlockingIOError), or the CP side is closed just now
+            return b""
+
+    def write(self, buf: bytes) -> int:
+        try:
+            return os.write(self.fd, buf)
+        except OSError:
+            return 0
+
+    def flush(self) -> None:
+        pass
+
+
+class _Device(osdp.PeripheralDevice):
+    """libosdp's PeripheralDevice answering within REFRESH_S: a reader's firmware answers a poll in a few ms,
+    while the Python wrapper's own loop sleeps 20 ms between turns (that would be measured as gateway latency)."""
+
+    @staticmethod
+    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+        while not event.is_set():
+            with lock:
+                ctx.refresh()
+            time.sleep(REFRESH_S)
+
+
+class OsdpReaderSimulator:
+    def __init__(self, address: int = 101, scbk: bytes | None = None, readers: int = 1, name: str = "reader",
+                 log_level: int = osdp.LogLevel.Warning) -> None:
+        if not 0 <= address <= 126:
+            raise ValueError(f"OSDP address must be 0-126, got {address}")
+        if scbk is not None and len(scbk) != 16:
+            raise ValueError(f"scbk must be 16 bytes (an AES-128 key), got {len(scbk)}")
+        if not 1 <= readers <= 8:
+            raise ValueError(f"readers must be 1-8, got {readers}")
+        self.address = address
+        self.scbk = scbk  # updated by the CP's KEYSET
+        self.readers = readers
+        self.name = name
+        self.log_level = log_level
+        self.commands: list[Command] = []
+        self.on_command: Callable[[Command], None] | None = None  # called in libosdp's thread, with its lock held
+        self._cond = threading.Condition()
+        self._tamper = False
+        self._power_failure = False
+        self._pd: Any = None
+        self._drain_stop = threading.Event()
+        self._drain: threading.Thread | None = None
+        self._closed = False
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._master)
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self._port = os.ttyname(self._slave)  # the slave stays open here so the pty outlives the CP closing it
+        self._channel = _MasterChannel(self._master)
+
+    @property
+    def port(self) -> str:
+        """The serial device the gateway's control panel opens."""
+        return self._port
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Power the reader on; returns `port`."""
+        self.power_on()
+        return self._port
+
+    def stop(self) -> None:
+        """Power off and release the pty for good."""
+        self.power_off()
+        self._stop_drain()
+        if not self._closed:
+            self._closed = True
+            os.close(self._master)
+            os.close(self._slave)
+
+    def power_on(self) -> None:
+        """Boot: a new PeripheralDevice with fresh protocol state on the same line."""
+        if self._pd is not None:
+            return
+        if self._closed:
+            raise RuntimeError(f"OSDP reader {self.name} was stopped; make a new one")
+        self._stop_drain()
+        flags = [osdp.LibFlag.EnforceSecure] if self.scbk is not None else []
+        info = osdp.PDInfo(self.address, self._channel, scbk=self.scbk, name=self.name, flags=flags)
+        caps = osdp.PDCapabilities([
+            (osdp.Capability.LEDControl, 1, 1),  # one on/off LED per reader
+            (osdp.Capability.AudibleControl, 1, 1),
+            (osdp.Capability.CommunicationSecurity, 1, 0),  # AES-128
+            (osdp.Capability.CardDataFormat, 1, 0),  # raw card bits
+            (osdp.Capability.ContactStatusMonitoring, 1, 1),  # the tamper switch
+            (osdp.Capability.Readers, 0, self.readers),
+        ])
+        pd = _Device(info, caps, log_level=self.log_level)
+        pd.set_command_handler(self._on_command)
+        pd.start()
+        self._pd = pd
+        log.info("OSDP reader %s (address %d) on at %s", self.name, self.address, self._port)
+
+    def power_off(self) -> None:
+        """Power lost: the reader stops answering and what the CP sends meanwhile is lost."""
+        pd, self._pd = self._pd, None
+        if pd is None:
+            return
+        pd.stop()
+        self._drain_stop = threading.Event()
+        self._drain = threading.Thread(target=self._swallow, args=(self._drain_stop,),
+                                       name=f"sim-osdp-{self.name}-off", daemon=True)
+        self._drain.start()
+        log.info("OSDP reader %s off", self.name)
+
+    @property
+    def powered(self) -> bool:
+        return self._pd is not None
+
+    @property
+    def is_online(self) -> bool:
+        """The CP is polling this reader (as libosdp's PD sees it)."""
+        pd = self._pd
+        return pd is not None and bool(pd.is_online())
+
+    @property
+    def is_sc_active(self) -> bool:
+        pd = self._pd
+        return pd is not None and bool(pd.is_sc_active())
+
+    # -- what the reader reports -----------------------------------------------------------
+
+    def present_card(self, card: Card, reader: int = 0) -> bool:
+        """A card held to the reader: its raw Wiegand bits, parity included. False if the reader is off."""
+        data, bits = encode(card)
+        return self.present_raw(data, bits, reader)
+
+    def present_raw(self, data: bytes, bit_length: int, reader: int = 0) -> bool:
+        """Raw bits as read (a misread, an unknown format): MSB first, left-aligned in `data`."""
+        if len(data) != (bit_length + 7) // 8:
+            raise ValueError(f"{bit_length} bits need {(bit_length + 7) // 8} bytes, got {len(data)}")
+        return self._submit({"event": osdp.Event.CardRead, "reader_no": self._reader(reader),
+                             "format": osdp.CardFormat.Wiegand, "direction": 0, "data": bytes(data),
+                             "length": bit_length})
+
+    def keys(self, text: str, reader: int = 0) -> bool:
+        """Keys pressed on the reader's keypad, e.g. "1234#", sent as one keypad report."""
+        if not text or len(text) > MAX_KEYS or any(k not in KEYPAD_KEYS for k in text):
+            raise ValueError(f"keys {text!r}: expected 1-{MAX_KEYS} of {KEYPAD_KEYS!r}")
+        return self._submit({"event": osdp.Event.KeyPress, "reader_no": self._reader(reader),
+                             "data": text.encode("ascii")})
+
+    def tamper(self, active: bool) -> bool:
+        """The tamper switch opens (reader pried off the wall) or closes again: a local status report."""
+        self._tamper = active
+        return self._submit_local_status()
+
+    def power_failure(self, active: bool) -> bool:
+        """The reader's supply is failing (it runs on, e.g. from a backup) or back to normal."""
+        self._power_failure = active
+        return self._submit_local_status()
+
+    def _submit_local_status(self) -> bool:
+        # osdp_LSTATR: report[0] tamper, report[1] power; the CP gets {"event": Event.Status,
+        # "type": StatusReportType.Local, "report": b"<tamper><power>"}
+        return self._submit({"event": osdp.Event.Status, "type": osdp.StatusReportType.Local,
+                             "report": bytes([int(self._tamper), int(self._power_failure)])})
+
+    def _reader(self, reader: int) -> int:
+        if not 0 <= reader < self.readers:
+            raise ValueError(f"reader {reader}: this device has readers 0-{self.readers - 1}")
+        return reader
+
+    def _submit(self, event: dict[str, Any]) -> bool:
+        pd = self._pd
+        if pd is None:
+            log.info("OSDP reader %s is off: event %s lost", self.name, event.get("event"))
+            return False
+        return bool(pd.submit_event(event))  # never from _on_command: libosdp's lock is held there
+
+    # -- what the CP sends -----------------------------------------------------------------
+
+    def _on_command(self, command: Command) -> tuple[int, Command | None]:
+        """libosdp's command callback (inside refresh(), its lock held): record, never submit events here."""
+        record = {**command, "received_at": time.monotonic()}
+        if command.get("command") == osdp.Command.Keyset and command.get("data"):
+            self.scbk = bytes(command["data"])  # kept for the next power_on, as in the reader's flash
+        with self._cond:
+            self.commands.append(record)
+            self._cond.notify_all()
+        if self.on_command is not None:
+            try:
+                self.on_command(record)
+            except Exception:  # an exception here would stop libosdp's thread: the reader would go dead
+                log.exception("OSDP reader %s: on_command failed", self.name)
+        return 0, None
+
+    def wait_for_command(self, predicate: Callable[[Command], bool], timeout: float = 5.0,
+                         since: int = 0) -> Command | None:
+        """The first command in commands[since:] matching `predicate`, or None after `timeout` seconds."""
+        found: list[Command] = []
+
+        def match() -> bool:
+            found[:] = [c for c in self.commands[since:] if predicate(c)][:1]
+            return bool(found)
+
+        with self._cond:
+            if self._cond.wait_for(match, timeout):
+                return found[0]
+        return None
+
+    def led_commands(self) -> list[Command]:
+        return [c for c in self.commands if c.get("command") == osdp.Command.LED]
+
+    def buzzer_commands(self) -> list[Command]:
+        return [c for c in self.commands if c.get("command") == osdp.Command.Buzzer]
+
+    def last_led_color(self, reader: int | None = None) -> str | None:
+        """The colour ("green", "red", "amber", "off", ...) the last LED command turned on, None if none came."""
+        leds = [c for c in self.led_commands() if reader is None or c.get("reader") == reader]
+        return led_color_name(leds[-1]) if leds else None
+
+    @property
+    def beeps(self) -> int:
+        """How many buzzer commands sounded the tone."""
+        return sum(1 for c in self.buzzer_commands() if c.get("control_code") == BUZZER_TONE_ON)
+
+    # -- while off -------------------------------------------------------------------------
+
+    def _swallow(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], DRAIN_S)
+            if ready:
+                with contextlib.suppress(OSError):
+                    os.read(self._master, 4096)
+
+    def _stop_drain(self) -> None:
+        self._drain_stop.set()
+        if self._drain is not None:
+            self._drain.join(2)
+            self._drain = None
+
+
+def led_color_name(command: Command) -> str:
+    color = command.get("on_color")
+    return LED_COLORS.get(color, f"color {color}") if isinstance(color, int) else "unknown"
+
+
+def describe(command: Command) -> str:
+    """One line per command for the CLI: "LED green", "BEEP x1"."""
+    kind = command.get("command")
+    if kind == osdp.Command.LED:
+        return f"LED {led_color_name(command)}"
+    if kind == osdp.Command.Buzzer:
+        if command.get("control_code") != BUZZER_TONE_ON:
+            return "BEEP off"
+        repeat = command.get("rep_count", 0)
+        return f"BEEP x{repeat}" if repeat else "BEEP continuous"
+    if kind == osdp.Command.Keyset:
+        return "KEYSET (new secure channel key stored)"
+    return f"COMMAND {kind}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run an OSDP reader on a pty and type what it reads, one command per line on stdin."""
+    parser = argparse.ArgumentParser(prog="python -m simulators.osdp_reader", description=main.__doc__)
+    parser.add_argument("--address", type=int, default=101)
+    parser.add_argument("--scbk", help="secure channel base key, 32 hex digits (default: install mode)")
+    parser.add_argument("--readers", type=int, default=1)
+    parser.add_argument("--name", default="reader")
+    args = parser.parse_args(argv)
+    try:
+        scbk = bytes.fromhex(args.scbk) if args.scbk else None
+        sim = OsdpReaderSimulator(args.address, scbk, args.readers, args.name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sim.on_command = lambda command: print(describe(command), flush=True)
+    print(sim.start(), flush=True)
+    try:
+        for raw in sys.stdin:
+            command, _, rest = raw.strip().partition(" ")
+            rest = rest.strip()
+            try:
+                if command == "card":
+                    sent = sim.present_card(card_from_text(rest))
+                elif command == "keys":
+                    sent = sim.keys(rest)
+                elif command == "tamper" and rest in ("on", "off"):
+                    sent = sim.tamper(rest == "on")
+                elif command == "power" and rest == "on":
+                    sim.power_on()
+                    sent = True
+                elif command == "power" and rest == "off":
+                    sim.power_off()
+                    sent = True
+                elif command == "powerfail" and rest in ("on", "off"):
+                    sent = sim.power_failure(rest == "on")
+                elif command == "quit":
+                    break
+                elif command:
+                    print("commands: card 018,54919 | card 0012345678 | keys 1234# | tamper on|off | "
+                          "powerfail on|off | power off|on | quit", file=sys.stderr, flush=True)
+                    continue
+                else:
+                    continue
+                if not sent:
+                    print("reader is off: nothing sent", file=sys.stderr, flush=True)
+            except ValueError as exc:  # CardFormatError included
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
