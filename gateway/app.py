@@ -269,8 +269,13 @@ class Gateway:
             from gateway.console.app import create_app, ensure_first_admin
 
             console_bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
+            from gateway.personal import PersonalData
+
+            personal = PersonalData.from_config(cfg.access.personal_data_key_env, cfg.access.personal_data_key_file,
+                                                cfg.gateway.data_dir)
             app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus, cfg.console.language,
-                             cfg.console.secure_cookies, self.parts_state, cfg.gateway.data_dir / "snapshots")
+                             cfg.console.secure_cookies, self.parts_state, cfg.gateway.data_dir / "snapshots",
+                             access=cfg.access, personal=personal)
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -1,4 +1,4 @@
-"""`campusgw`: check-config, db upgrade, run, demo, sim."""
+"""`campusgw`: check-config, db upgrade, user, people import, run, demo, sim."""
 
 from __future__ import annotations
 
@@ -23,7 +23,17 @@ REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 log = logging.getLogger("campusgw")
 
 
+# Reader simulators have a command line of their own (card / keys / tamper / unplug typed on stdin).
+READER_SIMULATORS = {"osdp-reader": "simulators.osdp_reader", "serial-reader": "simulators.serial_reader"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if len(args_in) >= 2 and args_in[0] in ("simulate", "sim") and args_in[1] in READER_SIMULATORS:
+        from importlib import import_module
+
+        run: Any = import_module(READER_SIMULATORS[args_in[1]]).main
+        return int(run(args_in[2:]))
     parser = argparse.ArgumentParser(prog="campusgw", description="Campus safety gateway")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -54,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--language", choices=["zh_CN", "en"])
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
+    p = sub.add_parser("people", help="students and staff: import from CSV")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("file", type=Path, help="CSV with a header: kind (student|staff), external_id, name, group, card")
+    p.add_argument("-c", "--config", type=Path, required=True)
+
     p = sub.add_parser("run", help="run the gateway for a site")
     p.add_argument("-c", "--config", type=Path, required=True)
     p.add_argument("--only", choices=["drivers", "rules", "console"], help="run one part only")
@@ -66,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=REPO_CONFIG / "demo.yaml")
 
     p = sub.add_parser("simulate", aliases=["sim"], help="run a device simulator on its own (wiring, config, "
-                       "third-party tools such as mbpoll)")
-    p.add_argument("device", choices=["modbus-di", "bollard", "camera"])
+                       "third-party tools such as mbpoll); osdp-reader and serial-reader take --help of their own")
+    p.add_argument("device", choices=["modbus-di", "bollard", "camera", *READER_SIMULATORS])
     p.add_argument("--port", type=int, help="TCP port (default 5020, camera 8081; 0: a free one)")
     p.add_argument("--rtu", action="store_true", help="modbus-di: Modbus RTU on a new pty pair instead of TCP")
     p.add_argument("--baudrate", type=int, default=115200)
@@ -106,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return db_command(args.action, args.config)
         if args.command == "user":
             return user_command(args)
+        if args.command == "people":
+            return people_command(args.file, args.config)
         if args.command == "run":
             config = load_config(args.config)
             setup_logging(config.gateway.log_level, config.gateway.log_format, config.site.timezone)
@@ -150,7 +167,7 @@ def status(path: Path) -> int:
 
     from gateway.bus import Bus
     from gateway.records import db
-    from gateway.records.models import Alarm, Device, IngestedEvent, utcnow
+    from gateway.records.models import Alarm, Device, IngestedEvent, Visit, utcnow
     from gateway.rules.alarms import OPEN_STATES
 
     config = load_config(path)
@@ -178,6 +195,10 @@ def status(path: Path) -> int:
                                        f"(kept {config.retention.events_days} days)"))
         rows.append(("devices", not offline, f"{len(devices) - len(offline)} of {len(devices)} online"
                      + (f"; offline: {', '.join(offline)}" if offline else "")))
+        with db.make_sessions(engine)() as session:
+            on_site = session.scalar(select(func.count()).select_from(Visit).where(Visit.state == "on_site"))
+        rows.append(("visitors", True, f"{on_site} on site; ID and phone numbers kept "
+                                       f"{config.access.personal_data_days} days after a visit"))
         if config.police is not None:
             rows += police_status(engine, [p.name for p in config.police.paths])
         engine.dispose()
@@ -301,6 +322,39 @@ def user_command(args: argparse.Namespace) -> int:
         return 1
     print(f"user {args.username}: {'added' if args.action == 'add' else 'password changed'}"
           + (f"; password (shown once): {password}" if generated else ""))
+    return 0
+
+
+def people_command(path: Path, config_path: Path) -> int:
+    """Upsert students and staff from a CSV (UTF-8 or GB18030 as Excel saves it); a bad file imports nothing."""
+    from gateway.records import db, people, store
+    from gateway.records.models import utcnow
+
+    config = load_config(config_path)
+    try:
+        text = people.decode_csv(path.read_bytes())
+    except OSError as exc:
+        print(f"campusgw people import: {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print(f"campusgw people import: {path} is not text in UTF-8 or GBK (save it from Excel as CSV)",
+              file=sys.stderr)
+        return 2
+    engine = db.make_engine(config.database_url())
+    db.upgrade(engine)
+    with db.make_sessions(engine).begin() as session:
+        result = people.import_people(session, text, utcnow())
+        if result.ok:
+            store.audit(session, "cli", "people.import", f"file:{path.name}", "ok",
+                        {"created": result.created, "updated": result.updated, "cards": result.cards}, utcnow())
+    engine.dispose()
+    if not result.ok:
+        print(f"{path}: {len(result.errors)} problem(s); nothing was imported", file=sys.stderr)
+        for problem in result.errors:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{path}: {result.created} added, {result.updated} updated, {result.unchanged} unchanged; "
+          f"{result.cards} cards assigned")
     return 0
 
 

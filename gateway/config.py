@@ -357,6 +357,10 @@ class AccessConfig(Strict):
     doors: list[Door] = []
     # Visitors: still on site this long past their expected time -> an alert to the guard.
     overstay_grace_min: int = Field(default=15, ge=0, le=24 * 60)
+    # A visitor's pass is valid from registration to the expected end plus this margin.
+    visitor_pass_margin_min: int = Field(default=60, ge=0, le=24 * 60)
+    # The host approves each visit before the pass is made (the guard records the host's answer).
+    visitor_approval: bool = False
     # ID and phone numbers of visitors are purged this many days after the visit ends.
     personal_data_days: int = Field(default=180, ge=1, le=3650)
     # Encrypts ID and phone numbers at rest: 64 hex digits (AES-256), from the environment or a file.

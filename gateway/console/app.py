@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.bus import Bus
+from gateway.config import AccessConfig
 from gateway.console import auth, i18n
 from gateway.console.pages import PAGES
 from gateway.console.web import (
@@ -37,6 +38,7 @@ from gateway.console.web import (
 )
 from gateway.metrics import GatewayCollector
 from gateway.metrics import render as render_metrics
+from gateway.personal import PersonalData
 from gateway.records import store
 from gateway.records.models import User, utcnow
 
@@ -82,10 +84,12 @@ class BodyLimit:
 
 def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[Session], bus: Bus,
                language: str = i18n.DEFAULT_LANGUAGE, secure_cookies: bool | None = None,
-               parts: Callable[[], dict[str, Any]] | None = None, snapshot_dir: Path | None = None) -> FastAPI:
+               parts: Callable[[], dict[str, Any]] | None = None, snapshot_dir: Path | None = None,
+               access: AccessConfig | None = None, personal: PersonalData | None = None) -> FastAPI:
     app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
-    ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies, snapshot_dir=snapshot_dir)
+    ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies, snapshot_dir=snapshot_dir,
+                  access=access or AccessConfig(), personal=personal)
     app.state.console = ctx
     for key, title, module in PAGES:
         ctx.nav.append((key, title, f"/{key}" if module else None))

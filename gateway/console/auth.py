@@ -36,6 +36,7 @@ PERMISSIONS: dict[str, Role] = {
     "bollard.lower": "supervisor",
     "bollard.reset": "supervisor",
     "personal_data.full": "supervisor",
+    "watchlist.manage": "supervisor",
     "roster.edit": "supervisor",
     "users.manage": "admin",
     "devices.manage": "admin",

@@ -16,7 +16,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
+from gateway.config import AccessConfig
 from gateway.console import auth, i18n
+from gateway.personal import PersonalData
 from gateway.records.models import utcnow
 
 SESSION_COOKIE = "campusgw_session"
@@ -38,6 +40,8 @@ class Console:
     secure_cookies: bool | None = None  # None: Secure when the request came over https
     snapshot_dir: Path | None = None  # camera snapshots (drivers.camera), served to logged-in users only
     nav: list[tuple[str, str, str | None]] = field(default_factory=list)  # (key, msgid, path or None)
+    access: AccessConfig = field(default_factory=AccessConfig)  # visitor passes, overstay, approval
+    personal: PersonalData | None = None  # visitors' ID and phone numbers; None: registration is refused
 
     def local_time(self, value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         if value is None:

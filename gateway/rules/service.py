@@ -21,14 +21,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.events import TOPIC_ROOT, Event, device_topic, new_id, rules_topic
-from gateway.records import store
-from gateway.records.models import Alarm, PoliceMessage, utcnow
+from gateway.records import people, store
+from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.gate import READ_TYPES, Gate, visit_keys
@@ -325,11 +325,27 @@ class RulesService:
             alarms = store.open_alarms(session, self.gate.door_keys() + visit_keys(session))
             effects = self.gate.check_doors(now, alarms) + self.gate.overstays(session, now, alarms)
             changed = store.apply_effects(session, effects, raised) if effects else []
+            raised += self._raised_at_the_desk(session, now)
             outgoing = self._linkage(session, raised, now)
         for topic, body in outgoing:
             self.bus.publish_json(topic, body)
         if changed:
             self._publish_alarms(changed)
+
+    def _raised_at_the_desk(self, session: Session, now: datetime) -> list[tuple[RaiseAlarm, int]]:
+        """Watch-list alarms the console raised at registration: their linkage (police, cameras) runs here,
+        once; the 'linkage_checked' note marks them done, also when no linkage rule applies."""
+        rows = session.scalars(select(Alarm).where(
+            Alarm.alarm_type == "watchlist", Alarm.device_id.like("visit-%"), Alarm.state == "active_unack",
+            ~exists().where(AlarmTransition.alarm_id == Alarm.id, AlarmTransition.action == "linkage_checked")))
+        found = []
+        for alarm in rows:
+            effect = RaiseAlarm(key=alarm.key, device_id=alarm.device_id, alarm_type=alarm.alarm_type,
+                                priority=alarm.priority, latching=alarm.latching, zone=alarm.zone, place=alarm.place,
+                                test=alarm.test, event_id=alarm.raised_event_id, at=alarm.raised_at)
+            store.note(session, alarm.id, "linkage_checked", "linkage: checked by the rules service", now)
+            found.append((effect, alarm.id))
+        return found
 
     def _purge(self) -> None:
         assert self.config is not None
@@ -341,9 +357,19 @@ class RulesService:
             purged += n
             if n < 10_000:
                 break
+        now, days = utcnow(), self.config.access.personal_data_days
+        with self.sessions.begin() as session:  # visitors: ID and phone numbers after the retention, walk-outs
+            visits = people.purge_personal_data(session, now - timedelta(days=days), now)
+            swept = people.sweep_day_end(session, now, self.tz)
         self._next_purge = time.monotonic() + PURGE_EVERY_S
         if purged:
             log.info("retention: removed %d raw events older than %d days", purged, self.config.retention.events_days)
+        if visits:
+            log.info("retention: removed the ID and phone numbers of %d visits that ended over %d days ago",
+                     visits, days)
+        if any(swept.values()):
+            log.warning("day end: %d visitors did not check out, %d registered visitors never came in",
+                        swept["no_checkout"], swept["no_show"])
 
     def _follow_schedules(self) -> None:
         assert self.config is not None

@@ -10,6 +10,8 @@ import pytest
 from gateway.console import i18n
 from gateway.console.auth import ROLES
 from gateway.console.pages import PAGES
+from gateway.records import people
+from gateway.rules import access
 from gateway.rules.alarms import OPEN_STATES, PRIORITY
 
 CONSOLE = Path(i18n.__file__).parent
@@ -25,6 +27,11 @@ def used_messages() -> set[str]:
         found |= set(re.findall(r'tr\(\s*request,\s*"([^"]+)"', module.read_text(encoding="utf-8")))
     for module in (ROOT / "gateway" / "rules" / "alarms.py", ROOT / "gateway" / "records" / "store.py"):
         found |= set(re.findall(r'RefusedAction\(\s*"([^"]+)"', module.read_text(encoding="utf-8")))
+    # VisitError messages (the visitor desk shows them translated), with strings continued over lines joined
+    people_text = (ROOT / "gateway" / "records" / "people.py").read_text(encoding="utf-8")
+    found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', people_text)}
+    found |= set(people.ID_TYPES) | set(people.VISIT_STATES) | set(access.REASONS)
+    found |= {"student", "staff", "visitor", "entry", "exit"}
     auth_text = (CONSOLE / "auth.py").read_text(encoding="utf-8")
     # AuthError messages the console shows (those with other {fields} are the CLI's, in English)
     messages = re.findall(r'AuthError\(\s*"((?:[^"]|"\s+")+)"', auth_text)

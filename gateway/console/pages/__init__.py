@@ -5,8 +5,8 @@ from __future__ import annotations
 # (key, title msgid, module or None while the page does not exist yet); the order is the navigation's.
 PAGES: list[tuple[str, str, str | None]] = [
     ("alarms", "Alarms", "gateway.console.pages.alarms"),
-    ("visitors", "Visitors", None),
-    ("access", "Access", None),
+    ("visitors", "Visitors", "gateway.console.pages.visitors"),
+    ("access", "Access", "gateway.console.pages.access"),
     ("bollards", "Bollards", "gateway.console.pages.bollards"),
     ("cameras", "Cameras", "gateway.console.pages.cameras"),
     ("patrols", "Patrols", None),

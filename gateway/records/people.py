@@ -1,0 +1,609 @@
+"""People, visitors and the watch list in the records: the CSV import of students and staff, a visitor's
+registration (pass, watch-list check), approval, check-in and check-out at the desk, the day-end sweep,
+supervisors' views of full numbers, and the purge of personal data after the retention period.
+
+Database functions only, no web: the caller owns the transaction (one `sessions.begin()`), so a visit, its
+pass, its audit row and any alarm commit together or not at all. What a guard can correct is a VisitError:
+an English message id with {fields}, which the console translates (as gateway.console.auth.AuthError).
+The readers' side of a visit (a pass scanned at an entry or exit reader) is gateway.rules.gate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, tzinfo
+from typing import Literal, TypeVar
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from drivers.card_formats import CardFormatError, normalise_credential
+from gateway.events import new_id
+from gateway.personal import PersonalData, PersonalDataError, mask, mask_phone, normalise_id
+from gateway.records import store
+from gateway.records.models import Credential, Person, Visit, WatchEntry, utcnow
+from gateway.rules.alarms import raise_condition
+
+ID_TYPES = ("resident_id", "passport", "other")
+# Visits still going on; the others are the log: left (checked out at a reader or the desk), refused (watch
+# list, or the host declined), no_show and no_checkout (found by the day-end sweep).
+OPEN_STATES = ("awaiting_approval", "registered", "approved", "on_site")
+VISIT_STATES = (*OPEN_STATES, "left", "refused", "no_show", "no_checkout")
+PASS_PREFIX = "V1."  # a pass token: V1. + secrets.token_urlsafe(18) (144 random bits)
+PASS_TOKEN = re.compile(r"^V1\.[A-Za-z0-9_-]{24}$")
+PASS_MARGIN_MIN = 60  # a pass stays valid this long past the expected end (access.visitor_pass_margin_min)
+MAX_EXPECTED_MIN = 24 * 60
+MAX_CSV_ROWS = 50_000
+# GB 11643-1999: the 18th character of a resident ID is a check digit over the first 17.
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+Field = Literal["id_number", "phone"]
+T = TypeVar("T")
+
+
+class VisitError(Exception):
+    """A registration or desk action that cannot be done as asked; `message` is a msgid with {params}, `field`
+    the form field to correct (if any)."""
+
+    def __init__(self, message: str, field: str | None = None, **params: object) -> None:
+        super().__init__(message.format(**params))
+        self.message = message
+        self.field = field
+        self.params = params
+
+
+# -- people from CSV --------------------------------------------------------------------------
+
+
+COLUMNS = ("kind", "external_id", "name", "group", "card")
+REQUIRED_COLUMNS = ("kind", "external_id", "name")
+KINDS = ("student", "staff")
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    cards: int = 0  # cards assigned or moved
+    errors: list[str] = field(default_factory=list)  # "line 4, column 'card': ..."; nothing imported if any
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    kind: str
+    external_id: str
+    name: str
+    group: str | None
+    card: str | None
+
+
+def decode_csv(data: bytes) -> str:
+    """A CSV as schools have them: UTF-8 (with or without Excel's BOM), else GB18030 (Excel on Chinese Windows
+    saves GBK, which GB18030 contains)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("gb18030")
+
+
+def import_people(session: Session, text: str, now: datetime) -> ImportResult:
+    """Students and staff from CSV (header: kind, external_id, name, and optionally group, card), upserted by
+    external_id. Every line is checked first; a file with any error imports nothing and says, for each, the
+    line and column. People not in the file are left as they are (a file may hold one class). An empty card
+    cell leaves a person's cards as they are; a new card replaces their old one, which is revoked (a reader
+    then names it as revoked rather than unknown)."""
+    result = ImportResult()
+    rows = _parse(text, result.errors)
+    if result.errors:
+        return result
+    ids = [r.external_id for r in rows]
+    existing = {p.external_id: p for chunk in _chunks(ids) for p in session.scalars(
+        select(Person).where(Person.external_id.in_(chunk)))}
+    by_value = {c.value: c for chunk in _chunks([r.card for r in rows if r.card]) for c in session.scalars(
+        select(Credential).where(Credential.value.in_(chunk)))}
+    person_ids = [p.id for p in existing.values()]
+    cards_of: dict[int, list[Credential]] = {}
+    for chunk in _chunks(person_ids):
+        for c in session.scalars(select(Credential).where(Credential.person_id.in_(chunk), Credential.kind == "card",
+                                                          Credential.revoked.is_(False))):
+            cards_of.setdefault(c.person_id, []).append(c)
+    wanted_by_person = {existing[r.external_id].id: r.card for r in rows if r.external_id in existing and r.card}
+    for r in rows:
+        if not r.card or r.card not in by_value:
+            continue
+        held = by_value[r.card]
+        mine = r.external_id in existing and held.person_id == existing[r.external_id].id
+        if mine or held.revoked:
+            continue
+        # The card is someone else's: fine only if this file gives them another card (cards swapped or moved).
+        if wanted_by_person.get(held.person_id, r.card) != r.card:
+            continue
+        owner = session.get(Person, held.person_id)
+        who = f"{owner.name} ({owner.external_id or owner.kind})" if owner else f"person {held.person_id}"
+        result.errors.append(f"line {r.line}, column 'card': card {r.card} belongs to {who}; take it from them "
+                             f"first (give them another card in this file)")
+    if result.errors:
+        return result
+
+    # Write: people first, then cards (old ones revoked before new ones are given, so swaps work).
+    people: dict[str, Person] = {}
+    for r in rows:
+        person = existing.get(r.external_id)
+        if person is None:
+            person = Person(kind=r.kind, name=r.name, group_name=r.group, external_id=r.external_id, active=True,
+                            created_at=now, updated_at=now)
+            session.add(person)
+            result.created += 1
+        elif (person.kind, person.name, person.group_name, person.active) != (r.kind, r.name, r.group, True):
+            person.kind, person.name, person.group_name, person.active = r.kind, r.name, r.group, True
+            person.updated_at = now
+            result.updated += 1
+        else:
+            result.unchanged += 1
+        people[r.external_id] = person
+    session.flush()
+    for r in rows:
+        if not r.card:
+            continue
+        person = people[r.external_id]
+        for old in cards_of.get(person.id, []):
+            if old.value != r.card:
+                old.revoked = True
+    session.flush()
+    for r in rows:
+        if not r.card:
+            continue
+        person = people[r.external_id]
+        row = by_value.get(r.card)
+        if row is None:
+            session.add(Credential(value=r.card, kind="card", person_id=person.id, revoked=False, created_at=now))
+            result.cards += 1
+        elif row.person_id != person.id or row.revoked:
+            row.person_id, row.revoked, row.visit_id = person.id, False, None
+            row.valid_from = row.valid_until = None
+            result.cards += 1
+    session.flush()
+    return result
+
+
+def _parse(text: str, errors: list[str]) -> list[_Row]:
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        header = next(reader)
+    except StopIteration:
+        errors.append("line 1: the file is empty (expected a header: " + ", ".join(COLUMNS) + ")")
+        return []
+    except csv.Error as exc:
+        errors.append(f"line 1: not a CSV header: {exc}")
+        return []
+    names = [h.strip().lower() for h in header]
+    for name in names:
+        if name not in COLUMNS:
+            errors.append(f"line 1: unknown column '{name}' (expected: {', '.join(COLUMNS)})")
+    for name in REQUIRED_COLUMNS:
+        if name not in names:
+            errors.append(f"line 1: missing column '{name}' (expected: {', '.join(COLUMNS)})")
+    for name in set(names):
+        if names.count(name) > 1:
+            errors.append(f"line 1: column '{name}' is there twice")
+    if errors:
+        return []
+    rows: list[_Row] = []
+    first_line: dict[tuple[str, str], int] = {}
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            errors.append(f"line {reader.line_num}: {exc}")
+            break
+        line = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        if len(rows) >= MAX_CSV_ROWS:
+            errors.append(f"line {line}: more than {MAX_CSV_ROWS} people in one file; split it")
+            break
+        if len(cells) > len(names):
+            errors.append(f"line {line}: {len(cells)} fields, but the header has {len(names)} columns")
+            continue
+        value = {n: (cells[i].strip() if i < len(cells) else "") for i, n in enumerate(names)}
+
+        def bad(column: str, problem: str, line: int = line) -> None:
+            errors.append(f"line {line}, column '{column}': {problem}")
+
+        kind = value["kind"].lower()
+        if kind not in KINDS:
+            bad("kind", f"expected student or staff, got '{value['kind']}'")
+        external_id = value["external_id"]
+        if not external_id:
+            bad("external_id", "empty (a student or staff number is needed to update the person later)")
+        elif len(external_id) > 64:
+            bad("external_id", "longer than 64 characters")
+        elif ("external_id", external_id) in first_line:
+            bad("external_id", f"{external_id} is already on line {first_line['external_id', external_id]}")
+        else:
+            first_line["external_id", external_id] = line
+        name = value["name"]
+        if not name:
+            bad("name", "empty")
+        elif len(name) > 100:
+            bad("name", "longer than 100 characters")
+        group = value.get("group") or None
+        if group is not None and len(group) > 64:
+            bad("group", "longer than 64 characters")
+        card: str | None = None
+        if value.get("card"):
+            try:
+                card = normalise_credential(value["card"])
+            except CardFormatError as exc:
+                bad("card", str(exc))
+            else:
+                if ("card", card) in first_line:
+                    bad("card", f"card {card} is already on line {first_line['card', card]}")
+                else:
+                    first_line["card", card] = line
+        rows.append(_Row(line, kind, external_id, name, group, card))
+    return rows
+
+
+def _chunks(values: Sequence[T], size: int = 500) -> Iterator[list[T]]:
+    """IN lists of a bounded size (SQLite limits the parameters of one statement)."""
+    for start in range(0, len(values), size):
+        yield list(values[start:start + size])
+
+
+def hosts(session: Session) -> list[Person]:
+    """Staff who may receive visitors, by name."""
+    return list(session.scalars(select(Person).where(Person.kind == "staff", Person.active)
+                                .order_by(Person.name, Person.id)))
+
+
+# -- visitors -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registration:
+    visit: Visit
+    token: str | None  # the pass (QR payload); None when refused or waiting for the host's approval
+    watchlisted: bool  # the ID number is on the watch list: refused, and the caller raises the alarm
+
+
+def resident_id_check_digit(first17: str) -> str:
+    return _ID_CHECK[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True)) % 11]
+
+
+def check_id_number(id_type: str, id_number: str) -> str:
+    """The number as stored (normalised), or VisitError saying what is wrong with it."""
+    if id_type not in ID_TYPES:
+        raise VisitError("unknown ID type", "id_type")
+    number = normalise_id(id_number)
+    if not number:
+        raise VisitError("enter the ID number", "id_number")
+    if id_type == "resident_id":
+        if not re.fullmatch(r"\d{17}[\dX]", number):
+            raise VisitError("a resident ID number has 18 characters: 17 digits and a digit or X", "id_number")
+        if resident_id_check_digit(number[:17]) != number[17]:
+            raise VisitError("this resident ID number is not valid (check digit): check it again", "id_number")
+    elif id_type == "passport":
+        if not re.fullmatch(r"[A-Z0-9]{5,20}", number):
+            raise VisitError("a passport number has 5 to 20 letters and digits", "id_number")
+    elif not 2 <= len(number) <= 32:
+        raise VisitError("an ID number has 2 to 32 characters", "id_number")
+    return number
+
+
+def check_phone(phone: str | None) -> str | None:
+    if phone is None or not phone.strip():
+        return None
+    cleaned = re.sub(r"[\s()-]", "", phone)
+    if not re.fullmatch(r"\+?\d{5,20}", cleaned):
+        raise VisitError("a phone number has 5 to 20 digits", "phone")
+    return cleaned
+
+
+def watch_hit(session: Session, id_hash: str | None) -> WatchEntry | None:
+    if id_hash is None:
+        return None
+    return session.scalars(select(WatchEntry).where(WatchEntry.id_number_hash == id_hash, WatchEntry.active)
+                           .order_by(WatchEntry.id)).first()
+
+
+def register_visit(session: Session, personal: PersonalData, *, name: str, id_type: str, id_number: str,
+                   phone: str | None, host_id: int, purpose: str, expected_minutes: int, now: datetime,
+                   registered_by: str, approval_needed: bool = False, pass_margin_min: int = PASS_MARGIN_MIN,
+                   client: str | None = None) -> Registration:
+    """A visitor registered at the gatehouse: a person of kind visitor, the visit with the ID and phone numbers
+    encrypted and masked, and a QR pass valid from now to the expected end plus a margin. A watch-listed ID
+    number refuses the visit (no pass) and says so: the caller raises the alarm (raise_watchlist_alarm).
+    With approval_needed the pass is made when the host approves (approve_visit)."""
+    name = " ".join(name.split())
+    if not name:
+        raise VisitError("enter the visitor's name", "name")
+    if len(name) > 100:
+        raise VisitError("the name is longer than 100 characters", "name")
+    number = check_id_number(id_type, id_number)
+    phone_number = check_phone(phone)
+    purpose = " ".join(purpose.split())
+    if not purpose:
+        raise VisitError("enter the purpose of the visit", "purpose")
+    if len(purpose) > 200:
+        raise VisitError("the purpose is longer than 200 characters", "purpose")
+    if not 1 <= expected_minutes <= MAX_EXPECTED_MIN:
+        raise VisitError("the expected duration must be between 1 minute and 24 hours", "expected_minutes")
+    host = session.get(Person, host_id)
+    if host is None or host.kind != "staff" or not host.active:
+        raise VisitError("choose the host from the staff list", "host")
+
+    id_hash = personal.id_hash(number)
+    hit = watch_hit(session, id_hash)
+    person = Person(kind="visitor", name=name, active=hit is None, created_at=now, updated_at=now)
+    session.add(person)
+    session.flush()
+    state = "refused" if hit else "awaiting_approval" if approval_needed else "registered"
+    visit = Visit(person_id=person.id, name=name, id_type=id_type, id_number_enc=personal.encrypt(number),
+                  id_number_masked=mask(number), id_number_hash=id_hash,
+                  phone_enc=personal.encrypt(phone_number) if phone_number else None,
+                  phone_masked=mask_phone(phone_number) if phone_number else None,
+                  host_id=host.id, host_name=host.name, purpose=purpose, expected_minutes=expected_minutes,
+                  state=state, registered_at=now, registered_by=registered_by, valid_from=now,
+                  valid_until=now + timedelta(minutes=expected_minutes + pass_margin_min))
+    session.add(visit)
+    session.flush()
+    token = None if state != "registered" else _issue_pass(session, visit, now, pass_margin_min)
+    store.audit(session, registered_by, "visitor.register", f"visit:{visit.id}", "refused" if hit else "ok",
+                {"name": name, "host": host.name, "state": state, **({"watchlist": hit.id} if hit else {})},
+                now, client)
+    return Registration(visit, token, hit is not None)
+
+
+def _issue_pass(session: Session, visit: Visit, now: datetime, pass_margin_min: int) -> str:
+    token = PASS_PREFIX + secrets.token_urlsafe(18)
+    visit.valid_from = now
+    visit.valid_until = now + timedelta(minutes=visit.expected_minutes + pass_margin_min)
+    session.add(Credential(value=token, kind="qr", person_id=visit.person_id, visit_id=visit.id,
+                           valid_from=visit.valid_from, valid_until=visit.valid_until, revoked=False, created_at=now))
+    return token
+
+
+def raise_watchlist_alarm(session: Session, visit: Visit, now: datetime,
+                          where: str = "registering at the gatehouse") -> list[int]:
+    """The top-priority alarm for a watch-listed visitor (latching: a person resets it); returns the alarm ids
+    that changed, for the caller to publish after the commit."""
+    key = f"visit-{visit.id}:watchlist"
+    effects = raise_condition(key, f"visit-{visit.id}", "watchlist", store.open_alarms(session, [key]).get(key),
+                              new_id(), now, place=f"watch-listed person {visit.name} ({where}), host "
+                                                   f"{visit.host_name or '-'}: do not admit, alert the leader on duty")
+    return store.apply_effects(session, effects)
+
+
+def _visit(session: Session, visit_id: int) -> Visit:
+    visit = session.get(Visit, visit_id, with_for_update=True)
+    if visit is None:
+        raise VisitError("there is no such visit")
+    return visit
+
+
+def approve_visit(session: Session, visit_id: int, actor: str, now: datetime, *,
+                  pass_margin_min: int = PASS_MARGIN_MIN, client: str | None = None) -> str:
+    """The host agreed: the pass is made, valid from now; returns its token."""
+    visit = _visit(session, visit_id)
+    if visit.state != "awaiting_approval":
+        raise VisitError("this visit is not waiting for approval")
+    visit.state = "approved"
+    token = _issue_pass(session, visit, now, pass_margin_min)
+    store.audit(session, actor, "visitor.approve", f"visit:{visit.id}", "ok", {"name": visit.name}, now, client)
+    return token
+
+
+def decline_visit(session: Session, visit_id: int, actor: str, now: datetime, client: str | None = None) -> Visit:
+    """The host does not receive the visitor."""
+    visit = _visit(session, visit_id)
+    if visit.state != "awaiting_approval":
+        raise VisitError("this visit is not waiting for approval")
+    visit.state = "refused"
+    store.audit(session, actor, "visitor.decline", f"visit:{visit.id}", "ok", {"name": visit.name}, now, client)
+    return visit
+
+
+def check_in(session: Session, visit_id: int, actor: str, now: datetime, client: str | None = None,
+             ) -> tuple[Visit, list[int]]:
+    """A guard lets a registered visitor in by hand (no reader at that gate, or it is down). Checks the watch
+    list again (an entry may have been added since): a hit refuses the visit and raises the alarm; returns the
+    visit and the alarm ids that changed."""
+    visit = _visit(session, visit_id)
+    if visit.state not in ("registered", "approved"):
+        raise VisitError("this visitor cannot be checked in now ({state})", state=visit.state)
+    if watch_hit(session, visit.id_number_hash) is not None:
+        _close_pass(session, visit, "refused")
+        store.audit(session, actor, "visitor.checkin", f"visit:{visit.id}", "refused", {"why": "watchlist"}, now,
+                    client)
+        return visit, raise_watchlist_alarm(session, visit, now, "checking in at the gatehouse")
+    if now >= visit.valid_until:
+        raise VisitError("the pass has expired: register the visit again")
+    visit.state, visit.checked_in_at = "on_site", now
+    store.audit(session, actor, "visitor.checkin", f"visit:{visit.id}", "ok", {"name": visit.name}, now, client)
+    return visit, []
+
+
+def check_out(session: Session, visit_id: int, actor: str, now: datetime, client: str | None = None) -> Visit:
+    """The visitor leaves past the desk: the visit ends and the pass is revoked."""
+    visit = _visit(session, visit_id)
+    if visit.state not in ("registered", "approved", "on_site"):
+        raise VisitError("this visitor cannot be checked out ({state})", state=visit.state)
+    visit.checked_out_at, visit.checked_out_by = now, actor
+    _close_pass(session, visit, "left")
+    store.audit(session, actor, "visitor.checkout", f"visit:{visit.id}", "ok", {"name": visit.name}, now, client)
+    return visit
+
+
+def check_out_by_pass(session: Session, token: str, actor: str, now: datetime, client: str | None = None) -> Visit:
+    """The desk's scanner: the pass as the scanner typed it checks its visitor out."""
+    visit = visit_for_pass(session, token) if token.strip() else None
+    if visit is None:
+        raise VisitError("this is not a visitor pass of this gatehouse")
+    if visit.state not in ("registered", "approved", "on_site"):
+        raise VisitError("{name} has already left or was refused ({state})", name=visit.name, state=visit.state)
+    return check_out(session, visit.id, actor, now, client)
+
+
+def visit_for_pass(session: Session, token: str) -> Visit | None:
+    """The visit a scanned pass belongs to (the token as the scanner typed it)."""
+    credential = session.scalar(select(Credential).where(Credential.value == token.strip(), Credential.kind == "qr"))
+    if credential is None or credential.visit_id is None:
+        return None
+    return session.get(Visit, credential.visit_id)
+
+
+def pass_token(session: Session, visit_id: int) -> str | None:
+    """The pass of a visit, to print it again (None once revoked)."""
+    return session.scalar(select(Credential.value).where(Credential.visit_id == visit_id, Credential.kind == "qr",
+                                                         Credential.revoked.is_(False)))
+
+
+def _close_pass(session: Session, visit: Visit, state: str) -> None:
+    visit.state = state
+    session.execute(update(Credential).where(Credential.visit_id == visit.id).values(revoked=True))
+
+
+def visitors_on_site(session: Session) -> list[Visit]:
+    return list(session.scalars(select(Visit).where(Visit.state == "on_site").order_by(Visit.checked_in_at)))
+
+
+def current_visits(session: Session) -> list[Visit]:
+    """Visits not over yet: waiting for approval, registered (pass valid, not yet in), on site."""
+    return list(session.scalars(select(Visit).where(Visit.state.in_(OPEN_STATES)).order_by(Visit.registered_at)))
+
+
+def recent_visits(session: Session, since: datetime, states: Sequence[str]) -> list[Visit]:
+    return list(session.scalars(select(Visit).where(Visit.state.in_(states), Visit.registered_at >= since)
+                                .order_by(Visit.registered_at.desc()).limit(200)))
+
+
+def start_of_day(now: datetime, tz: tzinfo) -> datetime:
+    return datetime.combine(now.astimezone(tz).date(), time(0), tzinfo=tz)
+
+
+def sweep_day_end(session: Session, now: datetime, tz: tzinfo) -> dict[str, int]:
+    """Visits from before today (the site's day) that never ended: on site -> no_checkout (walked out without
+    checking out, or still inside: the guard finds out), registered but never came in -> no_show. Their passes
+    are revoked. Safe to run any number of times (the rules service runs it hourly)."""
+    today = start_of_day(now, tz)
+    found = {"no_checkout": 0, "no_show": 0}
+    rows = session.scalars(select(Visit).where(Visit.state.in_(OPEN_STATES), Visit.registered_at < today)).all()
+    for visit in rows:
+        if visit.state == "on_site":
+            if (visit.checked_in_at or visit.registered_at) >= today:
+                continue
+            _close_pass(session, visit, "no_checkout")
+            found["no_checkout"] += 1
+        else:
+            _close_pass(session, visit, "no_show")
+            found["no_show"] += 1
+    return found
+
+
+# -- personal data ------------------------------------------------------------------------------
+
+
+def reveal(session: Session, personal: PersonalData, visit_id: int, field: Field, actor: str,
+           now: datetime | None = None, client: str | None = None) -> str:
+    """The full ID or phone number of a visit, for a supervisor (the caller checks the role); every view is
+    audited (personal_data.view) with who, when and which field."""
+    now = now or utcnow()
+    visit = session.get(Visit, visit_id)
+    if visit is None:
+        raise VisitError("there is no such visit")
+    if field not in ("id_number", "phone"):
+        raise VisitError("unknown field")
+    if visit.purged_at is not None:
+        raise VisitError("the personal data of this visit was deleted after the retention period")
+    token = visit.id_number_enc if field == "id_number" else visit.phone_enc
+    if token is None:
+        raise VisitError("no phone number was given" if field == "phone" else "no ID number was given")
+    try:
+        value = personal.decrypt(token)
+    except PersonalDataError as exc:
+        raise VisitError("this number cannot be decrypted with the gateway's key ({why})", why=str(exc)) from exc
+    store.audit(session, actor, "personal_data.view", f"visit:{visit.id}", "ok", {"field": field}, now, client)
+    return value
+
+
+def purge_personal_data(session: Session, older_than: datetime, now: datetime | None = None) -> int:
+    """Visits that ended before `older_than` lose their ID and phone numbers (encrypted, masked, hashed) and
+    photo; name, host, purpose and times stay in the visitor log. Returns how many visits were purged."""
+    ended = func.coalesce(Visit.checked_out_at, Visit.valid_until)
+    result = session.execute(
+        update(Visit)
+        .where(Visit.purged_at.is_(None), Visit.state.not_in(OPEN_STATES), ended < older_than)
+        .values(id_number_enc=None, id_number_masked=None, id_number_hash=None, phone_enc=None, phone_masked=None,
+                photo_ref=None, purged_at=now or utcnow())
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# -- watch list ---------------------------------------------------------------------------------
+
+
+def add_watch_entry(session: Session, personal: PersonalData, *, id_number: str, name: str, reason: str, actor: str,
+                    now: datetime, client: str | None = None) -> tuple[WatchEntry, list[Visit]]:
+    """A high-risk person (高危人员) by ID number. Visits with the same number not yet in are refused (their
+    pass revoked); one on site stays on site (the reader stops them on the way out). Returns the entry and
+    every such visit going on now: the caller raises the alarm for each (raise_watchlist_alarm)."""
+    number = normalise_id(id_number)
+    if not 4 <= len(number) <= 32:
+        raise VisitError("an ID number has 4 to 32 characters", "id_number")
+    name, reason = " ".join(name.split()), reason.strip()
+    if not name:
+        raise VisitError("enter the person's name", "name")
+    if len(name) > 100:
+        raise VisitError("the name is longer than 100 characters", "name")
+    if not reason:
+        raise VisitError("enter the reason", "reason")
+    id_hash = personal.id_hash(number)
+    if (known := watch_hit(session, id_hash)) is not None:
+        raise VisitError("this ID number is already on the watch list (entry {id})", "id_number", id=known.id)
+    entry = WatchEntry(id_number_hash=id_hash, id_number_enc=personal.encrypt(number), id_number_masked=mask(number),
+                       name=name, reason=reason[:2000], added_by=actor, added_at=now, active=True)
+    session.add(entry)
+    session.flush()
+    store.audit(session, actor, "watchlist.add", f"watchlist:{entry.id}", "ok",
+                {"name": name, "id_number": entry.id_number_masked}, now, client)
+    current = list(session.scalars(select(Visit).where(Visit.id_number_hash == id_hash, Visit.state.in_(OPEN_STATES))))
+    for visit in current:
+        if visit.state != "on_site":
+            _close_pass(session, visit, "refused")
+    return entry, current
+
+
+def deactivate_watch_entry(session: Session, entry_id: int, actor: str, now: datetime,
+                           client: str | None = None) -> WatchEntry:
+    entry = session.get(WatchEntry, entry_id)
+    if entry is None:
+        raise VisitError("there is no such watch-list entry")
+    if not entry.active:
+        raise VisitError("this watch-list entry is already inactive")
+    entry.active = False
+    store.audit(session, actor, "watchlist.deactivate", f"watchlist:{entry.id}", "ok", {"name": entry.name}, now,
+                client)
+    return entry
+
+
+def watch_entries(session: Session, include_inactive: bool = False) -> list[WatchEntry]:
+    query = select(WatchEntry).order_by(WatchEntry.active.desc(), WatchEntry.added_at.desc())
+    if not include_inactive:
+        query = query.where(WatchEntry.active)
+    return list(session.scalars(query))
+
