@@ -27,7 +27,6 @@ each LED and buzzer command the CP sends ("LED green", "BEEP x1").
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import select
@@ -49,7 +48,7 @@ Command = dict[str, Any]
 
 KEYPAD_KEYS = "0123456789*#"  # OSDP keypad data is these ASCII characters
 MAX_KEYS = 64  # libosdp's keypress event buffer (OSDP_EVENT_KEYPRESS_MAX_DATALEN)
-DRAIN_S = 0.05  # select timeout of the thread that swallows the line while the reader is off
+LINE_SELECT_S = 0.05  # the line thread's select timeout: how long close() waits for it at most
 LED_COLORS = {
     osdp.CommandLEDColor.Black: "off",
     osdp.CommandLEDColor.Red: "red",
@@ -64,24 +63,83 @@ REFRESH_S = 0.002
 BUZZER_TONE_ON = 2  # OSDP buzzer tone code: 0 no change, 1 off, 2 default tone
 
 
-class _MasterChannel(osdp.Channel):
-    """The pty master, non-blocking: libosdp polls it from refresh() and must never see an exception."""
+class OsdpLine:
+    """An RS-485 line on a pty: the gateway's control panel opens `port`; every byte it sends reaches every reader
+    on the line (each answers only what is addressed to it, as on a real bus), and their answers share the line."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._master)
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.port = os.ttyname(self._slave)  # the slave stays open here so the pty outlives the CP closing it
+        self._taps: list[_Tap] = []
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-osdp-line", daemon=True)
+        self._thread.start()
+
+    def tap(self) -> _Tap:
+        """A reader's connection to the line."""
+        tap = _Tap(self)
+        self._taps.append(tap)
+        return tap
+
+    def send(self, data: bytes) -> int:
+        with self._write_lock:
+            try:
+                return os.write(self._master, data)
+            except OSError:  # the CP side is closed just now
+                return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], LINE_SELECT_S)
+            if not ready:
+                continue
+            try:
+                data = os.read(self._master, 4096)
+            except OSError:
+                continue
+            for tap in list(self._taps):
+                tap.heard(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        os.close(self._master)
+        os.close(self._slave)
+
+
+class _Tap(osdp.Channel):
+    """One reader's side of the line; libosdp polls it from refresh() and must never see an exception. While the
+    reader is off what arrives is lost, as it is for a reader without power."""
+
+    def __init__(self, line: OsdpLine) -> None:
         super().__init__()
-        self.fd = fd
+        self.line = line
+        self.powered = False
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+
+    def heard(self, data: bytes) -> None:
+        if self.powered:
+            with self._lock:
+                self._buffer += data
+
+    def set_powered(self, powered: bool) -> None:
+        with self._lock:
+            self.powered = powered
+            self._buffer.clear()
 
     def read(self, max_bytes: int) -> bytes:
-        try:
-            return os.read(self.fd, max_bytes)
-        except OSError:  # nothing waiting (BlockingIOError), or the CP side is closed just now
-            return b""
+        with self._lock:
+            data = bytes(self._buffer[:max_bytes])
+            del self._buffer[:max_bytes]
+        return data
 
     def write(self, buf: bytes) -> int:
-        try:
-            return os.write(self.fd, buf)
-        except OSError:
-            return 0
+        return self.line.send(buf) if self.powered else 0
 
     def flush(self) -> None:
         pass
@@ -101,7 +159,7 @@ class _Device(osdp.PeripheralDevice):
 
 class OsdpReaderSimulator:
     def __init__(self, address: int = 101, scbk: bytes | None = None, readers: int = 1, name: str = "reader",
-                 log_level: int = osdp.LogLevel.Warning) -> None:
+                 log_level: int = osdp.LogLevel.Warning, line: OsdpLine | None = None) -> None:
         if not 0 <= address <= 126:
             raise ValueError(f"OSDP address must be 0-126, got {address}")
         if scbk is not None and len(scbk) != 16:
@@ -119,36 +177,30 @@ class OsdpReaderSimulator:
         self._tamper = False
         self._power_failure = False
         self._pd: Any = None
-        self._drain_stop = threading.Event()
-        self._drain: threading.Thread | None = None
+        self._own_line = line is None
+        self._line = line or OsdpLine()
+        self._channel = self._line.tap()
         self._closed = False
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._master)
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)
-        self._port = os.ttyname(self._slave)  # the slave stays open here so the pty outlives the CP closing it
-        self._channel = _MasterChannel(self._master)
 
     @property
     def port(self) -> str:
         """The serial device the gateway's control panel opens."""
-        return self._port
+        return self._line.port
 
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> str:
         """Power the reader on; returns `port`."""
         self.power_on()
-        return self._port
+        return self.port
 
     def stop(self) -> None:
         """Power off and release the pty for good."""
         self.power_off()
-        self._stop_drain()
         if not self._closed:
             self._closed = True
-            os.close(self._master)
-            os.close(self._slave)
+            if self._own_line:
+                self._line.close()
 
     def power_on(self) -> None:
         """Boot: a new PeripheralDevice with fresh protocol state on the same line."""
@@ -156,7 +208,7 @@ class OsdpReaderSimulator:
             return
         if self._closed:
             raise RuntimeError(f"OSDP reader {self.name} was stopped; make a new one")
-        self._stop_drain()
+        self._channel.set_powered(True)
         flags = [osdp.LibFlag.EnforceSecure] if self.scbk is not None else []
         info = osdp.PDInfo(self.address, self._channel, scbk=self.scbk, name=self.name, flags=flags)
         caps = osdp.PDCapabilities([
@@ -171,7 +223,7 @@ class OsdpReaderSimulator:
         pd.set_command_handler(self._on_command)
         pd.start()
         self._pd = pd
-        log.info("OSDP reader %s (address %d) on at %s", self.name, self.address, self._port)
+        log.info("OSDP reader %s (address %d) on at %s", self.name, self.address, self.port)
 
     def power_off(self) -> None:
         """Power lost: the reader stops answering and what the CP sends meanwhile is lost."""
@@ -179,10 +231,7 @@ class OsdpReaderSimulator:
         if pd is None:
             return
         pd.stop()
-        self._drain_stop = threading.Event()
-        self._drain = threading.Thread(target=self._swallow, args=(self._drain_stop,),
-                                       name=f"sim-osdp-{self.name}-off", daemon=True)
-        self._drain.start()
+        self._channel.set_powered(False)
         log.info("OSDP reader %s off", self.name)
 
     @property
@@ -296,21 +345,6 @@ class OsdpReaderSimulator:
     def beeps(self) -> int:
         """How many buzzer commands sounded the tone."""
         return sum(1 for c in self.buzzer_commands() if c.get("control_code") == BUZZER_TONE_ON)
-
-    # -- while off -------------------------------------------------------------------------
-
-    def _swallow(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            ready, _, _ = select.select([self._master], [], [], DRAIN_S)
-            if ready:
-                with contextlib.suppress(OSError):
-                    os.read(self._master, 4096)
-
-    def _stop_drain(self) -> None:
-        self._drain_stop.set()
-        if self._drain is not None:
-            self._drain.join(2)
-            self._drain = None
 
 
 def led_color_name(command: Command) -> str:

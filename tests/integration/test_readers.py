@@ -23,7 +23,7 @@ from drivers.card_formats import make_card
 from gateway.config import validate_config
 from gateway.records.models import AccessEvent, Alarm, Credential, Device, Person, utcnow
 from simulators.modbus_di import ModbusDISimulator
-from simulators.osdp_reader import OsdpReaderSimulator
+from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
 from simulators.serial_reader import SerialReaderSimulator
 from tests.conftest import wait_for
 from tests.integration.helpers import Running
@@ -48,9 +48,7 @@ class Gatehouse:
         return self.running.gateway.sessions()
 
     def online(self, device: str) -> bool | None:
-        with self.session() as s:
-            row = s.get(Device, device)
-            return row.online if row else None
+        return online(self.running, device)
 
     def access_log(self) -> list[AccessEvent]:
         with self.session() as s:
@@ -59,6 +57,13 @@ class Gatehouse:
     def alarms(self, alarm_type: str) -> list[Alarm]:
         with self.session() as s:
             return list(s.scalars(select(Alarm).where(Alarm.alarm_type == alarm_type)))
+
+
+def online(running: Running, device: str) -> bool | None:
+    """The device's online flag as the records have it (None: not heard of yet)."""
+    with running.gateway.sessions() as s:
+        row = s.get(Device, device)
+        return row.online if row else None
 
 
 def seed_people(running: Running) -> None:
@@ -296,3 +301,48 @@ def test_a_watch_list_hit_at_the_desk_goes_through_linkage_like_any_alarm(tmp_pa
     finally:
         running.stop()
         centre.close()
+
+
+def test_two_readers_on_one_bus_each_get_their_own_answer_and_one_down_leaves_the_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_READER_KEY", KEY)
+    monkeypatch.setenv("TEST_READER_KEY_2", "ffeeddccbbaa99887766554433221100")
+    line = OsdpLine()
+    lane_in = OsdpReaderSimulator(address=1, scbk=bytes.fromhex(KEY), name="lane-in", line=line)
+    lane_out = OsdpReaderSimulator(address=2, scbk=bytes.fromhex("ffeeddccbbaa99887766554433221100"),
+                                   name="lane-out", line=line)
+    lane_in.start()
+    lane_out.start()
+    config = validate_config({
+        "site": {"id": SITE, "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0},
+        "devices": [
+            {"id": "lane-in", "kind": "reader", "driver": "osdp", "bus": {"port": line.port, "baudrate": 115200},
+             "address": 1, "key_env": "TEST_READER_KEY", "direction": "entry"},
+            {"id": "lane-out", "kind": "reader", "driver": "osdp", "bus": {"port": line.port, "baudrate": 115200},
+             "address": 2, "key_env": "TEST_READER_KEY_2", "direction": "exit"},
+        ],
+    })
+    running = Running(config)
+    try:
+        seed_people(running)
+        wait_for(lambda: online(running, "lane-in") and online(running, "lane-out"), 15, "both readers online")
+        lane_in.present_card(STAFF_CARD)
+        lane_out.present_card(make_card("wiegand26", 1, 99))
+        assert lane_in.wait_for_command(lambda c: "on_color" in c, 2.0) is not None
+        assert lane_out.wait_for_command(lambda c: "on_color" in c, 2.0) is not None
+        assert (lane_in.last_led_color(), lane_out.last_led_color()) == ("green", "red")
+        lane_out.power_off()
+        wait_for(lambda: online(running, "lane-out") is False, 20, "the reader without power reported offline")
+        assert online(running, "lane-in"), "the other reader on the bus stays online"
+        seen = len(lane_in.commands)
+        lane_in.present_card(STAFF_CARD)
+        assert lane_in.wait_for_command(lambda c: "on_color" in c, 2.0, since=seen) is not None
+        lane_out.power_on()
+        wait_for(lambda: online(running, "lane-out"), 5, "back within 5 s of power returning")
+    finally:
+        running.stop()
+        lane_in.stop()
+        lane_out.stop()
+        line.close()
