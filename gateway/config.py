@@ -361,6 +361,8 @@ class AccessConfig(Strict):
     visitor_pass_margin_min: int = Field(default=60, ge=0, le=24 * 60)
     # The host approves each visit before the pass is made (the guard records the host's answer).
     visitor_approval: bool = False
+    # The gate camera whose view is kept as the visitor's photo at registration (a camera device id).
+    visitor_camera: str | None = None
     # ID and phone numbers of visitors are purged this many days after the visit ends.
     personal_data_days: int = Field(default=180, ge=1, le=3650)
     # Encrypts ID and phone numbers at rest: 64 hex digits (AES-256), from the environment or a file.
@@ -618,6 +620,8 @@ def _check_references(config: Config, filename: str, located: Located) -> list[s
     for i, door in enumerate(config.access.doors):
         refs += [("reader", ("access", "doors", i, "readers", j), d) for j, d in enumerate(door.readers)]
         refs += [("alarm_input", ("access", "doors", i, "contact"), door.contact.split(":")[0])]
+    if config.access.visitor_camera:
+        refs.append(("camera", ("access", "visitor_camera"), config.access.visitor_camera))
     problems = []
     for kind, loc, device in refs:
         known = sorted(d.id for d in config.devices if d.kind == kind)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from sqlalchemy import func, select, update
@@ -541,10 +543,39 @@ def reveal(session: Session, personal: PersonalData, visit_id: int, field: Field
     return value
 
 
-def purge_personal_data(session: Session, older_than: datetime, now: datetime | None = None) -> int:
+PHOTO_DIR = "visitors"  # under the snapshot directory: visit-<id>.jpg
+
+
+def photo_path(snapshot_dir: Path, visit_id: int) -> Path:
+    return snapshot_dir / PHOTO_DIR / f"visit-{visit_id}.jpg"
+
+
+def keep_photo(session: Session, snapshot_dir: Path, camera: str, visit_id: int) -> bool:
+    """The gate camera's current view becomes the visitor's photo (readable by the gateway's user only)."""
+    latest = snapshot_dir / camera / "latest.jpg"
+    try:
+        data = latest.read_bytes()
+    except OSError:
+        return False  # the camera has no picture now: the visit goes ahead without one
+    path = photo_path(snapshot_dir, visit_id)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    session.execute(update(Visit).where(Visit.id == visit_id).values(photo_ref=f"visit-{visit_id}"))
+    return True
+
+
+def purge_personal_data(session: Session, older_than: datetime, now: datetime | None = None,
+                        snapshot_dir: Path | None = None) -> int:
     """Visits that ended before `older_than` lose their ID and phone numbers (encrypted, masked, hashed) and
     photo; name, host, purpose and times stay in the visitor log. Returns how many visits were purged."""
     ended = func.coalesce(Visit.checked_out_at, Visit.valid_until)
+    if snapshot_dir is not None:
+        for visit_id in session.scalars(select(Visit.id).where(
+                Visit.purged_at.is_(None), Visit.state.not_in(OPEN_STATES), ended < older_than,
+                Visit.photo_ref.is_not(None))):
+            photo_path(snapshot_dir, visit_id).unlink(missing_ok=True)
     result = session.execute(
         update(Visit)
         .where(Visit.purged_at.is_(None), Visit.state.not_in(OPEN_STATES), ended < older_than)

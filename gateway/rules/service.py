@@ -359,7 +359,8 @@ class RulesService:
                 break
         now, days = utcnow(), self.config.access.personal_data_days
         with self.sessions.begin() as session:  # visitors: ID and phone numbers after the retention, walk-outs
-            visits = people.purge_personal_data(session, now - timedelta(days=days), now)
+            visits = people.purge_personal_data(session, now - timedelta(days=days), now,
+                                                self.config.gateway.data_dir / "snapshots")
             swept = people.sweep_day_end(session, now, self.tz)
         self._next_purge = time.monotonic() + PURGE_EVERY_S
         if purged:

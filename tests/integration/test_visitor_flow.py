@@ -1,7 +1,7 @@
 """A visitor from the gatehouse desk through the gate and out again, on the whole gateway: registered through
-the console's API, the QR pass scanned by a simulated scanner at the entry (checked in), still on site past the
-expected time (an overstay alarm for the guard), scanned at the exit (checked out, the pass dead), and refused
-when it is shown again.
+the console's API (with a photo from the gate camera), the QR pass scanned by a simulated scanner at the entry
+(checked in), still on site past the expected time (an overstay alarm for the guard), scanned at the exit
+(checked out, the pass dead), and refused when it is shown again.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from gateway.config import validate_config
 from gateway.console import auth
 from gateway.records.models import AccessEvent, Alarm, Person, Visit, utcnow
+from simulators.camera import CameraSimulator
 from simulators.serial_reader import SerialReaderSimulator
 from tests.conftest import wait_for
 from tests.integration.helpers import Running, logged_in
@@ -30,17 +31,21 @@ def gate(tmp_path: Path) -> Iterator[dict[str, Any]]:
     scanners = {name: SerialReaderSimulator(tmp_path / f"qr-{name}") for name in ("in", "out")}
     for sim in scanners.values():
         sim.start()
+    camera = CameraSimulator(fps=10)
+    camera.start()
     config = validate_config({
         "site": {"id": "school-1", "name": "Test School"},
         "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
         "broker": {"url": "embedded", "embedded_port": 0},
         "console": {"host": "127.0.0.1", "port": 0, "language": "en"},
-        "access": {"overstay_grace_min": 0},
+        "access": {"overstay_grace_min": 0, "visitor_camera": "gate-cam"},
         "devices": [
             {"id": f"gate-qr-{name}", "kind": "reader", "driver": "serial_reader", "port": str(tmp_path / f"qr-{name}"),
              "mode": "qr", "direction": "entry" if name == "in" else "exit",
              "feedback_lines": {"granted": "@OK", "denied": "@NO"}}
-            for name in ("in", "out")],
+            for name in ("in", "out")] + [
+            {"id": "gate-cam", "kind": "camera", "driver": "opencv", "url": camera.url, "tamper": None,
+             "snapshot_every_s": 0.5}],
     })
     running = Running(config)
     now = utcnow()
@@ -55,6 +60,7 @@ def gate(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield {"running": running, "scanners": scanners, "host_id": host_id}
     finally:
         running.stop()
+        camera.stop()
         for sim in scanners.values():
             sim.stop()
 
@@ -63,6 +69,8 @@ def test_register_scan_in_overstay_scan_out(gate: dict[str, Any]) -> None:
     running, scanners = gate["running"], gate["scanners"]
     sessions = running.gateway.sessions
     client = logged_in(running.gateway.console_url, "guard1", PASSWORD)
+    latest = running.gateway.config.gateway.data_dir / "snapshots" / "gate-cam" / "latest.jpg"
+    wait_for(latest.exists, 15, "the gate camera's view")
     response = client.post("/api/visitors", headers={"x-csrf-token": client.csrf},  # type: ignore[attr-defined]
                            json={"name": "张三", "id_number": ID, "phone": "13812345678", "host_id": gate["host_id"],
                                  "purpose": "家长来访", "expected_minutes": 30})
@@ -71,6 +79,9 @@ def test_register_scan_in_overstay_scan_out(gate: dict[str, Any]) -> None:
     token, visit_id = body["pass"], body["visit"]["id"]
     assert token and body["visit"]["state"] == "registered"
     assert ID not in response.text and "13812345678" not in response.text, "a guard sees the numbers masked"
+    photo = client.get(f"/visitors/{visit_id}/photo.jpg")
+    assert photo.status_code == 200 and photo.content[:2] == b"\xff\xd8", "the gate camera's view kept as the photo"
+    assert f"/visitors/{visit_id}/photo.jpg" in client.get(f"/visitors/{visit_id}/pass").text
 
     wait_for(lambda: all(sim.plugged_in for sim in scanners.values()), 5, "scanners ready")
     scanners["in"].scan(token)

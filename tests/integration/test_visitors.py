@@ -286,18 +286,25 @@ def test_host_approval_and_the_desk_check_in_look_at_the_watch_list_again(record
 
 
 def test_purge_removes_expired_personal_data_and_keeps_recent(records: sessionmaker[Session],
-                                                              personal: PersonalData) -> None:
+                                                              personal: PersonalData, tmp_path: Path) -> None:
     host = add_staff(records)
     old = register(records, personal, host, now=NOW - timedelta(days=200), number=resident_id(1))
     recent = register(records, personal, host, now=NOW - timedelta(days=10), number=resident_id(2))
     still_here = register(records, personal, host, now=NOW - timedelta(days=200), number=resident_id(3))
+    (tmp_path / "gate-cam").mkdir()
+    (tmp_path / "gate-cam" / "latest.jpg").write_bytes(b"\xff\xd8 a jpeg")
+    with records.begin() as session:
+        for visit in (old, recent):
+            assert people.keep_photo(session, tmp_path, "gate-cam", visit.visit.id)
     with records.begin() as session:
         people.check_out(session, old.visit.id, "guard1", NOW - timedelta(days=200) + timedelta(hours=1))
         people.check_out(session, recent.visit.id, "guard1", NOW - timedelta(days=10) + timedelta(hours=1))
         session.get_one(Visit, still_here.visit.id).state = "on_site"  # not over: never purged while it lasts
     with records.begin() as session:
-        assert people.purge_personal_data(session, NOW - timedelta(days=180), NOW) == 1
-        assert people.purge_personal_data(session, NOW - timedelta(days=180), NOW) == 0, "once"
+        assert people.purge_personal_data(session, NOW - timedelta(days=180), NOW, tmp_path) == 1
+        assert people.purge_personal_data(session, NOW - timedelta(days=180), NOW, tmp_path) == 0, "once"
+    assert not people.photo_path(tmp_path, old.visit.id).exists(), "the photo file is deleted with the numbers"
+    assert people.photo_path(tmp_path, recent.visit.id).exists()
     with records() as session:
         gone = session.get_one(Visit, old.visit.id)
         assert (gone.id_number_enc, gone.id_number_masked, gone.id_number_hash, gone.phone_enc, gone.phone_masked,

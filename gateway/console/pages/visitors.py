@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import segno
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -63,7 +63,7 @@ def visit_view(visit: Visit, ctx: Console, now: datetime) -> dict[str, Any]:
             "checked_out_by": visit.checked_out_by, "expected_out": expected_out.isoformat(),
             "overstay": visit.state == "on_site" and now > expected_out,
             "pass_expired": visit.state in ("registered", "approved") and now >= visit.valid_until,
-            "purged": visit.purged_at is not None}
+            "purged": visit.purged_at is not None, "photo": visit.photo_ref is not None}
 
 
 def host_labels(session: Session) -> dict[str, int]:
@@ -190,7 +190,24 @@ def _register(request: Request, user: LoggedIn, values: dict[str, str], minutes:
             now=now, registered_by=user.username, approval_needed=ctx.access.visitor_approval,
             pass_margin_min=ctx.access.visitor_pass_margin_min, client=_client(request))
         alarms = people.raise_watchlist_alarm(session, registration.visit, now) if registration.watchlisted else []
+        if ctx.access.visitor_camera and ctx.snapshot_dir is not None:
+            people.keep_photo(session, ctx.snapshot_dir, ctx.access.visitor_camera, registration.visit.id)
         return registration.visit.id, alarms
+
+
+@router.get("/visitors/{visit_id}/photo.jpg")
+async def photo(visit_id: int, request: Request,
+                user: LoggedIn = Depends(require("view"))) -> FileResponse:  # noqa: B008
+    """The visitor's photo from the gate camera at registration (until the personal data is purged)."""
+    ctx = console(request)
+    with ctx.sessions() as session:
+        visit = session.get(Visit, visit_id)
+    if visit is None or visit.photo_ref is None or ctx.snapshot_dir is None:
+        raise HTTPException(404, tr(request, "There is no photo of this visitor."))
+    path = people.photo_path(ctx.snapshot_dir, visit_id)
+    if not path.is_file():
+        raise HTTPException(404, tr(request, "There is no photo of this visitor."))
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
 @router.get("/visitors/{visit_id}/pass", response_class=HTMLResponse)
