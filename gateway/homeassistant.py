@@ -7,6 +7,7 @@ anything: bollard moves and alarm actions stay in the console, with roles and th
 
 - every alarm point: a binary_sensor (safety, tamper, smoke, door, power, problem) from the device state;
 - every bollard: its position (sensor) and fault (binary_sensor, problem);
+- every OSDP reader: its tamper switch and power failure (binary_sensor);
 - every device, readers and cameras included, and the gateway itself: connectivity (binary_sensor).
 Each entity is unavailable while its device or the gateway is offline.
 """
@@ -106,4 +107,13 @@ def _entities(device: DeviceConfig, base: str) -> list[tuple[str, dict[str, Any]
                        "state_topic": f"{base}/state",
                        "value_template": "{{ 'ON' if value_json.fault else 'OFF' }}"}),
         ]
-    return []  # readers, cameras, checkpoints: their connectivity, until their drivers publish more
+    if device.kind == "reader" and device.driver == "osdp":  # the reader reports its tamper switch and supply
+        return [
+            ("tamper", {"component": "binary_sensor", "name": "Tamper", "device_class": "tamper",
+                        "state_topic": f"{base}/state",
+                        "value_template": "{{ 'ON' if value_json.tamper else 'OFF' }}"}),
+            ("power", {"component": "binary_sensor", "name": "Power failure", "device_class": "problem",
+                       "state_topic": f"{base}/state",
+                       "value_template": "{{ 'ON' if value_json.power_failure else 'OFF' }}"}),
+        ]
+    return []  # serial readers, cameras, checkpoints: their connectivity

@@ -181,7 +181,7 @@ class RulesService:
         """The open alarms an event may touch: its own, and at a gate its reader's or door's."""
         key = alarm_key(event)
         if self.gate is not None:
-            if event.type in READ_TYPES:
+            if event.type in READ_TYPES and event.kind == "reader":
                 return [f"{event.device}:failures", f"{event.device}:watchlist"]
             door = self.gate.door_for_contact(key)
             if door is not None:
@@ -192,7 +192,7 @@ class RulesService:
                   outgoing: list[tuple[str, dict[str, Any]]]) -> list[Effect]:
         if self.gate is None:
             return evaluate(event, alarms, at)
-        if event.type in READ_TYPES:
+        if event.type in READ_TYPES and event.kind == "reader":  # a checkpoint's scan is a patrol's, not access
             effects, sent, _ = self.gate.on_read(session, event, at, alarms)
             outgoing += sent
             return effects

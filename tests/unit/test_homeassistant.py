@@ -78,6 +78,11 @@ def test_templates_read_the_gateways_own_payloads() -> None:
     assert render(position["value_template"], bollard) == "raised"
     assert render(fault["value_template"], bollard) == "OFF"
     assert render(fault["value_template"], {**bollard, "fault": "travel timeout"}) == "ON"
+    reader = {"online": True, "address": 1, "port": "/dev/ttyUSB0", "secure": True, "direction": "entry",
+              "tamper": True, "power_failure": None}  # what the OSDP driver publishes
+    tamper = messages["homeassistant/binary_sensor/campusgw_example-school_gate-reader-in/tamper/config"]
+    power = messages["homeassistant/binary_sensor/campusgw_example-school_gate-reader-in/power/config"]
+    assert (render(tamper["value_template"], reader), render(power["value_template"], reader)) == ("ON", "OFF")
 
 
 @pytest.mark.parametrize("bad", [{"unique_id": 5}, {"device_clas": "door"}, {"availability_topic": "x/y"}])
