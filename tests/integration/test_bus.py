@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from gateway.broker import BrokerPortTaken, EmbeddedBroker
 from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
 from gateway.config import BrokerConfig, ConfigError, validate_config
-from tests.conftest import ROOT, MosquittoBroker, missing, wait_for
+from tests.conftest import ROOT, MosquittoBroker, free_port, missing, wait_for
 
 
 def make_certs(directory: Path) -> tuple[Path, Path, Path]:
@@ -287,3 +288,86 @@ def test_status_reports_a_stopped_broker(tmp_path: Path, mosquitto: MosquittoBro
     mosquitto.stop()
     assert main(["status", "-c", str(site)]) == 1
     assert "does not answer (is Mosquitto running?)" in capsys.readouterr().out
+
+
+class GatehouseWithOptions(MosquittoBroker):
+    """The shipped config with its optional sections switched on as an installer would: the TLS listener
+    (on a free port, our test certificates) and the district bridge (to `district`, with its CA and password)."""
+
+    def __init__(self, workdir: Path, ca: Path, cert: Path, key: Path, district_port: int, password: str) -> None:
+        super().__init__(workdir)
+        self.tls_port = free_port()
+        self.values = {"#listener 8883 0.0.0.0": f"listener {self.tls_port} 127.0.0.1",
+                       "#cafile ": f"cafile {ca}", "#certfile ": f"certfile {cert}", "#keyfile ": f"keyfile {key}",
+                       "#address ": f"address localhost:{district_port}", "#bridge_cafile ": f"bridge_cafile {ca}",
+                       "#remote_password ": f"remote_password {password}"}
+
+    def config_text(self) -> str:
+        lines = []
+        for line in super().config_text().splitlines():
+            if line.startswith("#") and not line.startswith("# ") and line != "#":
+                line = next((v for k, v in self.values.items() if line.startswith(k)), line[1:])
+            lines.append(line)
+        return "\n".join(lines) + "\n"
+
+
+def test_the_shipped_tls_listener_and_district_bridge_work_when_switched_on(tmp_path: Path) -> None:
+    if not shutil.which("mosquitto_passwd"):
+        missing("mosquitto (with mosquitto_passwd) is not installed")
+    ca, cert, key = make_certs(tmp_path)
+    (tmp_path / "district").mkdir()
+    passwd = tmp_path / "district" / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "school-example", "district-pw"], check=True,
+                   capture_output=True)
+    passwd.chmod(0o600)
+    district = SecureMosquitto(tmp_path / "district", ca, cert, key, passwd)
+    district.start()
+    (tmp_path / "gatehouse").mkdir()
+    gatehouse = GatehouseWithOptions(tmp_path / "gatehouse", ca, cert, key, district.port, "district-pw")
+    assert "connection district" in gatehouse.config_text() and "remote_username school-example" in \
+        gatehouse.config_text(), "the shipped bridge section is what runs here"
+    gatehouse.start()
+    clients: list[mqtt.Client] = []
+
+    def client(port: int, tls: bool = False, user: str | None = None) -> tuple[mqtt.Client, list[str]]:
+        seen: list[str] = []
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{port}-{len(clients)}")
+        if tls:
+            c.tls_set(ca_certs=str(ca))
+        if user:
+            c.username_pw_set(user, "district-pw")
+        c.on_message = lambda _c, _u, m: seen.append(m.topic)
+        c.connect("localhost", port)
+        c.loop_start()
+        wait_for(c.is_connected, 10, f"connected to {port}")
+        clients.append(c)
+        return c, seen
+
+    try:
+        platform, at_district = client(district.port, tls=True, user="school-example")
+        platform.subscribe("campus/v1/#", qos=1)
+        remote, at_school = client(gatehouse.tls_port, tls=True)  # a console on another machine, over TLS
+        remote.subscribe("campus/v1/#", qos=1)
+        local, _ = client(gatehouse.port)
+        event = "campus/v1/s1/alarm_input/box/evt/triggered"
+        sent_at = [0.0]
+
+        def arrived() -> bool:
+            if time.monotonic() - sent_at[0] > 0.5:  # again, until the bridge and the subscriptions are up
+                local.publish(event, b"{}", qos=1)
+                sent_at[0] = time.monotonic()
+            return event in at_district and event in at_school
+
+        wait_for(arrived, 15, "an event up the bridge to the district, and over the TLS listener")
+        platform.publish("campus/v1/s1/bollard/gate/cmd/lower", b"{}", qos=1).wait_for_publish(5)
+        platform.publish("campus/v1/s1/rules/alarms/1", b"{}", qos=1).wait_for_publish(5)
+        wait_for(lambda: "campus/v1/s1/rules/alarms/1" in at_district, 5, "the district routed its own messages")
+        local.publish("campus/v1/s1/alarm_input/box/availability", b"{}", qos=1).wait_for_publish(5)
+        wait_for(lambda: "campus/v1/s1/alarm_input/box/availability" in at_district, 10, "the marker up the bridge")
+        assert not [t for t in at_school if "/cmd/" in t or "/rules/alarms/1" in t], "nothing comes down the bridge"
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        gatehouse.stop()
+        district.stop()
