@@ -167,7 +167,7 @@ def status(path: Path) -> int:
 
     from gateway.bus import Bus
     from gateway.records import db
-    from gateway.records.models import Alarm, Device, IngestedEvent, Visit, utcnow
+    from gateway.records.models import AccessEvent, Alarm, Device, IngestedEvent, Visit, utcnow
     from gateway.rules.alarms import OPEN_STATES
 
     config = load_config(path)
@@ -197,8 +197,15 @@ def status(path: Path) -> int:
                      + (f"; offline: {', '.join(offline)}" if offline else "")))
         with db.make_sessions(engine)() as session:
             on_site = session.scalar(select(func.count()).select_from(Visit).where(Visit.state == "on_site"))
-        rows.append(("visitors", True, f"{on_site} on site; ID and phone numbers kept "
-                                       f"{config.access.personal_data_days} days after a visit"))
+            holding, first = session.execute(select(func.count(), func.min(Visit.registered_at)).where(
+                Visit.purged_at.is_(None), Visit.id_number_enc.is_not(None))).one()
+            passages, since = session.execute(select(func.count(), func.min(AccessEvent.at))).one()
+        held = f"{holding} visits hold ID and phone numbers" + (f" (oldest {(utcnow() - first).days} days)"
+                                                                 if first else "")
+        rows.append(("visitors", True, f"{on_site} on site; {held}; deleted {config.access.personal_data_days} "
+                                       "days after a visit"))
+        first_day = f" since {since.astimezone(config.site.tz):%Y-%m-%d}" if since else ""
+        rows.append(("access", True, f"{passages} decisions in the log{first_day}"))
         if config.police is not None:
             rows += police_status(engine, [p.name for p in config.police.paths])
         engine.dispose()
