@@ -40,6 +40,7 @@ from typing import Any
 import osdp
 
 from drivers.card_formats import Card, encode
+from drivers.osdp_cp import refresh_every
 from simulators.serial_reader import card_from_text
 
 log = logging.getLogger("campusgw.sim.osdp_reader")
@@ -146,15 +147,10 @@ class _Tap(osdp.Channel):
 
 
 class _Device(osdp.PeripheralDevice):
-    """libosdp's PeripheralDevice answering within REFRESH_S: a reader's firmware answers a poll in a few ms,
-    while the Python wrapper's own loop sleeps 20 ms between turns (that would be measured as gateway latency)."""
+    """libosdp's PeripheralDevice answering within REFRESH_S, as a reader's firmware answers a poll in a few ms
+    (the wrapper's 20 ms would be measured as gateway latency)."""
 
-    @staticmethod
-    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
-        while not event.is_set():
-            with lock:
-                ctx.refresh()
-            time.sleep(REFRESH_S)
+    refresh = staticmethod(refresh_every(REFRESH_S))
 
 
 class OsdpReaderSimulator:

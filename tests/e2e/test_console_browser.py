@@ -7,7 +7,6 @@ and the console; the browser only clicks what a guard would.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,12 @@ import pytest
 from gateway.config import Config, validate_config
 from gateway.console import auth
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import missing, wait_for
+from tests.conftest import wait_for
 from tests.integration.helpers import Running
 
 pw = pytest.importorskip("playwright.sync_api")
 expect = pw.expect
 PASSWORD = "a long enough password"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LIVE_S = 2.0  # the console issue's bound: a new alarm and an acknowledgement show within 2 s
 
 
@@ -46,18 +44,6 @@ def add_users(gateway: Any) -> None:
     with gateway.sessions.begin() as session:
         auth.add_user(session, "guard1", "guard", PASSWORD)
         auth.add_user(session, "super1", "supervisor", PASSWORD)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        missing("Debian's chromium is not installed (scripts/test installs it when run as root)")
-    with pw.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

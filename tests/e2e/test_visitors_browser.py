@@ -4,7 +4,6 @@ with the keyboard only, as a guard with a queue at the gate would: type, Tab or 
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,12 @@ from gateway.config import validate_config
 from gateway.console import auth
 from gateway.records import people
 from gateway.records.models import Credential, Person, Visit, utcnow
-from tests.conftest import missing
 from tests.integration.helpers import Running
 
 pw = pytest.importorskip("playwright.sync_api")
 expect = pw.expect
 PASSWORD = "a long enough password"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ID = "44010619900101123" + people.resident_id_check_digit("44010619900101123")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        missing("Debian's chromium is not installed (scripts/test installs it when run as root)")
-    with pw.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
