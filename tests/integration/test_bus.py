@@ -284,7 +284,8 @@ def test_status_reports_a_stopped_broker(tmp_path: Path, mosquitto: MosquittoBro
     healthy = main(["status", "-c", str(site)])
     out = capsys.readouterr().out
     assert "broker    ok" in out and "database  ok" in out and "0 devices, 0 open alarms" in out
-    assert "0 visits hold ID and phone numbers; deleted 180 days after a visit" in out and "0 decisions in the log" in out
+    assert "0 visits hold ID and phone numbers; deleted 180 days after a visit" in out
+    assert "0 decisions in the log" in out
     assert healthy == 0 or "clock     PROBLEM" in out  # a machine without NTP is flagged, rightly
     mosquitto.stop()
     assert main(["status", "-c", str(site)]) == 1
