@@ -370,6 +370,97 @@ class AccessConfig(Strict):
     personal_data_key_file: Path | None = None
 
 
+class ShiftTemplate(Strict):
+    """A shift of the duty roster (值班): its name and hours; a shift that ends before it starts runs past
+    midnight. Who is on it each day is kept in the database (edited in the console or imported)."""
+
+    id: Id
+    name: str
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", alias="from")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", alias="to")
+    # guards needed on this shift (0: use the standards' number for the school size); at the gate at
+    # drop-off and pick-up the standards want 2 (local rule, Jiangsu)
+    guards: int = Field(default=0, ge=0, le=50)
+    post: Literal["gate", "patrol", "any"] = "any"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DutyConfig(Strict):
+    shifts: list[ShiftTemplate] = []
+    # people on campus (students + staff): guards on duty per GB/T 29315-2022 / 公治〔2015〕168号 by size
+    school_size: int = Field(default=0, ge=0, le=100_000)
+    leader_required: bool = True  # 领导带班: a leader on duty around the clock
+
+
+class Checkpoint(Strict):
+    """A patrol checkpoint: a tag or card scanned at a guard's handheld / a checkpoint reader (`tag`), or a fixed
+    reader at the place (`reader`: any scan there counts)."""
+
+    id: Id
+    name: str
+    tag: str | None = Field(default=None, min_length=1, max_length=128)  # a card number (canonical) or a QR text
+    reader: str | None = None  # a reader / checkpoint device id
+    area: str | None = None
+    key_area: bool = False  # a key area (要害部位): patrolled >= key_area_rounds_per_day
+
+    @model_validator(mode="after")
+    def _tag_or_reader(self) -> Checkpoint:
+        if not self.tag and not self.reader:
+            raise ValueError("a checkpoint needs a tag (scanned there) or a reader (fixed at the place)")
+        return self
+
+
+class Route(Strict):
+    id: Id
+    name: str
+    checkpoints: list[str] = Field(min_length=1)  # in the order they are walked
+    expected_min: int = Field(default=30, ge=1, le=24 * 60)
+    tolerance_min: int = Field(default=10, ge=0, le=24 * 60)
+    ordered: bool = True  # false: any order is fine
+
+
+class PatrolPlanEntry(Strict):
+    """Rounds of a route due in a shift: `rounds` spread evenly over it (the seed: each shift >= 2)."""
+
+    route: str
+    shift: str  # a duty.shifts id
+    rounds: int = Field(default=2, ge=1, le=48)
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri",
+                                                                              "sat", "sun"]
+
+
+class PatrolConfig(Strict):
+    checkpoints: list[Checkpoint] = []
+    routes: list[Route] = []
+    plan: list[PatrolPlanEntry] = []
+    start_grace_min: int = Field(default=10, ge=0, le=240)  # a round not started this long after due -> alert
+    stall_min: int = Field(default=15, ge=1, le=240)  # no scan this long in a round under way -> alert
+    key_area_rounds_per_day: int = Field(default=5, ge=0, le=100)  # GB/T 29315-2022
+
+
+class IncidentCategory(Strict):
+    """Deadlines and the procedure checklist (应急预案 steps) of one incident category."""
+
+    report_h: float = Field(default=1.0, gt=0, le=24 * 7)  # report to the centre school (seed: within 1 h)
+    written_h: float | None = Field(default=None, gt=0, le=24 * 30)  # a written report (serious: 8 h)
+    warn_before_min: int = Field(default=15, ge=0, le=24 * 60)
+    steps: list[str] = []
+
+
+INCIDENT_CATEGORIES = ("intrusion", "violence", "injury", "fire", "food_safety", "traffic", "equipment_fault",
+                       "other")
+
+
+class IncidentsConfig(Strict):
+    categories: dict[str, IncidentCategory] = {}  # over the defaults (1 h report, no steps)
+    repair_h: int = Field(default=24, ge=1, le=24 * 30)  # equipment faults repaired within (GB/T 29315-2012)
+    term_starts: list[str] = []  # YYYY-MM-DD: a term-start hazard inspection due 14 days later
+
+    def category(self, name: str) -> IncidentCategory:
+        return self.categories.get(name) or IncidentCategory()
+
+
 class DeviceConfig(BaseModel):
     """Fields every device has; each driver validates the rest with its own model (see drivers.registry)."""
 
@@ -423,6 +514,9 @@ class Config(Strict):
     bollard_schedules: list[BollardSchedule] = []
     police: PoliceConfig | None = None
     access: AccessConfig = AccessConfig()
+    duty: DutyConfig = DutyConfig()
+    patrol: PatrolConfig = PatrolConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
     home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     clock: ClockConfig = ClockConfig()
 
@@ -641,11 +735,39 @@ def _check_references(config: Config, filename: str, located: Located) -> list[s
         names = [p.name for p in config.police.paths]
         if len(set(names)) != len(names):
             problems.append(_problem(filename, located, ("police", "paths"), "two paths have the same name"))
+    problems += _check_patrol(config, filename, located)
     seen: set[str] = set()
     for i, person in enumerate(config.roster):
         if person.id in seen:
             problems.append(_problem(filename, located, ("roster", i, "id"), f"'{person.id}' is on the roster twice"))
         seen.add(person.id)
+    return problems
+
+
+def _check_patrol(config: Config, filename: str, located: Located) -> list[str]:
+    """Routes name checkpoints, plans name routes and shifts, checkpoints name readers: all must exist."""
+    patrol, problems = config.patrol, []
+    checkpoints = {c.id for c in patrol.checkpoints}
+    readers = {d.id for d in config.devices if d.kind in ("reader", "checkpoint")}
+    known = {"checkpoint": checkpoints, "route": {r.id for r in patrol.routes},
+             "shift": {s.id for s in config.duty.shifts}, "reader": readers}
+    refs: list[tuple[str, tuple[str | int, ...], str]] = []
+    for i, checkpoint in enumerate(patrol.checkpoints):
+        if checkpoint.reader:
+            refs.append(("reader", ("patrol", "checkpoints", i, "reader"), checkpoint.reader))
+    for i, route in enumerate(patrol.routes):
+        refs += [("checkpoint", ("patrol", "routes", i, "checkpoints", j), c) for j, c in enumerate(route.checkpoints)]
+    for i, entry in enumerate(patrol.plan):
+        refs += [("route", ("patrol", "plan", i, "route"), entry.route),
+                 ("shift", ("patrol", "plan", i, "shift"), entry.shift)]
+    for kind, loc, name in refs:
+        if name not in known[kind]:
+            problems.append(_problem(filename, located, loc, f"unknown {kind} '{name}', expected one of: "
+                                     f"{', '.join(sorted(known[kind])) or 'none'}"))
+    for name in config.incidents.categories:
+        if name not in INCIDENT_CATEGORIES:
+            problems.append(_problem(filename, located, ("incidents", "categories", name),
+                                     f"unknown category '{name}', expected one of: {', '.join(INCIDENT_CATEGORIES)}"))
     return problems
 
 

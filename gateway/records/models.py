@@ -363,3 +363,178 @@ class WatchEntry(Base):
     added_by: Mapped[str] = mapped_column(String(64))
     added_at: Mapped[datetime]
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class DutyAssignment(Base):
+    """Someone on a shift of the duty roster (值班表): a guard, the leader on duty (领导带班), a duty teacher
+    (值周) or a volunteer. Who is on duty now drives alarm escalation."""
+
+    __tablename__ = "duty_assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(String(10))  # the local date the shift starts on, YYYY-MM-DD
+    shift: Mapped[str] = mapped_column(String(64))  # a duty.shifts id
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    role: Mapped[str] = mapped_column(String(16))  # guard, leader, teacher, volunteer
+    name: Mapped[str] = mapped_column(String(100))
+    username: Mapped[str | None] = mapped_column(String(64))  # the console user, when they have one
+    phone: Mapped[str | None] = mapped_column(String(32))
+    post: Mapped[str | None] = mapped_column(String(32))  # gate, patrol
+    position: Mapped[int] = mapped_column(Integer, default=0)  # order of notification within the shift
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("duty_assignments_time", "starts_at", "ends_at"),)
+
+
+class Handover(Base):
+    """A shift handover (交接班): who handed over to whom, and the open items carried over."""
+
+    __tablename__ = "handovers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    shift: Mapped[str] = mapped_column(String(64))
+    from_name: Mapped[str] = mapped_column(String(100))
+    to_name: Mapped[str] = mapped_column(String(100))
+    notes: Mapped[str] = mapped_column(Text)
+    open_items: Mapped[dict[str, Any]]  # {"items": [{"text", "done"}]}
+    by: Mapped[str] = mapped_column(String(64))
+
+
+class PatrolRound(Base):
+    """One round of a route: due at a time, walked by a guard, with each checkpoint's result named."""
+
+    __tablename__ = "patrol_rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    route: Mapped[str] = mapped_column(String(64))
+    shift: Mapped[str] = mapped_column(String(64))
+    day: Mapped[str] = mapped_column(String(10))
+    number: Mapped[int] = mapped_column(Integer)  # 1st, 2nd ... round of the route in the shift
+    due_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))  # pending, in_progress, complete, incomplete, expired
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    guard: Mapped[str | None] = mapped_column(String(100))
+    result: Mapped[dict[str, Any]]  # {"missed": [...], "late": [...], "out_of_order": [...], "visited": [...]}
+    alerted_at: Mapped[datetime | None]
+    alarm_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("patrol_rounds_due", "due_at"), Index("patrol_rounds_state", "state"))
+
+
+class PatrolScan(Base):
+    """Every checkpoint scan, with the device's time and the server's (guard-tour practice)."""
+
+    __tablename__ = "patrol_scans"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the event id
+    checkpoint: Mapped[str | None] = mapped_column(String(64))  # None: a tag that is no checkpoint
+    reader: Mapped[str] = mapped_column(String(64))
+    tag: Mapped[str | None] = mapped_column(String(128))
+    device_time: Mapped[datetime]
+    server_time: Mapped[datetime]
+    round_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(16))  # ok, late, out_of_order, repeat, unplanned, unknown
+
+    __table_args__ = (Index("patrol_scans_time", "device_time"),)
+
+
+class Incident(Base):
+    """An entry of the safety ledger (安全台账): promoted from an alarm or entered by hand."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    category: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))  # minor, serious, major
+    title: Mapped[str] = mapped_column(String(200))
+    place: Mapped[str | None] = mapped_column(String(200))
+    people: Mapped[str | None] = mapped_column(Text)  # the people involved, as written
+    occurred_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime]  # reporting deadlines run from here
+    report_due_at: Mapped[datetime]
+    reported_at: Mapped[datetime | None]
+    reported_by: Mapped[str | None] = mapped_column(String(64))
+    written_due_at: Mapped[datetime | None]
+    written_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16))  # open, reported, closed
+    alarm_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    alerts: Mapped[dict[str, Any]]  # deadline alerts already given: {"report:before": iso, ...}
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("incidents_time", "occurred_at"),)
+
+
+class IncidentEntry(Base):
+    """The incident's timeline: notes, reports, attachments (snapshots), checklist ticks, each with who and when."""
+
+    __tablename__ = "incident_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # note, step, report, written, attachment, alert
+    text: Mapped[str] = mapped_column(Text)
+    ref: Mapped[str | None] = mapped_column(String(200))  # a step's index, a snapshot id
+
+
+class Hazard(Base):
+    """A hazard (隐患) found -> assigned -> fixed -> signed off, with dates; from an inspection, a patrol, or
+    outside inspectors (police, education, fire)."""
+
+    __tablename__ = "hazards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    source: Mapped[str] = mapped_column(String(16))  # inspection, patrol, police, education, fire, other
+    place: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    found_at: Mapped[datetime]
+    found_by: Mapped[str] = mapped_column(String(64))
+    assigned_to: Mapped[str | None] = mapped_column(String(100))
+    measures: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[datetime | None]
+    fixed_at: Mapped[datetime | None]
+    fixed_by: Mapped[str | None] = mapped_column(String(64))
+    signed_off_at: Mapped[datetime | None]
+    signed_off_by: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # found, assigned, fixed, signed_off, escalated
+
+    __table_args__ = (Index("hazards_found", "found_at"),)
+
+
+class Inspection(Base):
+    """A hazard inspection task (隐患排查): monthly, term start (within two weeks), or by hand."""
+
+    __tablename__ = "inspections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # monthly, term_start, weekly, other
+    period: Mapped[str] = mapped_column(String(16), unique=True)  # "2026-11" / "term-2027-02-20": one task each
+    due_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+    done_by: Mapped[str | None] = mapped_column(String(64))
+    notes: Mapped[str | None] = mapped_column(Text)
+
+
+class MaintenanceItem(Base):
+    """An equipment fault from device health, to be repaired within the target (24 h)."""
+
+    __tablename__ = "maintenance_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    alarm_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    fault: Mapped[str] = mapped_column(String(200))
+    opened_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    fixed_at: Mapped[datetime | None]
+    fixed_by: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # open, fixed
