@@ -69,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", type=Path, help="CSV with a header: kind (student|staff), external_id, name, group, card")
     p.add_argument("-c", "--config", type=Path, required=True)
 
+    p = sub.add_parser("report", help="the daily duty log, a monthly or a term report as PDF, CSV and XLSX")
+    p.add_argument("kind", choices=["daily", "monthly", "term"])
+    p.add_argument("--date", help="YYYY-MM-DD (site time): the day, a day of the month, or the term's first day "
+                   "(default: today)")
+    p.add_argument("--to", help="term reports: the term's last day, YYYY-MM-DD")
+    p.add_argument("--format", default="pdf,csv,xlsx", help="comma-separated: pdf, csv, xlsx")
+    p.add_argument("--language", choices=["zh_CN", "en"], help="default: the console's language")
+    p.add_argument("-o", "--out", type=Path, default=Path("reports"))
+    p.add_argument("-c", "--config", type=Path, required=True)
+
     p = sub.add_parser("run", help="run the gateway for a site")
     p.add_argument("-c", "--config", type=Path, required=True)
     p.add_argument("--only", choices=["drivers", "rules", "console"], help="run one part only")
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             return user_command(args)
         if args.command == "people":
             return people_command(args.file, args.config)
+        if args.command == "report":
+            return report_command(args)
         if args.command == "run":
             config = load_config(args.config)
             setup_logging(config.gateway.log_level, config.gateway.log_format, config.site.timezone)
@@ -329,6 +341,53 @@ def user_command(args: argparse.Namespace) -> int:
         return 1
     print(f"user {args.username}: {'added' if args.action == 'add' else 'password changed'}"
           + (f"; password (shown once): {password}" if generated else ""))
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """A report with a progress bar on stderr; the files' paths on stdout."""
+    from datetime import date, datetime
+
+    from gateway.records import db
+    from gateway.reports import STEPS, generate
+    from gateway.reports.figures import period
+
+    config = load_config(args.config)
+    tz = config.site.tz
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in ("pdf", "csv", "xlsx")]
+    try:
+        day = date.fromisoformat(args.date) if args.date else datetime.now(tz).date()
+        last = date.fromisoformat(args.to) if args.to else None
+    except ValueError as exc:
+        print(f"campusgw report: {exc} (dates are YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    if unknown or not formats:
+        print(f"campusgw report: --format takes pdf, csv, xlsx (got {args.format})", file=sys.stderr)
+        return 2
+    if args.kind == "term" and last is None:
+        print("campusgw report term: give the term's last day with --to YYYY-MM-DD", file=sys.stderr)
+        return 2
+    start, end = period(args.kind, datetime.combine(day, datetime.min.time(), tz), tz,
+                        datetime.combine(last, datetime.min.time(), tz) if last else None)
+    steps = [*STEPS[:-1], *(["duty"] if args.kind == "daily" else []), *formats]
+    done: list[str] = []
+
+    def progress(step: str) -> None:
+        done.append(step)
+        filled = round(30 * len(done) / len(steps))
+        print(f"\r[{'#' * filled}{' ' * (30 - filled)}] {len(done)}/{len(steps)} {step:<10}", end="",
+              file=sys.stderr, flush=True)
+
+    engine = db.make_engine(config.database_url())
+    try:
+        files = generate(db.make_sessions(engine), args.kind, start, end, config.site.name, formats,
+                         args.language or config.console.language, args.out, progress)
+    finally:
+        engine.dispose()
+    print(file=sys.stderr)
+    for path in files:
+        print(path)
     return 0
 
 

@@ -1,0 +1,33 @@
+"""Reports: the daily duty log, the monthly and the term report, as PDF, CSV and XLSX (gateway.reports.render)
+from the figures the records hold (gateway.reports.figures)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.reports.figures import Kind, Report, collect
+from gateway.reports.render import RENDERERS
+
+STEPS = ("alarms", "patrols", "visitors", "access", "incidents", "hazards", "devices", "five_nos", "duty")
+
+
+def generate(sessions: sessionmaker[Session], kind: Kind, start: datetime, end: datetime, site: str,
+             formats: list[str], language: str, out_dir: Path,
+             progress: Callable[[str], None] = lambda step: None) -> list[Path]:
+    """Collect once, write each format; returns the files written (named by kind, period and language)."""
+    with sessions() as session:
+        report: Report = collect(session, kind, start, end, start.tzinfo or end.tzinfo, site,  # type: ignore[arg-type]
+                                 progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{kind}-{start.date().isoformat()}" + ("" if kind == "daily" else f"-{end.date().isoformat()}")
+    written = []
+    for fmt in formats:
+        progress(fmt)
+        path = out_dir / f"{stem}-{language}.{fmt}"
+        path.write_bytes(RENDERERS[fmt](report, language))
+        written.append(path)
+    return written
