@@ -82,6 +82,7 @@ def test_the_large_example_is_a_real_sized_school() -> None:
     kinds = [d.kind for d in config.devices]
     points = sum(len((d.model_extra or {}).get("points", [])) for d in config.devices if d.kind == "alarm_input")
     assert (points, kinds.count("bollard"), kinds.count("camera"), kinds.count("reader")) == (16, 4, 8, 3)
+    assert len(config.patrol.checkpoints) == 30 and all(p.rounds >= 2 for p in config.patrol.plan)
     assert len({d.zone for d in config.devices if d.kind == "bollard"}) == 2, "two gates"
     assert config.police is not None and len(config.police.zones) == 16, "every point has the centre's zone number"
 
