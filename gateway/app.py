@@ -275,7 +275,8 @@ class Gateway:
                                                 cfg.gateway.data_dir)
             app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus, cfg.console.language,
                              cfg.console.secure_cookies, self.parts_state, cfg.gateway.data_dir / "snapshots",
-                             access=cfg.access, personal=personal)
+                             access=cfg.access, personal=personal, duty=cfg.duty, incidents=cfg.incidents,
+                             patrol=cfg.patrol)
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -207,7 +207,8 @@ class EscalationConfig(Strict):
 
 AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire",
                     "device_offline", "gateway_health", "bollard_fault", "watchlist", "door_forced", "door_held",
-                    "access_failures", "visitor_overstay"]
+                    "access_failures", "visitor_overstay", "incident_deadline",
+                    "patrol_overdue"]
 
 
 class LinkageWhen(Strict):
@@ -789,4 +790,5 @@ def summary(config: Config) -> str:
         f"console   http://{config.console.host}:{config.console.port}/",
         f"zones     {len(config.zones)}",
         f"devices   {len(config.devices)}: {kinds}",
+        f"patrol    {len(config.patrol.checkpoints)} checkpoints, {len(config.patrol.routes)} routes",
     ])

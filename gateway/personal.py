@@ -37,6 +37,19 @@ def normalise_id(number: str) -> str:
     return re.sub(r"[\s-]", "", number).upper()
 
 
+PHONE_ERROR = "a phone number has 5 to 20 digits"
+
+
+def clean_phone(text: str | None) -> str | None:
+    """A phone number without spaces, brackets or dashes (+ kept); None when empty; ValueError(PHONE_ERROR)."""
+    if text is None or not text.strip():
+        return None
+    cleaned = re.sub(r"[\s()-]", "", text)
+    if not re.fullmatch(r"\+?\d{5,20}", cleaned):
+        raise ValueError(PHONE_ERROR)
+    return cleaned
+
+
 def mask(value: str, keep_start: int = 4, keep_end: int = 4) -> str:
     """'440106199001011234' -> '4401**********1234'; '13812345678' -> '138****5678'. Short values keep less."""
     value = value.strip()

@@ -124,7 +124,7 @@ def write_year(sessions: sessionmaker[Session], first_day: date, days: int, tz: 
             session.execute(insert(Visit), batch)
 
     progress("alarms")
-    alarms = []
+    alarms: list[dict[str, Any]] = []
     for day in school_days:
         for _ in range(rng.randrange(4)):
             kind = rng.choice(ALARM_TYPES)
@@ -159,7 +159,8 @@ def write_year(sessions: sessionmaker[Session], first_day: date, days: int, tz: 
         session.execute(insert(PatrolRound), rounds)
 
     progress("ledgers")
-    incidents, hazards = [], []
+    incidents: list[dict[str, Any]] = []
+    hazards: list[dict[str, Any]] = []
     for day in school_days:
         if rng.random() < 0.1:
             category = rng.choice(CATEGORIES)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.bus import Bus
-from gateway.config import AccessConfig
+from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
 from gateway.console import auth, i18n
 from gateway.console.pages import PAGES
 from gateway.console.web import (
@@ -85,11 +85,14 @@ class BodyLimit:
 def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[Session], bus: Bus,
                language: str = i18n.DEFAULT_LANGUAGE, secure_cookies: bool | None = None,
                parts: Callable[[], dict[str, Any]] | None = None, snapshot_dir: Path | None = None,
-               access: AccessConfig | None = None, personal: PersonalData | None = None) -> FastAPI:
+               access: AccessConfig | None = None, personal: PersonalData | None = None,
+               duty: DutyConfig | None = None, incidents: IncidentsConfig | None = None,
+               patrol: PatrolConfig | None = None) -> FastAPI:
     app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies, snapshot_dir=snapshot_dir,
-                  access=access or AccessConfig(), personal=personal)
+                  access=access or AccessConfig(), personal=personal, duty=duty or DutyConfig(),
+                  incidents=incidents or IncidentsConfig(), patrol=patrol or PatrolConfig())
     app.state.console = ctx
     for key, title, module in PAGES:
         ctx.nav.append((key, title, f"/{key}" if module else None))

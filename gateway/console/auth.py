@@ -31,8 +31,13 @@ PERMISSIONS: dict[str, Role] = {
     "alarm.note": "guard",
     "visitor.register": "guard",
     "bollard.raise": "guard",
+    "incident.manage": "guard",  # incidents by hand, notes, checklist, reports; hazards found and fixed
+    "roster.handover": "guard",
     "alarm.reset": "supervisor",
     "alarm.close": "supervisor",
+    "incident.promote": "supervisor",  # an alarm confirmed as an incident: its reporting clock starts
+    "incident.close": "supervisor",
+    "hazard.supervise": "supervisor",  # sign off (checks the repair), reopen, escalate
     "bollard.lower": "supervisor",
     "bollard.reset": "supervisor",
     "personal_data.full": "supervisor",

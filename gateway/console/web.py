@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
-from gateway.config import AccessConfig
+from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
 from gateway.console import auth, i18n
 from gateway.personal import PersonalData
 from gateway.records.models import utcnow
@@ -42,6 +42,9 @@ class Console:
     nav: list[tuple[str, str, str | None]] = field(default_factory=list)  # (key, msgid, path or None)
     access: AccessConfig = field(default_factory=AccessConfig)  # visitor passes, overstay, approval
     personal: PersonalData | None = None  # visitors' ID and phone numbers; None: registration is refused
+    duty: DutyConfig = field(default_factory=DutyConfig)  # the shifts of the duty roster, school size
+    incidents: IncidentsConfig = field(default_factory=IncidentsConfig)  # deadlines and checklists per category
+    patrol: PatrolConfig = field(default_factory=PatrolConfig)  # checkpoints (key areas) and their daily target
 
     def local_time(self, value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         if value is None:
@@ -84,7 +87,8 @@ async def check_csrf(request: Request, user: auth.LoggedIn) -> None:
     if user.session_id is None or request.method in ("GET", "HEAD", "OPTIONS"):
         return  # API tokens are not sent by browsers on their own, so they need no CSRF token
     sent = request.headers.get(CSRF_HEADER)
-    if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    if sent is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):  # a file upload (a CSV) is a form too
         sent = str((await request.form()).get("csrf_token", ""))
     if not sent or not hmac.compare_digest(sent, user.csrf):
         raise HTTPException(403, tr(

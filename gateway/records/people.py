@@ -26,7 +26,15 @@ from sqlalchemy.orm import Session
 
 from drivers.card_formats import CardFormatError, normalise_credential
 from gateway.events import new_id
-from gateway.personal import PersonalData, PersonalDataError, mask, mask_phone, normalise_id
+from gateway.personal import (
+    PHONE_ERROR,
+    PersonalData,
+    PersonalDataError,
+    clean_phone,
+    mask,
+    mask_phone,
+    normalise_id,
+)
 from gateway.records import store
 from gateway.records.models import Credential, Person, Visit, WatchEntry, utcnow
 from gateway.rules.alarms import raise_condition
@@ -308,12 +316,10 @@ def check_id_number(id_type: str, id_number: str) -> str:
 
 
 def check_phone(phone: str | None) -> str | None:
-    if phone is None or not phone.strip():
-        return None
-    cleaned = re.sub(r"[\s()-]", "", phone)
-    if not re.fullmatch(r"\+?\d{5,20}", cleaned):
-        raise VisitError("a phone number has 5 to 20 digits", "phone")
-    return cleaned
+    try:
+        return clean_phone(phone)
+    except ValueError:
+        raise VisitError(PHONE_ERROR, "phone") from None
 
 
 def watch_hit(session: Session, id_hash: str | None) -> WatchEntry | None:

@@ -23,11 +23,15 @@ OPEN_STATES: tuple[State, ...] = ("active_unack", "active_ack", "cleared_unack",
 
 LATCHING = frozenset({"panic", "duress", "silent_panic", "fire",
                       # events, not conditions: nothing clears them but a person
-                      "watchlist", "access_failures", "visitor_overstay"})
+                      "watchlist", "access_failures", "visitor_overstay",
+                      # a patrol round not started / stalled: a person acknowledges and resets it, also once
+                      # the guard is walking again (the board shows that), so it escalates until someone has
+                      "patrol_overdue"})
 # 1 is the most urgent; the console orders by this, then by time.
 PRIORITY = {"panic": 1, "duress": 1, "silent_panic": 1, "fire": 1, "tamper": 2, "bollard_fault": 2,
             "device_offline": 3, "fault": 3, "ac_loss": 3, "gateway_health": 3, "door_contact": 4,
-            "watchlist": 1, "door_forced": 2, "access_failures": 3, "door_held": 4, "visitor_overstay": 4}
+            "watchlist": 1, "door_forced": 2, "access_failures": 3, "door_held": 4, "visitor_overstay": 4,
+            "incident_deadline": 2, "patrol_overdue": 4}
 
 
 class RefusedAction(Exception):

@@ -27,12 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.events import TOPIC_ROOT, Event, device_topic, new_id, rules_topic
-from gateway.records import people, store
+from gateway.records import ledger, people, roster, store
 from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.gate import READ_TYPES, Gate, visit_keys
 from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_actions
+from gateway.rules.patrols import Patrols
+from gateway.rules.roster import DutyContact
 from gateway.rules.schedules import wanted
 from gateway.validation import InboundChecker
 
@@ -40,6 +42,8 @@ log = logging.getLogger("campusgw.rules")
 BATCH = 500
 TICK_S = 1.0  # escalation and schedules are checked this often
 PURGE_EVERY_S = 3600.0
+PATROL_EVERY_S = 5.0  # rounds planned and checked: alerts are due to the minute
+LEDGER_EVERY_S = 15.0  # incident deadlines (warned minutes ahead), inspections, maintenance items
 
 
 class RulesService:
@@ -55,6 +59,7 @@ class RulesService:
         self._scheduled: dict[int, str] = {}  # schedule index -> the position last commanded
         self._last_tick = 0.0
         self._next_purge = 0.0  # the first tick purges, then every PURGE_EVERY_S
+        self._next_run: dict[str, float] = {}  # job -> monotonic time it is next due
         self.checker = InboundChecker()
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -64,6 +69,7 @@ class RulesService:
         self._last_seen: dict[str, datetime] = {}  # what the devices table already says, to skip needless updates
         self._cameras = {d.id for d in config.devices if d.kind == "camera"} if config else set()
         self.gate = Gate(site, config.access, self.tz) if config else None
+        self.patrols = Patrols(site, config, self.tz) if config and config.patrol.checkpoints else None
 
     def start(self) -> None:
         self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/evt/#", self._queue.put, qos=1)
@@ -155,7 +161,7 @@ class RulesService:
                              "received_at": received, "seq": event.seq, "historical": event.historical,
                              "test": event.test, "data": event.data})
                 last_seen[event.device] = max(at, last_seen.get(event.device, at))
-                effects: list[Effect] = self._evaluate(session, event, alarms, at, gate_out)
+                effects: list[Effect] = self._evaluate(session, event, alarms, at, gate_out, received)
                 if effects:
                     changed += store.apply_effects(session, effects, raised)
                     # later events in this batch must see what this one did
@@ -189,12 +195,16 @@ class RulesService:
         return [key] if key else []
 
     def _evaluate(self, session: Session, event: Event, alarms: dict[str, Any], at: datetime,
-                  outgoing: list[tuple[str, dict[str, Any]]]) -> list[Effect]:
+                  outgoing: list[tuple[str, dict[str, Any]]], received: datetime) -> list[Effect]:
+        if self.patrols is not None and self.patrols.claims(event):  # a checkpoint device's read, or a tag
+            return self.patrols.on_scan(session, event, at, received, alarms)
         if self.gate is None:
             return evaluate(event, alarms, at)
         if event.type in READ_TYPES and event.kind == "reader":  # a checkpoint's scan is a patrol's, not access
             effects, sent, _ = self.gate.on_read(session, event, at, alarms)
             outgoing += sent
+            if self.patrols is not None and self.patrols.checkpoint_for(event) is not None:  # also a fixed checkpoint
+                effects += self.patrols.on_scan(session, event, at, received, alarms)
             return effects
         door = self.gate.door_for_contact(alarm_key(event))
         if door is not None:  # forced / held open, which know about the grants, instead of a plain contact alarm
@@ -288,28 +298,45 @@ class RulesService:
             self._escalate()
             self._follow_schedules()
             self._watch_gate()
+            if self._due("patrols", PATROL_EVERY_S):
+                self._walk_patrols()
+            if self._due("ledgers", LEDGER_EVERY_S):
+                self._keep_ledgers()
             if time.monotonic() >= self._next_purge:
                 self._purge()
         except Exception:
             log.exception("escalation or schedule check failed; trying again in %.0f s", TICK_S)
 
+    def _due(self, job: str, every_s: float) -> bool:
+        """Whether a periodic job is due now (and it is counted as run)."""
+        now = time.monotonic()
+        if now < self._next_run.get(job, 0.0):
+            return False
+        self._next_run[job] = now + every_s
+        return True
+
     def _escalate(self) -> None:
+        """Unacknowledged alarms go to the people on duty now (the duty roster: guards in order, then the
+        leader), or to the site config's `roster` when nobody is on the roster now."""
         assert self.config is not None
-        if not self.config.roster:
-            return
         now = utcnow()
         with self.sessions.begin() as session:
             rows = session.scalars(select(Alarm).where(Alarm.state == "active_unack")).all()
+            if not rows:
+                return
+            people_now = roster.escalation_people(session, now, self.config.roster)
             waiting = [Unacknowledged(a.id, a.alarm_type, a.raised_at, a.escalation_level, a.test) for a in rows]
-            steps = escalations_due(waiting, now, self.config.escalation, self.config.roster)
+            steps = escalations_due(waiting, now, self.config.escalation, people_now)
             for step in steps:
                 session.execute(update(Alarm).where(Alarm.id == step.alarm_id, Alarm.state == "active_unack")
                                 .values(escalation_level=step.level))
                 store.note(session, step.alarm_id, "escalate",
                            f"not acknowledged: notified {step.person.name} (step {step.level})", now)
         for step in steps:
+            contact = step.person.details() if isinstance(step.person, DutyContact) else {}
             self.bus.publish_json(rules_topic(self.site, "notify", step.person.id), {
-                "alarm_id": step.alarm_id, "level": step.level, "person": step.person.name, "at": now.isoformat()})
+                "alarm_id": step.alarm_id, "level": step.level, "person": step.person.name, "at": now.isoformat(),
+                **contact})
             log.warning("alarm %d not acknowledged: notified %s (step %d)", step.alarm_id, step.person.name,
                         step.level)
         if steps:
@@ -329,6 +356,32 @@ class RulesService:
             outgoing = self._linkage(session, raised, now)
         for topic, body in outgoing:
             self.bus.publish_json(topic, body)
+        if changed:
+            self._publish_alarms(changed)
+
+    def _walk_patrols(self) -> None:
+        """Plan the day's rounds, close those whose time is up, alarm on rounds not started or stalled."""
+        if self.patrols is None:
+            return
+        now = utcnow()
+        raised: list[tuple[RaiseAlarm, int]] = []
+        with self.sessions.begin() as session:
+            alarms = store.open_alarms(session, self.patrols.keys(session))
+            effects = self.patrols.tick(session, now, alarms)
+            changed = store.apply_effects(session, effects, raised) if effects else []
+            outgoing = self._linkage(session, raised, now)
+        for topic, body in outgoing:
+            self.bus.publish_json(topic, body)
+        if changed:
+            self._publish_alarms(changed)
+
+    def _keep_ledgers(self) -> None:
+        """Incident reporting deadlines (alerts raised as alarms), inspection tasks, maintenance items."""
+        assert self.config is not None
+        now = utcnow()
+        with self.sessions.begin() as session:
+            effects = ledger.tick(session, self.config, now)
+            changed = store.apply_effects(session, effects) if effects else []
         if changed:
             self._publish_alarms(changed)
 

@@ -143,3 +143,41 @@ def test_campusgw_report_writes_the_files_with_a_progress_bar(tmp_path: Path, ca
                      "monthly-2026-09-01-2026-10-01-zh_CN.xlsx"]
     assert "[##############################] 11/11" in err
     assert main(["report", "term", "-c", str(site)]) == 2, "a term report needs its last day"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_guard_downloads_a_report_from_the_console_and_it_is_audited(
+        school: tuple[sessionmaker[Session], Totals], amqtt_broker: object) -> None:
+    from fastapi.testclient import TestClient
+    from openpyxl import load_workbook
+    from sqlalchemy import select
+
+    from gateway.bus import Bus
+    from gateway.config import BrokerConfig
+    from gateway.console import auth
+    from gateway.console.app import create_app
+    from gateway.records.models import AuditEntry
+
+    sessions, totals = school
+    with sessions.begin() as session:
+        auth.add_user(session, "guard1", "guard", "a long enough password")
+    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "reports-test", name="console")  # type: ignore[attr-defined]
+    bus.start()
+    try:
+        app = create_app("s1", "实验学校", TZ, sessions, bus, "en")
+        with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+            assert client.get("/reports/download?kind=daily&day=2026-09-01").status_code in (303, 401)
+            client.post("/login", data={"username": "guard1", "password": "a long enough password"})
+            assert "Term safety report" in client.get("/reports").text
+            got = client.get(f"/reports/download?kind=term&day={FIRST}&to={FIRST + timedelta(days=DAYS)}&fmt=xlsx")
+            assert got.status_code == 200 and "attachment" in got.headers["content-disposition"]
+            sheet = load_workbook(io.BytesIO(got.content))["Alarms by kind"]
+            assert sum(r[1] for r in sheet.iter_rows(min_row=2, values_only=True)) == sum(totals.alarms.values())
+            assert client.get(f"/reports/download?kind=term&day={FIRST}").status_code == 422
+            pdf = client.get(f"/reports/download?kind=daily&day={FIRST}")
+            assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
+        with sessions() as session:
+            audited = session.scalars(select(AuditEntry).where(AuditEntry.action == "report.download")).all()
+            assert [(a.actor, a.detail["format"]) for a in audited] == [("guard1", "xlsx"), ("guard1", "pdf")]
+    finally:
+        bus.stop()

@@ -10,6 +10,7 @@ import pytest
 from gateway.console import i18n
 from gateway.console.auth import ROLES
 from gateway.console.pages import PAGES
+from gateway.console.pages import incidents as incidents_page
 from gateway.records import people
 from gateway.rules import access
 from gateway.rules.alarms import OPEN_STATES, PRIORITY
@@ -25,7 +26,9 @@ def used_messages() -> set[str]:
         found |= set(re.findall(r'_\(\s*"([^"]+)"\s*\)', text)) | set(re.findall(r"_\(\s*'([^']+)'\s*\)", text))
     for module in CONSOLE.rglob("*.py"):
         found |= set(re.findall(r'tr\(\s*request,\s*"([^"]+)"', module.read_text(encoding="utf-8")))
-    for module in (ROOT / "gateway" / "rules" / "alarms.py", ROOT / "gateway" / "records" / "store.py"):
+    for module in (ROOT / "gateway" / "rules" / "alarms.py", ROOT / "gateway" / "records" / "store.py",
+                   ROOT / "gateway" / "rules" / "incidents.py", ROOT / "gateway" / "records" / "ledger.py",
+                   CONSOLE / "pages" / "incidents.py"):
         found |= set(re.findall(r'RefusedAction\(\s*"([^"]+)"', module.read_text(encoding="utf-8")))
     # VisitError messages (the visitor desk shows them translated), with strings continued over lines joined
     people_text = (ROOT / "gateway" / "records" / "people.py").read_text(encoding="utf-8")
@@ -36,6 +39,7 @@ def used_messages() -> set[str]:
     # AuthError messages the console shows (those with other {fields} are the CLI's, in English)
     messages = re.findall(r'AuthError\(\s*"((?:[^"]|"\s+")+)"', auth_text)
     found |= {re.sub(r'"\s+"', "", m) for m in messages if "{" not in m or "minutes" in m}
+    found |= incidents_page.MSGIDS  # the ledger's codes, shown as "category_" ~ code and the like
     found |= {title for _, title, _ in PAGES} | set(ROLES) | set(OPEN_STATES) | {"closed"} | set(PRIORITY)
     return found
 

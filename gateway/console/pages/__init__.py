@@ -9,8 +9,9 @@ PAGES: list[tuple[str, str, str | None]] = [
     ("access", "Access", "gateway.console.pages.access"),
     ("bollards", "Bollards", "gateway.console.pages.bollards"),
     ("cameras", "Cameras", "gateway.console.pages.cameras"),
-    ("patrols", "Patrols", None),
-    ("incidents", "Incidents", None),
+    ("patrols", "Patrols", "gateway.console.pages.patrols"),
+    ("duty", "Duty roster", "gateway.console.pages.duty"),
+    ("incidents", "Incidents", "gateway.console.pages.incidents"),
     ("devices", "Devices", "gateway.console.pages.devices"),
-    ("reports", "Reports", None),
+    ("reports", "Reports", "gateway.console.pages.reports"),
 ]

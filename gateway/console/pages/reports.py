@@ -1,0 +1,59 @@
+"""The Reports page: the daily duty log, a month or a term, downloaded as PDF, CSV or XLSX in the reader's
+language (the same files as `campusgw report`). Every download is audited: reports carry names and times."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+
+from gateway.console.auth import LoggedIn
+from gateway.console.web import console, language_of, render, require, tr
+from gateway.records import store
+from gateway.records.models import utcnow
+from gateway.reports.figures import Kind, collect, period
+from gateway.reports.render import RENDERERS
+
+router = APIRouter()
+MEDIA = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
+         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+@router.get("/reports", response_class=HTMLResponse)
+async def reports_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
+    today = utcnow().astimezone(console(request).tz).date()
+    return render(request, "reports.html", today=today.isoformat(), month=today.replace(day=1).isoformat())
+
+
+@router.get("/reports/download")
+async def download(request: Request, kind: str, day: str, to: str | None = None, fmt: str = "pdf",
+                   user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
+    ctx = console(request)
+    if kind not in ("daily", "monthly", "term") or fmt not in RENDERERS:
+        raise HTTPException(422, tr(request, "Choose a kind of report and a format."))
+    try:
+        first = date.fromisoformat(day)
+        last = date.fromisoformat(to) if to else None
+    except ValueError:
+        raise HTTPException(422, tr(request, "Dates are written YYYY-MM-DD.")) from None
+    if kind == "term" and (last is None or last < first):
+        raise HTTPException(422, tr(request, "A term report needs its last day, after its first."))
+    start, end = period(kind, datetime.combine(first, datetime.min.time(), ctx.tz), ctx.tz,  # type: ignore[arg-type]
+                        datetime.combine(last, datetime.min.time(), ctx.tz) if last else None)
+    language = language_of(request)
+    report_kind: Kind = kind  # type: ignore[assignment]
+
+    def build() -> bytes:
+        with ctx.sessions() as session:
+            report = collect(session, report_kind, start, end, ctx.tz, ctx.site_name)
+        return RENDERERS[fmt](report, language)
+
+    body = await asyncio.to_thread(build)  # a term's figures take a second or two: not on the event loop
+    with ctx.sessions.begin() as session:
+        store.audit(session, user.username, "report.download", f"report:{kind}", "ok",
+                    {"from": start.date().isoformat(), "to": end.date().isoformat(), "format": fmt}, utcnow())
+    name = f"{kind}-{start.date().isoformat()}-{language}.{fmt}"
+    return Response(body, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                                          "Cache-Control": "private, no-store"})
