@@ -36,6 +36,7 @@ from gateway.personal import (
     normalise_id,
 )
 from gateway.records import store
+from gateway.records.errors import FormError
 from gateway.records.models import Credential, Person, Visit, WatchEntry, utcnow
 from gateway.rules.alarms import raise_condition
 
@@ -57,15 +58,8 @@ Field = Literal["id_number", "phone"]
 T = TypeVar("T")
 
 
-class VisitError(Exception):
-    """A registration or desk action that cannot be done as asked; `message` is a msgid with {params}, `field`
-    the form field to correct (if any)."""
-
-    def __init__(self, message: str, field: str | None = None, **params: object) -> None:
-        super().__init__(message.format(**params))
-        self.message = message
-        self.field = field
-        self.params = params
+class VisitError(FormError):
+    """A registration or desk action that cannot be done as asked."""
 
 
 # -- people from CSV --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from gateway.config import DutyConfig, RosterEntry, ShiftTemplate
 from gateway.personal import PHONE_ERROR, clean_phone
 from gateway.records import store
+from gateway.records.errors import FormError
 from gateway.records.models import DutyAssignment, Handover, User
 from gateway.rules import roster as rules
 from gateway.rules.roster import Duty, OnDuty, StaffingWarning
@@ -33,15 +34,8 @@ MAX_ITEMS = 50
 MAX_ITEM = 500
 
 
-class RosterError(Exception):
-    """A roster change or handover that cannot be done as asked; `message` is a msgid with {params}, `field`
-    the form field to correct (if any)."""
-
-    def __init__(self, message: str, field: str | None = None, **params: object) -> None:
-        super().__init__(message.format(**params))
-        self.message = message
-        self.field = field
-        self.params = params
+class RosterError(FormError):
+    """A roster change or handover that cannot be done as asked."""
 
 
 def duty_of(row: DutyAssignment) -> Duty:
