@@ -44,8 +44,9 @@ class Gate:
     # -- reads ---------------------------------------------------------------------------
 
     def on_read(self, session: Session, event: Event, at: datetime, alarms: dict[str, OpenAlarm],
-                ) -> tuple[list[Effect], Outgoing, dict[str, Any]]:
-        """Decide on one read; returns alarm effects, the messages to send after the commit, and the log view."""
+                ) -> tuple[list[Effect], Outgoing]:
+        """Decide on one read; returns alarm effects and the messages to send after the commit (the reader's
+        feedback, the log line for the console)."""
         data = event.data
         reader = event.device
         direction: access.Direction = "exit" if data.get("direction") == "exit" else "entry"
@@ -74,13 +75,14 @@ class Gate:
         self.decisions += 1
 
         shown = value if event.type == "campus.reader.card_read" else None  # a pass token is a secret
-        session.add(AccessEvent(id=event.id, at=at.replace(microsecond=0), reader=reader, direction=direction,
-                                credential=shown, person_id=person.id if person else None,
-                                person_name=person.name if person else None,
-                                person_kind=person.kind if person else None,
-                                visit_id=visit.id if visit else None, granted=decision.granted,
-                                reason=decision.reason, detail=decision.detail,
-                                passback=decision.passback_violation))
+        logged = AccessEvent(id=event.id, at=at.replace(microsecond=0), reader=reader, direction=direction,
+                             credential=shown, person_id=person.id if person else None,
+                             person_name=person.name if person else None,
+                             person_kind=person.kind if person else None,
+                             visit_id=visit.id if visit else None, granted=decision.granted,
+                             reason=decision.reason, detail=decision.detail,
+                             passback=decision.passback_violation)
+        session.add(logged)
         if visit is not None and decision.granted:
             self._visit_passed(session, visit, direction, reader, at)
 
@@ -104,9 +106,8 @@ class Gate:
         result = "alert" if decision.alarm else "granted" if decision.granted else "denied"
         outgoing: Outgoing = [(f"{device_topic(self.site, 'reader', reader)}/cmd/feedback",
                                {"correlation_id": new_id(), "issued_by": "rules:access", "args": {"result": result}})]
-        view = access_view(session.get(AccessEvent, event.id), self.tz)  # type: ignore[arg-type]
-        outgoing.append((rules_topic(self.site, "access", "events"), view))
-        return effects, outgoing, view
+        outgoing.append((rules_topic(self.site, "access", "events"), access_view(logged, self.tz)))
+        return effects, outgoing
 
     def _visit_passed(self, session: Session, visit: Visit, direction: str, reader: str, at: datetime) -> None:
         if direction == "entry" and visit.state in ("registered", "approved"):

@@ -201,7 +201,7 @@ class RulesService:
         if self.gate is None:
             return evaluate(event, alarms, at)
         if event.type in READ_TYPES and event.kind == "reader":  # a checkpoint's scan is a patrol's, not access
-            effects, sent, _ = self.gate.on_read(session, event, at, alarms)
+            effects, sent = self.gate.on_read(session, event, at, alarms)
             outgoing += sent
             if self.patrols is not None and self.patrols.checkpoint_for(event) is not None:  # also a fixed checkpoint
                 effects += self.patrols.on_scan(session, event, at, received, alarms)
