@@ -225,7 +225,7 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
 
     outbox = Outbox(workdir / f"outbox-{tag}.db", max_telemetry_bytes=256 * 1024 * 1024)
     drivers_bus = Bus(config, f"bench-drivers-{tag}", name="drivers")
-    outbox.attach(drivers_bus)
+    outbox.attach(drivers_bus, SITE)
     outbox_live = threading.Event()
     drivers_bus.on_connect(outbox_live.set)  # runs after the outbox's own hook: it now publishes live
     drivers_bus.start()

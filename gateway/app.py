@@ -23,7 +23,7 @@ from gateway.broker import EmbeddedBroker
 from gateway.bus import Bus
 from gateway.clock import Measurement, NtpError, measure
 from gateway.config import Config, ConfigError
-from gateway.events import gateway_topic
+from gateway.events import gateway_topic, rules_topic
 from gateway.outbox import Outbox
 from gateway.records import db, store
 from gateway.supervisor import DriverHost
@@ -102,6 +102,7 @@ class Gateway:
         if "console" in self._tasks:
             state["up"]["console"] = not self._tasks["console"].done()
         if self.outbox is not None:
+            state["up"]["outbox"] = self.outbox.alive()
             state["outbox"] = self.outbox.stats()
         if self.host is not None:
             state["drivers"] = self.host.health()
@@ -112,8 +113,10 @@ class Gateway:
         found = []
         if self._tasks.get("drivers") is not None and self._tasks["drivers"].done():
             found.append("the drivers' supervisor has stopped")
+        if self.outbox is not None and not self.outbox.alive():
+            found.append("the outbox publisher keeps failing")
         if self.rules is not None and not self.rules.alive():
-            found.append("the rules service has stopped")
+            found.append("the rules service keeps failing")
         if self.police is not None and not self.police.alive():
             found.append("the police link has stopped")
         if self._tasks.get("console") is not None and self._tasks["console"].done():
@@ -207,15 +210,21 @@ class Gateway:
         if "rules" in self.parts:
             from gateway.rules.service import RulesService
 
-            # A persistent session: the broker keeps what arrives while the rules service is down.
-            rules_bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True)
+            # A persistent session: the broker keeps what arrives while the rules service is down. Its
+            # availability tells the drivers' outboxes to send again what it has not confirmed.
+            rules_availability = rules_topic(site, "availability")
+            rules_bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True,
+                                  will=(rules_availability, b'{"state":"offline"}'))
+            rules_bus.on_connect(lambda: rules_bus.publish_json(
+                rules_availability, {"state": "online", "ts": time.time()}, retain=True))
             if cfg.police is not None:
                 from gateway.police.link import PoliceLink
 
                 # Beside the rules service, which writes its reports in the same transaction as the alarm.
                 self.police = PoliceLink(cfg, sessions, rules_bus)
             self.rules = RulesService(site, rules_bus, sessions, cfg,
-                                      on_police=self.police.wake if self.police else None)
+                                      on_police=self.police.wake if self.police else None,
+                                      on_failing=self._on_part_failing)
             self.rules.start()
             rules_bus.start()
             self._cleanup += [rules_bus.stop, self.rules.stop]
@@ -235,9 +244,8 @@ class Gateway:
                 drivers_bus.on_connect(lambda: [drivers_bus.publish_json(t, b, retain=True) for t, b in discovery])
             self.outbox = Outbox(cfg.gateway.data_dir / "outbox.db",
                                  max_telemetry_bytes=cfg.outbox.max_telemetry_bytes,
-                                 keep_sent_s=cfg.outbox.replay_window_s if cfg.broker.embedded else 0,
-                                 on_shed=self._on_shed)
-            self.outbox.attach(drivers_bus, replay_recent=cfg.broker.embedded)
+                                 on_shed=self._on_shed, on_unwritable=self._on_unwritable)
+            self.outbox.attach(drivers_bus, site, on_failing=self._on_part_failing)
             self.host = DriverHost(cfg, drivers_bus, self.outbox)
             drivers_bus.start()
             task = self._tasks["drivers"] = asyncio.create_task(self.host.run(), name="drivers")
@@ -312,6 +320,17 @@ class Gateway:
             self.host.emit_gateway("campus.gateway.health", {
                 "condition": "outbox_shedding", "active": True, "count": count,
                 "detail": "the outbox is over its disk bound: telemetry is being dropped (alarms are kept)"})
+
+    def _on_unwritable(self, active: bool, detail: str) -> None:
+        if self.host is not None:
+            self.host.emit_gateway("campus.gateway.health", {
+                "condition": "outbox_unwritable", "active": active, "detail": detail[:1000]})
+
+    def _on_part_failing(self, part: str, failing: bool, detail: str) -> None:
+        """A thread that keeps failing: an alarm on the board (the watchdog then lets systemd restart us)."""
+        if self.host is not None:
+            self.host.emit_gateway("campus.gateway.health", {
+                "condition": "part_failing", "part": part, "active": failing, "detail": detail[:1000]})
 
     async def _stop(self) -> None:
         for step in reversed(self._cleanup):

@@ -136,6 +136,14 @@ class Bus:
             info.rc = mqtt.MQTT_ERR_NO_CONN
             return info
 
+    def publish_now(self, topic: str, payload: bytes | str, *, qos: int = 1) -> mqtt.MQTTMessageInfo | None:
+        """Publish only if connected now (None otherwise): for the outbox, which sends again what did not go."""
+        with self._publish_lock:
+            if not self.connected.is_set():
+                return None
+            info = self.client.publish(topic, payload, qos=qos)
+        return info if info.rc == mqtt.MQTT_ERR_SUCCESS else None
+
     def publish_json(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> mqtt.MQTTMessageInfo:
         return self.publish(topic, json.dumps(body, ensure_ascii=False, separators=(",", ":")), retain=retain)
 

@@ -228,9 +228,10 @@ def status(path: Path) -> int:
     outbox = config.gateway.data_dir / "outbox.db"
     if outbox.exists():
         with contextlib.closing(sqlite3.connect(outbox)) as conn:
-            queued, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM outbox WHERE sent IS NULL").fetchone()
-        age = f", oldest {clock.time() - oldest:.0f} s old" if oldest else ""
-        rows.append(("outbox", queued < 1000, f"{queued} events waiting{age}"))
+            queued, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM outbox").fetchone()
+        age = clock.time() - oldest if oldest else 0.0
+        rows.append(("outbox", queued < 1000 and age < 60, f"{queued} events not yet recorded by the rules service"
+                     + (f", oldest {age:.0f} s old" if oldest else "")))
     from gateway.systemd import clock_synchronised
 
     synced = clock_synchronised()

@@ -161,9 +161,14 @@ class DatabaseConfig(Strict):
 class OutboxConfig(Strict):
     # Telemetry past this many bytes queued is shed (oldest first); alarm-class events never are.
     max_telemetry_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    # With the embedded broker, events sent this recently are sent again after a restart,
-    # since that broker forgets what it had not delivered; the rules service drops duplicates.
-    replay_window_s: int = Field(default=600, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_replay_window(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "replay_window_s" in value:
+            raise ValueError("replay_window_s is no longer used: the outbox now keeps every event until the rules "
+                             "service has recorded it, whatever the broker; remove the key")
+        return value
 
 
 class RetentionConfig(Strict):

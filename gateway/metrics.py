@@ -40,9 +40,16 @@ class GatewayCollector(Collector):
         yield up
         outbox = parts.get("outbox")
         if outbox is not None:
-            yield GaugeMetricFamily("campusgw_outbox_queued", "events waiting in the outbox", value=outbox.queued)
-            yield CounterMetricFamily("campusgw_outbox_published", "events the broker acknowledged",
+            yield GaugeMetricFamily("campusgw_outbox_queued", "events in the outbox, not yet recorded by the rules "
+                                    "service", value=outbox.queued)
+            yield GaugeMetricFamily("campusgw_outbox_unconfirmed", "events sent, awaiting the rules service's "
+                                    "confirmation", value=outbox.unconfirmed)
+            yield GaugeMetricFamily("campusgw_outbox_waiting_in_memory", "events held in memory while the outbox "
+                                    "file cannot be written", value=outbox.waiting_in_memory)
+            yield CounterMetricFamily("campusgw_outbox_published", "events the rules service confirmed",
                                       value=outbox.published)
+            yield CounterMetricFamily("campusgw_outbox_resent", "events sent again (unconfirmed after a reconnect "
+                                      "or a stall)", value=outbox.resent)
             yield CounterMetricFamily("campusgw_outbox_shed", "telemetry events dropped over the disk bound",
                                       value=outbox.shed)
         rules = parts.get("rules")
@@ -51,6 +58,7 @@ class GatewayCollector(Collector):
             events.add_metric(["recorded"], rules["processed"])
             events.add_metric(["duplicate"], rules["duplicates"])
             events.add_metric(["rejected"], sum(rules["rejected"].values()))
+            events.add_metric(["quarantined"], rules["quarantined"])
             yield events
         police = parts.get("police")
         if police is not None:

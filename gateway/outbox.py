@@ -1,14 +1,19 @@
-"""Store and forward: every event is on disk before it is published, and leaves only after its PUBACK.
+"""Store and forward: every event is on disk before it is published, and leaves only once it is recorded.
 
 One SQLite file (WAL). `put` is the durability point for a driver. A publisher
 thread hands rows to paho in id order (so per device in order) while the
-broker is connected; paho's PUBACK callback marks them sent. Rows queued
-while the broker was away, or found at start-up, go out marked `historical`.
+broker is connected. A row is deleted only when the rules service says it has
+committed the event (`campus/v1/<site>/rules/committed`, a list of event ids
+it publishes after each transaction), never on a broker's PUBACK: a broker
+keeps QoS 1 messages in RAM, and a crash (or a fresh broker without the rules
+service's session) loses them. So whatever is unconfirmed is sent again, in
+order and marked `historical`: after a reconnect, when the rules service comes
+online, and when confirmations stall (with backoff); the rules service drops
+the duplicates by event id. The broker's durability no longer matters.
 
-With the embedded broker (in our process, memory only), sent rows are kept
-for `replay_window_s` and sent again after a restart, because that broker
-forgets what it had not yet delivered when the process dies; the rules
-service drops the duplicates by event id.
+When the file cannot be written (disk full, I/O error, locked), `put` does not
+raise into the driver: events wait in memory (telemetry dropped first past a
+bound, alarms never) and are written once it can write again.
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+
 from gateway.bus import Bus
-from gateway.events import Event
+from gateway.events import Event, rules_topic
+from gateway.guard import Guarded
 
 log = logging.getLogger("campusgw.outbox")
 
@@ -35,58 +44,79 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     class TEXT NOT NULL,
     payload BLOB NOT NULL,
+    event_id TEXT,
     historical INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    sent REAL
+    created REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent IS NULL;
 CREATE TABLE IF NOT EXISTS device_seq (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
-# Rows handed to paho and not yet acknowledged, at most; bounds memory and paho's queue.
+# Rows handed to paho and not yet PUBACKed, at most; bounds paho's memory.
 WINDOW = 500
 REFILL = WINDOW // 4  # hand over rows in chunks at least this big while busy
-# Acknowledged rows are marked in batches: one transaction per PUBACK would cap throughput.
-ACK_FLUSH_S = 0.05
+# Rows sent and not yet confirmed, at most: bounds what one resend costs the broker and the rules service.
+MAX_UNCONFIRMED = 20_000
+# No confirmation for this long while some are due: send the unconfirmed again (doubling up to the max,
+# so a rules service down for an hour does not get thousands of copies).
+RESEND_AFTER_S = 10.0
+RESEND_MAX_S = 300.0
+# Events held in memory while the file cannot be written: past this many, telemetry and then records are
+# dropped (counted as shed); alarm-class events are always kept.
+MAX_WAITING = 50_000
+RETRY_WRITE_S = 1.0
 
 
 @dataclass
 class OutboxStats:
-    queued: int
-    in_flight: int
-    published: int
+    queued: int  # not yet confirmed by the rules service (on disk and in memory)
+    unconfirmed: int  # of those, sent and awaiting confirmation
+    waiting_in_memory: int  # not yet on disk (the file could not be written)
+    published: int  # confirmed, since start
+    resent: int  # sent again, since start
     shed: int
     telemetry_bytes: int
+    unwritable: str | None  # why the file cannot be written now
 
 
 class Outbox:
-    def __init__(self, path: Path, *, max_telemetry_bytes: int, keep_sent_s: float = 0.0,
-                 on_shed: Callable[[int], None] | None = None) -> None:
+    def __init__(self, path: Path, *, max_telemetry_bytes: int,
+                 on_shed: Callable[[int], None] | None = None,
+                 on_unwritable: Callable[[bool, str], None] | None = None,
+                 resend_after_s: float = RESEND_AFTER_S) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_telemetry_bytes = max_telemetry_bytes
-        self.keep_sent_s = keep_sent_s
         self.on_shed = on_shed
+        self.on_unwritable = on_unwritable  # (active, detail): a gateway-health alarm
+        self.resend_after_s = resend_after_s
         self._db = self._connect()
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()  # guards self._db (writers) and the counters below
+        self._migrate()
+        self._lock = threading.Lock()  # guards self._db and the producer-side state below
         self._wake = threading.Condition()
         self._seq: dict[str, int] = dict(self._db.execute("SELECT device, seq FROM device_seq").fetchall())
         row = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox "
-                               "WHERE class = 'telemetry' AND sent IS NULL").fetchone()
+                               "WHERE class = 'telemetry'").fetchone()
         self._telemetry_bytes: int = row[0]
         self.shed = 0
         self._shedding = False
         self.published = 0
-        # Handed to paho, not yet acknowledged: (paho's message info, row id, telemetry bytes).
-        # Only the publisher thread touches it, and it never holds our lock while calling paho
-        # (paho holds its own lock while calling us back: taking ours there would deadlock).
-        self._in_flight: list[tuple[Any, int, int]] = []
-        self._last_handed = 0
-        self._last_flush = 0.0
+        self.resent = 0
+        self._waiting: deque[tuple[str, Event]] = deque()  # not on disk yet (the file could not be written)
+        self.unwritable: str | None = None
+        # Publisher-thread state. It never holds our lock while calling paho: paho holds its own lock while
+        # calling us back, and taking ours there would deadlock.
+        self._in_flight: deque[mqtt.MQTTMessageInfo] = deque()  # handed to paho, not yet PUBACKed
+        self._unconfirmed: dict[str, tuple[int, int]] = {}  # event id -> (row id, telemetry bytes)
+        self._last_handed = 0  # the next hand-over starts after this row id
+        self._handed_max = 0  # the highest row id ever handed: rows above it may be shed
+        self._resend_upto = 0  # rows up to this id are resends (marked historical)
+        self._stall_s = resend_after_s
+        self._last_progress = time.monotonic()
+        # Set from paho's thread, taken by the publisher thread.
+        self._confirmed: list[str] = []
+        self._resend_wanted: str | None = None
         self._connected = False
         self._bus: Bus | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._guard: Guarded | None = None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -94,6 +124,17 @@ class Outbox:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         return db
+
+    def _migrate(self) -> None:
+        """An outbox from before end-to-end confirmation (a `sent` column): every row is unconfirmed now."""
+        self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "sent" in columns:
+            self._db.executescript("BEGIN; DROP INDEX IF EXISTS outbox_unsent; ALTER TABLE outbox DROP COLUMN sent; "
+                                   "UPDATE outbox SET historical = 1; COMMIT;")
+        if "event_id" not in columns:
+            self._db.executescript("BEGIN; ALTER TABLE outbox ADD COLUMN event_id TEXT; "
+                                   "UPDATE outbox SET event_id = json_extract(payload, '$.id'); COMMIT;")
 
     # -- producer side ---------------------------------------------------------------
 
@@ -105,39 +146,106 @@ class Outbox:
             return value
 
     def put(self, topic: str, event: Event) -> None:
-        """Write one event durably; returns once it is on disk (fsynced for alarm-class events)."""
+        """Write one event durably; returns once it is on disk (fsynced for alarm-class events), or, while
+        the file cannot be written, once it waits in memory. Never raises for a disk or database error."""
         self.put_many([(topic, event)])
 
     def put_many(self, items: list[tuple[str, Event]]) -> None:
         if not items:
             return
-        now = time.time()
-        alarm = any(e.event_class == "alarm" for _, e in items)
         with self._lock:
-            historical = not self._connected
-            rows = []
-            for topic, event in items:
-                if historical:
-                    event = _as_historical(event)
-                rows.append((event.device, topic, event.event_class, event.to_json(), int(historical), now))
-            db = self._db
-            if alarm:  # an alarm must survive a power cut, not only a crash
-                db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN")
-            db.executemany("INSERT INTO outbox (device, topic, class, payload, historical, created) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
-            seqs = {e.source: e.seq for _, e in items}
-            db.executemany("INSERT INTO device_seq (device, seq) VALUES (?, ?) "
-                           "ON CONFLICT(device) DO UPDATE SET seq = MAX(seq, excluded.seq)", seqs.items())
-            db.execute("COMMIT")
-            if alarm:
-                db.execute("PRAGMA synchronous=NORMAL")
-            self._telemetry_bytes += sum(len(r[3]) for r in rows if r[2] == "telemetry")
-            over = self._telemetry_bytes > self.max_telemetry_bytes
+            if not self._connected:
+                items = [(topic, replace(event, historical=True)) for topic, event in items]
+            if self._waiting:  # keep order: nothing overtakes what is waiting in memory
+                self._hold(items)
+                over = False
+            else:
+                try:
+                    self._write(items)
+                except sqlite3.Error as exc:
+                    self._hold(items)
+                    self._became_unwritable(exc)
+                    over = False
+                else:
+                    over = self._telemetry_bytes > self.max_telemetry_bytes
         if over:
             self._shed()
         with self._wake:
             self._wake.notify()
+
+    def _write(self, items: list[tuple[str, Event]]) -> None:
+        """One transaction (under self._lock)."""
+        rows = [(e.device, topic, e.event_class, e.to_json(), e.id, int(e.historical), time.time())
+                for topic, e in items]
+        alarm = any(e.event_class == "alarm" for _, e in items)
+        db = self._db
+        if alarm:  # an alarm must survive a power cut, not only a crash
+            db.execute("PRAGMA synchronous=FULL")
+        try:
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO outbox (device, topic, class, payload, event_id, historical, created) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            seqs = {e.source: e.seq for _, e in items}
+            db.executemany("INSERT INTO device_seq (device, seq) VALUES (?, ?) "
+                           "ON CONFLICT(device) DO UPDATE SET seq = MAX(seq, excluded.seq)", seqs.items())
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            if alarm:
+                db.execute("PRAGMA synchronous=NORMAL")
+        self._telemetry_bytes += sum(len(r[3]) for r in rows if r[2] == "telemetry")
+
+    def _hold(self, items: list[tuple[str, Event]]) -> None:
+        """Keep events in memory (under self._lock); past MAX_WAITING drop the oldest telemetry, then records."""
+        self._waiting.extend(items)
+        if len(self._waiting) <= MAX_WAITING:
+            return
+        for victim in ("telemetry", "record"):
+            kept = deque(i for i in self._waiting if i[1].event_class != victim)
+            dropped = len(self._waiting) - len(kept)
+            if dropped:
+                self._waiting = kept
+                self.shed += dropped
+                log.error("outbox cannot write and holds %d events in memory: dropped %d %s events (alarms are "
+                          "kept)", len(kept), dropped, victim)
+            if len(self._waiting) <= MAX_WAITING:
+                return
+
+    def _became_unwritable(self, exc: sqlite3.Error) -> None:
+        first = self.unwritable is None
+        self.unwritable = f"{self.path}: {exc}"
+        if first:
+            log.error("the outbox cannot write (%s): events wait in memory until it can", self.unwritable)
+            self._report_unwritable(True)
+
+    def _report_unwritable(self, active: bool) -> None:
+        if self.on_unwritable is None:
+            return
+        detail = (f"the outbox cannot be written ({self.unwritable}): events wait in memory; free disk space"
+                  if active else "the outbox can be written again: the events held in memory are on disk")
+        # Called from a thread of ours, outside our lock: the callback puts an event into this outbox.
+        threading.Thread(target=self.on_unwritable, args=(active, detail), daemon=True).start()
+
+    def _write_waiting(self) -> None:
+        """Publisher thread: write what waits in memory, in order, once the file takes it."""
+        with self._lock:
+            if not self._waiting:
+                return
+            items = list(self._waiting)
+            try:
+                for start in range(0, len(items), 1000):
+                    self._write(items[start:start + 1000])
+                    for _ in range(min(1000, len(items) - start)):
+                        self._waiting.popleft()
+            except sqlite3.Error as exc:
+                self.unwritable = f"{self.path}: {exc}"
+                return
+            log.warning("the outbox can write again: %d events held in memory are on disk", len(items))
+            self.unwritable = None
+        self._report_unwritable(False)
 
     def _shed(self) -> None:
         """Drop the oldest unsent telemetry until under the bound; alarm-class rows are never touched."""
@@ -145,8 +253,8 @@ class Outbox:
             dropped = 0
             while self._telemetry_bytes > self.max_telemetry_bytes * 0.9:
                 rows = self._db.execute(
-                    "SELECT id, LENGTH(payload) FROM outbox WHERE class = 'telemetry' AND sent IS NULL "
-                    "AND id > ? ORDER BY id LIMIT 500", (self._last_handed,)).fetchall()
+                    "SELECT id, LENGTH(payload) FROM outbox WHERE class = 'telemetry' AND id > ? "
+                    "ORDER BY id LIMIT 500", (self._handed_max,)).fetchall()
                 if not rows:
                     break
                 self._db.executemany("DELETE FROM outbox WHERE id = ?", [(r[0],) for r in rows])
@@ -163,28 +271,30 @@ class Outbox:
 
     # -- publisher side --------------------------------------------------------------
 
-    def attach(self, bus: Bus, *, replay_recent: bool = False) -> None:
-        """Start publishing through `bus`. `replay_recent`: resend rows sent within the replay window."""
+    def attach(self, bus: Bus, site: str, on_failing: Callable[[str, bool, str], None] | None = None) -> None:
+        """Start publishing through `bus`, and take the confirmations of the rules service of `site`."""
         self._bus = bus
         with self._lock:
-            if replay_recent and self.keep_sent_s > 0:
-                cutoff = time.time() - self.keep_sent_s
-                n = self._db.execute("UPDATE outbox SET sent = NULL, historical = 1 WHERE sent >= ?",
-                                     (cutoff,)).rowcount
-                if n:
-                    log.info("resending %d events sent in the last %ds (the embedded broker kept none of them)",
-                             n, int(self.keep_sent_s))
-            # Whatever is still here from a previous run was not published live.
-            self._db.execute("UPDATE outbox SET historical = 1 WHERE sent IS NULL")
+            # Whatever is here from a previous run was not published live, or not confirmed.
+            self._db.execute("UPDATE outbox SET historical = 1")
         bus.client.on_publish = self._on_publish
+        bus.subscribe(rules_topic(site, "committed"), self._on_committed)
+        bus.subscribe(rules_topic(site, "availability"), self._on_rules_availability)
         bus.on_connect(self._on_connect)
         bus.on_disconnect(self._on_disconnect)
-        self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
-        self._thread.start()
+        self._guard = Guarded("outbox-publisher", self._run, on_failing=on_failing)
+        self._guard.start()
+
+    def alive(self) -> bool:
+        return self._guard is not None and self._guard.alive()
+
+    def health(self) -> dict[str, Any]:
+        return self._guard.health() if self._guard else {}
 
     def _on_connect(self) -> None:
         with self._lock:
             self._connected = True
+            self._resend_wanted = "the broker connection was lost"
         with self._wake:
             self._wake.notify()
 
@@ -192,90 +302,148 @@ class Outbox:
         with self._lock:
             self._connected = False
 
+    def _on_committed(self, message: mqtt.MQTTMessage) -> None:
+        try:
+            ids = json.loads(message.payload)["ids"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed confirmation on %s", message.topic)
+            return
+        if not isinstance(ids, list):
+            return
+        with self._lock:
+            self._confirmed.extend(i for i in ids if isinstance(i, str))
+        with self._wake:
+            self._wake.notify()
+
+    def _on_rules_availability(self, message: mqtt.MQTTMessage) -> None:
+        """The rules service (re)connected: what it has not confirmed may have gone to nobody."""
+        try:
+            online = json.loads(message.payload).get("state") == "online"
+        except (ValueError, AttributeError):
+            return
+        if online:
+            with self._lock:
+                self._resend_wanted = "the rules service came online"
+            with self._wake:
+                self._wake.notify()
+
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        # Wake the publisher only when the window needs refilling; acknowledged rows are
-        # flushed every ACK_FLUSH_S anyway (waking per PUBACK costs a context switch each).
+        # Wake the publisher only when paho's window needs refilling (waking per PUBACK costs a context switch).
         if len(self._in_flight) >= WINDOW - REFILL:
             with self._wake:
                 self._wake.notify()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         reader = self._connect()
-        while not self._stop.is_set():
-            self._flush_acked()
-            with self._lock:
-                connected, after = self._connected, self._last_handed
-            room = WINDOW - len(self._in_flight)
-            if connected and (room >= REFILL or not self._in_flight):
-                rows = reader.execute(
-                    "SELECT id, topic, payload, historical, class FROM outbox WHERE sent IS NULL AND id > ? "
-                    "ORDER BY id LIMIT ?", (after, room)).fetchall()
-                assert self._bus is not None
-                for row_id, topic, payload, historical, event_class in rows:
-                    size = len(payload) if event_class == "telemetry" else 0
-                    info = self._bus.publish(topic, _mark_historical(payload) if historical else payload, qos=1)
-                    self._in_flight.append((info, row_id, size))
-                    with self._lock:
-                        self._last_handed = row_id
-                if rows:
+        try:
+            while not stop.is_set():
+                self._apply_confirmations()
+                self._write_waiting()
+                self._drop_acknowledged()
+                self._maybe_resend()
+                if self._hand_over(reader):
                     continue
-            with self._wake:
-                self._wake.wait(ACK_FLUSH_S if self._in_flight else 1.0)
-        self._flush_acked(force=True)
-        reader.close()
+                with self._wake:
+                    if not stop.is_set() and not self._confirmed:
+                        self._wake.wait(0.05 if self._in_flight else RETRY_WRITE_S if self._waiting else 1.0)
+        finally:
+            reader.close()
 
-    def _flush_acked(self, force: bool = False) -> None:
-        if not self._in_flight:
-            return
-        now = time.time()
-        if not force and now - self._last_flush < ACK_FLUSH_S and not self._in_flight[REFILL - 1:REFILL]:
-            return  # one transaction per ACK_FLUSH_S, or per REFILL rows under load
-        # Brokers acknowledge in order, so take acknowledged rows from the front only: O(acked), not
-        # O(window) per wake-up. One acknowledged out of order waits until those before it are.
-        done = 0
-        for entry in self._in_flight:
-            if not entry[0].is_published():
-                break
-            done += 1
+    def _apply_confirmations(self) -> None:
+        with self._lock:
+            confirmed, self._confirmed = self._confirmed, []
+        done = {i: self._unconfirmed.pop(i) for i in confirmed if i in self._unconfirmed}
         if not done:
             return
-        acked = [(row_id, size) for _, row_id, size in self._in_flight[:done]]
-        del self._in_flight[:done]
-        self._last_flush = now
+        rows = list(done.values())
         with self._lock:
-            self._db.execute("BEGIN")
-            if self.keep_sent_s > 0:
-                self._db.executemany("UPDATE outbox SET sent = ? WHERE id = ?", [(now, i) for i, _ in acked])
-                self._db.execute("DELETE FROM outbox WHERE sent < ?", (now - self.keep_sent_s,))
-            else:
-                self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i, _ in acked])
-            self._db.execute("COMMIT")
-            self.published += len(acked)
-            self._telemetry_bytes -= sum(size for _, size in acked)
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM outbox WHERE id = ?", [(row_id,) for row_id, _ in rows])
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._unconfirmed.update(done)  # still unconfirmed here: sent again if the stall goes on
+                raise
+            self.published += len(rows)
+            self._telemetry_bytes -= sum(size for _, size in rows)
             if self._shedding and self._telemetry_bytes < self.max_telemetry_bytes // 2:
                 self._shedding = False
+        self._last_progress = time.monotonic()
+        self._stall_s = self.resend_after_s
+
+    def _drop_acknowledged(self) -> None:
+        """Forget what the broker has acknowledged (or what failed to go out: it is resent with the rest)."""
+        while self._in_flight:
+            info = self._in_flight[0]
+            if info.rc == mqtt.MQTT_ERR_SUCCESS and not info.is_published():
+                break
+            self._in_flight.popleft()
+
+    def _maybe_resend(self) -> None:
+        with self._lock:
+            why, self._resend_wanted = self._resend_wanted, None
+        now = time.monotonic()
+        if why is None and self._unconfirmed and now - self._last_progress > self._stall_s:
+            why = f"no confirmation from the rules service for {now - self._last_progress:.0f} s"
+            self._stall_s = min(self._stall_s * 2, RESEND_MAX_S)
+        if why is None or not self._unconfirmed:
+            return
+        log.warning("sending %d unconfirmed events again: %s", len(self._unconfirmed), why)
+        self.resent += len(self._unconfirmed)
+        self._resend_upto = max(self._resend_upto, self._last_handed)
+        with self._lock:
+            self._last_handed = 0
+        self._unconfirmed.clear()
+        self._in_flight.clear()
+        self._last_progress = now
+
+    def _hand_over(self, reader: sqlite3.Connection) -> bool:
+        """Hand the next rows to paho; True if there may be more to hand right away."""
+        room = min(WINDOW - len(self._in_flight), MAX_UNCONFIRMED - len(self._unconfirmed))
+        with self._lock:
+            connected, after = self._connected, self._last_handed
+        if not connected or room <= 0 or (room < REFILL and self._in_flight):
+            return False
+        assert self._bus is not None
+        rows = reader.execute("SELECT id, topic, payload, event_id, historical, class FROM outbox WHERE id > ? "
+                              "ORDER BY id LIMIT ?", (after, room)).fetchall()
+        for row_id, topic, payload, event_id, historical, event_class in rows:
+            if historical or row_id <= self._resend_upto:
+                payload = _mark_historical(payload)
+            info = self._bus.publish_now(topic, payload, qos=1)
+            if info is None:  # the connection went while handing over: it is all sent again on reconnect
+                return False
+            if not self._unconfirmed:
+                self._last_progress = time.monotonic()  # the stall clock runs from the first unconfirmed
+            self._in_flight.append(info)
+            self._unconfirmed[event_id] = (row_id, len(payload) if event_class == "telemetry" else 0)
+            with self._lock:
+                self._last_handed = row_id
+            self._handed_max = max(self._handed_max, row_id)
+        return bool(rows)
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._guard is not None:
+            self._guard.stopping.set()
         with self._wake:
             self._wake.notify()
-        if self._thread:
-            self._thread.join(5)
+        if self._guard is not None:
+            self._guard.stop(5)
 
     def stats(self) -> OutboxStats:
         with self._lock:
-            queued = self._db.execute("SELECT COUNT(*) FROM outbox WHERE sent IS NULL").fetchone()[0]
-            return OutboxStats(queued=queued, in_flight=len(self._in_flight), published=self.published,
-                               shed=self.shed, telemetry_bytes=self._telemetry_bytes)
+            on_disk = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            return OutboxStats(queued=on_disk + len(self._waiting), unconfirmed=len(self._unconfirmed),
+                               waiting_in_memory=len(self._waiting), published=self.published,
+                               resent=self.resent, shed=self.shed, telemetry_bytes=self._telemetry_bytes,
+                               unwritable=self.unwritable)
 
     def close(self) -> None:
         self.stop()
         with self._lock:
             self._db.close()
-
-
-def _as_historical(event: Event) -> Event:
-    return replace(event, historical=True)
 
 
 def _mark_historical(payload: bytes) -> bytes:
@@ -284,4 +452,3 @@ def _mark_historical(payload: bytes) -> bytes:
         return payload
     body["historical"] = True
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-

@@ -71,6 +71,20 @@ class IngestedEvent(Base):
     __table_args__ = (Index("events_device_time", "device_id", "device_time"),)
 
 
+class QuarantinedEvent(Base):
+    """A message the rules service could not accept or store, kept with why, so it blocks nothing and is
+    not lost: someone can read it, fix the cause and replay it."""
+
+    __tablename__ = "quarantined_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    topic: Mapped[str] = mapped_column(String(300))
+    payload: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+
+
 class Alarm(Base):
     """A latched alarm: raised by an event, closed only by a person (see gateway.rules.alarms)."""
 

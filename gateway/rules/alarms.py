@@ -92,8 +92,8 @@ def alarm_key(event: Event) -> str | None:
         return f"{event.device}:{event.data['point']}"
     if event.type in ("campus.device.offline", "campus.device.online"):
         return f"{event.device}:offline"
-    if event.type == "campus.gateway.health":  # one alarm per condition (and per alarm-centre path)
-        path = event.data.get("path")
+    if event.type == "campus.gateway.health":  # one alarm per condition (and per alarm-centre path or part)
+        path = event.data.get("path") or event.data.get("part")
         return f"{event.device}:{event.data['condition']}" + (f":{path}" if path else "")
     if event.type == "campus.bollard.fault":
         return f"{event.device}:fault"

@@ -4,8 +4,16 @@ paho hands messages over from its network thread; one worker thread takes
 them in arrival order in batches (one message when idle, up to BATCH under
 load), validates them, evaluates the rules, writes everything in one
 transaction, and only after the commit acknowledges the MQTT messages
-(paho manual ack). A crash anywhere before the commit means the broker
-delivers again; the unique event id makes that harmless.
+(paho manual ack) and tells the drivers' outboxes which events it has
+committed (`rules/committed`), so they can let them go. A crash anywhere
+before the commit means they are delivered again; the unique event id makes
+that harmless.
+
+Errors are classified. Temporary ones (the database gone or locked, a disk
+full) are retried with backoff and nothing is acknowledged. An event that
+cannot be accepted or stored is quarantined with its error and acknowledged,
+so it never blocks the next; a gateway-health alarm says so once per episode.
+The worker runs under a guard (gateway.guard) that restarts it if it fails.
 """
 
 from __future__ import annotations
@@ -21,14 +29,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
 from gateway.config import Config
 from gateway.events import TOPIC_ROOT, Event, device_topic, new_id, rules_topic
+from gateway.guard import Guarded
 from gateway.records import ledger, people, roster, store
-from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, utcnow
+from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.gate import READ_TYPES, Gate, visit_keys
@@ -36,7 +46,7 @@ from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_action
 from gateway.rules.patrols import Patrols
 from gateway.rules.roster import DutyContact
 from gateway.rules.schedules import wanted
-from gateway.validation import InboundChecker
+from gateway.validation import MAX_PAYLOAD_BYTES, InboundChecker, InvalidEvent, parse_event
 
 log = logging.getLogger("campusgw.rules")
 BATCH = 500
@@ -44,11 +54,24 @@ TICK_S = 1.0  # escalation and schedules are checked this often
 PURGE_EVERY_S = 3600.0
 PATROL_EVERY_S = 5.0  # rounds planned and checked: alerts are due to the minute
 LEDGER_EVERY_S = 15.0  # incident deadlines (warned minutes ahead), inspections, maintenance items
+RETRY_MIN_S = 0.2  # a batch that hit a temporary error is tried again after this, doubling
+RETRY_MAX_S = 10.0
+POISON_QUIET_S = 600.0  # no quarantined event for this long ends a poison episode (its alarm clears)
+
+
+def temporary(exc: BaseException) -> bool:
+    """An error that says nothing about the events: the database is gone, locked or full. Anything else
+    (a value the database refuses, a rule that cannot handle the event) is the event's own."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                            sa_exc.TimeoutError, ConnectionError, TimeoutError))
 
 
 class RulesService:
     def __init__(self, site: str, bus: Bus, sessions: sessionmaker[Session], config: Config | None = None,
-                 on_police: Callable[[], None] | None = None) -> None:
+                 on_police: Callable[[], None] | None = None,
+                 on_failing: Callable[[str, bool, str], None] | None = None) -> None:
         self.site = site
         self.on_police = on_police  # wakes the police link when a report is written
         self.bus = bus
@@ -62,10 +85,13 @@ class RulesService:
         self._next_run: dict[str, float] = {}  # job -> monotonic time it is next due
         self.checker = InboundChecker()
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._guard = Guarded("rules", self._run, on_failing=on_failing)
         self.processed = 0
         self.duplicates = 0
         self.failed_batches = 0
+        self.quarantined = 0
+        self._retrying: str | None = None  # the temporary error being retried, logged once per episode
+        self._last_poison: float | None = None  # monotonic time of the last quarantined event in this episode
         self._last_seen: dict[str, datetime] = {}  # what the devices table already says, to skip needless updates
         self._cameras = {d.id for d in config.devices if d.kind == "camera"} if config else set()
         self.gate = Gate(site, config.access, self.tz) if config else None
@@ -75,19 +101,18 @@ class RulesService:
         self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/evt/#", self._queue.put, qos=1)
         # Results of the commands linkage and schedules send; they go into the alarms' history.
         self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/cmd/+/result", self._queue.put, qos=1)
-        self._thread = threading.Thread(target=self._run, name="rules", daemon=True)
-        self._thread.start()
+        self._guard.start()
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._guard.alive()
 
     def stop(self) -> None:
+        self._guard.stopping.set()
         self._queue.put(None)
-        if self._thread:
-            self._thread.join(10)
+        self._guard.stop(10)
 
-    def _run(self) -> None:
-        while True:
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 first = self._queue.get(timeout=TICK_S)
             except queue.Empty:
@@ -110,23 +135,83 @@ class RulesService:
                 self._tick()
 
     def _process(self, messages: list[mqtt.MQTTMessage]) -> None:
-        try:
-            changed = self._commit(messages)
-        except Exception:
-            # Not acknowledged: the broker redelivers after we reconnect. Drop the connection so it does.
-            self.failed_batches += 1
-            log.exception("could not record %d events; they stay unacknowledged and will be redelivered",
-                          len(messages))
-            self.bus.client.reconnect()
-            return
+        """Record a batch: retried while the error is temporary, split up when it is not, so only the event
+        that cannot be stored is quarantined. Acknowledged and confirmed once committed."""
+        poison: Exception | None = None
+        backoff = RETRY_MIN_S
+        while True:
+            try:
+                if poison is None:
+                    changed, ids = self._commit(messages)
+                else:
+                    changed, ids = self._quarantine(messages[0], poison)
+                break
+            except Exception as exc:
+                if not temporary(exc):
+                    if poison is not None:
+                        raise  # not even the quarantine takes it: the guard restarts us and the outbox resends
+                    if len(messages) > 1:
+                        for message in messages:
+                            self._process([message])
+                        return
+                    poison = exc
+                    continue
+                self.failed_batches += 1
+                if self._retrying is None:
+                    log.error("could not record %d events (%s: %s); trying again with backoff, nothing is "
+                              "acknowledged until they are recorded", len(messages), type(exc).__name__,
+                              str(exc).splitlines()[0][:300] if str(exc) else "")
+                self._retrying = type(exc).__name__
+                if self._guard.stopping.wait(backoff):
+                    return  # not acknowledged: delivered again after the restart
+                backoff = min(backoff * 2, RETRY_MAX_S)
+        if self._retrying is not None:
+            log.warning("recording again after %s", self._retrying)
+            self._retrying = None
         for message in messages:
             self.bus.ack(message.mid, message.qos)
+        if ids:
+            self.bus.publish_json(rules_topic(self.site, "committed"), {"ids": ids})
         if changed:
-            self._publish_alarms(changed)
+            try:
+                self._publish_alarms(changed)
+            except Exception as exc:  # recorded already; the console reads them from the database too
+                log.warning("could not publish alarm updates %s: %s", changed, exc)
 
-    def _commit(self, messages: list[mqtt.MQTTMessage]) -> list[int]:
+    def _quarantine(self, message: mqtt.MQTTMessage, error: Exception) -> tuple[list[int], list[str]]:
+        """Keep a message that cannot be accepted or stored, with why; returns its event id to confirm."""
+        payload = bytes(message.payload)
+        event_id = _event_id(payload)
+        text = f"{type(error).__name__}: {error}"[:2000]
+        with self.sessions.begin() as session:
+            known = event_id is not None and session.scalar(
+                select(QuarantinedEvent.id).where(QuarantinedEvent.event_id == event_id).limit(1)) is not None
+            if not known:
+                session.add(QuarantinedEvent(event_id=event_id, topic=message.topic[:300],
+                                             payload=payload[:MAX_PAYLOAD_BYTES].decode("utf-8", "replace"),
+                                             error=text,
+                                             received_at=utcnow()))
+        if not known:
+            self.quarantined += 1
+            log.error("quarantined the event %s on %s: %s", event_id or "(no id)", message.topic, text[:300])
+            self._poison_seen(message.topic, text)
+        return [], [event_id] if event_id else []
+
+    def _poison_seen(self, topic: str, error: str) -> None:
+        first = self._last_poison is None
+        self._last_poison = time.monotonic()
+        if first:
+            self._health_alarm("poison_event", True, f"an event could not be stored and was quarantined "
+                                                     f"({topic}: {error[:300]}); the next events are recorded")
+
+    def _health_alarm(self, condition: str, active: bool, detail: str) -> None:
+        log.warning("gateway health %s %s: %s", condition, "raised" if active else "cleared", detail)
+
+    def _commit(self, messages: list[mqtt.MQTTMessage]) -> tuple[list[int], list[str]]:
+        """One transaction; returns the alarms it changed and the ids of the events it holds now."""
         events: list[Event] = []
         results: list[tuple[str, dict[str, Any]]] = []
+        rejected: list[str] = []  # ids of quarantined payloads, confirmed with the rest
         for message in messages:
             if message.topic.endswith("/result"):
                 result = self._command_result(message)
@@ -136,9 +221,11 @@ class RulesService:
             event = self.checker.check(message.topic, bytes(message.payload))
             if event is not None:
                 events.append(event)
+            else:
+                rejected += self._quarantine(message, _why_rejected(message))[1]
         changed: list[int] = self._record_results(results) if results else []
         if not events:
-            return changed
+            return changed, rejected
         received = utcnow()
         raised: list[tuple[RaiseAlarm, int]] = []
         gate_out: list[tuple[str, dict[str, Any]]] = []
@@ -181,7 +268,7 @@ class RulesService:
             if self.on_police is not None and topic.endswith("/police/alarms"):
                 self.on_police()
         self.processed += len(fresh)
-        return changed
+        return changed, [e.id for e in events] + rejected
 
     def _keys(self, event: Event) -> list[str]:
         """The open alarms an event may touch: its own, and at a gate its reader's or door's."""
@@ -445,5 +532,23 @@ class RulesService:
                 self.bus.publish_json(rules_topic(self.site, "alarms", str(view["id"])), view)
 
     def stats(self) -> dict[str, Any]:
-        return {"processed": self.processed, "duplicates": self.duplicates,
-                "failed_batches": self.failed_batches, **self.checker.stats()}
+        return {"processed": self.processed, "duplicates": self.duplicates, "failed_batches": self.failed_batches,
+                "quarantined": self.quarantined, **self._guard.health(), **self.checker.stats()}
+
+
+def _why_rejected(message: mqtt.MQTTMessage) -> Exception:
+    try:
+        parse_event(bytes(message.payload), message.topic)
+    except InvalidEvent as exc:
+        return exc
+    return InvalidEvent("rejected", "refused by the checker")
+
+
+def _event_id(payload: bytes) -> str | None:
+    """The id of a payload that may be no valid event at all."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    value = body.get("id") if isinstance(body, dict) else None
+    return value[:64] if isinstance(value, str) and value else None

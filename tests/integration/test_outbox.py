@@ -1,8 +1,10 @@
-"""Store and forward: nothing lost while the broker is away, replayed in order, marked historical."""
+"""Store and forward: nothing lost while the broker is away, replayed in order, marked historical; a row leaves
+the outbox only once the rules service (here a test client playing it) confirms it."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,29 +23,46 @@ SITE = "s1"
 
 
 class Subscriber:
-    """A plain paho client that collects every event and re-subscribes after each reconnect."""
+    """A plain paho client playing the rules service: collects every event, confirms it on
+    rules/committed (unless `confirm` is off), announces itself online, re-subscribes after each reconnect."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, confirm: bool = True) -> None:
         self.received: list[dict[str, Any]] = []
+        self.confirm = confirm
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber",
                                   clean_session=False)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"campus/v1/{SITE}/+/+/evt/#", qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = lambda c, u, f, rc, p: self.subscribed.clear()
         self.client.on_message = self._on_message
         self.client.connect_async("127.0.0.1", port)
         self.client.loop_start()
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        client.publish(f"campus/v1/{SITE}/rules/availability", '{"state":"online"}', qos=1, retain=True)
+        self.subscribed.set()
+
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        body = json.loads(message.payload)
         with self._lock:
-            self.received.append(json.loads(message.payload))
+            self.received.append(body)
+        if self.confirm:
+            client.publish(f"campus/v1/{SITE}/rules/committed", json.dumps({"ids": [body["id"]]}), qos=1)
 
     def count(self) -> int:
+        """Distinct events received (a resend may bring one twice; the rules service drops those)."""
         with self._lock:
-            return len(self.received)
+            return len({e["id"] for e in self.received})
+
+    def first_arrivals(self) -> list[dict[str, Any]]:
+        with self._lock:
+            seen: dict[str, dict[str, Any]] = {}
+            for event in self.received:
+                seen.setdefault(event["id"], event)
+            return list(seen.values())
 
     def close(self) -> None:
         self.client.disconnect()
@@ -67,9 +86,7 @@ def test_broker_outage_loses_nothing_and_replays_in_order(any_broker: Any, tmp_p
     wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
     outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
     bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{any_broker.port}"), "producer", name="producer")
-    # The producer reconnects only once the subscriber is back: the embedded broker keeps no sessions.
-    bus.client.on_pre_connect = lambda client, userdata: subscriber.subscribed.wait(15)
-    outbox.attach(bus)
+    outbox.attach(bus, SITE)
     bus.start()
     try:
         assert bus.wait_connected(10)
@@ -93,10 +110,9 @@ def test_broker_outage_loses_nothing_and_replays_in_order(any_broker: Any, tmp_p
         outbox.close()
         subscriber.close()
 
-    got = subscriber.received
+    got = subscriber.first_arrivals()
     ids = [e["id"] for e in got]
     assert sorted(ids) == sorted(live + queued), "every event arrives"
-    assert len(ids) == len(set(ids)), "no event arrives twice"
     for device in ("box-a", "box-b"):
         seqs = [e["seq"] for e in got if e["source"].endswith(device)]
         assert seqs == sorted(seqs), f"{device}: events arrive in order"
@@ -114,7 +130,7 @@ def test_events_queued_before_a_restart_are_sent_after_it(amqtt_broker: Any, tmp
     wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
     again = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
     bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "producer", name="producer")
-    again.attach(bus)
+    again.attach(bus, SITE)
     bus.start()
     try:
         wait_for(lambda: subscriber.count() == 5, 10, "the events from before the restart")
@@ -124,9 +140,10 @@ def test_events_queued_before_a_restart_are_sent_after_it(amqtt_broker: Any, tmp
         bus.stop()
         again.close()
         subscriber.close()
-    assert [e["id"] for e in subscriber.received] == ids + more
-    assert [e["seq"] for e in subscriber.received] == [1, 2, 3, 4, 5, 6], "seq continues across restarts"
-    assert all(e["historical"] for e in subscriber.received[:5])
+    got = subscriber.first_arrivals()
+    assert [e["id"] for e in got] == ids + more
+    assert [e["seq"] for e in got] == [1, 2, 3, 4, 5, 6], "seq continues across restarts"
+    assert all(e["historical"] for e in got[:5])
 
 
 def test_telemetry_is_shed_past_the_bound_and_alarms_never_are(tmp_path: Path) -> None:
@@ -143,4 +160,62 @@ def test_telemetry_is_shed_past_the_bound_and_alarms_never_are(tmp_path: Path) -
         assert len(kept) == 100, "every alarm-class event is kept"
         assert len(shed_reports) == 1, "shedding is reported once per episode, not per event"
     finally:
+        outbox.close()
+
+
+def test_only_confirmed_events_leave_and_the_rest_are_sent_again(mosquitto: Any, tmp_path: Path) -> None:
+    """The broker acknowledging an event is not enough: unconfirmed events stay on disk and go out again
+    (marked historical) when the rules service comes online, until it confirms them."""
+    deaf = Subscriber(mosquitto.port, confirm=False)
+    wait_for(deaf.subscribed.is_set, 10, "a rules service that records nothing")
+    outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000, resend_after_s=60)
+    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{mosquitto.port}"), "producer", name="producer")
+    outbox.attach(bus, SITE)
+    bus.start()
+    confirming: Subscriber | None = None
+    try:
+        assert bus.wait_connected(10)
+        ids = produce(outbox, "box-a", 30, "campus.device.offline")
+        wait_for(lambda: deaf.count() == 30 and outbox.stats().unconfirmed == 30, 10, "all sent, none confirmed")
+        assert outbox.stats().queued == 30, "nothing leaves on the broker's acknowledgement alone"
+        deaf.close()
+        confirming = Subscriber(mosquitto.port)  # the rules service back, announcing itself online
+        wait_for(lambda: outbox.stats().queued == 0, 15, "the resend, confirmed")
+        stats = outbox.stats()
+        assert stats.unconfirmed == 0 and stats.published == 30 and stats.resent >= 30
+    finally:
+        bus.stop()
+        outbox.close()
+        if confirming:
+            confirming.close()
+    assert confirming is not None
+    again = {e["id"]: e for e in confirming.first_arrivals()}
+    assert set(ids) <= set(again), "every unconfirmed event is sent again"
+    assert all(again[i]["historical"] for i in ids), "a resend is marked historical"
+
+
+def test_an_unwritable_outbox_holds_events_in_memory_and_writes_them_later(tmp_path: Path) -> None:
+    """The driver's put never raises for a database error: the events wait in memory (in order) with a
+    health report, and are on disk once the file can be written again."""
+    reports: list[tuple[bool, str]] = []
+    outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000,
+                    on_unwritable=lambda active, detail: reports.append((active, detail)))
+    bus = Bus(BrokerConfig(url="mqtt://127.0.0.1:9"), "producer", name="producer")  # never connects
+    outbox.attach(bus, SITE)
+    locker = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    try:
+        first = produce(outbox, "box-a", 3, "campus.device.offline")
+        outbox._db.execute("PRAGMA busy_timeout=100")  # a locked file fails fast here, as a full disk does
+        locker.execute("BEGIN EXCLUSIVE")
+        held = produce(outbox, "box-a", 5, "campus.device.offline")  # must not raise
+        assert outbox.stats().waiting_in_memory == 5 and outbox.stats().unwritable
+        wait_for(lambda: reports[:1] and reports[0][0] is True, 5, "the unwritable report")
+        locker.execute("ROLLBACK")
+        wait_for(lambda: outbox.stats().waiting_in_memory == 0, 10, "the held events written")
+        wait_for(lambda: len(reports) == 2 and reports[1][0] is False, 5, "the writable-again report")
+        on_disk = [json.loads(r[0])["id"] for r in outbox._db.execute("SELECT payload FROM outbox ORDER BY id")]
+        assert on_disk == first + held, "every event on disk, in order"
+    finally:
+        locker.close()
+        bus.stop()
         outbox.close()
