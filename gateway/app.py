@@ -24,6 +24,7 @@ from gateway.bus import Bus
 from gateway.clock import Measurement, NtpError, measure
 from gateway.config import Config, ConfigError
 from gateway.events import gateway_topic, rules_topic
+from gateway.guard import keep_running
 from gateway.outbox import Outbox
 from gateway.records import db, store
 from gateway.supervisor import DriverHost
@@ -114,9 +115,9 @@ class Gateway:
         if self._tasks.get("drivers") is not None and self._tasks["drivers"].done():
             found.append("the drivers' supervisor has stopped")
         if self.outbox is not None and not self.outbox.alive():
-            found.append("the outbox publisher keeps failing")
+            found.append("the outbox publisher has stopped or keeps failing")
         if self.rules is not None and not self.rules.alive():
-            found.append("the rules service keeps failing")
+            found.append("the rules service has stopped or keeps failing")
         if self.police is not None and not self.police.alive():
             found.append("the police link has stopped")
         if self._tasks.get("console") is not None and self._tasks["console"].done():
@@ -249,15 +250,16 @@ class Gateway:
             self.host = DriverHost(cfg, drivers_bus, self.outbox)
             drivers_bus.start()
             task = self._tasks["drivers"] = asyncio.create_task(self.host.run(), name="drivers")
-            self._tasks["clock"] = asyncio.create_task(self.watch_clock(), name="clock")
+            self._tasks["clock"] = asyncio.create_task(keep_running("clock check", self.watch_clock), name="clock")
             if any(d.kind == "camera" for d in cfg.devices):
-                self._tasks["snapshots"] = asyncio.create_task(self.purge_snapshots(), name="snapshot-retention")
+                self._tasks["snapshots"] = asyncio.create_task(
+                    keep_running("snapshot retention", self.purge_snapshots), name="snapshot-retention")
             clock = cfg.clock
             if clock.ntp_server:
                 ntp_host = clock.ntp_server
-                self._tasks["clock_offset"] = asyncio.create_task(self.watch_clock_offset(
-                    lambda: measure(ntp_host, clock.ntp_port), clock.max_offset_s, clock.check_every_s),
-                    name="clock-offset")
+                self._tasks["clock_offset"] = asyncio.create_task(keep_running("clock offset", lambda: (
+                    self.watch_clock_offset(lambda: measure(ntp_host, clock.ntp_port), clock.max_offset_s,
+                                            clock.check_every_s))), name="clock-offset")
             outbox, host = self.outbox, self.host
 
             async def stop_drivers() -> None:

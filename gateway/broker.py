@@ -1,7 +1,8 @@
 """The embedded MQTT broker (amqtt) for a one-box site with no Mosquitto.
 
 It runs in its own thread and event loop so the drivers' loop never waits on
-it. It keeps everything in memory; the outbox's replay window covers a crash.
+it. It keeps everything in memory; a crash loses nothing, since the outbox keeps every event until the
+rules service has recorded it.
 """
 
 from __future__ import annotations

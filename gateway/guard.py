@@ -9,11 +9,12 @@ and systemd restarts the whole gateway, and a gateway-health alarm says so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("campusgw.guard")
@@ -98,3 +99,20 @@ class Guarded:
             self.on_failing(self.name, failing, detail)
         except Exception:
             log.exception("could not report %s", self.name)
+
+
+async def keep_running(name: str, job: Callable[[], Awaitable[Any]]) -> None:
+    """The asyncio twin of Guarded, for the gateway's periodic tasks (clock checks, retention): a failure
+    is logged with its traceback and the job started again after a backoff, never left dead."""
+    backoff = BACKOFF_MIN_S
+    while True:
+        started = time.monotonic()
+        try:
+            await job()
+            log.error("%s returned while it should run; starting it again in %.1f s", name, backoff)
+        except Exception as exc:
+            log.exception("%s failed (%s: %s); starting it again in %.1f s", name, type(exc).__name__, exc, backoff)
+        if time.monotonic() - started > STABLE_AFTER_S:
+            backoff = BACKOFF_MIN_S
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX_S)

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.bus import Bus
 from gateway.config import Config, PoliceConfig, PolicePath
 from gateway.events import event_topic, make_event, rules_topic
+from gateway.guard import Guarded
 from gateway.police import dc09
 from gateway.police.evidence import EvidenceSender
 from gateway.records import store
@@ -143,7 +144,7 @@ class PoliceLink:
             else None
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._guard = Guarded("police-link", self._run)
         self._event_seq = int(time.time())
         self._undelivered = False
         self._next_periodic = 0.0
@@ -163,27 +164,25 @@ class PoliceLink:
         hours = self.police.periodic_test_h
         self._next_periodic = time.monotonic() + hours * 3600 if hours else float("inf")
         self.publish_paths()
-        self._thread = threading.Thread(target=self._run, name="police-link", daemon=True)
-        self._thread.start()
+        self._guard.start()
 
     def wake(self) -> None:
         self._wake.set()
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._guard.alive()
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._guard.stop(10)
         for path in self.paths:
             path.transport.close()
         if self.evidence is not None:
             self.evidence.stop()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set() and not self._stopping.is_set():
             try:
                 self._send_pending()
                 self._supervise()
