@@ -13,7 +13,10 @@ the duplicates by event id. The broker's durability no longer matters.
 
 When the file cannot be written (disk full, I/O error, locked), `put` does not
 raise into the driver: events wait in memory (telemetry dropped first past a
-bound, alarms never) and are written once it can write again.
+bound, alarms never) and are written, and sent, once it can write again.
+Alarm-class events among them are also sent at once (when nothing older is
+still to be sent), so a guard sees the alarm now; the copy sent later is
+dropped by the rules service as a duplicate.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class Outbox:
         self.published = 0
         self.resent = 0
         self._waiting: deque[tuple[str, Event]] = deque()  # not on disk yet (the file could not be written)
+        self._live: list[tuple[str, Event]] = []  # alarms among them, to send before they are on disk
         self.unwritable: str | None = None
         # Publisher-thread state. It never holds our lock while calling paho: paho holds its own lock while
         # calling us back, and taking ours there would deadlock.
@@ -156,18 +160,19 @@ class Outbox:
         with self._lock:
             if not self._connected:
                 items = [(topic, replace(event, historical=True)) for topic, event in items]
+            over = False
             if self._waiting:  # keep order: nothing overtakes what is waiting in memory
                 self._hold(items)
-                over = False
             else:
                 try:
                     self._write(items)
                 except sqlite3.Error as exc:
                     self._hold(items)
                     self._became_unwritable(exc)
-                    over = False
                 else:
                     over = self._telemetry_bytes > self.max_telemetry_bytes
+            if self._waiting and self._connected:
+                self._live += [(t, e) for t, e in items if e.event_class == "alarm"]
         if over:
             self._shed()
         with self._wake:
@@ -246,6 +251,18 @@ class Outbox:
             log.warning("the outbox can write again: %d events held in memory are on disk", len(items))
             self.unwritable = None
         self._report_unwritable(False)
+
+    def _send_live(self, reader: sqlite3.Connection) -> None:
+        """Alarms held in memory go out now, unless older events are still to be sent (order per device)."""
+        with self._lock:
+            live, self._live = self._live, []
+            after = self._last_handed
+        if not live or self._bus is None:
+            return
+        if (reader.execute("SELECT MAX(id) FROM outbox").fetchone()[0] or 0) > after:
+            return  # they go in order once written
+        for topic, event in live:
+            self._bus.publish_now(topic, event.to_json(), qos=1)
 
     def _shed(self) -> None:
         """Drop the oldest unsent telemetry until under the bound; alarm-class rows are never touched."""
@@ -338,6 +355,7 @@ class Outbox:
         try:
             while not stop.is_set():
                 self._apply_confirmations()
+                self._send_live(reader)
                 self._write_waiting()
                 self._drop_acknowledged()
                 self._maybe_resend()

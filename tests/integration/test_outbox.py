@@ -194,28 +194,37 @@ def test_only_confirmed_events_leave_and_the_rest_are_sent_again(mosquitto: Any,
     assert all(again[i]["historical"] for i in ids), "a resend is marked historical"
 
 
-def test_an_unwritable_outbox_holds_events_in_memory_and_writes_them_later(tmp_path: Path) -> None:
+def test_an_unwritable_outbox_holds_events_in_memory_and_writes_them_later(mosquitto: Any, tmp_path: Path) -> None:
     """The driver's put never raises for a database error: the events wait in memory (in order) with a
-    health report, and are on disk once the file can be written again."""
+    health report, alarms among them are sent at once, and all are on disk, sent and confirmed once the file
+    can be written again."""
     reports: list[tuple[bool, str]] = []
+    subscriber = Subscriber(mosquitto.port, confirm=False)
+    wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
     outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000,
                     on_unwritable=lambda active, detail: reports.append((active, detail)))
-    bus = Bus(BrokerConfig(url="mqtt://127.0.0.1:9"), "producer", name="producer")  # never connects
+    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{mosquitto.port}"), "producer", name="producer")
     outbox.attach(bus, SITE)
+    bus.start()
     locker = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
     try:
+        assert bus.wait_connected(10)
         first = produce(outbox, "box-a", 3, "campus.device.offline")
+        wait_for(lambda: subscriber.count() == 3, 10, "the first events")
         outbox._db.execute("PRAGMA busy_timeout=100")  # a locked file fails fast here, as a full disk does
         locker.execute("BEGIN EXCLUSIVE")
         held = produce(outbox, "box-a", 5, "campus.device.offline")  # must not raise
         assert outbox.stats().waiting_in_memory == 5 and outbox.stats().unwritable
         wait_for(lambda: reports[:1] and reports[0][0] is True, 5, "the unwritable report")
+        wait_for(lambda: subscriber.count() == 8, 10, "the held alarms, sent before they are on disk")
+        assert outbox.stats().waiting_in_memory == 5
         locker.execute("ROLLBACK")
         wait_for(lambda: outbox.stats().waiting_in_memory == 0, 10, "the held events written")
         wait_for(lambda: len(reports) == 2 and reports[1][0] is False, 5, "the writable-again report")
         on_disk = [json.loads(r[0])["id"] for r in outbox._db.execute("SELECT payload FROM outbox ORDER BY id")]
-        assert on_disk == first + held, "every event on disk, in order"
+        assert on_disk == first + held, "every event on disk, in order, until the rules service confirms it"
     finally:
         locker.close()
         bus.stop()
         outbox.close()
+        subscriber.close()
