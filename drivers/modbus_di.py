@@ -9,7 +9,10 @@ become point changes through drivers.alarm_points and are emitted as
 Short presses: where the module latches its inputs (config `latch`), the
 latch bits are read with the inputs and cleared by writing 0 to the latch
 coils, so a press shorter than the poll, or made while the module was
-unreachable, is still caught (the latter marked `found_after_outage`).
+unreachable, is still caught (the latter marked `found_after_outage`). A latch
+is cleared once its press is recorded and again once the input is released
+(drivers.alarm_points.latches_to_clear): modules that latch on the level set it
+again while the button is held. Normally-closed points ignore their latch.
 Without latching the shortest press seen is one poll period plus the
 module's own input filter.
 
@@ -153,8 +156,7 @@ class Module:
     online: bool | None = None
     failures: int = 0
     test_points: set[str] = field(default_factory=set)
-    counters: dict[str, int] = field(default_factory=lambda: {"polls": 0, "errors": 0, "changes": 0,
-                                                               "latched": 0})
+    counters: dict[str, int] = field(default_factory=lambda: {"polls": 0, "errors": 0, "changes": 0})
     last_error: str | None = None
     was_offline: bool = False
     pending: tuple[int, float] | None = None  # (transaction id, sent at) of an unanswered TCP request
@@ -185,7 +187,8 @@ class ModbusDIDriver(Driver):
         self._client: AsyncModbusSerialClient | None = None
         self._link: _TcpLink | None = None
         self._transaction = 0
-        self._by_transaction: dict[int, Module] = {}
+        self._by_transaction: dict[int, Module] = {}  # reads awaiting their answer
+        self._clears: dict[int, tuple[Module, int]] = {}  # latch clears awaiting theirs: (module, input)
         self.line_errors = 0
 
     @classmethod
@@ -249,7 +252,7 @@ class ModbusDIDriver(Driver):
             self._poll_failed(module)
             return
         for number in self._reading(module, bits):
-            await self._clear_latches(module, [number])
+            await self._clear_latch(module, number)
 
     def _poll_failed(self, module: Module) -> None:
         module.failures += 1
@@ -258,25 +261,22 @@ class ModbusDIDriver(Driver):
 
     def _reading(self, module: Module, span: list[bool]) -> list[int]:
         """One reading of a module (inputs, then latch bits): emit its changes; returns the inputs whose
-        latch to clear now that their press is recorded."""
+        latch to clear."""
         cfg = module.cfg
-        bits = span[:cfg.inputs]
-        latched: list[bool] = []
-        if cfg.latch is not None:
-            offset = cfg.latch.address - cfg.first_address
-            latched = span[offset:offset + cfg.inputs]
-            module.counters["latched"] += sum(1 for i, on in enumerate(latched) if on and not bits[i])
-            bits = [a or b for a, b in zip(bits, latched, strict=True)]
         module.failures = 0
         self._came_online(module)
-        changes = module.tracker.update(bits, time.time(), latched)
+        inputs = span[:cfg.inputs]
+        clear: list[int] = []
+        if cfg.latch is None:
+            changes = module.tracker.update(inputs, time.time())
+        else:
+            offset = cfg.latch.address - cfg.first_address
+            changes, clear = module.tracker.update_latching(inputs, span[offset:offset + cfg.inputs], time.time())
         for change in changes:
             self._emit(module, change)
         if changes:
             self.ctx.set_state(cfg.id, self._state(module))
-        if cfg.latch is None:
-            return []
-        return [c.point.input for c in changes if c.active]
+        return clear
 
     async def _read_bits(self, module: Module, address: int, count: int) -> list[bool] | None:
         assert self._client is not None
@@ -289,16 +289,17 @@ class ModbusDIDriver(Driver):
             return None
         return list(response.bits[:count])
 
-    async def _clear_latches(self, module: Module, inputs: list[int]) -> None:
+    async def _clear_latch(self, module: Module, number: int) -> None:
         assert self._client is not None and module.cfg.latch is not None
         c = module.cfg.connection
-        for number in inputs:
-            try:
-                await asyncio.wait_for(self._client.write_coils(module.cfg.latch.address + number - 1, [False],
-                                                                device_id=c.unit), c.timeout_s * 2)
-            except (TimeoutError, OSError, ModbusException) as exc:
-                module.counters["errors"] += 1
-                module.last_error = f"clearing latch of input {number}: {exc}"
+        try:
+            response = await asyncio.wait_for(self._client.write_coils(
+                module.cfg.latch.address + number - 1, [False], device_id=c.unit), c.timeout_s * 2)
+        except (TimeoutError, OSError, ModbusException) as exc:
+            _clear_failed(module, number, f"{type(exc).__name__}: {exc}")
+            return
+        if response.isError():
+            _clear_failed(module, number, f"Modbus exception response {response}")
 
     # -- Modbus TCP: requests sent on a shared tick, answers handled as they arrive ---------------
 
@@ -338,6 +339,9 @@ class ModbusDIDriver(Driver):
             return
         self.ctx.heartbeat()
         expired = link.expire(self.connection.timeout_s)
+        cleared = self._clears.pop(expired, None) if expired is not None else None
+        if cleared is not None:
+            _clear_failed(*cleared, f"no answer within {self.connection.timeout_s:g} s")
         module = self._by_transaction.pop(expired, None) if expired is not None else None
         if module is not None and module.pending is not None and module.pending[0] == expired:
             module.pending = None
@@ -357,30 +361,38 @@ class ModbusDIDriver(Driver):
                         self._transaction)
 
     def _on_response(self, response: frames.Response) -> None:
+        cleared = self._clears.pop(response.transaction, None)
+        if cleared is not None:
+            if response.exception is not None:
+                _clear_failed(*cleared, _refusal(response.exception))
+            return
         module = self._by_transaction.pop(response.transaction, None)
         if module is None or response.function == frames.WRITE_MULTIPLE_COILS:
-            return  # a latch clear's answer, or one that came after we gave up on it
+            return  # one that came after we gave up on it
         module.pending = None
         if response.exception is not None or response.data is None:
             module.counters["errors"] += 1
-            code = response.exception
-            module.last_error = f"Modbus exception {code}: {frames.EXCEPTION_NAMES.get(code or 0, 'unknown')}"
+            module.last_error = _refusal(response.exception)
             self._poll_failed(module)
             return
         if response.data == module.last_data and module.tracker.settled and module.online:
             module.failures = 0  # nearly every poll: nothing changed, so nothing to decode
             module.tracker.readings += 1
             return
-        module.last_data = response.data
         bits = response.bits
         assert bits is not None
-        for number in self._reading(module, bits[:module.cfg.span]):
+        clear = self._reading(module, bits[:module.cfg.span])
+        # After a reading that asks for a clear the next one is decoded even if it is the same: the clear may
+        # have been lost. That read goes out after the clear on this one connection: one clear outstanding at most.
+        module.last_data = None if clear else response.data
+        for number in clear:
             self._send_latch_clear(module, number)
 
     def _send_latch_clear(self, module: Module, number: int) -> None:
         assert module.cfg.latch is not None
         if self._link is not None:
             self._transaction = self._transaction % 0xFFFF + 1
+            self._clears[self._transaction] = (module, number)
             self._link.submit(frames.write_coils(self._transaction, module.cfg.connection.unit,
                                                  module.cfg.latch.address + number - 1, [False]), self._transaction)
 
@@ -389,6 +401,7 @@ class ModbusDIDriver(Driver):
             self._link.transport.close()
         self._link = None
         self._by_transaction.clear()
+        self._clears.clear()
 
     def _emit(self, module: Module, change: PointChange) -> None:
         module.counters["changes"] += 1
@@ -431,7 +444,8 @@ class ModbusDIDriver(Driver):
         return {"line": self.connection.line(), "line_errors": self.line_errors,
                 "garbled_frames": self._link.decoder.garbled if self._link else 0,
                 "modules": {m.cfg.id: {"online": bool(m.online), **m.counters, "readings": m.tracker.readings,
-                                       "last_error": m.last_error} for m in self.modules}}
+                                       "latched": m.tracker.latched_readings, "last_error": m.last_error}
+                            for m in self.modules}}
 
     async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
         module = next((m for m in self.modules if m.cfg.id == device_id), None)
@@ -452,6 +466,16 @@ class ModbusDIDriver(Driver):
             self.ctx.set_state(device_id, self._state(module))
             return CommandResult(True, f"test mode {'on' if on else 'off'}", data=self._state(module))
         return await super().handle_command(device_id, name, args, issued_by)
+
+
+def _refusal(code: int | None) -> str:
+    return f"Modbus exception {code}: {frames.EXCEPTION_NAMES.get(code or 0, 'unknown')}"
+
+
+def _clear_failed(module: Module, number: int, why: str) -> None:
+    """Counted only: the next reading still shows the latch set and asks again."""
+    module.counters["errors"] += 1
+    module.last_error = f"clearing latch of input {number}: {why}"
 
 
 class _TcpLink(asyncio.Protocol):

@@ -5,10 +5,13 @@ port); several modules (units) may share one RTU line. Each module can latch
 its inputs, as many alarm modules do: an input that went active sets a latch
 bit, readable as discrete inputs at `latch_address` and cleared by writing
 the coil at the same address to 0, so a press shorter than the poll, or made
-while nobody polled, is still seen.
+while nobody polled, is still seen. `latch_style` says what a clear does while
+the input is still active: "level" (the default) latches it again at once,
+"edge" clears it till the next press.
 
 Runs in its own thread and event loop, so a test or the demo drives it with
-plain calls: press(1), press_for(1, 0.03), release(1), unplug(), fail_with(...).
+plain calls: press(1), press_for(1, 0.03), release(1), unplug(), fail_with(...),
+refuse_latch_clears(1).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -29,10 +32,15 @@ from simulators.base import ModbusSimulator
 
 log = logging.getLogger("campusgw.sim.modbus_di")
 
+LatchStyle = Literal["edge", "level"]
+
 
 @dataclass
 class Module:
+    """One module's contacts and latch bits, without I/O (the simulator serves it; tests may drive it directly)."""
+
     inputs: int
+    latch_style: LatchStyle | None = None  # None: the module does not latch
     bits: list[bool] = field(default_factory=list)
     latched: list[bool] = field(default_factory=list)
     reads: int = 0
@@ -42,13 +50,26 @@ class Module:
         self.bits = [False] * self.inputs
         self.latched = [False] * self.inputs
 
+    def set_input(self, index: int, value: bool) -> None:
+        if value and not self.bits[index] and self.latch_style is not None:
+            self.latched[index] = True
+        self.bits[index] = value
+
+    def clear_latch(self, index: int) -> None:
+        # Level: the latch is set while the input is active, so a clear while the button is held is undone at once.
+        self.latched[index] = self.latch_style == "level" and self.bits[index]
+        self.latch_clears += 1
+
 
 class ModbusDISimulator(ModbusSimulator):
     name = "modbus-di"
 
     def __init__(self, inputs: int = 16, unit: int = 1, host: str = "127.0.0.1", port: int = 0, *,
                  units: list[int] | None = None, serial: str | None = None, baudrate: int = 115200,
-                 latch_address: int | None = None) -> None:
+                 latch_address: int | None = None, latch_style: LatchStyle = "level") -> None:
+        """`latch_style` is "level" by default: a set-dominant latch, which a clear cannot take from an input
+        still active, is the safe design for alarm inputs and what this simulator always did; it is also the
+        style that catches a driver clearing only once, while the button is held."""
         super().__init__()
         self.inputs = inputs
         self.host = host
@@ -56,10 +77,12 @@ class ModbusDISimulator(ModbusSimulator):
         self.serial = serial
         self.baudrate = baudrate
         self.latch_address = latch_address
-        self.modules = {u: Module(inputs) for u in (units or [unit])}
+        style = latch_style if latch_address is not None else None
+        self.modules = {u: Module(inputs, style) for u in (units or [unit])}
         self.default_unit = next(iter(self.modules))
         self._lock = threading.Lock()
         self._failing: dict[int, ExcCodes] = {}  # unit -> the exception it answers with
+        self._refuse_clears = 0
 
     @property
     def reads(self) -> int:
@@ -86,9 +109,7 @@ class ModbusDISimulator(ModbusSimulator):
         if not 1 <= number <= module.inputs:
             raise ValueError(f"input {number} does not exist: this module has inputs 1-{module.inputs}")
         with self._lock:
-            if value and not module.bits[number - 1] and self.latch_address is not None:
-                module.latched[number - 1] = True
-            module.bits[number - 1] = value
+            module.set_input(number - 1, value)
             return time.time()
 
     def unit_fails_with(self, unit: int, code: ExcCodes | None) -> None:
@@ -97,6 +118,11 @@ class ModbusDISimulator(ModbusSimulator):
             self._failing.pop(unit, None)
         else:
             self._failing[unit] = code
+
+    def refuse_latch_clears(self, count: int) -> None:
+        """The next `count` latch clears are answered with "server device busy" and not carried out."""
+        with self._lock:
+            self._refuse_clears = count
 
     def latched(self, unit: int | None = None) -> list[bool]:
         with self._lock:
@@ -147,9 +173,11 @@ class ModbusDISimulator(ModbusSimulator):
                         value |= on << bit
                     registers[word] = value
             elif function_code == 15 and set_values is not None and latch is not None:
+                if self._refuse_clears:
+                    self._refuse_clears -= 1
+                    return ExcCodes.DEVICE_BUSY
                 for i, value in enumerate(set_values):  # writing 0 to a latch coil clears that latch
                     n = address + i - latch
                     if 0 <= n < module.inputs and not value:
-                        module.latched[n] = module.bits[n]  # still pressed: latched again at once
-                        module.latch_clears += 1
+                        module.clear_latch(n)
         return None
