@@ -1,4 +1,5 @@
-"""How far the gateway's clock is from a time server (SNTP, RFC 4330), sans-IO plus a thin UDP shell.
+"""How far the gateway's clock is from a time server (SNTP, RFC 4330), sans-IO plus a thin UDP shell,
+and whether the wall clock can be trusted to delete records and count down deadlines (ClockGuard).
 
 NTP synchronisation status (timedatectl) says whether the system believes it is synchronised; this
 measures it: records carry times, and the standards allow a clock to be off by less than 5 s a day.
@@ -11,6 +12,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 NTP_EPOCH = 2_208_988_800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
 PACKET = struct.Struct("!BBbb11I")
@@ -90,3 +92,88 @@ def measure(server: str, port: int = 123, timeout: float = 3.0) -> Measurement:
             except NtpError as exc:
                 if "not to our request" not in str(exc) or time.monotonic() >= deadline:
                     raise
+
+
+# The wall clock minus the monotonic clock moves only when someone steps the wall clock: NTP's slewing
+# changes the rate of both. NTP itself steps by fractions of a second, and a clock drifting the 5 s a day
+# the standards allow takes two months to reach this; an hour (a time zone or DST mistake) is far past it.
+CLOCK_STEP_S = 300.0
+# At start, a clock this far past the newest record is held to be wrong until NTP confirms it. Longer than
+# the longest school holiday (summer: about 8 weeks, and a kindergarten may switch the gatehouse box off for
+# all of it), so a box without NTP does not stop its retention and deadlines on the first day of term; a
+# clock months or a year ahead (a wrong year typed, a bad RTC) is still caught. Retention never deletes
+# within its own days of the newest record anyway (gateway.rules.service), so a clock inside this gap
+# cannot empty the raw event log either.
+START_GAP = timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class ClockVerdict:
+    trusted: bool
+    reason: str  # for the person who has to look at the clock
+
+
+class ClockGuard:
+    """Whether the wall clock can be trusted: pure, fed readings of the wall and monotonic clocks.
+
+    Until it has a baseline the clock is held against the newest stored record: more than `start_gap`
+    after it, or more than `step_s` before it (the clock went back), it is suspect. The first trusted
+    reading sets the baseline, wall minus monotonic, and later trusted readings move it (so NTP's small
+    steps never add up to a jump). A reading more than `step_s` off the baseline is a jump: suspect until
+    the clock is back within `step_s` of the baseline, or `confirm` (NTP says it is synchronised) takes
+    the clock as it is."""
+
+    def __init__(self, newest_record: datetime | None, step_s: float = CLOCK_STEP_S,
+                 start_gap: timedelta = START_GAP) -> None:
+        self.newest_record = newest_record
+        self.step_s = step_s
+        self.start_gap = start_gap
+        self._baseline: float | None = None
+        self._jump: str | None = None  # the reason given since the jump was seen, kept until it is over
+
+    def check(self, wall: datetime, mono: float) -> ClockVerdict:
+        offset = wall.timestamp() - mono
+        if self._baseline is None:
+            doubt = self._against_records(wall)
+            if doubt:
+                return ClockVerdict(False, doubt)
+            self._baseline = offset
+            return ClockVerdict(True, "the clock agrees with the newest record")
+        step = offset - self._baseline
+        if abs(step) <= self.step_s:
+            self._baseline = offset
+            back, self._jump = self._jump is not None, None
+            return ClockVerdict(True, "the clock is back where it was" if back else "the clock runs steadily")
+        if self._jump is None:
+            was = datetime.fromtimestamp(self._baseline + mono, wall.tzinfo)
+            self._jump = (f"the clock jumped {_span(abs(step))} {'ahead' if step > 0 else 'back'} at {was:%H:%M} "
+                          f"(it reads {wall:%Y-%m-%d %H:%M}); retention and deadlines wait until it is back "
+                          "or NTP confirms it")
+        return ClockVerdict(False, self._jump)
+
+    def confirm(self, wall: datetime, mono: float) -> ClockVerdict:
+        """NTP says the clock is synchronised: it is right as it is, and the new baseline."""
+        self._baseline = wall.timestamp() - mono
+        self._jump = None
+        return ClockVerdict(True, "NTP confirms the clock")
+
+    def _against_records(self, wall: datetime) -> str | None:
+        if self.newest_record is None:
+            return None
+        newest = self.newest_record.astimezone(wall.tzinfo)
+        ahead = (wall - newest).total_seconds()
+        if ahead > self.start_gap.total_seconds():
+            return (f"the clock reads {_span(ahead)} after the newest record ({newest:%Y-%m-%d %H:%M}); "
+                    "retention and deadlines wait until NTP confirms the clock")
+        if -ahead > self.step_s:
+            return (f"the clock reads {_span(-ahead)} before the newest record ({newest:%Y-%m-%d %H:%M}): it "
+                    "went back; retention and deadlines wait until it passes that time or NTP confirms it")
+        return None
+
+
+def _span(seconds: float) -> str:
+    if seconds < 2 * 3600:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.records.models import (
@@ -51,6 +51,9 @@ def open_alarms(session: Session, keys: Iterable[str]) -> dict[str, OpenAlarm]:
                              a.last_event_at) for a in rows}
 
 
+PLACE_MAX = 200  # alarms.place: a long detail (a health alarm's, a fault's reason) is cut, never refused
+
+
 def apply_effects(session: Session, effects: list[Effect], raised: list[tuple[RaiseAlarm, int]] | None = None,
                   ) -> list[int]:
     """Write effects; returns the ids of alarms that changed (to tell the console). New alarms are also
@@ -60,7 +63,8 @@ def apply_effects(session: Session, effects: list[Effect], raised: list[tuple[Ra
         if isinstance(effect, RaiseAlarm):
             alarm = Alarm(key=effect.key, device_id=effect.device_id, alarm_type=effect.alarm_type,
                           priority=effect.priority, latching=effect.latching, state="active_unack",
-                          zone=effect.zone, place=effect.place, test=effect.test, raised_at=effect.at,
+                          zone=effect.zone, place=effect.place[:PLACE_MAX] if effect.place else None,
+                          test=effect.test, raised_at=effect.at,
                           raised_event_id=effect.event_id, occurrences=1, last_event_at=effect.at,
                           condition_active=True)
             session.add(alarm)
@@ -106,6 +110,11 @@ def purge_events(session: Session, older_than: datetime, limit: int = 10_000) ->
     if ids:
         session.execute(delete(IngestedEvent).where(IngestedEvent.id.in_(ids)))
     return len(ids)
+
+
+def newest_received_at(session: Session) -> datetime | None:
+    """When the newest event in the ingest log arrived (None: the log is empty)."""
+    return session.scalar(select(func.max(IngestedEvent.received_at)))
 
 
 def record_event_seen(session: Session, rows: list[dict[str, Any]], last_seen: dict[str, datetime]) -> None:

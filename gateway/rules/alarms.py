@@ -86,6 +86,9 @@ class DeviceStatus:
 Effect = RaiseAlarm | UpdateAlarm | DeviceStatus
 
 
+KEY_MAX = 140  # alarms.key; cut the same way every time, so the same condition finds its open alarm
+
+
 def alarm_key(event: Event) -> str | None:
     """Which alarm an event speaks about: one open alarm per input point, one per offline device."""
     if event.type.startswith("campus.alarm_input."):
@@ -94,7 +97,7 @@ def alarm_key(event: Event) -> str | None:
         return f"{event.device}:offline"
     if event.type == "campus.gateway.health":  # one alarm per condition (and per alarm-centre path or part)
         path = event.data.get("path") or event.data.get("part")
-        return f"{event.device}:{event.data['condition']}" + (f":{path}" if path else "")
+        return (f"{event.device}:{event.data['condition']}" + (f":{path}" if path else ""))[:KEY_MAX]
     if event.type == "campus.bollard.fault":
         return f"{event.device}:fault"
     if event.type == "campus.camera.tamper":

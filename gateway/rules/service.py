@@ -34,8 +34,9 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
+from gateway.clock import ClockGuard
 from gateway.config import Config
-from gateway.events import TOPIC_ROOT, Event, device_topic, new_id, rules_topic
+from gateway.events import TOPIC_ROOT, Event, device_topic, make_event, new_id, rules_topic
 from gateway.guard import Guarded
 from gateway.records import ledger, people, roster, store
 from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, QuarantinedEvent, utcnow
@@ -46,6 +47,7 @@ from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_action
 from gateway.rules.patrols import Patrols
 from gateway.rules.roster import DutyContact
 from gateway.rules.schedules import wanted
+from gateway.systemd import clock_synchronised
 from gateway.validation import MAX_PAYLOAD_BYTES, InboundChecker, InvalidEvent, parse_event
 
 log = logging.getLogger("campusgw.rules")
@@ -54,6 +56,8 @@ TICK_S = 1.0  # escalation and schedules are checked this often
 PURGE_EVERY_S = 3600.0
 PATROL_EVERY_S = 5.0  # rounds planned and checked: alerts are due to the minute
 LEDGER_EVERY_S = 15.0  # incident deadlines (warned minutes ahead), inspections, maintenance items
+NTP_CHECK_EVERY_S = 60.0  # while the clock is suspect, timedatectl is asked this often whether NTP vouches for it
+HEALTH_DETAIL_MAX = 200  # a health alarm's detail becomes its place, which holds 200 characters
 RETRY_MIN_S = 0.2  # a batch that hit a temporary error is tried again after this, doubling
 RETRY_MAX_S = 10.0
 POISON_QUIET_S = 600.0  # no quarantined event for this long ends a poison episode (its alarm clears)
@@ -83,6 +87,11 @@ class RulesService:
         self._last_tick = 0.0
         self._next_purge = 0.0  # the first tick purges, then every PURGE_EVERY_S
         self._next_run: dict[str, float] = {}  # job -> monotonic time it is next due
+        self.wall_clock: Callable[[], datetime] = lambda: datetime.now(self.tz)  # what the clock guard reads
+        self._clock: ClockGuard | None = None  # made at the first tick, with the newest record's time
+        self._clock_trusted: bool | None = None  # what the clock_jumped alarm says (None: nothing yet)
+        self._next_ntp_check = 0.0
+        self._health_seq = 0
         self.checker = InboundChecker()
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._guard = Guarded("rules", self._run, on_failing=on_failing)
@@ -201,11 +210,13 @@ class RulesService:
         first = self._last_poison is None
         self._last_poison = time.monotonic()
         if first:
-            self._health_alarm("poison_event", True, f"an event could not be stored and was quarantined "
-                                                     f"({topic}: {error[:300]}); the next events are recorded")
+            self._raise_health("poison_event", True, f"an event was quarantined (see quarantined_events): "
+                                                     f"{error[:120]}; later events are recorded")
 
-    def _health_alarm(self, condition: str, active: bool, detail: str) -> None:
-        log.warning("gateway health %s %s: %s", condition, "raised" if active else "cleared", detail)
+    def _end_poison_episode(self) -> None:
+        if self._last_poison is not None and time.monotonic() - self._last_poison > POISON_QUIET_S:
+            self._last_poison = None
+            self._raise_health("poison_event", False, f"no event quarantined for {POISON_QUIET_S / 60:.0f} minutes")
 
     def _commit(self, messages: list[mqtt.MQTTMessage]) -> tuple[list[int], list[str]]:
         """One transaction; returns the alarms it changed and the ids of the events it holds now."""
@@ -385,6 +396,22 @@ class RulesService:
             self._escalate()
             self._follow_schedules()
             self._watch_gate()
+            self._end_poison_episode()
+            # Retention and deadlines believe the wall clock: not while it is suspect (escalation and alarms do).
+            wall, mono = self.wall_clock(), time.monotonic()
+            if self._clock is None:  # the newest record at start only: later ones are stamped by the clock in doubt
+                with self.sessions() as session:
+                    self._clock = ClockGuard(store.newest_received_at(session))
+            verdict = self._clock.check(wall, mono)
+            if not verdict.trusted and mono >= self._next_ntp_check:  # timedatectl forks: not every tick
+                self._next_ntp_check = mono + NTP_CHECK_EVERY_S
+                if clock_synchronised():
+                    verdict = self._clock.confirm(wall, mono)
+            if verdict.trusted != self._clock_trusted:  # once per episode (and at start, to clear a stale one)
+                self._raise_health("clock_jumped", not verdict.trusted, verdict.reason)
+                self._clock_trusted = verdict.trusted
+            if not verdict.trusted:
+                return
             if self._due("patrols", PATROL_EVERY_S):
                 self._walk_patrols()
             if self._due("ledgers", LEDGER_EVERY_S):
@@ -489,7 +516,11 @@ class RulesService:
 
     def _purge(self) -> None:
         assert self.config is not None
-        cutoff = utcnow() - timedelta(days=self.config.retention.events_days)
+        now = utcnow()
+        with self.sessions() as session:
+            newest = store.newest_received_at(session) or now
+        # Counted back from the newest event too, so a clock running ahead can never empty the raw log.
+        cutoff = min(now, newest) - timedelta(days=self.config.retention.events_days)
         purged = 0
         while True:
             with self.sessions.begin() as session:
@@ -511,6 +542,26 @@ class RulesService:
         if any(swept.values()):
             log.warning("day end: %d visitors did not check out, %d registered visitors never came in",
                         swept["no_checkout"], swept["no_show"])
+
+    def _raise_health(self, condition: str, active: bool, detail: str) -> None:
+        """Raise (active) or clear a gateway-health alarm about the rules service itself, as a
+        campus.gateway.health event from campus/v1/<site>/gateway/rules would: one alarm per condition."""
+        now = utcnow()
+        self._health_seq += 1
+        event = make_event(self.site, "gateway", "rules", "campus.gateway.health",
+                           {"condition": condition, "active": active, "detail": detail[:HEALTH_DETAIL_MAX]},
+                           self._health_seq, now.timestamp(), self.tz)
+        key = alarm_key(event)
+        assert key is not None  # every health event names its alarm
+        with self.sessions.begin() as session:
+            changed = store.apply_effects(session, evaluate(event, store.open_alarms(session, [key]), now))
+        if not changed:
+            return
+        log.warning("gateway health: %s %s: %s", condition, "raised" if active else "cleared", detail)
+        try:
+            self._publish_alarms(changed)
+        except Exception as exc:  # recorded; the console reads alarms from the database too
+            log.warning("could not publish alarm updates %s: %s", changed, exc)
 
     def _follow_schedules(self) -> None:
         assert self.config is not None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -51,3 +53,82 @@ def test_an_answer_to_someone_elses_request_is_refused() -> None:
 def test_no_bytes_crash_it(data: bytes) -> None:
     with contextlib.suppress(NtpError):
         clock.answer(data, clock.request(1_800_000_000.0), 1_800_000_000.0)
+
+
+# --- ClockGuard: may retention and deadlines believe the wall clock? --------------------------------------------
+
+TZ = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=TZ)
+H = 3600.0
+
+
+def readings(guard: clock.ClockGuard, *steps: tuple[float, float]) -> list[clock.ClockVerdict]:
+    """Verdicts for readings (seconds since T0 on the monotonic clock, the wall clock's error then)."""
+    return [guard.check(T0 + timedelta(seconds=at + error), 1000.0 + at) for at, error in steps]
+
+
+@pytest.mark.parametrize(("steps", "trusted"), [
+    pytest.param([(0, 0), (1, 0), (2, 0)], [True, True, True], id="steady"),
+    pytest.param([(0, 0), (60, H), (61, H)], [True, False, False], id="jump-ahead-1h"),
+    pytest.param([(0, 0), (60, -H), (61, -H)], [True, False, False], id="jump-back-1h"),
+    pytest.param([(0, 0), (60, H), (120, 0)], [True, False, True], id="jumps-and-comes-back"),
+    pytest.param([(0, 0), (60, 0.128), (3600, 2.5), (86400, 4.9)], [True] * 4, id="ntp-steps-and-slews"),
+    pytest.param([(0, 0), (60, 299), (120, 299 + 299)], [True, True, True], id="small-steps-followed"),
+    pytest.param([(0, 0), (60, 301)], [True, False], id="just-past-the-bound"),
+])
+def test_a_jump_against_the_monotonic_clock_makes_it_suspect(steps: list[tuple[float, float]],
+                                                              trusted: list[bool]) -> None:
+    guard = clock.ClockGuard(newest_record=T0 - timedelta(minutes=1))
+    assert [v.trusted for v in readings(guard, *steps)] == trusted
+
+
+def test_a_jump_is_told_as_a_person_reads_it_once_per_episode() -> None:
+    guard = clock.ClockGuard(newest_record=None)
+    first, jumped, still = readings(guard, (0, 0), (2 * H, H), (2 * H + 60, H + 30))
+    assert first.trusted
+    assert jumped.reason == ("the clock jumped 3600 s ahead at 10:00 (it reads 2026-05-01 11:00); retention and "
+                             "deadlines wait until it is back or NTP confirms it")
+    assert still.reason == jumped.reason
+    assert len(jumped.reason) <= 200, "it is shown as the alarm's place (200 characters)"
+    [back] = readings(guard, (2 * H + 120, 10))
+    assert back == clock.ClockVerdict(True, "the clock is back where it was")
+
+
+@pytest.mark.parametrize(("newest_ago", "trusted", "says"), [
+    pytest.param(timedelta(days=200), False, "the clock reads 200 days after the newest record (2025-10-13 08:00)",
+                 id="200-days-ahead"),
+    pytest.param(timedelta(days=400), False, "400 days after", id="a-year-typed-wrong"),
+    pytest.param(timedelta(days=62), True, "agrees", id="summer-holiday-switched-off"),
+    pytest.param(timedelta(days=30), True, "agrees", id="winter-holiday"),
+    pytest.param(timedelta(minutes=1), True, "agrees", id="restart"),
+    pytest.param(-timedelta(minutes=4), True, "agrees", id="record-a-little-ahead"),
+    pytest.param(-timedelta(hours=3), False, "reads 3.0 h before the newest record (2026-05-01 11:00): it went back",
+                 id="clock-went-back"),
+])
+def test_at_start_the_clock_is_held_against_the_newest_record(newest_ago: timedelta, trusted: bool,
+                                                              says: str) -> None:
+    verdict = clock.ClockGuard(newest_record=T0 - newest_ago).check(T0, 1000.0)
+    assert verdict.trusted is trusted
+    assert says in verdict.reason
+    assert len(verdict.reason) <= 200
+
+
+def test_no_records_yet_trusts_the_clock() -> None:
+    assert clock.ClockGuard(newest_record=None).check(T0 + timedelta(days=3650), 5.0).trusted
+
+
+def test_a_clock_that_went_back_is_trusted_once_it_passes_the_newest_record() -> None:
+    guard = clock.ClockGuard(newest_record=(T0 + timedelta(hours=1)).astimezone(UTC))
+    verdicts = readings(guard, (0, 0), (3000, 0), (3400, 0), (3500, 0))
+    assert [v.trusted for v in verdicts] == [False, False, True, True]  # 300 s before it: close enough
+
+
+def test_confirm_takes_the_clock_as_it_is_and_rebaselines() -> None:
+    guard = clock.ClockGuard(newest_record=T0 - timedelta(days=200))
+    assert not guard.check(T0, 1000.0).trusted
+    assert guard.confirm(T0, 1000.0) == clock.ClockVerdict(True, "NTP confirms the clock")
+    assert [v.trusted for v in readings(guard, (60, 0), (120, 0))] == [True, True]
+    # After a jump, confirming takes the new time; going back to the old one is now the jump.
+    assert [v.trusted for v in readings(guard, (180, H))] == [False]
+    guard.confirm(T0 + timedelta(seconds=180 + H), 1180.0)
+    assert [v.trusted for v in readings(guard, (240, H), (300, 0))] == [True, False]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sqlite3
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -205,6 +208,168 @@ def test_deeply_nested_json_is_an_invalid_event() -> None:
         parse_event(b"[" * 50_000)
 
 
+# --- poison: passes a schema's pattern or type, yet cannot be stored -------------------------------------------
+
+KINDS = {"not_json", "not_object", "unknown_type", "schema", "wrong_topic", "too_large", "bad_time", "out_of_range",
+         "bad_text"}
+METRIC = b"123456789"  # stands in for a number literal in telemetry(), which json.dumps cannot write (1e400)
+
+
+def telemetry(literal: bytes = METRIC, more: dict[str, Any] | None = None) -> bytes:
+    """A telemetry event whose metric `v` is written as the raw JSON `literal`, with `more` metrics."""
+    e = make_event("s1", "device", "box-1", "campus.device.telemetry", {"metrics": {"v": 123456789, **(more or {})}},
+                   7, AT, TZ)
+    return e.to_json().replace(METRIC, literal)
+
+
+POISON = [
+    pytest.param(payload(body(time="2026-02-30T10:00:00+08:00")), "bad_time", id="feb-30"),
+    pytest.param(payload(body(time="2026-06-01T24:00:00+08:00")), "bad_time", id="hour-24"),
+    pytest.param(payload(body(time="2026-06-01T23:59:60+08:00")), "bad_time", id="leap-second"),
+    pytest.param(payload(body(time="2026-06-01T10:00:00+99:00")), "bad_time", id="offset-99h"),
+    pytest.param(payload(body(time="2026-06-01T10:00:00")), "schema", id="no-offset"),
+    pytest.param(payload(body(time="9999-12-31T23:59:59+08:00")), "bad_time", id="year-9999"),
+    pytest.param(payload(body(time="0001-01-01T00:00:00+08:00")), "bad_time", id="year-1"),
+    pytest.param(payload(body(time="1999-12-31T23:59:59+08:00")), "bad_time", id="year-1999"),
+    pytest.param(payload(body(time="2026-06-01T10:00:00." + "1" * 20 + "+08:00")), "schema", id="fraction-20"),
+    pytest.param(payload(body(seq=2**64)), "out_of_range", id="seq-2**64"),
+    pytest.param(payload(body(seq=10**30)), "out_of_range", id="seq-10**30"),
+    pytest.param(payload(body(seq=2**31)), "schema", id="seq-past-the-column"),
+    pytest.param(payload(body(seq=-1)), "schema", id="seq-minus-1"),
+    pytest.param(telemetry(b"1" + b"0" * 30), "out_of_range", id="data-int-10**30"),
+    pytest.param(telemetry(str(2**63).encode()), "out_of_range", id="data-int-2**63"),
+    pytest.param(telemetry(str(-(2**63) - 1).encode()), "out_of_range", id="data-int-below-int64"),
+    pytest.param(telemetry(b"1e400"), "out_of_range", id="data-1e400"),
+    pytest.param(telemetry(b"-1e400"), "out_of_range", id="data-minus-1e400"),
+    pytest.param(telemetry(b"NaN"), "not_json", id="data-NaN"),
+    pytest.param(telemetry(b"Infinity"), "not_json", id="data-Infinity"),
+    pytest.param(telemetry(b"-Infinity"), "not_json", id="data-minus-Infinity"),
+    # json.dumps writes these as the escapes \u0000 and \ud800, as a device would send them
+    pytest.param(payload(body(data={**PANIC, "place": "gate\x00"})), "bad_text", id="nul-in-a-string"),
+    pytest.param(payload(body(data={**PANIC, "place": "gate\ud800"})), "bad_text", id="lone-surrogate"),
+    pytest.param(b'{"x": "\xed\xa0\x80"}', "not_json", id="surrogate-as-utf8-bytes"),
+    pytest.param(telemetry(more={"k\x00": 1}), "bad_text", id="nul-in-a-key"),
+    pytest.param(payload(body(source="campus/v1/s1/alarm_input/" + "d" * 64)), "schema", id="device-id-64"),
+    pytest.param(payload(body(type="campus.camera.clip", data={"clip_id": "cam-20261129T080102-250-1-clip",
+                                                               "frames": 2**31})), "schema", id="clip-frames"),
+    pytest.param(payload(body(type="campus.camera.clip", data={"clip_id": "cam-20261129T080102-250-1-clip",
+                                                               "frames": 1, "first_at": 1e12})), "schema",
+                 id="clip-time-year-33658"),
+    pytest.param(payload(body(type="campus.gateway.health", data={"condition": "clock_offset", "active": True,
+                                                                  "offset_s": 1e300})), "schema",
+                 id="clock-offset-1e300"),
+]
+
+
+@pytest.mark.parametrize(("raw", "kind"), POISON)
+def test_a_payload_that_cannot_be_stored_is_refused_with_its_kind(raw: bytes, kind: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(raw)
+    assert info.value.kind == kind, info.value
+
+
+ACCEPTED_EDGES = [
+    pytest.param(payload(body(time="2000-01-01T00:00:00Z")), id="year-2000-utc"),
+    pytest.param(payload(body(time="2100-12-31T23:59:59.123456789-05:00")), id="year-2100-nanoseconds"),
+    pytest.param(payload(body(time="2024-02-29T10:00:00+08:00")), id="leap-day"),
+    pytest.param(payload(body(seq=2**31 - 1)), id="seq-at-the-column"),
+    pytest.param(telemetry(str(2**63 - 1).encode()), id="data-int64-max"),
+    pytest.param(telemetry(str(-(2**63)).encode()), id="data-int64-min"),
+    pytest.param(telemetry(b"1.7976931348623157e308"), id="data-float-max"),
+    pytest.param(payload(body(data={**PANIC, "place": "\U0001F600"})), id="surrogate-pair-escape"),
+    pytest.param(payload(body(data={**PANIC, "place": "C:\\u0000"})), id="escaped-backslash-then-u0000"),
+    pytest.param(payload(body(source="campus/v1/s1/alarm_input/" + "d" * 63)), id="device-id-63"),
+]
+
+
+@pytest.mark.parametrize("raw", ACCEPTED_EDGES)
+def test_the_edges_of_what_can_be_stored_are_accepted(raw: bytes) -> None:
+    assert_storable(parse_event(raw))
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_events_the_gateway_makes_now_pass(event_type: str) -> None:
+    """As the outbox (seq from 1) and the police link (seq = Unix seconds, which fits until 2038) make them."""
+    for seq in (1, int(time.time())):
+        made = make_event("s1", "gateway", "gw-1", event_type, SAMPLE_DATA[event_type], seq, time.time(), TZ)
+        assert parse_event(made.to_json()) == made
+
+
+def assert_storable(e: Event) -> None:
+    """What the rules service does with an accepted event (gateway.rules.service._commit, UtcDateTime) works,
+    and a database takes it."""
+    at = datetime.fromisoformat(e.time)
+    assert at.tzinfo is not None
+    assert 1999 <= at.astimezone(UTC).year <= 2101
+    assert 0 <= e.seq <= 2**31 - 1  # events.seq: INTEGER, 32 bits on PostgreSQL
+    for value in _leaves(e.data):
+        if isinstance(value, float):
+            assert math.isfinite(value)
+        elif isinstance(value, int):
+            assert -(2**63) <= value < 2**63
+        elif isinstance(value, str):
+            assert "\x00" not in value
+    text = json.dumps(e.data, ensure_ascii=False, allow_nan=False)
+    with sqlite3.connect(":memory:") as db:
+        db.execute("CREATE TABLE events (id TEXT, seq INTEGER, device_time TEXT, data TEXT)")
+        db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (e.id, e.seq, at.astimezone(UTC).isoformat(), text))
+    assert e.to_json()  # and it can be published again (UTF-8)
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in (k, *_leaves(v))]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
+
+
+RISKY_TEXT = st.sampled_from(["gate", "门卫室", "\x00", "a\x00b", "\ud800", "x\udfff", "\U0001F600", "\\u0000"])
+
+
+@st.composite
+def rfc3339ish(draw: st.DrawFn) -> str:
+    """Strings the schema's time pattern admits: real dates in 2000-2100, and others (year 1, Feb 30, +99:99)."""
+    if draw(st.booleans()):
+        at = draw(st.datetimes(datetime(2000, 1, 1), datetime(2100, 12, 31)))
+        return at.strftime("%Y-%m-%dT%H:%M:%S") + draw(st.sampled_from(["", ".5", ".123456789"])) + "+08:00"
+    year = draw(st.integers(0, 9999))
+    fields = [draw(st.integers(0, n)) for n in (13, 32, 25, 61, 61)]
+    fraction = draw(st.sampled_from(["", ".1", ".123", ".123456789"]))
+    offset = draw(st.sampled_from(["Z", "+08:00", "-05:30", "+23:59", "+24:00", "-99:99"]))
+    return "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}".format(year, *fields) + fraction + offset
+
+
+numbers = (st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2**63, -(2**63) - 1, 10**30])
+           | st.floats(allow_nan=True, allow_infinity=True))
+
+
+@st.composite
+def poison_prone(draw: st.DrawFn) -> bytes:
+    """A telemetry or alarm event with a time, seq, numbers and text drawn near and past what can be stored."""
+    if draw(st.booleans()):
+        metrics = draw(st.dictionaries(RISKY_TEXT, numbers | RISKY_TEXT, max_size=4))
+        data: dict[str, Any] = {"metrics": {**metrics, "v": 123456789}}  # the literal swapped below
+        out = make_event("s1", "device", "box-1", "campus.device.telemetry", data, 1, AT, TZ).to_dict()
+    else:
+        out = event(data={**PANIC, "place": draw(RISKY_TEXT)}).to_dict()
+    out["time"] = draw(rfc3339ish())
+    out["seq"] = draw(st.integers(0, 2**31 + 3) | st.integers(-1, 2**70))
+    raw = json.dumps(out, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    return raw.replace(METRIC, draw(st.sampled_from([METRIC, b"1e400", b"-1e999", b"1e308"])))
+
+
+@FUZZ
+@given(raw=poison_prone())
+def test_whatever_parse_event_accepts_can_be_stored(raw: bytes) -> None:
+    try:
+        e = parse_event(raw)
+    except InvalidEvent as exc:
+        assert exc.kind in KINDS
+        return
+    assert_storable(e)
+
+
 # --- InboundChecker --------------------------------------------------------------------------------------------
 
 
@@ -250,7 +415,7 @@ def test_parse_event_on_arbitrary_bytes_raises_only_invalid_event(raw: bytes, to
     try:
         parse_event(raw, topic)
     except InvalidEvent as exc:
-        assert exc.kind in {"not_json", "not_object", "unknown_type", "schema", "wrong_topic", "too_large"}
+        assert exc.kind in KINDS
 
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40)
