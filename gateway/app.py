@@ -19,7 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from gateway.broker import EmbeddedBroker
+from gateway.broker import EmbeddedBroker, login, users_of
+from gateway.broker import passwords as broker_passwords
 from gateway.bus import Bus
 from gateway.clock import Measurement, NtpError, measure
 from gateway.config import Config, ConfigError
@@ -69,6 +70,9 @@ class Gateway:
     clock_offset_s: float | None = None  # the last measurement against clock.ntp_server
     sessions: Any = None
     first_admin_password: str | None = None  # set on the very first start: shown once, then forgotten
+    # A client with every right on the embedded broker, for tests and benchmarks in the same process; a site
+    # config cannot ask for one.
+    trusted_login: tuple[str, str] | None = None
     _cleanup: list[Callable[[], Any]] = field(default_factory=list)
     _tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
@@ -198,7 +202,13 @@ class Gateway:
             if set(self.parts) != set(PARTS):
                 raise ConfigError(["broker.url is 'embedded': that broker lives inside a full 'campusgw run'. "
                                    "To run parts apart (--only), give every part the URL of a real broker."])
-            broker = EmbeddedBroker(cfg.broker.embedded_host, cfg.broker.embedded_port)
+            users = users_of(broker_passwords(cfg.gateway.data_dir))
+            rules = None
+            if self.trusted_login is not None:
+                users[self.trusted_login[0]] = self.trusted_login[1]
+                rules = {self.trusted_login[0]: [("readwrite", "#")]}
+            broker = EmbeddedBroker(cfg.broker.embedded_host, cfg.broker.embedded_port, users=users,
+                                    extra_rules=rules)
             self.broker_port = await asyncio.to_thread(broker.start)
             self._cleanup.append(broker.stop)
         if "rules" in self.parts or "console" in self.parts:
@@ -315,7 +325,13 @@ class Gateway:
                 serve.result()
 
     def _bus(self, client_id: str, name: str, **kwargs: Any) -> Bus:
-        return Bus(self.config.broker, client_id, port=self.broker_port, name=name, **kwargs)
+        credentials = self.mqtt_login(name) if self.config.broker.embedded else None
+        return Bus(self.config.broker, client_id, port=self.broker_port, name=name, credentials=credentials,
+                   **kwargs)
+
+    def mqtt_login(self, part: str) -> tuple[str, str]:
+        """(username, password) of a part, or of 'reader', on the embedded broker."""
+        return login(part, self.config.gateway.data_dir)
 
     def _on_shed(self, count: int) -> None:
         if self.host is not None:

@@ -36,7 +36,9 @@ def match_topic(topic_filter: str, topic: str) -> bool:
 class Bus:
     def __init__(self, config: BrokerConfig, client_id: str, *, port: int | None = None,
                  will: tuple[str, bytes] | None = None, manual_ack: bool = False,
-                 clean_session: bool = True, name: str = "bus") -> None:
+                 clean_session: bool = True, name: str = "bus",
+                 credentials: tuple[str, str] | None = None) -> None:
+        """`credentials` (username, password) override the config's (the embedded broker's own users)."""
         self.config = config
         self.log = logging.getLogger(f"campusgw.bus.{name}")
         self.host, default_port, self.tls = config.host_port()
@@ -61,7 +63,7 @@ class Bus:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
-        username, password = config.credentials(name)
+        username, password = credentials or config.credentials(name)
         if username:
             self.client.username_pw_set(username, password)
         if self.tls or config.tls:

@@ -491,8 +491,9 @@ def demo(config_path: Path, data_dir: Path, console_port: int, press_every: floa
         print(f"  Console: {gw.console_url}", flush=True)
         for username, password in logins:
             print(f"  Login:   {username:<11} / {password}", flush=True)
-        print(f"  MQTT:    mqtt://{config.broker.embedded_host}:{gw.broker_port} (embedded broker; try "
-              f"mosquitto_sub -p {gw.broker_port} -t 'campus/#' -v)", flush=True)
+        user, password = gw.mqtt_login("reader")
+        print(f"  MQTT:    mqtt://{config.broker.embedded_host}:{gw.broker_port} (embedded broker, read only: "
+              f"mosquitto_sub -p {gw.broker_port} -u {user} -P {password} -t 'campus/#' -v)", flush=True)
         print(f"  Data:    {data_dir.resolve()}", flush=True)
         print(f"  The gatehouse one-key alarm (simulated, input 1) is pressed every {press_every:.0f} s. "
               "Ctrl-C stops.", flush=True)

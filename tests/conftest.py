@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
+from gateway import mqtt_acl
+from gateway.broker import EmbeddedBroker, users_of
+from gateway.config import BrokerConfig
 from simulators.modbus_di import ModbusDISimulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +81,11 @@ class MosquittoBroker:
             lines.append("user root")
         return "\n".join(lines) + "\n"
 
-    def start(self) -> None:
+    def start(self, *, fresh: bool = False) -> None:
+        """`fresh`: without the persistence file, so no session survives (a broker replaced or reinstalled)."""
         assert self.binary
+        if fresh:
+            (self.workdir / "mosquitto.db").unlink(missing_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -100,6 +105,32 @@ class MosquittoBroker:
             self.proc.wait(10)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: whatever Mosquitto held only in RAM (it saves every autosave_interval) is gone."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+# The embedded broker refuses anonymous clients: tests log in as a user the shipped ACL does not know, with
+# every right (TEST_LOGIN), or as one of the parts (its shipped rights) with TEST_PASSWORD.
+TEST_PASSWORD = "test-password"
+TEST_LOGIN = ("campusgw-test", TEST_PASSWORD)
+os.environ.setdefault("CAMPUSGW_TEST_MQTT_PASSWORD", TEST_PASSWORD)
+
+
+def broker_config(port: int, user: str = TEST_LOGIN[0]) -> BrokerConfig:
+    """A client config for a test broker (embedded or Mosquitto, which lets anyone in here)."""
+    return BrokerConfig(url=f"mqtt://127.0.0.1:{port}", username=user, password_env="CAMPUSGW_TEST_MQTT_PASSWORD")
+
+
+def broker_section(port: int) -> dict[str, Any]:
+    """The `broker:` of a site config on a test broker, each part logging in as its own user (the shipped ACL)."""
+    return {"url": f"mqtt://127.0.0.1:{port}", "users": {
+        part: {"username": mqtt_acl.USER_PREFIX + part, "password_env": "CAMPUSGW_TEST_MQTT_PASSWORD"}
+        for part in ("drivers", "rules", "console")}}
+
 
 class AmqttBroker:
     def __init__(self) -> None:
@@ -107,7 +138,9 @@ class AmqttBroker:
         self.broker: EmbeddedBroker | None = None
 
     def start(self) -> None:
-        self.broker = EmbeddedBroker("127.0.0.1", self.port)
+        users = users_of({part: TEST_PASSWORD for part in (*mqtt_acl.PARTS, "test")})
+        self.broker = EmbeddedBroker("127.0.0.1", self.port, users=users,
+                                     extra_rules={TEST_LOGIN[0]: [("readwrite", "#")]})
         self.port = self.broker.start()
 
     def stop(self) -> None:

@@ -82,7 +82,7 @@ class Patrols:
         self.scans += 1
         value = self._value(event)
         checkpoint = self.checkpoint_for(event)
-        scan = PatrolScan(id=event.id, checkpoint=checkpoint, reader=event.device, tag=value[:128], device_time=at,
+        scan = PatrolScan(id=event.id, checkpoint=checkpoint, reader=event.device, tag=value[:128] if value else None, device_time=at,
                           server_time=received, round_id=None, status="unknown")
         session.add(scan)
         if checkpoint is None:

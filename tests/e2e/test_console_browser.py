@@ -16,7 +16,7 @@ import pytest
 from gateway.config import Config, validate_config
 from gateway.console import auth
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
+from tests.conftest import broker_section, wait_for
 from tests.integration.helpers import Running
 
 pw = pytest.importorskip("playwright.sync_api")
@@ -114,7 +114,7 @@ def test_the_language_switch_changes_the_page(browser: Any, site: Running) -> No
 
 def test_the_stream_reconnects_after_the_console_restarts(browser: Any, tmp_path: Path, sim: ModbusDISimulator,
                                                           amqtt_broker: Any) -> None:
-    config = site_config(tmp_path, sim.port, {"url": f"mqtt://127.0.0.1:{amqtt_broker.port}"})
+    config = site_config(tmp_path, sim.port, broker_section(amqtt_broker.port))
     backend = Running(config, ("drivers", "rules"))
     console = Running(config, ("console",))
     add_users(console.gateway)

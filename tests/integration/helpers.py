@@ -13,6 +13,7 @@ import httpx
 from gateway.app import PARTS, Gateway, bind_socket
 from gateway.config import Config
 from gateway.events import event_topic, make_event
+from tests.conftest import TEST_LOGIN
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -78,7 +79,7 @@ class Running:
 
     def __init__(self, config: Config, parts: tuple[str, ...] = PARTS, port: int = 0) -> None:
         self.sock = bind_socket("127.0.0.1", port, "console") if "console" in parts else None
-        self.gateway = Gateway(config, parts, console_socket=self.sock)
+        self.gateway = Gateway(config, parts, console_socket=self.sock, trusted_login=TEST_LOGIN)
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
         self.stop_event: asyncio.Event | None = None

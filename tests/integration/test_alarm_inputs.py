@@ -19,7 +19,7 @@ from gateway.records import db
 from gateway.records.models import Alarm, Device, IngestedEvent
 from simulators.modbus_di import ModbusDISimulator
 from simulators.pty_pair import PtyPair
-from tests.conftest import missing, wait_for
+from tests.conftest import TEST_LOGIN, missing, wait_for
 from tests.integration.helpers import Running
 
 SITE = "school-1"
@@ -187,7 +187,7 @@ def test_test_mode_marks_events_and_alarms_as_tests(tmp_path: Path, sim: ModbusD
     cfg = config(tmp_path, [di_device("box", {"host": "127.0.0.1", "port": sim.port})])
     running, records = gateway_for(cfg)
     wait_for(lambda: records.online("box"), 10, "the module online")
-    bus = Bus(cfg.broker, "tester", port=running.gateway.broker_port, name="test")
+    bus = Bus(cfg.broker, "tester", port=running.gateway.broker_port, name="test", credentials=TEST_LOGIN)
     commands = CommandClient(bus, SITE)
     bus.start()
     try:

@@ -28,7 +28,7 @@ from gateway.records import db
 from gateway.records.models import IngestedEvent
 from simulators import bollard as simulated
 from simulators.bollard import BollardSimulator
-from tests.conftest import wait_for
+from tests.conftest import TEST_LOGIN, wait_for
 from tests.integration.helpers import Running
 
 SITE = "school-1"
@@ -46,6 +46,7 @@ class Watch:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{BASE}/#", qos=1)
+        self.client.username_pw_set(*TEST_LOGIN)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -128,7 +129,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     port = running.gateway.broker_port
     assert port
     watch = Watch(port, "test-watch")
-    bus = Bus(config.broker, "test-commands", port=port, name="test")
+    bus = Bus(config.broker, "test-commands", port=port, name="test", credentials=TEST_LOGIN)
     commands = CommandClient(bus, SITE)
     bus.start()
     assert bus.wait_connected(10)

@@ -21,7 +21,7 @@ from gateway.broker import BrokerPortTaken, EmbeddedBroker
 from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
 from gateway.config import BrokerConfig, ConfigError, validate_config
-from tests.conftest import ROOT, MosquittoBroker, free_port, missing, wait_for
+from tests.conftest import ROOT, MosquittoBroker, broker_config, free_port, missing, wait_for
 
 
 def make_certs(directory: Path) -> tuple[Path, Path, Path]:
@@ -114,7 +114,7 @@ def test_gateway_last_will_reports_it_offline_when_killed(tmp_path: Path, mosqui
 
 
 def test_a_command_nobody_answers_times_out(amqtt_broker: Any) -> None:
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "commander", name="test")
+    bus = Bus(broker_config(amqtt_broker.port), "commander", name="test")
     commands = CommandClient(bus, "s1")
     bus.start()
     try:
@@ -128,13 +128,12 @@ def test_a_command_nobody_answers_times_out(amqtt_broker: Any) -> None:
 def test_a_command_is_not_sent_while_the_broker_is_away_but_alarm_updates_wait(amqtt_broker: Any) -> None:
     """A command held and sent minutes later could move a bollard nobody asked to move now; an alarm
     update published before the bus is connected is sent once it is, in order."""
-    url = f"mqtt://127.0.0.1:{amqtt_broker.port}"
-    bus = Bus(BrokerConfig(url=url), "early-publisher", name="test")
+    bus = Bus(broker_config(amqtt_broker.port), "early-publisher", name="test")
     commands = CommandClient(bus, "s1")
     with pytest.raises(CommandTimeout, match="the broker cannot be reached, so 'raise' was not sent"):
         commands.send("bollard", "gate-1", "raise", issued_by="guard-li", timeout=1)
     got: list[bytes] = []
-    watcher = Bus(BrokerConfig(url=url), "watcher", name="test")
+    watcher = Bus(broker_config(amqtt_broker.port), "watcher", name="test")
     watcher.subscribe("s1/#", lambda m: got.append(m.payload))
     watcher.start()
     try:
@@ -155,7 +154,7 @@ def test_embedded_broker_on_a_taken_port_says_what_to_do() -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         with pytest.raises(BrokerPortTaken, match="port is taken") as info:
-            EmbeddedBroker("127.0.0.1", port).start()
+            EmbeddedBroker("127.0.0.1", port, users={}).start()
     assert "embedded_port" in str(info.value) and "url: mqtt://" in str(info.value)
 
 

@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from gateway.bus import Bus
 from gateway.commands import CommandClient
-from gateway.config import BrokerConfig, Config, validate_config
+from gateway.config import Config, validate_config
 from gateway.records import db
 from gateway.records.models import Alarm, Device, IngestedEvent
 from simulators.camera import CameraSimulator
-from tests.conftest import wait_for
+from tests.conftest import broker_config, wait_for
 from tests.integration.helpers import Running, logged_in
 
 
@@ -200,7 +200,7 @@ def test_a_camera_turned_while_its_stream_was_down_is_still_moved(tmp_path: Path
         camera.stall(False)
         (alarm,) = wait_for(lambda: records.alarms("tamper"), 15, "moved, against the view from before")
         assert alarm.key == "gate-cam:tamper:moved"
-        bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{running.gateway.broker_port}"), "installer", name="test")
+        bus = Bus(broker_config(running.gateway.broker_port), "installer", name="test")
         commands = CommandClient(bus, "school-1")
         bus.start()
         assert bus.wait_connected(10)

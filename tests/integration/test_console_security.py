@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gateway.bus import Bus
-from gateway.config import BrokerConfig
 from gateway.console import auth
 from gateway.console.app import PUBLIC_PATHS, create_app, ensure_first_admin
 from gateway.records import db, store
 from gateway.records.models import Alarm, AuditEntry, Device, utcnow
 from gateway.rules.alarms import RaiseAlarm
+from tests.conftest import broker_config
 
 PASSWORD = "correct horse battery"
 
@@ -39,7 +39,7 @@ def console(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
                            name='<script>alert("device")</script>', test_mode=False, online=False))
         store.apply_effects(session, [RaiseAlarm("box-1:p1", "box-1", "panic", 1, True, None, "gate", False,
                                                  "00000000-0000-7000-8000-000000000000", utcnow())])
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "console-test", name="console")
+    bus = Bus(broker_config(amqtt_broker.port), "console-test", name="console")
     bus.start()
     app = create_app("s1", "Test School", ZoneInfo("Asia/Shanghai"), sessions, bus, "en")
     with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:

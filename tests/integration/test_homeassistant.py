@@ -13,7 +13,7 @@ from jinja2 import Environment
 
 from gateway.config import validate_config
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import MosquittoBroker, wait_for
+from tests.conftest import TEST_LOGIN, MosquittoBroker, wait_for
 from tests.integration.helpers import Running
 
 
@@ -26,6 +26,7 @@ class Retained:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="home-assistant")
         self.client.on_connect = lambda c, *a: [c.subscribe(f, qos=1) for f in filters]
         self.client.on_message = self._on_message
+        self.client.username_pw_set(*TEST_LOGIN)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
-from gateway.config import BrokerConfig, Config, validate_config
+from gateway.config import Config, validate_config
 from gateway.console import auth
 from gateway.console.app import create_app
 from gateway.events import new_id
@@ -36,6 +36,7 @@ from gateway.records.models import (
     MaintenanceItem,
 )
 from gateway.rules.alarms import RaiseAlarm, RefusedAction, raise_condition
+from tests.conftest import broker_config
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=TZ)
@@ -302,7 +303,7 @@ def console(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
     with sessions.begin() as session:
         for name, role in (("guard1", "guard"), ("super1", "supervisor")):
             auth.add_user(session, name, role, PASSWORD)
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "ledger-test", name="console")
+    bus = Bus(broker_config(amqtt_broker.port), "ledger-test", name="console")
     bus.start()
     bus.wait_connected(5)
     app = create_app("s1", "Test School", TZ, sessions, bus, "en", incidents=CONFIG.incidents)
@@ -431,6 +432,6 @@ def test_console_incident_by_hand_hazards_inspections_and_maintenance(console: d
     again = client.post(f"/incidents/maintenance/{item_id}/fix", data={"csrf_token": csrf})
     assert again.status_code == 409 and "this item is already fixed" in again.text
 
-    client.post("/lang", data={"lang": "zh_CN", "next": "/incidents"})
+    client.post("/lang", data={"lang": "zh_CN", "next": "/incidents", "csrf_token": csrf})
     chinese = client.get("/incidents").text
     assert "安全台账" in chinese and "伤害事故" in chinese

@@ -21,7 +21,7 @@ from gateway.records.models import Alarm, AlarmTransition
 from simulators.bollard import BollardSimulator
 from simulators.camera import CameraSimulator
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import free_port, missing, wait_for
+from tests.conftest import TEST_LOGIN, free_port, missing, wait_for
 from tests.integration.helpers import Running
 
 SITE = "school-1"
@@ -80,6 +80,7 @@ class Watcher:
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
         self.client.on_message = self._on_message
+        self.client.username_pw_set(*TEST_LOGIN)
         self.client.connect("127.0.0.1", port)
         self.client.subscribe([(f"campus/v1/{SITE}/rules/#", 1), (f"campus/v1/{SITE}/bollard/+/state", 1)])
         self.client.loop_start()

@@ -13,10 +13,9 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 
 from gateway.bus import Bus
-from gateway.config import BrokerConfig
 from gateway.events import event_topic, make_event
 from gateway.outbox import Outbox
-from tests.conftest import wait_for
+from tests.conftest import TEST_LOGIN, broker_config, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = "s1"
@@ -33,6 +32,7 @@ class Subscriber:
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber",
                                   clean_session=False)
+        self.client.username_pw_set(*TEST_LOGIN)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"campus/v1/{SITE}/+/+/evt/#", qos=1)
         self.client.on_subscribe = self._on_subscribe
@@ -85,7 +85,7 @@ def test_broker_outage_loses_nothing_and_replays_in_order(any_broker: Any, tmp_p
     subscriber = Subscriber(any_broker.port)
     wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
     outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{any_broker.port}"), "producer", name="producer")
+    bus = Bus(broker_config(any_broker.port), "producer", name="producer")
     outbox.attach(bus, SITE)
     bus.start()
     try:
@@ -129,7 +129,7 @@ def test_events_queued_before_a_restart_are_sent_after_it(amqtt_broker: Any, tmp
     subscriber = Subscriber(amqtt_broker.port)
     wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
     again = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "producer", name="producer")
+    bus = Bus(broker_config(amqtt_broker.port), "producer", name="producer")
     again.attach(bus, SITE)
     bus.start()
     try:
@@ -169,7 +169,7 @@ def test_only_confirmed_events_leave_and_the_rest_are_sent_again(mosquitto: Any,
     deaf = Subscriber(mosquitto.port, confirm=False)
     wait_for(deaf.subscribed.is_set, 10, "a rules service that records nothing")
     outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000, resend_after_s=60)
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{mosquitto.port}"), "producer", name="producer")
+    bus = Bus(broker_config(mosquitto.port), "producer", name="producer")
     outbox.attach(bus, SITE)
     bus.start()
     confirming: Subscriber | None = None
@@ -203,7 +203,7 @@ def test_an_unwritable_outbox_holds_events_in_memory_and_writes_them_later(mosqu
     wait_for(subscriber.subscribed.is_set, 10, "the test subscriber")
     outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000,
                     on_unwritable=lambda active, detail: reports.append((active, detail)))
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{mosquitto.port}"), "producer", name="producer")
+    bus = Bus(broker_config(mosquitto.port), "producer", name="producer")
     outbox.attach(bus, SITE)
     bus.start()
     locker = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)

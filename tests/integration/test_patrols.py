@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
-from gateway.config import BrokerConfig, Config, EscalationConfig, RosterEntry, validate_config
+from gateway.config import Config, EscalationConfig, RosterEntry, validate_config
 from gateway.console import auth
 from gateway.console.app import create_app
 from gateway.events import Event, make_event
@@ -28,6 +28,7 @@ from gateway.records import db, store
 from gateway.records.models import Alarm, Credential, DutyAssignment, PatrolRound, PatrolScan, Person
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.patrols import Patrols, alarm_key
+from tests.conftest import broker_config
 
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = "s1"
@@ -355,7 +356,7 @@ def page(tmp_path: Path, amqtt_broker: Any) -> Iterator[tuple[TestClient, Tour]]
     with sessions.begin() as session:
         auth.add_user(session, "guard1", "guard", PASSWORD)
     seed(sessions)
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "patrols-test", name="console")
+    bus = Bus(broker_config(amqtt_broker.port), "patrols-test", name="console")
     bus.start()
     bus.wait_connected(5)
     app = create_app(SITE, "Test School", TZ, sessions, bus, "en")
@@ -399,7 +400,8 @@ def test_the_page_names_the_missed_checkpoint(page: tuple[TestClient, Tour]) -> 
     html = client.get("/patrols", params={"day": "2026-11-30"}).text
     assert '<li class="" data-checkpoint="boiler">Boiler room: <b>1</b> / 1</li>' in html
 
-    chinese = client.post("/lang", data={"lang": "zh_CN", "next": "/patrols?day=2026-11-30"})
+    csrf = html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    chinese = client.post("/lang", data={"lang": "zh_CN", "next": "/patrols?day=2026-11-30", "csrf_token": csrf})
     assert chinese.status_code == 303
     html = client.get("/patrols", params={"day": "2026-11-30"}).text
     assert "漏巡" in html and "要害部位" in html and "未完成" in html

@@ -11,13 +11,12 @@ from sqlalchemy import func, select
 
 from gateway.bus import Bus
 from gateway.cli import main
-from gateway.config import BrokerConfig
 from gateway.events import event_topic, make_event
 from gateway.records import db, store
 from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent, utcnow
 from gateway.rules.alarms import RaiseAlarm, RefusedAction
 from gateway.rules.service import RulesService
-from tests.conftest import wait_for
+from tests.conftest import broker_config, wait_for
 from tests.integration.helpers import TZ, alarm_event
 
 SITE = "s1"
@@ -50,7 +49,7 @@ def test_rules_keep_alarm_records_once_and_audit_operators(db_url: str, amqtt_br
     sessions = db.make_sessions(engine)
     with sessions.begin() as session:
         store.register_devices(session, [Dev()])
-    broker = BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}")
+    broker = broker_config(amqtt_broker.port)
     rules_bus = Bus(broker, "rules-under-test", manual_ack=True, clean_session=False, name="rules")
     rules = RulesService(SITE, rules_bus, sessions)
     rules.start()

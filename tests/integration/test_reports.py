@@ -18,6 +18,7 @@ from gateway.records import db
 from gateway.reports.figures import Report, collect
 from gateway.reports.render import to_csv, to_pdf, to_xlsx
 from simulators.school_year import Totals, write_year
+from tests.conftest import broker_config
 
 TZ = ZoneInfo("Asia/Shanghai")
 FIRST = date(2026, 9, 1)
@@ -153,7 +154,6 @@ def test_a_guard_downloads_a_report_from_the_console_and_it_is_audited(
     from sqlalchemy import select
 
     from gateway.bus import Bus
-    from gateway.config import BrokerConfig
     from gateway.console import auth
     from gateway.console.app import create_app
     from gateway.records.models import AuditEntry
@@ -161,7 +161,7 @@ def test_a_guard_downloads_a_report_from_the_console_and_it_is_audited(
     sessions, totals = school
     with sessions.begin() as session:
         auth.add_user(session, "guard1", "guard", "a long enough password")
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "reports-test", name="console")  # type: ignore[attr-defined]
+    bus = Bus(broker_config(amqtt_broker.port), "reports-test", name="console")  # type: ignore[attr-defined]
     bus.start()
     try:
         app = create_app("s1", "实验学校", TZ, sessions, bus, "en")

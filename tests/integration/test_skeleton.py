@@ -23,7 +23,7 @@ from gateway.config import Config, DeviceConfig, validate_config
 from gateway.records import db
 from gateway.records.models import AuditEntry, Device
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
+from tests.conftest import TEST_LOGIN, wait_for
 from tests.integration.helpers import Running, SseReader, logged_in
 
 SITE = "school-1"
@@ -114,7 +114,7 @@ def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path:
 
         # A command travels MQTT to the driver and its result comes back.
         assert gateway.broker_port
-        bus = Bus(gateway.config.broker, "test-commands", port=gateway.broker_port, name="test")
+        bus = Bus(gateway.config.broker, "test-commands", port=gateway.broker_port, name="test", credentials=TEST_LOGIN)
         commands = CommandClient(bus, SITE)
         bus.start()
         assert bus.wait_connected(10)
@@ -146,6 +146,7 @@ def test_a_failing_driver_is_restarted_and_the_others_keep_working(tmp_path: Pat
     availability: list[str] = []
     watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
     watcher.on_message = lambda c, u, m: availability.append(json.loads(m.payload)["state"])
+    watcher.username_pw_set(*TEST_LOGIN)
     watcher.connect("127.0.0.1", gateway.broker_port)
     watcher.subscribe(f"campus/v1/{SITE}/test/flaky-1/availability", qos=1)
     watcher.loop_start()
@@ -157,7 +158,7 @@ def test_a_failing_driver_is_restarted_and_the_others_keep_working(tmp_path: Pat
             device = session.get(Device, "flaky-1")
             return device.online if device else None
 
-    bus = Bus(config.broker, "test-commands", port=gateway.broker_port, name="test")
+    bus = Bus(config.broker, "test-commands", port=gateway.broker_port, name="test", credentials=TEST_LOGIN)
     commands = CommandClient(bus, SITE)
     bus.start()
     assert gateway.console_url and gateway.first_admin_password

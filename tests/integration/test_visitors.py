@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
 from gateway.cli import main as cli
-from gateway.config import AccessConfig, BrokerConfig, validate_config
+from gateway.config import AccessConfig, validate_config
 from gateway.console import auth
 from gateway.console.app import create_app
 from gateway.events import make_event
@@ -33,7 +33,7 @@ from gateway.records.models import AccessEvent, Alarm, AuditEntry, Credential, D
 from gateway.records.people import VisitError
 from gateway.rules.gate import Gate
 from gateway.rules.service import RulesService
-from tests.conftest import wait_for
+from tests.conftest import broker_config, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 9, 1, 9, 0, tzinfo=TZ)
@@ -393,7 +393,7 @@ def console(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
             auth.add_user(session, name, role, PASSWORD)
         session.add(Device(id="gate-qr", kind="reader", driver="serial_reader", test_mode=False))
     host = add_staff(sessions)
-    bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{amqtt_broker.port}"), "visitors-test", name="console")
+    bus = Bus(broker_config(amqtt_broker.port), "visitors-test", name="console")
     bus.start()
     bus.wait_connected(5)
     app = create_app("s1", "Test School", TZ, sessions, bus, "en", personal=PersonalData(KEY))
