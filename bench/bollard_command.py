@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert broker_port
                 watcher = StateWatcher(broker_port, f"bench-watch-{os.getpid()}")
                 bus = Bus(config.broker, f"bench-commands-{os.getpid()}", port=broker_port, name="bench")
-                commands = CommandClient(bus, SITE)
+                commands = CommandClient(bus, SITE, config.gateway.command_key())
                 bus.start()
                 try:
                     if not bus.wait_connected(10) or not watcher.subscribed.wait(10):

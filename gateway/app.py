@@ -235,7 +235,7 @@ class Gateway:
                 self.police = PoliceLink(cfg, sessions, rules_bus)
             self.rules = RulesService(site, rules_bus, sessions, cfg,
                                       on_police=self.police.wake if self.police else None,
-                                      on_failing=self._on_part_failing)
+                                      on_failing=self._on_part_failing, command_key=cfg.gateway.command_key())
             self.rules.start()
             rules_bus.start()
             self._cleanup += [rules_bus.stop, self.rules.stop]
@@ -257,7 +257,7 @@ class Gateway:
                                  max_telemetry_bytes=cfg.outbox.max_telemetry_bytes,
                                  on_shed=self._on_shed, on_unwritable=self._on_unwritable)
             self.outbox.attach(drivers_bus, site, on_failing=self._on_part_failing)
-            self.host = DriverHost(cfg, drivers_bus, self.outbox)
+            self.host = DriverHost(cfg, drivers_bus, self.outbox, cfg.gateway.command_key())
             drivers_bus.start()
             task = self._tasks["drivers"] = asyncio.create_task(self.host.run(), name="drivers")
             self._tasks["clock"] = asyncio.create_task(keep_running("clock check", self.watch_clock), name="clock")
@@ -296,7 +296,7 @@ class Gateway:
             app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus, cfg.console.language,
                              cfg.console.secure_cookies, self.parts_state, cfg.gateway.data_dir / "snapshots",
                              access=cfg.access, personal=personal, duty=cfg.duty, incidents=cfg.incidents,
-                             patrol=cfg.patrol)
+                             patrol=cfg.patrol, command_key=cfg.gateway.command_key())
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -1,4 +1,8 @@
-"""Sending a command to a device over MQTT and waiting for its result (correlation id, timeout)."""
+"""Sending a command to a device over MQTT and waiting for its result (correlation id, timeout).
+
+Commands are signed with the command key (gateway.command_auth), so the drivers obey them; a result is
+taken only from the topic of the command it answers.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from gateway.bus import Bus
+from gateway.command_auth import sign
 from gateway.events import TOPIC_ROOT, device_topic
 
 
@@ -18,10 +23,12 @@ class CommandTimeout(Exception):
 
 
 class CommandClient:
-    def __init__(self, bus: Bus, site: str) -> None:
+    def __init__(self, bus: Bus, site: str, key: bytes) -> None:
         self.bus = bus
         self.site = site
-        self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self.key = key
+        # correlation id -> (done, the result, the topic it must come on)
+        self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]], str]] = {}
         self._lock = threading.Lock()
         bus.subscribe(f"{TOPIC_ROOT}/{site}/+/+/cmd/+/result", self._on_result)
 
@@ -33,11 +40,12 @@ class CommandClient:
         correlation_id = str(uuid.uuid4())
         done = threading.Event()
         box: list[dict[str, Any]] = []
+        topic = f"{device_topic(self.site, kind, device)}/cmd/{name}"
         with self._lock:
-            self._waiting[correlation_id] = (done, box)
+            self._waiting[correlation_id] = (done, box, topic + "/result")
         try:
-            self.bus.publish_json(f"{device_topic(self.site, kind, device)}/cmd/{name}",
-                                  {"correlation_id": correlation_id, "issued_by": issued_by, "args": args or {}})
+            body = {"correlation_id": correlation_id, "issued_by": issued_by, "args": args or {}}
+            self.bus.publish_json(topic, sign(self.key, self.site, kind, device, name, body))
             if not done.wait(timeout):
                 raise CommandTimeout(f"{device}: no result for '{name}' within {timeout:.0f}s "
                                      "(is the gateway that serves it running?)")
@@ -51,8 +59,10 @@ class CommandClient:
             body = json.loads(message.payload)
         except ValueError:
             return
+        if not isinstance(body, dict):
+            return
         with self._lock:
             waiter = self._waiting.get(str(body.get("correlation_id")))
-        if waiter:
+        if waiter and waiter[2] == message.topic:  # not another device's (or a forger's) answer
             waiter[1].append(body)
             waiter[0].set()

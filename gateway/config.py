@@ -502,6 +502,19 @@ class GatewayConfig(Strict):
     data_dir: Path = Path("data")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # The key that signs commands (console, rules) and that the drivers check: <data_dir>/secrets/command.key,
+    # made at the first start, unless given here (hex in an environment variable, or a copied file) for parts
+    # that run on different machines.
+    command_key_env: str | None = None
+    command_key_file: Path | None = None
+
+    def command_key(self) -> bytes:
+        from gateway.command_auth import load_key
+
+        try:
+            return load_key(self.data_dir, self.command_key_file, self.command_key_env)
+        except (OSError, ValueError) as exc:
+            raise ConfigError([f"gateway.command_key: {exc}"]) from None
 
 
 class Config(Strict):

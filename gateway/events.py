@@ -41,6 +41,7 @@ EVENT_TYPES: dict[str, EventClass] = {
     "campus.device.online": "alarm",
     "campus.device.telemetry": "telemetry",
     "campus.gateway.health": "alarm",
+    "campus.gateway.command_refused": "record",
 }
 
 

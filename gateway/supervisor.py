@@ -4,7 +4,9 @@ A driver whose start() raises or returns, or that stops calling heartbeat()
 for its hang timeout, is cancelled, its devices are reported offline (MQTT and,
 through the rules service, the database), and it is restarted with backoff.
 No driver's failure touches another. Commands arriving on MQTT are routed to
-the driver that owns the device, with a result published for each.
+the driver that owns the device, with a result published for each, once the
+command is shown to be authorised (gateway.command_auth); a refusal is
+answered with its reason and sent to the audit log.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import paho.mqtt.client as mqtt
 from drivers.base import CommandResult, Driver
 from drivers.registry import driver_class
 from gateway.bus import Bus
+from gateway.command_auth import Verifier
 from gateway.config import Config, DeviceConfig
 from gateway.events import TOPIC_ROOT, device_topic, event_topic, make_event
 from gateway.outbox import Outbox
@@ -77,7 +80,7 @@ class Slot:
 
 
 class DriverHost:
-    def __init__(self, config: Config, bus: Bus, outbox: Outbox) -> None:
+    def __init__(self, config: Config, bus: Bus, outbox: Outbox, command_key: bytes) -> None:
         self.config = config
         self.bus = bus
         self.outbox = outbox
@@ -102,6 +105,7 @@ class DriverHost:
             assert cls is not None
             self.slots.append(Slot(f"{driver_name}.{key}", cls, devices))
         self._owner = {d.id: slot for slot in self.slots for d in slot.devices}
+        self.commands = Verifier(command_key, config.site.id, {d.id: d.kind for d in config.devices})
 
     # -- events and availability (called from drivers) ---------------------------------
 
@@ -230,16 +234,22 @@ class DriverHost:
         parts = message.topic.split("/")
         if len(parts) != 7:  # campus/v1/<site>/<kind>/<device>/cmd/<name>; results end in /result
             return
-        device_id, name = parts[4], parts[6]
+        kind, device_id, name = parts[3], parts[4], parts[6]
         result_topic = message.topic + "/result"
         try:
             body = json.loads(message.payload)
             correlation_id = str(body["correlation_id"])
             args = body.get("args") or {}
             issued_by = str(body.get("issued_by", "?"))
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(args, dict):
+                raise TypeError("args")
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.bus.publish_json(result_topic, {"correlation_id": None, "status": "error",
                                                  "detail": "malformed command: expected JSON with correlation_id"})
+            return
+        refusal = self.commands.refusal(kind, device_id, name, body, time.time())
+        if refusal is not None:
+            self._refuse(kind, device_id, name, issued_by, correlation_id, refusal, result_topic)
             return
         slot = self._owner.get(device_id)
         if slot is None or slot.driver is None or self._loop is None:
@@ -260,6 +270,17 @@ class DriverHost:
                                                  "detail": result.detail, "data": result.data})
 
         future.add_done_callback(publish)
+
+    def _refuse(self, kind: str, device_id: str, name: str, issued_by: str, correlation_id: str, reason: str,
+                result_topic: str) -> None:
+        """Not obeyed: answered with why, logged, and recorded (the rules service writes it to the audit log)."""
+        self.log.warning("refused command %s for %s/%s (says it is from %s): %s", name, kind, device_id, issued_by,
+                         reason)
+        self.bus.publish_json(result_topic, {"correlation_id": correlation_id, "status": "error",
+                                             "detail": f"refused: {reason}"})
+        self.emit_gateway("campus.gateway.command_refused", {
+            "kind": kind[:32], "device": device_id[:64], "command": name[:64], "issued_by": issued_by[:120],
+            "reason": reason[:300]})
 
     async def _run_command(self, driver: Driver, device_id: str, name: str, args: dict[str, Any],
                            issued_by: str) -> CommandResult:

@@ -87,12 +87,12 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
                parts: Callable[[], dict[str, Any]] | None = None, snapshot_dir: Path | None = None,
                access: AccessConfig | None = None, personal: PersonalData | None = None,
                duty: DutyConfig | None = None, incidents: IncidentsConfig | None = None,
-               patrol: PatrolConfig | None = None) -> FastAPI:
+               patrol: PatrolConfig | None = None, command_key: bytes = b"") -> FastAPI:
     app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies, snapshot_dir=snapshot_dir,
                   access=access or AccessConfig(), personal=personal, duty=duty or DutyConfig(),
-                  incidents=incidents or IncidentsConfig(), patrol=patrol or PatrolConfig())
+                  incidents=incidents or IncidentsConfig(), patrol=patrol or PatrolConfig(), command_key=command_key)
     app.state.console = ctx
     for key, title, module in PAGES:
         ctx.nav.append((key, title, f"/{key}" if module else None))

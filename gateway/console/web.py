@@ -45,6 +45,7 @@ class Console:
     duty: DutyConfig = field(default_factory=DutyConfig)  # the shifts of the duty roster, school size
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)  # deadlines and checklists per category
     patrol: PatrolConfig = field(default_factory=PatrolConfig)  # checkpoints (key areas) and their daily target
+    command_key: bytes = b""  # signs the commands it sends after its role check (gateway.command_auth)
 
     def local_time(self, value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         if value is None:

@@ -82,8 +82,9 @@ class Patrols:
         self.scans += 1
         value = self._value(event)
         checkpoint = self.checkpoint_for(event)
-        scan = PatrolScan(id=event.id, checkpoint=checkpoint, reader=event.device, tag=value[:128] if value else None, device_time=at,
-                          server_time=received, round_id=None, status="unknown")
+        scan = PatrolScan(id=event.id, checkpoint=checkpoint, reader=event.device,
+                          tag=value[:128] if value else None, device_time=at, server_time=received, round_id=None,
+                          status="unknown")
         session.add(scan)
         if checkpoint is None:
             return []

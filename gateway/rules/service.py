@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
 from gateway.clock import ClockGuard
+from gateway.command_auth import sign_topic
 from gateway.config import Config
 from gateway.events import TOPIC_ROOT, Event, device_topic, make_event, new_id, rules_topic
 from gateway.guard import Guarded
@@ -75,8 +76,10 @@ def temporary(exc: BaseException) -> bool:
 class RulesService:
     def __init__(self, site: str, bus: Bus, sessions: sessionmaker[Session], config: Config | None = None,
                  on_police: Callable[[], None] | None = None,
-                 on_failing: Callable[[str, bool, str], None] | None = None) -> None:
+                 on_failing: Callable[[str, bool, str], None] | None = None,
+                 command_key: bytes | None = None) -> None:
         self.site = site
+        self.command_key = command_key  # signs the commands linkage, schedules and the gate send
         self.on_police = on_police  # wakes the police link when a report is written
         self.bus = bus
         self.sessions = sessions
@@ -269,13 +272,19 @@ class RulesService:
                      if d not in self._last_seen or (at - self._last_seen[d]).total_seconds() >= 1}
             store.record_event_seen(session, rows, stale)
             for event in fresh:
+                if event.type == "campus.gateway.command_refused":  # who tried to command what, and why not
+                    data = event.data
+                    store.audit(session, data["issued_by"][:64], "command.refused",
+                                f"{data['kind']}:{data['device']}"[:140], "refused",
+                                {"command": data["command"], "reason": data["reason"], "via": "mqtt"},
+                                datetime.fromisoformat(event.time))
                 if event.type == "campus.camera.clip":
                     changed += store.clip_ready(session, event.data["clip_id"], event.data["frames"],
                                                 event.data.get("before"))
             outgoing = gate_out + self._linkage(session, raised, received)
         self._last_seen.update(stale)
         for topic, body in outgoing:  # after the commit: nothing goes out for a batch that rolled back
-            self.bus.publish_json(topic, body)
+            self._publish(topic, body)
             if self.on_police is not None and topic.endswith("/police/alarms"):
                 self.on_police()
         self.processed += len(fresh)
@@ -352,6 +361,12 @@ class RulesService:
                             f"linkage: to the alarm centre (Contact ID {code.contact_id}, zone {zone})")
                 store.note(session, alarm_id, "linkage", text, at)
         return outgoing
+
+    def _publish(self, topic: str, body: dict[str, Any]) -> None:
+        """Publish what the rules decided; a command is signed, so the driver can tell it is ours."""
+        if "/cmd/" in topic and self.command_key is not None:
+            body = sign_topic(self.command_key, topic, body)
+        self.bus.publish_json(topic, body)
 
     def _command(self, kind: str, device: str, name: str, alarm_id: int | None, issued_by: str,
                  args: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -469,7 +484,7 @@ class RulesService:
             raised += self._raised_at_the_desk(session, now)
             outgoing = self._linkage(session, raised, now)
         for topic, body in outgoing:
-            self.bus.publish_json(topic, body)
+            self._publish(topic, body)
         if changed:
             self._publish_alarms(changed)
 
@@ -485,7 +500,7 @@ class RulesService:
             changed = store.apply_effects(session, effects, raised) if effects else []
             outgoing = self._linkage(session, raised, now)
         for topic, body in outgoing:
-            self.bus.publish_json(topic, body)
+            self._publish(topic, body)
         if changed:
             self._publish_alarms(changed)
 
@@ -573,7 +588,7 @@ class RulesService:
             self._scheduled[index] = position
             for device in schedule.bollards:
                 topic, body = self._command("bollard", device, position, None, "schedule")
-                self.bus.publish_json(topic, body)
+                self._publish(topic, body)
                 log.info("schedule: %s bollard %s", position, device)
 
     def _publish_alarms(self, alarm_ids: list[int]) -> None:

@@ -188,7 +188,7 @@ def test_test_mode_marks_events_and_alarms_as_tests(tmp_path: Path, sim: ModbusD
     running, records = gateway_for(cfg)
     wait_for(lambda: records.online("box"), 10, "the module online")
     bus = Bus(cfg.broker, "tester", port=running.gateway.broker_port, name="test", credentials=TEST_LOGIN)
-    commands = CommandClient(bus, SITE)
+    commands = CommandClient(bus, SITE, cfg.gateway.command_key())
     bus.start()
     try:
         assert bus.wait_connected(10)

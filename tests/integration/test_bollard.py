@@ -130,7 +130,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     assert port
     watch = Watch(port, "test-watch")
     bus = Bus(config.broker, "test-commands", port=port, name="test", credentials=TEST_LOGIN)
-    commands = CommandClient(bus, SITE)
+    commands = CommandClient(bus, SITE, config.gateway.command_key())
     bus.start()
     assert bus.wait_connected(10)
     try:

@@ -115,7 +115,7 @@ def test_gateway_last_will_reports_it_offline_when_killed(tmp_path: Path, mosqui
 
 def test_a_command_nobody_answers_times_out(amqtt_broker: Any) -> None:
     bus = Bus(broker_config(amqtt_broker.port), "commander", name="test")
-    commands = CommandClient(bus, "s1")
+    commands = CommandClient(bus, "s1", b"test-key")
     bus.start()
     try:
         assert bus.wait_connected(10)
@@ -129,7 +129,7 @@ def test_a_command_is_not_sent_while_the_broker_is_away_but_alarm_updates_wait(a
     """A command held and sent minutes later could move a bollard nobody asked to move now; an alarm
     update published before the bus is connected is sent once it is, in order."""
     bus = Bus(broker_config(amqtt_broker.port), "early-publisher", name="test")
-    commands = CommandClient(bus, "s1")
+    commands = CommandClient(bus, "s1", b"test-key")
     with pytest.raises(CommandTimeout, match="the broker cannot be reached, so 'raise' was not sent"):
         commands.send("bollard", "gate-1", "raise", issued_by="guard-li", timeout=1)
     got: list[bytes] = []

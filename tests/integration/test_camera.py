@@ -201,7 +201,7 @@ def test_a_camera_turned_while_its_stream_was_down_is_still_moved(tmp_path: Path
         (alarm,) = wait_for(lambda: records.alarms("tamper"), 15, "moved, against the view from before")
         assert alarm.key == "gate-cam:tamper:moved"
         bus = Bus(broker_config(running.gateway.broker_port), "installer", name="test")
-        commands = CommandClient(bus, "school-1")
+        commands = CommandClient(bus, "school-1", running.gateway.config.gateway.command_key())
         bus.start()
         assert bus.wait_connected(10)
         result = commands.send("camera", "gate-cam", "relearn", issued_by="installer-li", timeout=5)

@@ -115,7 +115,7 @@ def test_button_press_reaches_the_console_live_and_can_be_acknowledged(tmp_path:
         # A command travels MQTT to the driver and its result comes back.
         assert gateway.broker_port
         bus = Bus(gateway.config.broker, "test-commands", port=gateway.broker_port, name="test", credentials=TEST_LOGIN)
-        commands = CommandClient(bus, SITE)
+        commands = CommandClient(bus, SITE, gateway.config.gateway.command_key())
         bus.start()
         assert bus.wait_connected(10)
         result = commands.send("alarm_input", "gate-box", "read_inputs", issued_by="test")
@@ -159,7 +159,7 @@ def test_a_failing_driver_is_restarted_and_the_others_keep_working(tmp_path: Pat
             return device.online if device else None
 
     bus = Bus(config.broker, "test-commands", port=gateway.broker_port, name="test", credentials=TEST_LOGIN)
-    commands = CommandClient(bus, SITE)
+    commands = CommandClient(bus, SITE, gateway.config.gateway.command_key())
     bus.start()
     assert gateway.console_url and gateway.first_admin_password
     client = logged_in(gateway.console_url, "admin", gateway.first_admin_password)

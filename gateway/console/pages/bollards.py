@@ -56,7 +56,7 @@ def attach(app: Any) -> None:
     ctx = app.state.console
     states = States()
     app.state.bollard_states = states
-    app.state.commands = CommandClient(ctx.bus, ctx.site)
+    app.state.commands = CommandClient(ctx.bus, ctx.site, ctx.command_key)
     ctx.bus.subscribe(f"{TOPIC_ROOT}/{ctx.site}/bollard/+/state", states.on_state)
 
 
