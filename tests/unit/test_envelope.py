@@ -33,6 +33,8 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
     "campus.device.online": {"offline_s": 12.5},
     "campus.device.telemetry": {"metrics": {"rssi": -61, "fw": "1.2", "ok": True, "temp": None}},
     "campus.gateway.health": {"condition": "outbox_shedding", "active": True, "count": 3},
+    "campus.gateway.command_refused": {"kind": "bollard", "device": "gate-box", "command": "set_test_mode",
+                                       "issued_by": "console:wang", "reason": "unsigned command"},
     "campus.bollard.state_changed": {"from": "lowered", "to": "raising", "reason": "raise commanded by guard-wang"},
     "campus.bollard.command": {"command": "raise", "issued_by": "guard-wang", "accepted": False,
                                "reason": "vehicle on loop 1 (since 07:58:12)", "state": "lowered"},
