@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -40,6 +41,16 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # the gateway handles signals for every part
         yield
+
+
+def private(data_dir: Path) -> None:
+    """The data folder and the files in it (records, outbox, their WAL) for the gateway's user only: they hold
+    pass tokens, card and phone numbers and password hashes. Files made later are private by the umask."""
+    with contextlib.suppress(OSError):  # not ours to change (another owner): leave it as the installer set it
+        data_dir.chmod(0o700)
+        for path in data_dir.iterdir():
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o600)
 
 
 def bind_socket(host: str, port: int, what: str) -> socket.socket:
@@ -198,6 +209,7 @@ class Gateway:
         cfg = self.config
         site, gw = cfg.site.id, cfg.gateway.id
         cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+        private(cfg.gateway.data_dir)
         if cfg.broker.embedded:
             if set(self.parts) != set(PARTS):
                 raise ConfigError(["broker.url is 'embedded': that broker lives inside a full 'campusgw run'. "

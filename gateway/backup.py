@@ -7,6 +7,7 @@ PostgreSQL is dumped with pg_dump. A backup is a folder: records, outbox, and a 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -28,6 +29,12 @@ def _sqlite_path(url: str) -> Path | None:
 def _copy_sqlite(source: Path, target: Path) -> None:
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)  # page by page, consistent even while the gateway writes
+
+
+def _hidden_and_links(folder: str, names: list[str]) -> set[str]:
+    """Skipped by copies: dot files, and symlinks (one planted among the snapshots would copy the file it
+    points at, /etc/shadow say, into the backup). Files are copied without their modes: the umask decides."""
+    return {n for n in names if n.startswith(".") or os.path.islink(os.path.join(folder, n))}
 
 
 def backup(config: Config, folder: Path) -> dict[str, object]:
@@ -57,7 +64,11 @@ def backup(config: Config, folder: Path) -> dict[str, object]:
         files.append("outbox.db")
     snapshots = config.gateway.data_dir / "snapshots"
     if snapshots.is_dir():  # camera snapshots and alarm clips: files written once, so a plain copy is consistent
-        shutil.copytree(snapshots, folder / "snapshots", ignore=shutil.ignore_patterns(".*"))
+        shutil.copytree(snapshots, folder / "snapshots", ignore=_hidden_and_links, copy_function=shutil.copyfile)
+        for sub in (folder / "snapshots").rglob("*"):
+            if sub.is_dir():
+                sub.chmod(0o700)  # copytree gives folders their source's mode
+        (folder / "snapshots").chmod(0o700)
         files.append("snapshots")
     manifest["files"] = files
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -94,6 +105,7 @@ def restore(config: Config, folder: Path) -> list[str]:
         _copy_sqlite(folder / "outbox.db", config.gateway.data_dir / "outbox.db")
         restored.append(str(config.gateway.data_dir / "outbox.db"))
     if "snapshots" in manifest["files"]:
-        shutil.copytree(folder / "snapshots", config.gateway.data_dir / "snapshots", dirs_exist_ok=True)
+        shutil.copytree(folder / "snapshots", config.gateway.data_dir / "snapshots", dirs_exist_ok=True,
+                        ignore=_hidden_and_links, copy_function=shutil.copyfile)
         restored.append(str(config.gateway.data_dir / "snapshots"))
     return restored

@@ -28,6 +28,9 @@ READER_SIMULATORS = {"osdp-reader": "simulators.osdp_reader", "serial-reader": "
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever the gateway writes (records, outbox, secrets, backups, reports) holds personal data and
+    # tokens: readable by its own user only (the systemd unit says UMask=0077 too).
+    os.umask(0o077)
     args_in = list(sys.argv[1:] if argv is None else argv)
     if len(args_in) >= 2 and args_in[0] in ("simulate", "sim") and args_in[1] in READER_SIMULATORS:
         from importlib import import_module
