@@ -24,7 +24,7 @@ from gateway.broker import EmbeddedBroker, login, users_of
 from gateway.broker import passwords as broker_passwords
 from gateway.bus import Bus
 from gateway.clock import Measurement, NtpError, measure
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, warnings_of
 from gateway.events import gateway_topic, rules_topic
 from gateway.guard import keep_running
 from gateway.outbox import Outbox
@@ -92,6 +92,8 @@ class Gateway:
         watchdog: asyncio.Task[None] | None = None
         try:
             await self._start()
+            for warning in warnings_of(self.config):
+                log.warning("%s", warning)
             notifier.ready(f"running: {', '.join(self.parts)}")
             if notifier.watchdog_interval:
                 watchdog = asyncio.create_task(self._watchdog(notifier, notifier.watchdog_interval))

@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy.exc import OperationalError
 
 from gateway.broker import BrokerPortTaken
-from gateway.config import Config, ConfigError, load_config, summary, validate_config
+from gateway.config import Config, ConfigError, load_config, summary, validate_config, warnings_of
 from gateway.logs import setup_logging
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -169,6 +169,8 @@ def check_config(path: Path) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     print(f"{path}: OK")
+    for warning in warnings_of(config):
+        print(f"  warning: {warning}")
     print(summary(config))
     return 0
 

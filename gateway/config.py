@@ -617,24 +617,75 @@ def _describe(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def warnings_of(config: Config) -> list[str]:
+    """What is allowed but unsafe, said by check-config and at start: an installer should know."""
+    found = []
+    if config.console.host not in LOOPBACK and not config.console.secure_cookies:
+        found.append(f"console.host is {config.console.host}: the console is served over plain HTTP beyond this "
+                     "machine, so passwords and sessions cross the network readable. Put a TLS reverse proxy in "
+                     "front, keep console.host 127.0.0.1 and set console.secure_cookies: true")
+    if config.broker.embedded and config.broker.embedded_host not in LOOPBACK:
+        found.append(f"broker.embedded_host is {config.broker.embedded_host}: the embedded broker takes "
+                     "connections from the network without TLS (passwords cross it readable). Use Mosquitto with "
+                     "the shipped TLS listener for devices or parts on other machines")
+    host = config.broker.host_port()[0]
+    if not config.broker.embedded and config.broker.url.startswith("mqtt://") and host not in LOOPBACK:
+        found.append(f"broker.url {config.broker.url} is another machine without TLS: use mqtts://")
+    return found
+
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a real-sized school is about 30 KB
+MAX_DEPTH = 32  # a site file nests 6 deep or so
+
+
+def _refuse_aliases(text: str, filename: str) -> None:
+    """Anchors and aliases (&a, *a) are refused: a site file has no use for them, and a few lines of nested
+    aliases expand to billions of items (the 'billion laughs'). Nesting is bounded for the same reason."""
+    depth = 0
+    for event in yaml.parse(text):
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError([f"{filename} line {line}: anchors and aliases (& and *) are not allowed in a site "
+                               "file: write the values out"])
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError([f"{filename} line {line}: nested more than {MAX_DEPTH} deep: not a site file"])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a site file; raises ConfigError listing every problem found."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: {path.stat().st_size} bytes: a site file is at most {MAX_CONFIG_BYTES} "
+                               "bytes (is this the right file?)"])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path} line {line}: not UTF-8 (byte {exc.object[exc.start]:#04x}): save the file as "
+                           "UTF-8 (Chinese names and places are fine in UTF-8)"]) from None
     return parse_config(text, str(path))
 
 
 def parse_config(text: str, filename: str = "<config>") -> Config:
     try:
+        _refuse_aliases(text, filename)
         root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError([f"{filename}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    except RecursionError:
+        raise ConfigError([f"{filename}: nested too deeply to be a site file"]) from None
     if not isinstance(data, dict) or root is None:
         raise ConfigError([f"{filename}: expected a mapping with at least a 'site' section"])
     lines: dict[tuple[str | int, ...], int] = {}

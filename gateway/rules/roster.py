@@ -157,7 +157,7 @@ def person_id(username: str | None, name: str) -> str:
     """An id for the notify topic (rules/notify/<id>): the console user name, else a slug of the name; a
     name with no Latin letters or digits (张伟) gets a stable id from its hash."""
     for text in (username, name):
-        if text and _ID.match(text):
+        if text and _ID.fullmatch(text):  # match() would take 'wang\n': '$' matches before a newline
             return text
         slug = re.sub(r"[^a-z0-9]+", "-", (text or "").lower()).strip("-")[:63]
         if slug:
