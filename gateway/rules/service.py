@@ -85,7 +85,8 @@ class RulesService:
         self.sessions = sessions
         self.config = config
         self.tz = config.site.tz if config else ZoneInfo("Asia/Shanghai")
-        self._pending_commands: dict[str, tuple[int | None, str]] = {}  # correlation id -> (alarm, what)
+        # correlation id -> (alarm, what, the topic its result must come on)
+        self._pending_commands: dict[str, tuple[int | None, str, str]] = {}
         self._scheduled: dict[int, str] = {}  # schedule index -> the position last commanded
         self._last_tick = 0.0
         self._next_purge = 0.0  # the first tick purges, then every PURGE_EVERY_S
@@ -371,24 +372,25 @@ class RulesService:
     def _command(self, kind: str, device: str, name: str, alarm_id: int | None, issued_by: str,
                  args: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         correlation_id = new_id()
-        self._pending_commands[correlation_id] = (alarm_id, f"{device} {name}")
-        return (f"{device_topic(self.site, kind, device)}/cmd/{name}",
-                {"correlation_id": correlation_id, "issued_by": issued_by, "args": args or {}})
+        topic = f"{device_topic(self.site, kind, device)}/cmd/{name}"
+        self._pending_commands[correlation_id] = (alarm_id, f"{device} {name}", topic + "/result")
+        return topic, {"correlation_id": correlation_id, "issued_by": issued_by, "args": args or {}}
 
     def _command_result(self, message: mqtt.MQTTMessage) -> tuple[str, dict[str, Any]] | None:
         try:
             body = json.loads(message.payload)
         except ValueError:
             return None
-        if not isinstance(body, dict) or str(body.get("correlation_id")) not in self._pending_commands:
-            return None  # someone else's command (the console's): not ours to record
+        pending = self._pending_commands.get(str(body.get("correlation_id"))) if isinstance(body, dict) else None
+        if pending is None or pending[2] != message.topic:
+            return None  # someone else's command (the console's), or an answer from another device: not ours
         return str(body["correlation_id"]), body
 
     def _record_results(self, results: list[tuple[str, dict[str, Any]]]) -> list[int]:
         changed = []
         with self.sessions.begin() as session:
             for correlation_id, body in results:
-                alarm_id, what = self._pending_commands.pop(correlation_id)
+                alarm_id, what, _ = self._pending_commands.pop(correlation_id)
                 outcome = "done" if body.get("status") == "ok" else f"refused: {body.get('detail')}"
                 if alarm_id is not None:
                     store.note(session, alarm_id, "linkage_result", f"{what}: {outcome}", utcnow())

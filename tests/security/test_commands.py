@@ -95,3 +95,35 @@ def test_the_test_mode_was_not_set_by_the_miskinded_command(rig: Any, sim: Modbu
     commands = CommandClient(bus, SITE, key)
     state = commands.send("alarm_input", "box", "read_inputs", issued_by="t")
     assert state["status"] == "ok" and state["data"]["test_points"] == []
+
+
+def test_a_result_is_taken_only_from_its_own_device(amqtt_broker: Any) -> None:
+    """Finding 9: the guard saw 'raised' while the bollard was in EFO. An answer with the right correlation id
+    on another device's (or command's) result topic is not the answer."""
+    import threading
+
+    from gateway.commands import CommandTimeout
+    from tests.conftest import broker_config
+
+    bus = Bus(broker_config(amqtt_broker.port), "console", name="console")
+    forger = Bus(broker_config(amqtt_broker.port), "forger", name="forger")
+    commands = CommandClient(bus, SITE, b"k" * 32)
+    sent = threading.Event()
+
+    def forge(message: Any) -> None:
+        body = json.loads(message.payload)
+        forger.publish_json(f"campus/v1/{SITE}/bollard/other-bollard/cmd/raise/result",
+                            {"correlation_id": body["correlation_id"], "status": "ok", "detail": "raised"})
+        sent.set()
+
+    forger.subscribe(f"campus/v1/{SITE}/bollard/gate-bollard/cmd/raise", forge)
+    for b in (bus, forger):
+        b.start()
+        assert b.wait_connected(10)
+    try:
+        with pytest.raises(CommandTimeout):
+            commands.send("bollard", "gate-bollard", "raise", issued_by="wang", timeout=2)
+        assert sent.is_set(), "the forged answer was sent"
+    finally:
+        bus.stop()
+        forger.stop()
