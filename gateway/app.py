@@ -317,7 +317,16 @@ class Gateway:
             listen_host, listen_port = sock.getsockname()[:2]
             self.console_url = f"http://{listen_host}:{listen_port}/"
             server = _Uvicorn(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                             timeout_graceful_shutdown=2))
+                                             timeout_graceful_shutdown=2,
+                                             # headers in 10 s (slowloris), idle keep-alive 5 s, at most
+                                             # 1000 connections (503 beyond), 16 KiB of headers
+                                             http="gateway.console.server:HeaderDeadlineProtocol",
+                                             timeout_keep_alive=5, limit_concurrency=1000,
+                                             h11_max_incomplete_event_size=16 * 1024,
+                                             # X-Forwarded-For only from the proxies a site names (uvicorn's
+                                             # FORWARDED_ALLOW_IPS): a local process could claim any address
+                                             # and so escape the login throttle
+                                             proxy_headers="FORWARDED_ALLOW_IPS" in os.environ))
             serve = self._tasks["console"] = asyncio.create_task(server.serve(sockets=[sock]), name="console")
 
             async def stop_console() -> None:

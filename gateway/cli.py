@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["upgrade", "current"])
     p.add_argument("-c", "--config", type=Path, required=True)
 
-    p = sub.add_parser("user", help="console users: add, passwd, list, token")
-    p.add_argument("action", choices=["add", "passwd", "list", "token"])
+    p = sub.add_parser("user", help="console users: add, passwd, list, token, revoke (tokens), disable, enable")
+    p.add_argument("action", choices=["add", "passwd", "list", "token", "revoke", "disable", "enable"])
     p.add_argument("username", nargs="?")
     p.add_argument("-c", "--config", type=Path, required=True)
     p.add_argument("--role", choices=["guard", "supervisor", "admin"], default="guard")
-    p.add_argument("--name", help="display name (add), or the token's name (token)")
+    p.add_argument("--name", help="display name (add), or the token's name (token; revoke: only that token)")
     p.add_argument("--language", choices=["zh_CN", "en"])
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
@@ -332,7 +332,21 @@ def user_command(args: argparse.Namespace) -> int:
             if args.action == "token":
                 secret = auth.add_token(session, args.username, args.name or "api", utcnow())
                 store.audit(session, "cli", "token.add", f"user:{args.username}", "ok", {"name": args.name}, utcnow())
-                print(f"API token for {args.username} (shown once; send as 'Authorization: Bearer ...'):\n{secret}")
+                until = (utcnow() + auth.TOKEN_LIFETIME).date().isoformat()
+                print(f"API token for {args.username} (shown once, valid until {until}; send as "
+                      f"'Authorization: Bearer ...'):\n{secret}")
+                return 0
+            if args.action == "revoke":
+                count = auth.revoke_tokens(session, args.username, args.name)
+                store.audit(session, "cli", "token.revoke", f"user:{args.username}", "ok",
+                            {"name": args.name, "count": count}, utcnow())
+                print(f"user {args.username}: {count} API token(s) revoked")
+                return 0
+            if args.action in ("disable", "enable"):
+                auth.set_disabled(session, args.username, args.action == "disable")
+                store.audit(session, "cli", f"user.{args.action}", f"user:{args.username}", "ok", {}, utcnow())
+                print(f"user {args.username}: {args.action}d" + (" (logged out everywhere)" if args.action == "disable"
+                                                                 else ""))
                 return 0
             password, generated = new_password()
             if args.action == "add":

@@ -6,12 +6,19 @@ what each may do (gateway.console.auth). Pages live in gateway.console.pages.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
@@ -19,18 +26,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.bus import Bus
 from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
 from gateway.console import auth, i18n
 from gateway.console.pages import PAGES
+from gateway.console.throttle import LoginThrottle
 from gateway.console.web import (
     SESSION_COOKIE,
     Console,
     NotLoggedIn,
     check_csrf,
+    client_address,
     current_user,
     render,
     require,
@@ -44,7 +54,26 @@ from gateway.records.models import User, utcnow
 
 log = logging.getLogger("campusgw.console")
 PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
-MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read
+MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read whole
+IMPORT_BODY = 1024 * 1024  # a CSV import: a term of a large school's roster is ~0.2 MB
+IMPORT_PATHS = {"/duty/import"}
+BODY_IDLE_S = 15.0  # a body that stops arriving this long is refused, so a trickle cannot hold a connection
+
+
+def _below_the_loop() -> None:
+    """A hashing thread yields the CPU to the event loop (Linux: each thread has its own nice value)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+# Password hashing (scrypt, ~50 ms of CPU) runs here, never on the event loop the drivers share; two threads at
+# a lower priority, so a flood of logins can take neither the loop nor every core.
+HASHING = ThreadPoolExecutor(2, thread_name_prefix="password", initializer=_below_the_loop)
+MAX_WAITING_LOGINS = 16  # logins waiting for a hashing thread; more are told to try again
+# Messages too long to sit beside their code (both are in the catalogues).
+LOCKED = "Too many wrong passwords from this computer: logging in with this name is locked here for " \
+         "{minutes} more minutes."
+ELSEWHERE = "This form did not come from this console: open the console's own page and try again."
 
 
 class LoginRequired:
@@ -67,19 +96,68 @@ class LoginRequired:
 
 
 class BodyLimit:
-    """Refuses oversized request bodies with 413 before reading them."""
+    """Refuses a request body over its limit with 413: at once by its Content-Length, else as the bytes
+    arrive (a chunked upload says no length), so an oversized body is never read whole; and one that stops
+    arriving for BODY_IDLE_S with 408. What the client still sends after the refusal is dropped unread, for
+    at most HEADER_TIMEOUT_S (gateway.console.server); the connection is not cut at once, which would lose
+    the answer on the way (a reset discards what the client has not read yet)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-                response = JSONResponse({"detail": f"request body too large (limit {MAX_BODY} bytes)"}, 413)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request, limit = Request(scope), IMPORT_BODY if scope["path"] in IMPORT_PATHS else MAX_BODY
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await refusal(request, 413, too_large(request, limit))(scope, receive, send)
+            return
+        received, more = 0, True
+
+        async def counted() -> Message:
+            nonlocal received, more
+            if not more:  # the body is in; what follows is the disconnect a stream waits for, with no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout(BODY_IDLE_S):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(408, tr(request, "The upload stopped arriving: try again.")) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                more = message.get("more_body", False)
+                if received > limit:  # an HTTPException, so FastAPI's body reader passes it on as it is
+                    raise HTTPException(413, too_large(request, limit))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def too_large(request: Request, limit: int) -> str:
+    size = f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
+    return tr(request, "The request is too large: at most {size}.").format(size=size)
+
+
+def refusal(request: Request, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """JSON for the API, the error page for people."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": message}, status, headers=headers)
+    response = render(request, "error.html", status, message=message)
+    response.headers.update(headers or {})
+    return response
+
+
+def cross_origin(request: Request) -> bool:
+    """A browser's request sent by a page of another site or origin (a page elsewhere trying passwords in the
+    gatehouse browser): the browser's Sec-Fetch-Site where it sends one, else Origin against Host. Other
+    clients send neither, and are not a browser someone else's page can drive."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host")
 
 
 def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[Session], bus: Bus,
@@ -110,9 +188,15 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": exc.detail}, exc.status_code)
-        return render(request, "error.html", exc.status_code, message=exc.detail)
+        return refusal(request, exc.status_code, exc.detail, exc.headers)
+
+    async def out_of_range(request: Request, exc: Exception) -> Response:
+        """An id past what the database holds (2**63 and up) or a date past year 9999: Python, SQLite (an
+        OverflowError) and PostgreSQL (a DataError) each refuse it in their own words."""
+        return refusal(request, 400, tr(request, "A number or date in the request is out of range."))
+
+    app.add_exception_handler(OverflowError, out_of_range)
+    app.add_exception_handler(DataError, out_of_range)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -127,22 +211,53 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
     async def login_page(request: Request, next: str = "/alarms") -> HTMLResponse:
         return render(request, "login.html", next=safe_next(next), error=None)
 
-    @app.post("/login", include_in_schema=False)
-    async def login(request: Request, username: str = Form(max_length=64), password: str = Form(max_length=200),
-                    next: str = Form("/alarms", max_length=500)) -> Response:
-        client = request.client.host if request.client else None
+    throttle = LoginThrottle()
+    waiting = 0  # logins waiting for a hashing thread
+
+    def check_password(username: str, password: str, client: str | None) -> tuple[str, auth.LoggedIn]:
+        """In a hashing thread: the check, the session and the audit row."""
         with ctx.sessions.begin() as session:
             try:
                 secret, user = auth.login(session, username, password, utcnow(), client)
             except auth.AuthError as exc:
-                error = tr(request, exc.message).format(**exc.params)
                 store.audit(session, username[:64], "login", "console", "refused", {"why": str(exc)}, utcnow(), client)
+                refused = exc
             else:
-                error = ""
                 store.audit(session, user.username, "login", "console", "ok", {}, utcnow(), client)
-        if error:
-            # Not a cookie-CSRF concern: a forged login attempt gains nothing without the password.
-            return render(request, "login.html", 401, next=safe_next(next), error=error, username=username)
+                return secret, user
+        raise refused
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request, username: str = Form(max_length=64), password: str = Form(max_length=200),
+                    next: str = Form("/alarms", max_length=500)) -> Response:
+        nonlocal waiting
+        if cross_origin(request):  # a page elsewhere cannot try passwords, nor lock anyone out, from this browser
+            raise HTTPException(403, tr(request, ELSEWHERE))
+        client = client_address(request)
+        lock = throttle.check(username, client or "", time.monotonic())
+        if lock is not None:
+            if lock.first:  # one audit row per lock, however long the flood
+                with ctx.sessions.begin() as session:
+                    store.audit(session, username[:64], "login", "console", "refused",
+                                {"why": "locked", "seconds": round(lock.seconds_left)}, utcnow(), client)
+            locked = render(request, "login.html", 401, next=safe_next(next), username=username,
+                            error=tr(request, LOCKED).format(minutes=math.ceil(lock.seconds_left / 60)))
+            locked.headers["Retry-After"] = str(math.ceil(lock.seconds_left))
+            return locked
+        if waiting >= MAX_WAITING_LOGINS:
+            raise HTTPException(503, tr(request, "The console is busy: try again in a few seconds."),
+                                headers={"Retry-After": "5"})
+        waiting += 1
+        try:
+            secret, _ = await asyncio.get_running_loop().run_in_executor(
+                HASHING, check_password, username, password, client)
+        except auth.AuthError as exc:
+            throttle.failed(username, client or "", time.monotonic())
+            return render(request, "login.html", 401, next=safe_next(next), username=username,
+                          error=tr(request, exc.message).format(**exc.params))
+        finally:
+            waiting -= 1
+        throttle.succeeded(username, client or "")
         response = RedirectResponse(safe_next(next), 303)
         response.set_cookie(SESSION_COOKIE, secret, httponly=True, samesite="strict", path="/",
                             secure=ctx.secure_cookies if ctx.secure_cookies is not None
@@ -169,7 +284,10 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
             who = current_user(request)
         except NotLoggedIn:
             who = None
+        if who is None and cross_origin(request):  # before login there is no session token to check
+            raise HTTPException(403, tr(request, ELSEWHERE))
         if who is not None:
+            await check_csrf(request, who)
             with ctx.sessions.begin() as session:
                 user = session.get(User, who.user_id)
                 if user is not None:

@@ -3,7 +3,8 @@
 Passwords are hashed with scrypt (a standard memory-hard KDF, in Python's
 standard library). Sessions and API tokens are random secrets given to the
 client once; the database keeps only their SHA-256, so a stolen database copy
-opens nothing. Repeated bad passwords lock the account for a while.
+opens nothing. Repeated wrong passwords are throttled per client address
+(gateway.console.throttle), not here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Literal
 
 from sqlalchemy import select
@@ -49,10 +51,9 @@ PERMISSIONS: dict[str, Role] = {
 }
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # about 50 ms and 16 MiB per check on the gatehouse PC
-MAX_FAILURES = 5  # consecutive bad passwords before the account locks (GB 50396: <= 5 wrong attempts)
-LOCKOUT = timedelta(minutes=15)
 SESSION_IDLE = timedelta(hours=12)  # a guard's shift; a session unused this long ends
 MIN_PASSWORD = 10
+TOKEN_LIFETIME = timedelta(days=365)  # a machine client's token is renewed yearly (`campusgw user token`)
 
 
 class AuthError(Exception):
@@ -90,6 +91,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
+@cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def check_new_password(password: str, username: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AuthError("the password must have at least {count} characters", count=MIN_PASSWORD)
@@ -123,17 +129,35 @@ def add_user(session: Session, username: str, role: Role, password: str, *, disp
     return user
 
 
-def set_password(session: Session, username: str, password: str) -> User:
+def _find(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         raise AuthError("there is no user '{username}'", username=username)
+    return user
+
+
+def set_password(session: Session, username: str, password: str) -> User:
+    user = _find(session, username)
     check_new_password(password, username)
     user.password_hash = hash_password(password)
-    user.failed_logins, user.locked_until = 0, None
-    # A new password ends every session: whoever had the old one is out.
+    # A new password ends every session and token: whoever had the old one is out.
+    _end_sessions(session, user)
+    revoke_tokens(session, username)
+    return user
+
+
+def set_disabled(session: Session, username: str, disabled: bool) -> User:
+    """A disabled user cannot log in, and their sessions and tokens stop working at once."""
+    user = _find(session, username)
+    user.disabled = disabled
+    if disabled:
+        _end_sessions(session, user)
+    return user
+
+
+def _end_sessions(session: Session, user: User) -> None:
     for old in session.scalars(select(UserSession).where(UserSession.user_id == user.id)):
         session.delete(old)
-    return user
 
 
 def generate_password() -> str:
@@ -157,23 +181,15 @@ class LoggedIn:
 def login(session: Session, username: str, password: str, now: datetime, client: str | None) -> tuple[str, LoggedIn]:
     """Check a password; returns (session secret for the cookie, who) or raises AuthError.
 
-    The same message for an unknown user and a wrong password, so the form does not reveal who exists."""
+    The same message and the same work for an unknown or disabled user as for a wrong password, so neither
+    the answer nor its timing reveals who exists. Throttling is the caller's (gateway.console.throttle)."""
     user = session.scalar(select(User).where(User.username == username))
-    refused = AuthError("wrong user name or password")
     if user is None or user.disabled:
-        hash_password(password)  # the same work either way: timing does not reveal who exists
-        raise refused
-    if user.locked_until is not None and user.locked_until > now:
-        minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
-        raise AuthError("too many wrong passwords: the account is locked for {minutes} more minutes "
-                        "(an administrator can set a new password)", minutes=minutes)
+        verify_password(password, _dummy_hash())  # the same work either way
+        raise AuthError("wrong user name or password")
     if not verify_password(password, user.password_hash):
-        user.failed_logins += 1
-        if user.failed_logins >= MAX_FAILURES:
-            user.locked_until = now + LOCKOUT
-            user.failed_logins = 0
-        raise refused
-    user.failed_logins, user.locked_until, user.last_login = 0, None, now
+        raise AuthError("wrong user name or password")
+    user.last_login = now
     secret, csrf = new_secret(), new_secret()
     row = UserSession(user_id=user.id, token_hash=_digest(secret), csrf=csrf, created_at=now, last_seen=now,
                       client=client)
@@ -206,19 +222,27 @@ def logout(session: Session, secret: str) -> None:
 
 
 def add_token(session: Session, username: str, name: str, now: datetime) -> str:
-    """A token for a machine client (sent as 'Authorization: Bearer ...'); shown once."""
-    user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise AuthError("there is no user '{username}'", username=username)
+    """A token for a machine client (sent as 'Authorization: Bearer ...'); shown once, valid TOKEN_LIFETIME."""
+    user = _find(session, username)
     secret = "cgw_" + new_secret()
     session.add(ApiToken(user_id=user.id, name=name, token_hash=_digest(secret), created_at=now))
     return secret
 
 
+def revoke_tokens(session: Session, username: str, name: str | None = None) -> int:
+    """Revoke a user's API tokens (only those called `name`, if given); returns how many."""
+    user = _find(session, username)
+    query = select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked.is_(False))
+    tokens = session.scalars(query if name is None else query.where(ApiToken.name == name)).all()
+    for token in tokens:
+        token.revoked = True
+    return len(tokens)
+
+
 def token_user(session: Session, secret: str, now: datetime) -> LoggedIn | None:
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(secret),
                                                   ApiToken.revoked.is_(False)))
-    if token is None:
+    if token is None or now - token.created_at > TOKEN_LIFETIME:
         return None
     user = session.get(User, token.user_id)
     if user is None or user.disabled:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
@@ -19,6 +19,7 @@ from gateway.bus import Bus
 from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
 from gateway.console import auth, i18n
 from gateway.personal import PersonalData
+from gateway.records import store
 from gateway.records.models import utcnow
 
 SESSION_COOKIE = "campusgw_session"
@@ -83,6 +84,30 @@ def current_user(request: Request) -> auth.LoggedIn:
     return user
 
 
+def served_file(root: Path | None, path: Path) -> Path | None:
+    """`path` if it is a file inside `root` once every symlink is followed, else None: a link planted in the
+    snapshot folder cannot serve /etc/shadow or the database."""
+    if root is None:
+        return None
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return None
+    return real if real.is_file() and real.is_relative_to(root.resolve()) else None
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def refuse(request: Request, user: auth.LoggedIn, action: str, detail: dict[str, Any], message: str) -> NoReturn:
+    """Audit a refused request, then answer 403."""
+    with console(request).sessions.begin() as session:
+        store.audit(session, user.username, action, f"{request.method} {request.url.path}"[:140], "refused", detail,
+                    utcnow(), client_address(request))
+    raise HTTPException(403, tr(request, message))
+
+
 async def check_csrf(request: Request, user: auth.LoggedIn) -> None:
     """A browser's changing request must carry its session's CSRF token (header or form field)."""
     if user.session_id is None or request.method in ("GET", "HEAD", "OPTIONS"):
@@ -92,8 +117,8 @@ async def check_csrf(request: Request, user: auth.LoggedIn) -> None:
             ("application/x-www-form-urlencoded", "multipart/form-data")):  # a file upload (a CSV) is a form too
         sent = str((await request.form()).get("csrf_token", ""))
     if not sent or not hmac.compare_digest(sent, user.csrf):
-        raise HTTPException(403, tr(
-            request, "The form has expired or did not come from this console: reload the page."))
+        refuse(request, user, "csrf.refused", {"token": "wrong" if sent else "missing"},
+               "The form has expired or did not come from this console: reload the page.")
 
 
 def require(permission: str) -> Callable[..., Any]:
@@ -101,7 +126,8 @@ def require(permission: str) -> Callable[..., Any]:
 
     async def dependency(request: Request, user: auth.LoggedIn = Depends(current_user)) -> auth.LoggedIn:  # noqa: B008
         if not auth.allowed(user.role, permission):
-            raise HTTPException(403, tr(request, "Your role may not do this."))
+            refuse(request, user, "role.refused", {"permission": permission, "role": user.role},
+                   "Your role may not do this.")
         await check_csrf(request, user)
         return user
 

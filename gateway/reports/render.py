@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from typing import Any
+from xml.sax.saxutils import escape
 
 from gateway.console.i18n import gettext
 from gateway.reports.figures import Report, Table
 
 CJK_FONT = "STSong-Light"  # one of the Adobe CID fonts every PDF reader has: no font file to ship or embed
 KIND_TITLES = {"daily": "Daily duty log", "monthly": "Monthly safety report", "term": "Term safety report"}
+# A cell a spreadsheet would read as a formula (OWASP CSV injection): a name or place typed as
+# =HYPERLINK(...) or =cmd|' /C calc'!A0 must stay text. A plain number (-3, 12.5, -1e+06) stays a number,
+# and "-" (nothing) stays as it is.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+HARMLESS = re.compile(r"(-?\d+(\.\d+)?(e[+-]?\d+)?|-)\Z")
 
 
 def _tr(language: str) -> Callable[[str], str]:
@@ -25,6 +32,13 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def inert(value: Any) -> Any:
+    """A spreadsheet cell that cannot run: text that starts like a formula gets a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not HARMLESS.match(value):
+        return "'" + value
+    return value
 
 
 def _rows(table: Table, tr: Callable[[str], str]) -> list[list[str]]:
@@ -50,17 +64,22 @@ def to_csv(report: Report, language: str) -> bytes:
     tr = _tr(language)
     out = io.StringIO()
     writer = csv.writer(out)
+
+    def row(cells: list[Any]) -> None:
+        writer.writerow([inert(c) for c in cells])
+
     title, span = heading(report, language)
-    writer.writerow([title, span])
-    writer.writerow([])
-    writer.writerow([tr("Summary")])
+    row([title, span])
+    row([])
+    row([tr("Summary")])
     for key, value in report.summary:
-        writer.writerow([tr(key), _cell(value)])
+        row([tr(key), _cell(value)])
     for table in report.tables:
-        writer.writerow([])
-        writer.writerow([tr(table.title)])
-        writer.writerow([tr(c) for c in table.columns])
-        writer.writerows(_rows(table, tr))
+        row([])
+        row([tr(table.title)])
+        row([tr(c) for c in table.columns])
+        for cells in _rows(table, tr):
+            row(cells)
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
@@ -74,16 +93,16 @@ def to_xlsx(report: Report, language: str) -> bytes:
     sheet = book.active
     sheet.title = tr("Summary")[:31]
     title, span = heading(report, language)
-    sheet.append([title])
-    sheet.append([span])
+    sheet.append([inert(title)])
+    sheet.append([inert(span)])
     for key, value in report.summary:
-        sheet.append([tr(key), value])
+        sheet.append([inert(tr(key)), inert(value)])
     sheet.column_dimensions["A"].width = 36
     for table in report.tables:
         ws = book.create_sheet(tr(table.title)[:31])
-        ws.append([tr(c) for c in table.columns])
+        ws.append([inert(tr(c)) for c in table.columns])
         for row in _rows(table, tr):
-            ws.append([_number(v) for v in row])
+            ws.append([inert(_number(v)) for v in row])
         ws.column_dimensions["A"].width = 28
         if table.chart and table.rows:
             chart = BarChart()
@@ -119,18 +138,21 @@ def to_pdf(report: Report, language: str) -> bytes:
     if CJK_FONT not in pdfmetrics.getRegisteredFontNames():
         pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
     tr = _tr(language)
+
+    def para(text: str, style: ParagraphStyle) -> Paragraph:  # a Paragraph reads markup: <img src=...> opens a file
+        return Paragraph(escape(text), style)
+
     title, span = heading(report, language)
     h1 = ParagraphStyle("h1", fontName=CJK_FONT, fontSize=16, leading=20, spaceAfter=4)
     h2 = ParagraphStyle("h2", fontName=CJK_FONT, fontSize=12, leading=16, spaceBefore=10, spaceAfter=4)
     body = ParagraphStyle("body", fontName=CJK_FONT, fontSize=9, leading=12)
     grid = [("FONT", (0, 0), (-1, -1), CJK_FONT, 8), ("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")), ("VALIGN", (0, 0), (-1, -1), "TOP")]
-    story: list[Any] = [Paragraph(title, h1), Paragraph(span, body), Spacer(1, 4 * mm),
-                        Paragraph(tr("Summary"), h2)]
+    story: list[Any] = [para(title, h1), para(span, body), Spacer(1, 4 * mm), para(tr("Summary"), h2)]
     story.append(PdfTable([[tr(k), _cell(v)] for k, v in report.summary], colWidths=[90 * mm, 40 * mm],
                           style=grid[:2] + grid[3:], hAlign="LEFT"))
     for table in report.tables:
-        story.append(Paragraph(tr(table.title), h2))
+        story.append(para(tr(table.title), h2))
         rows = _rows(table, tr)
         if table.chart and rows:
             values = [float(r[1]) if r[1] not in ("-", "") else 0.0 for r in rows]
@@ -151,7 +173,7 @@ def to_pdf(report: Report, language: str) -> bytes:
         if rows:
             story.append(PdfTable([[tr(c) for c in table.columns], *rows], repeatRows=1, style=grid, hAlign="LEFT"))
         else:
-            story.append(Paragraph(tr("None in this period."), body))
+            story.append(para(tr("None in this period."), body))
     out = io.BytesIO()
 
     def footer(canvas: Any, doc: Any) -> None:

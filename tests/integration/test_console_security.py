@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gateway.bus import Bus
-from gateway.console import auth
+from gateway.console import auth, throttle
 from gateway.console.app import PUBLIC_PATHS, create_app, ensure_first_admin
 from gateway.records import db, store
 from gateway.records.models import Alarm, AuditEntry, Device, utcnow
@@ -136,7 +136,7 @@ def test_a_script_typed_into_a_note_stays_text(console: dict[str, Any]) -> None:
 
 def test_repeated_bad_passwords_lock_the_account(console: dict[str, Any]) -> None:
     client = console["client"]
-    for _ in range(auth.MAX_FAILURES):
+    for _ in range(throttle.MAX_FAILURES):
         response = client.post("/login", data={"username": "guard1", "password": "wrong password!"})
         assert response.status_code == 401 and "wrong user name or password" in response.text
     locked = client.post("/login", data={"username": "guard1", "password": PASSWORD})
@@ -145,7 +145,7 @@ def test_repeated_bad_passwords_lock_the_account(console: dict[str, Any]) -> Non
     assert "wrong user name or password" in unknown.text, "an unknown user looks like a wrong password"
     with console["sessions"]() as session:
         refusals = [a for a in session.scalars(select(AuditEntry)) if a.action == "login"]
-    assert len(refusals) == auth.MAX_FAILURES + 2 and all(a.result == "refused" for a in refusals)
+    assert len(refusals) == throttle.MAX_FAILURES + 2 and all(a.result == "refused" for a in refusals)
 
 
 def test_oversized_and_malformed_requests_get_a_clear_4xx(console: dict[str, Any]) -> None:
@@ -179,9 +179,10 @@ def test_api_tokens_act_as_their_user_without_csrf(console: dict[str, Any]) -> N
 
 def test_language_is_chosen_per_user_and_switchable(console: dict[str, Any]) -> None:
     client = console["client"]
-    login(client, "guard1")
+    csrf = login(client, "guard1")
     assert "No open alarms" in client.get("/alarms").text, "the site's default language (en here)"
-    client.post("/lang", data={"lang": "zh_CN", "next": "/alarms"})
+    assert client.post("/lang", data={"lang": "zh_CN", "next": "/alarms"}).status_code == 403, "a change: CSRF"
+    client.post("/lang", data={"lang": "zh_CN", "next": "/alarms", "csrf_token": csrf})
     page = client.get("/alarms").text
     assert "没有未处理的报警" in page and 'lang="zh-CN"' in page
     assert client.get("/api/alarms/99999").json()["detail"] == "没有这个报警。"

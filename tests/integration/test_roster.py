@@ -411,8 +411,8 @@ def test_a_supervisor_edits_the_roster(console: dict[str, Any]) -> None:
 
 def test_the_page_in_chinese(console: dict[str, Any]) -> None:
     client = console["client"]
-    login(client, "guard1")
-    client.post("/lang", data={"lang": "zh_CN", "next": "/duty"})
+    csrf = login(client, "guard1")
+    client.post("/lang", data={"lang": "zh_CN", "next": "/duty", "csrf_token": csrf})
     text = client.get("/duty").text
     assert "值班表" in text and "夜班 2026-12-01：保安 1 人，按 2,000 人规模需 5 人" in text and "带班领导" in text
 

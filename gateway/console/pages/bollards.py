@@ -7,14 +7,14 @@ who issued them, and every command (accepted, refused or unanswered) is audited.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import threading
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 
 from gateway.commands import CommandClient, CommandTimeout
@@ -24,6 +24,7 @@ from gateway.events import TOPIC_ROOT
 from gateway.records import store
 from gateway.records.models import Device, utcnow
 
+log = logging.getLogger("campusgw.console")
 router = APIRouter()
 Command = Literal["raise", "lower", "efo", "reset"]
 # EFO (emergency fast raise) is for whoever sees the threat; lowering and clearing a fault are supervisors'.
@@ -31,18 +32,49 @@ PERMISSION = {"raise": "bollard.raise", "efo": "bollard.raise", "lower": "bollar
 COMMAND_TIMEOUT_S = 10.0
 
 
+class LastCommand(BaseModel):
+    command: str
+    issued_by: str
+    accepted: bool
+    reason: str
+    at: float
+
+
+class BollardState(BaseModel):
+    """What the panel shows of a bollard driver's retained state (drivers.bollard); other keys are dropped."""
+
+    state: Literal["lowered", "raising", "raised", "lowering", "fault", "efo", "unknown"]
+    reason: str | None = None
+    online: bool | None = None
+    vehicle_present: list[bool] | None = None
+    limits: dict[str, bool | None] | None = None
+    fault: str | bool | None = None
+    efo: bool | None = None
+    fire: bool | None = None
+    raise_blocked: str | None = None
+    last_command: LastCommand | None = None
+
+
 class States:
-    """The latest retained state of every bollard, as the drivers publish it."""
+    """The latest retained state of every bollard, as the drivers publish it. A state that is not what a
+    driver publishes (not an object, a wrong type) is ignored and counted: it cannot break the pages."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.by_device: dict[str, dict[str, Any]] = {}
+        self.rejected = 0
 
     def on_state(self, message: mqtt.MQTTMessage) -> None:
         device = message.topic.split("/")[4]
         try:
-            state = json.loads(message.payload)
-        except ValueError:
+            state = BollardState.model_validate_json(message.payload).model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            self.rejected += 1
+            if self.rejected % 1000 == 1:  # the first, then every 1000th: a flood does not flood the log
+                first = exc.errors()[0]
+                log.warning("ignored a bollard state that is not what a driver publishes on %s (%d so far): %s: %s",
+                            message.topic, self.rejected, ".".join(map(str, first["loc"])) or "the message",
+                            first["msg"])
             return
         with self._lock:
             self.by_device[device] = state

@@ -12,12 +12,12 @@ from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy import select
 
 from gateway.console.auth import LoggedIn
-from gateway.console.web import console, render, require, tr
+from gateway.console.web import console, render, require, served_file, tr
 from gateway.records.models import Device, IngestedEvent
 
 router = APIRouter()
-CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-SNAPSHOT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}-(\d{8})T\d{6}-\d{3}-\d+$")
+CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: "$" would let a trailing newline through
+SNAPSHOT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}-(\d{8})T\d{6}-\d{3}-\d+\Z")
 RECENT = 8
 
 
@@ -50,7 +50,7 @@ async def cameras_api(request: Request, user: LoggedIn = Depends(require("view")
     return camera_rows(request)
 
 
-CLIP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}-\d{8}T\d{6}-\d{3}-\d+-clip$")
+CLIP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}-\d{8}T\d{6}-\d{3}-\d+-clip\Z")
 
 
 def _clip_dir(request: Request, camera: str, clip_id: str) -> Any:
@@ -65,9 +65,8 @@ def _clip_dir(request: Request, camera: str, clip_id: str) -> Any:
 async def clip_page(camera: str, clip_id: str, request: Request,
                     user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
     """An alarm clip played as the camera kept it: its frames in order, with their times."""
-    folder = _clip_dir(request, camera, clip_id)
-    manifest = folder / "clip.json"
-    if not manifest.is_file():
+    manifest = served_file(console(request).snapshot_dir, _clip_dir(request, camera, clip_id) / "clip.json")
+    if manifest is None:
         raise HTTPException(404, tr(request, "The clip is still being recorded."))
     clip = json.loads(manifest.read_text())
     return render(request, "clip.html", camera=camera, clip_id=clip_id, times=clip["times"],
@@ -77,8 +76,8 @@ async def clip_page(camera: str, clip_id: str, request: Request,
 @router.get("/clips/{camera}/{clip_id}/{frame}.jpg")
 async def clip_frame(camera: str, clip_id: str, frame: int, request: Request,
                      user: LoggedIn = Depends(require("view"))) -> FileResponse:  # noqa: B008
-    path = _clip_dir(request, camera, clip_id) / f"{frame:04d}.jpg"
-    if frame < 0 or not path.is_file():
+    path = served_file(console(request).snapshot_dir, _clip_dir(request, camera, clip_id) / f"{frame:04d}.jpg")
+    if frame < 0 or path is None:
         raise HTTPException(404, tr(request, "There is no such clip."))
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
@@ -93,7 +92,8 @@ async def snapshot(camera: str, name: str, request: Request,
     if root is None or not CAMERA_ID.match(camera) or not name.endswith(".jpg") or \
             (stem != "latest" and (match is None or not stem.startswith(camera + "-"))):
         raise HTTPException(404, tr(request, "There is no such snapshot."))
-    path = root / camera / ("latest.jpg" if stem == "latest" else f"{match[1]}/{stem}.jpg")  # type: ignore[index]
-    if not path.is_file():
+    in_folder = "latest.jpg" if stem == "latest" else f"{match[1]}/{stem}.jpg"  # type: ignore[index]
+    path = served_file(root, root / camera / in_folder)
+    if path is None:
         raise HTTPException(404, tr(request, "There is no such snapshot."))
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})

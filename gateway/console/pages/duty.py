@@ -8,6 +8,7 @@ rules (shift times, staffing, carry-over) are gateway.rules.roster.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -174,10 +175,14 @@ async def import_form(request: Request, user: LoggedIn = Depends(require("roster
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         return _page(request, user, 422, week=week, import_errors=[tr(request, "Choose a CSV file.")])
-    text = people.decode_csv(await upload.read())
-    ctx = console(request)
-    with ctx.sessions.begin() as session:
-        result = roster.import_roster(session, ctx.duty, ctx.tz, text, user.username, utcnow(), _client(request))
+    data, ctx, client = await upload.read(), console(request), _client(request)
+
+    def run() -> roster.RosterImport:
+        with ctx.sessions.begin() as session:
+            return roster.import_roster(session, ctx.duty, ctx.tz, people.decode_csv(data), user.username, utcnow(),
+                                        client)
+
+    result = await asyncio.to_thread(run)  # a big file takes seconds to check: not on the drivers' event loop
     if not result.ok:
         return _page(request, user, 422, week=week,
                      import_errors=[p.text(lambda m: tr(request, m)) for p in result.errors[:50]],

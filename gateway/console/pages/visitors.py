@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from gateway.console.auth import LoggedIn
-from gateway.console.web import Console, console, render, require, tr
+from gateway.console.web import Console, console, render, require, served_file, tr
 from gateway.events import rules_topic
 from gateway.personal import PersonalData
 from gateway.records import people, store
@@ -204,8 +204,8 @@ async def photo(visit_id: int, request: Request,
         visit = session.get(Visit, visit_id)
     if visit is None or visit.photo_ref is None or ctx.snapshot_dir is None:
         raise HTTPException(404, tr(request, "There is no photo of this visitor."))
-    path = people.photo_path(ctx.snapshot_dir, visit_id)
-    if not path.is_file():
+    path = served_file(ctx.snapshot_dir, people.photo_path(ctx.snapshot_dir, visit_id))
+    if path is None:
         raise HTTPException(404, tr(request, "There is no photo of this visitor."))
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
