@@ -9,10 +9,11 @@ temp dir and a free port. A 'bench' guard and its API token come from the CLI (`
 
   1. open N SSE clients on /api/alarms/stream (raw sockets, one thread each, Bearer token) and wait
      for each one's `event: snapshot`;
-  2. warm up: publish alarm 0 until every client has it (the console's subscription is live);
+  2. warm up: publish alarm 1 until every client has it (the console's subscription is live);
   3. publish --alarms alarm updates (paho, QoS 1) to campus/v1/bench/rules/alarms/<i>, paced at
-     --rate per second, each shaped like the console's alarm view plus "bench_sent" = time.time()
-     at publish; every client records arrival time - bench_sent for every `event: alarm`;
+     --rate per second, each shaped like the console's alarm view; the console re-reads each alarm from
+     the database before it relays it (so the alarms are made there first), and every client records
+     arrival time - publish time for every `event: alarm`;
   4. report p50/p95/p99/max over all (client, alarm) pairs, received vs N x alarms, the console
      process's CPU over the publishing period (utime + stime from /proc/<pid>/stat, % of one core)
      and its VmRSS with the N clients connected; then close the clients.
@@ -148,8 +149,33 @@ class GuardSseClient(SseClient):
             return
         alarm = json.loads(data)
         self.seen_ids.add(alarm["id"])
-        if "bench_sent" in alarm and alarm["id"] > 0:
-            self.latencies.append((now - alarm["bench_sent"], alarm["id"]))
+        sent = SENT.get(alarm["id"])
+        if sent is not None and alarm["id"] > WARM_UP:
+            self.latencies.append((now - sent, alarm["id"]))
+
+
+WARM_UP = 1  # the alarm published until every client has it; the measured ones follow
+SENT: dict[int, float] = {}  # alarm id -> when it was last published (clients are threads of this process)
+
+
+def make_alarms(site: Path, count: int) -> None:
+    """The alarms the bench announces, in the console's database: it relays only what it finds there."""
+    from gateway.config import load_config
+    from gateway.events import new_id
+    from gateway.records import db, store
+    from gateway.records.models import Device
+    from gateway.rules.alarms import RaiseAlarm
+
+    engine = db.make_engine(load_config(site).database_url())
+    db.upgrade(engine)
+    with db.make_sessions(engine).begin() as session:
+        for i in range(1, count + 1):
+            session.add(Device(id=f"bench-box-{i}", kind="alarm_input", driver="modbus_di", test_mode=False))
+        session.flush()
+        store.apply_effects(session, [RaiseAlarm(f"bench-box-{i}:panic", f"bench-box-{i}", "panic", 1, True, None,
+                                                 "bench", False, new_id(), datetime.now(UTC))
+                                      for i in range(1, count + 1)])
+    engine.dispose()
 
 
 def alarm_body(alarm_id: int) -> dict[str, Any]:
@@ -182,7 +208,7 @@ class Publisher:
 
     def publish(self, alarm_id: int) -> mqtt.MQTTMessageInfo:
         body = alarm_body(alarm_id)
-        body["bench_sent"] = time.time()
+        SENT[alarm_id] = time.time()
         return self.client.publish(f"campus/v1/{SITE}/rules/alarms/{alarm_id}",
                                    json.dumps(body, separators=(",", ":")), qos=1)
 
@@ -224,12 +250,12 @@ def run_round(n: int, alarms: int, rate: float, console: Console, token: str, pu
         # Warm-up (not counted): alarm 0 until every client has it, so the console's MQTT
         # subscription and every stream are live before the clock starts.
         deadline = time.monotonic() + 15
-        while not all(0 in c.seen_ids for c in clients):
+        while not all(WARM_UP in c.seen_ids for c in clients):
             if time.monotonic() > deadline:
                 raise RuntimeError("the warm-up alarm did not reach every SSE client within 15 s")
-            pub.publish(0)
+            pub.publish(WARM_UP)
             with contextlib.suppress(RuntimeError):
-                wait_until(lambda: all(0 in c.seen_ids for c in clients), 0.5, "the warm-up alarm")
+                wait_until(lambda: all(WARM_UP in c.seen_ids for c in clients), 0.5, "the warm-up alarm")
         time.sleep(0.2)
 
         print(f"  {n} clients: publishing {alarms} alarms at {rate:g}/s ...", file=sys.stderr, flush=True)
@@ -239,7 +265,7 @@ def run_round(n: int, alarms: int, rate: float, console: Console, token: str, pu
             delay = wall0 + (i - 1) / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            pub.publish(i)
+            pub.publish(WARM_UP + i)
         wall = time.monotonic() - wall0
         cpu = (cpu_of(pid) - cpu0) / wall * 100
         mosq = (cpu_of(mosquitto_pid) - mosq0) / wall * 100
@@ -286,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             site = write_site(tmp, mosquitto.port, console_port)
             print("creating the guard and its API token with the CLI ...", file=sys.stderr, flush=True)
             token = make_token(site)
+            make_alarms(site, args.alarms + WARM_UP)
             console = Console(site, console_port, tmp / "console.log")
             console.wait_ready()
             idle_rss = rss_mib(console.proc.pid)
