@@ -138,11 +138,14 @@ class EventSubscriber:
     events: (receive time, event type, event time); alarms: (receive time, alarm as published by the rules).
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, login: tuple[str, str] | None = None) -> None:
+        """`login`: the read-only reader's (the embedded broker lets nobody in anonymously)."""
         self.events: queue.Queue[tuple[float, str, float]] = queue.Queue()
         self.alarms: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+        if login:
+            self.client.username_pw_set(*login)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
             [(f"campus/v1/{SITE}/+/+/evt/#", 1), (f"campus/v1/{SITE}/rules/alarms/+", 1)])
         self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
@@ -361,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 broker_port = gw.broker_port if mosquitto is None else mosquitto.port
                 assert broker_port and gw.console_url
-                sub = EventSubscriber(broker_port)
+                sub = EventSubscriber(broker_port, gw.mqtt_login("reader") if mosquitto is None else None)
                 sse = AlarmSseClient(gw.console_url + "api/alarms/stream", console_token(config))
                 if not sub.subscribed.wait(10):
                     raise RuntimeError("the bench's MQTT subscriber got no SUBACK within 10 s")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import queue
 import random
 import selectors
 import socket
@@ -37,10 +36,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import paho.mqtt.client as mqtt
 
 from bench.alarm_latency import (
-    SITE,
     AlarmSseClient,
     EventSubscriber,
     GatewayThread,
@@ -61,23 +58,6 @@ TRIES_PER_ADDRESS = 19  # below the per-address lock (gateway.console.throttle.A
 STREAMS = 500
 UPLOAD = 50 * 1024 * 1024
 INSIDER = ("insider", "a long enough password")
-
-
-class Subscriber(EventSubscriber):
-    """bench.alarm_latency's subscriber, logged in as the read-only MQTT user (nobody is anonymous)."""
-
-    def __init__(self, port: int, login: tuple[str, str]) -> None:  # not super's: it connects anonymously
-        self.events: queue.Queue[tuple[float, str, float]] = queue.Queue()
-        self.alarms: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-under-attack")
-        self.client.username_pw_set(*login)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            [(f"campus/v1/{SITE}/+/+/evt/#", 1), (f"campus/v1/{SITE}/rules/alarms/+", 1)])
-        self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
 
 
 # -- the attacks, each in a process of its own -------------------------------------------------
@@ -180,7 +160,7 @@ def measure(name: str, presses: int, rng: random.Random, sim: ModbusDISimulator,
     stop, counts = ctx.Event(), ctx.Array("i", 3)
     process = ctx.Process(target=attack, args=(*args, stop, counts), daemon=True) if attack else None
     assert gw.broker_port and gw.console_url
-    sub = Subscriber(gw.broker_port, gw.mqtt_login("reader"))
+    sub = EventSubscriber(gw.broker_port, gw.mqtt_login("reader"))
     sse = AlarmSseClient(gw.console_url + "api/alarms/stream", token)
     started = time.monotonic()
     try:

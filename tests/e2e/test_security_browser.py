@@ -6,30 +6,20 @@ message it gets and never drops a row over a bad one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.events import rules_topic
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running
-from tests.security.conftest import PASSWORD, add_users, polling, site_config, stolen_login, url
+from tests.security import conftest as security
+from tests.security.conftest import PASSWORD, stolen_login, url
 
 pw = pytest.importorskip("playwright.sync_api")
 expect = pw.expect
 SITE = "school-1"
-
-
-@pytest.fixture
-def site(tmp_path: Path, sim: ModbusDISimulator) -> Iterator[Running]:
-    running = Running(site_config(tmp_path, sim.port))
-    add_users(running)
-    wait_for(lambda: polling(running), 10, "the alarm box online")
-    yield running
-    running.stop()
+site = security.site  # the same gateway as the security tests' (a fixture)
 
 
 def open_board(browser: Any, running: Running) -> Any:
