@@ -43,7 +43,7 @@ from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
 from gateway.config import Config, validate_config
 from simulators.bollard import BollardSimulator
-from tests.conftest import MosquittoBroker
+from tests.conftest import TEST_LOGIN, MosquittoBroker
 from tests.integration.helpers import Running
 
 SITE = "bench-school"
@@ -73,6 +73,7 @@ class StateWatcher:
         self.states: queue.Queue[tuple[float, dict[str, Any], bool]] = queue.Queue()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.username_pw_set(*TEST_LOGIN)  # the embedded broker lets nobody in anonymously
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(STATE_TOPIC, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
         self.client.on_message = self._on_message
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                 broker_port = running.gateway.broker_port if mosquitto is None else mosquitto.port
                 assert broker_port
                 watcher = StateWatcher(broker_port, f"bench-watch-{os.getpid()}")
-                bus = Bus(config.broker, f"bench-commands-{os.getpid()}", port=broker_port, name="bench")
+                bus = Bus(config.broker, f"bench-commands-{os.getpid()}", port=broker_port, name="bench",
+                          credentials=TEST_LOGIN)
                 commands = CommandClient(bus, SITE, config.gateway.command_key())
                 bus.start()
                 try:

@@ -71,6 +71,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from bench.common import cpu_of, gateway_config, rss_mib, wait_until
+from gateway.broker import login
 from gateway.events import device_topic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,10 +263,11 @@ class GatewayProcess:
 class StateWatcher:
     """Every retained state message of the site's cameras, as (camera, payload) with the payload's `at`."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, login: tuple[str, str]) -> None:
         self.states: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-camera-{os.getpid()}")
+        self.client.username_pw_set(*login)  # the gateway's read-only MQTT user
         topic = f"{device_topic(SITE, 'camera', '+')}/state"
         self.client.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
@@ -333,7 +335,7 @@ def run_round(cameras: int, camera_fps: float, seconds: float, warmup_s: float) 
                     return gateway.broker_port()
 
                 wait_until(port, 60, "the gateway's embedded broker", 0.2)
-                watcher = StateWatcher(port() or 0)
+                watcher = StateWatcher(port() or 0, login("reader", Path(tmp) / "data"))
 
                 def analysing(camera: str) -> bool:
                     state = watcher.latest(camera) if watcher else None
