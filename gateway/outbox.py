@@ -115,8 +115,9 @@ class Outbox:
         self._resend_upto = 0  # rows up to this id are resends (marked historical)
         self._stall_s = resend_after_s
         self._last_progress = time.monotonic()
-        # Set from paho's thread, taken by the publisher thread.
-        self._confirmed: list[str] = []
+        # Set from paho's thread, taken by the publisher thread (a deque: no lock, so paho's thread never waits
+        # on a disk write to hand over a confirmation).
+        self._confirmed: deque[str] = deque()
         self._resend_wanted: str | None = None
         self._connected = False
         self._bus: Bus | None = None
@@ -327,8 +328,7 @@ class Outbox:
             return
         if not isinstance(ids, list):
             return
-        with self._lock:
-            self._confirmed.extend(i for i in ids if isinstance(i, str))
+        self._confirmed.extend(i for i in ids if isinstance(i, str))
         with self._wake:
             self._wake.notify()
 
@@ -368,9 +368,11 @@ class Outbox:
             reader.close()
 
     def _apply_confirmations(self) -> None:
-        with self._lock:
-            confirmed, self._confirmed = self._confirmed, []
-        done = {i: self._unconfirmed.pop(i) for i in confirmed if i in self._unconfirmed}
+        done: dict[str, tuple[int, int]] = {}
+        while self._confirmed:
+            event_id = self._confirmed.popleft()
+            if event_id in self._unconfirmed:
+                done[event_id] = self._unconfirmed.pop(event_id)
         if not done:
             return
         rows = list(done.values())
@@ -427,19 +429,24 @@ class Outbox:
         assert self._bus is not None
         rows = reader.execute("SELECT id, topic, payload, event_id, historical, class FROM outbox WHERE id > ? "
                               "ORDER BY id LIMIT ?", (after, room)).fetchall()
-        for row_id, topic, payload, event_id, historical, event_class in rows:
-            if historical or row_id <= self._resend_upto:
-                payload = _mark_historical(payload)
-            info = self._bus.publish_now(topic, payload, qos=1)
-            if info is None:  # the connection went while handing over: it is all sent again on reconnect
-                return False
-            if not self._unconfirmed:
-                self._last_progress = time.monotonic()  # the stall clock runs from the first unconfirmed
-            self._in_flight.append(info)
-            self._unconfirmed[event_id] = (row_id, len(payload) if event_class == "telemetry" else 0)
+        handed = after
+        try:
+            for row_id, topic, payload, event_id, historical, event_class in rows:
+                if historical or row_id <= self._resend_upto:
+                    payload = _mark_historical(payload)
+                info = self._bus.publish_now(topic, payload, qos=1)
+                if info is None:  # the connection went while handing over: it is all sent again on reconnect
+                    return False
+                if not self._unconfirmed:
+                    self._last_progress = time.monotonic()  # the stall clock runs from the first unconfirmed
+                self._in_flight.append(info)
+                self._unconfirmed[event_id] = (row_id, len(payload) if event_class == "telemetry" else 0)
+                handed = row_id
+        finally:
             with self._lock:
-                self._last_handed = row_id
-            self._handed_max = max(self._handed_max, row_id)
+                if self._last_handed == after:  # not reset by a resend meanwhile
+                    self._last_handed = handed
+            self._handed_max = max(self._handed_max, handed)
         return bool(rows)
 
     def stop(self) -> None:

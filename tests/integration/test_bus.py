@@ -263,6 +263,14 @@ def test_the_shipped_acl_gives_each_part_only_its_topics(tmp_path: Path, sim: An
             assert session.get(IngestedEvent, forged_id) is None
             assert len(session.scalars(select(Alarm)).all()) == 1
         engine.dispose()
+        # The rules service's confirmations reach the drivers through the ACL: the outbox lets the events go.
+        outbox = running.gateway.outbox
+        assert outbox is not None
+        wait_for(lambda: outbox.stats().queued == 0, 10, "the outbox emptied by the rules service's confirmations")
+        # The console's user may publish bollard commands, but an unsigned one is not obeyed.
+        client_as("campusgw-console").publish("campus/v1/s1/bollard/box/cmd/set_test_mode",
+                                              b'{"correlation_id": "c", "issued_by": "admin", "args": {}}', qos=1)
+        wait_for(lambda: any(b'"refused: ' in p for p in payloads), 5, "the refusal")
     finally:
         for client in intruders:
             client.loop_stop()
