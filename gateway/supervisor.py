@@ -36,6 +36,7 @@ RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
 STABLE_AFTER_S = 60.0  # a driver that ran this long starts its backoff afresh
 COMMAND_TIMEOUT_S = 10.0
+REFUSALS_AUDITED_PER_MIN = 60  # refused commands sent to the audit log per minute; a flood beyond is counted
 
 
 class Context:
@@ -106,6 +107,8 @@ class DriverHost:
             self.slots.append(Slot(f"{driver_name}.{key}", cls, devices))
         self._owner = {d.id: slot for slot in self.slots for d in slot.devices}
         self.commands = Verifier(command_key, config.site.id, {d.id: d.kind for d in config.devices})
+        self._refusals = [0.0, 0]  # the minute's start (monotonic), refusals in it
+        self.refused_unaudited = 0
 
     # -- events and availability (called from drivers) ---------------------------------
 
@@ -274,10 +277,20 @@ class DriverHost:
     def _refuse(self, kind: str, device_id: str, name: str, issued_by: str, correlation_id: str, reason: str,
                 result_topic: str) -> None:
         """Not obeyed: answered with why, logged, and recorded (the rules service writes it to the audit log)."""
-        self.log.warning("refused command %s for %s/%s (says it is from %s): %s", name, kind, device_id, issued_by,
-                         reason)
         self.bus.publish_json(result_topic, {"correlation_id": correlation_id, "status": "error",
                                              "detail": f"refused: {reason}"})
+        now = time.monotonic()
+        if now - self._refusals[0] > 60:
+            self._refusals = [now, 0]
+        self._refusals[1] += 1
+        if self._refusals[1] > REFUSALS_AUDITED_PER_MIN:  # a flood is counted, not written row by row
+            if self._refusals[1] == REFUSALS_AUDITED_PER_MIN + 1:
+                self.log.warning("more than %d refused commands this minute: the rest are only counted",
+                                 REFUSALS_AUDITED_PER_MIN)
+            self.refused_unaudited += 1
+            return
+        self.log.warning("refused command %s for %s/%s (says it is from %s): %s", name, kind, device_id, issued_by,
+                         reason)
         self.emit_gateway("campus.gateway.command_refused", {
             "kind": kind[:32], "device": device_id[:64], "command": name[:64], "issued_by": issued_by[:120],
             "reason": reason[:300]})

@@ -127,3 +127,16 @@ def test_a_result_is_taken_only_from_its_own_device(amqtt_broker: Any) -> None:
     finally:
         bus.stop()
         forger.stop()
+
+
+def test_a_flood_of_forged_commands_is_counted_not_written_row_by_row(rig: Any) -> None:
+    from gateway.supervisor import REFUSALS_AUDITED_PER_MIN
+
+    running, bus, results = rig
+    total = REFUSALS_AUDITED_PER_MIN + 20
+    for n in range(total):
+        bus.publish_json(TOPIC, {"correlation_id": f"flood-{n}", "issued_by": "x", "args": {}})
+    wait_for(lambda: len(results) >= total, 10, "every forged command answered")
+    assert all("refused: unsigned" in r["detail"] for r in results)
+    wait_for(lambda: len(audited(running)) == REFUSALS_AUDITED_PER_MIN, 10, "a minute's worth in the audit log")
+    assert running.gateway.host is not None and running.gateway.host.refused_unaudited == 20
