@@ -33,6 +33,39 @@ def match_topic(topic_filter: str, topic: str) -> bool:
     return mqtt.topic_matches_sub(topic_filter, topic)
 
 
+READ_CHUNK = 64 * 1024
+
+
+class _BufferedClient(mqtt.Client):
+    """paho with one recv() per chunk instead of three or four per packet (the command byte, each length
+    byte, the body): under a burst the network thread spent most of its time in recv calls (py-spy).
+    paho waits on the raw socket with select(), which cannot see what is already buffered here, so every
+    readable wake-up reads until the buffer is empty."""
+
+    _rbuf = b""
+    _rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(READ_CHUNK)  # BlockingIOError when there is nothing: paho's "again"
+            if not data:
+                return data  # closed by the broker
+            self._rbuf, self._rpos = data, 0
+        out = self._rbuf[self._rpos:self._rpos + bufsize]
+        self._rpos += len(out)
+        return out
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0  # nothing of an old connection is read on the next one
+        super()._sock_close()
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf) and self._sock is not None:
+            rc = super().loop_read(max_packets)
+        return rc
+
+
 class Bus:
     def __init__(self, config: BrokerConfig, client_id: str, *, port: int | None = None,
                  will: tuple[str, bytes] | None = None, manual_ack: bool = False,
@@ -56,7 +89,7 @@ class Bus:
         self._stopping = False
         self._ever_connected = False
         self._suback_mid: int | None = None
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self.client = _BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=clean_session, manual_ack=manual_ack,
                                   protocol=mqtt.MQTTv311)
         # Our outbox limits what is handed over; paho's own queue only holds what is in flight.
