@@ -12,9 +12,10 @@ import pytest
 
 from gateway.events import rules_topic
 from simulators.modbus_di import ModbusDISimulator
+from tests.e2e.test_console_browser import open_board
 from tests.integration.helpers import Running
 from tests.security import conftest as security
-from tests.security.conftest import PASSWORD, stolen_login, url
+from tests.security.conftest import stolen_login, url
 
 pw = pytest.importorskip("playwright.sync_api")
 expect = pw.expect
@@ -22,19 +23,9 @@ SITE = "school-1"
 site = security.site  # the same gateway as the security tests' (a fixture)
 
 
-def open_board(browser: Any, running: Running) -> Any:
-    page = browser.new_context(viewport={"width": 1280, "height": 700}).new_page()
-    page.goto(url(running) + "alarms")
-    page.fill("#username", "guard1")
-    page.fill("#password", PASSWORD)
-    page.click("#login")
-    expect(page.locator("body")).to_have_attribute("data-stream", "up", timeout=5000)
-    return page
-
-
 def test_forged_alarm_updates_leave_the_real_alarm_on_the_board(browser: Any, site: Running,
                                                                 sim: ModbusDISimulator) -> None:
-    page = open_board(browser, site)
+    page = open_board(browser, url(site), "guard1")
     sim.press(1)
     row = page.locator("#alarms tr")
     expect(row).to_have_count(1, timeout=2000)
@@ -57,7 +48,7 @@ def test_forged_alarm_updates_leave_the_real_alarm_on_the_board(browser: Any, si
 def test_the_board_ignores_a_bad_message_and_keeps_its_rows(browser: Any, site: Running,
                                                             sim: ModbusDISimulator) -> None:
     """Whatever reaches the stream (a bug, a proxy, a console of another version), the board checks it."""
-    page = open_board(browser, site)
+    page = open_board(browser, url(site), "guard1")
     sim.press(1)
     expect(page.locator("#alarms tr")).to_have_count(1, timeout=2000)
     real = json.loads(page.evaluate("JSON.stringify([...alarms.values()][0])"))
