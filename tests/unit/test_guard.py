@@ -76,18 +76,19 @@ def test_a_loop_that_returns_while_it_should_run_is_a_failure() -> None:
 
 def test_a_periodic_task_that_raises_keeps_running() -> None:
     runs: list[int] = []
+    third = asyncio.Event()
 
     async def job() -> None:
         runs.append(1)
         if len(runs) < 3:
             raise OSError("no space left on device")
+        third.set()
         await asyncio.Event().wait()
 
     async def main() -> None:
         task = asyncio.create_task(keep_running("snapshot retention", job))
-        while len(runs) < 3:
-            await asyncio.sleep(0.01)
-        assert not task.done()
+        await third.wait()
+        assert not task.done() and len(runs) == 3
         task.cancel()
 
     asyncio.run(asyncio.wait_for(main(), 5))
