@@ -32,6 +32,14 @@ WATCH_S = 0.2
 Point = tuple[float, float]
 
 
+def frame_rate(previous: tuple[float, int] | None, at: float, analysed: int, current: float) -> float:
+    """Frames analysed per second since the previous report. A worker restarted in between counts from 0
+    again: its first report is a new baseline, not a negative rate (which /metrics once showed as -10.4)."""
+    if previous is None or at <= previous[0] or analysed < previous[1]:
+        return current if previous is not None and analysed >= previous[1] else 0.0
+    return (analysed - previous[1]) / (at - previous[0])
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -245,8 +253,7 @@ class CameraDriver(Driver):
             if kind == "ended":
                 w.last_reason = data["reason"]
             elif kind == "stats":
-                if w.last_stats is not None and data["at"] > w.last_stats[0]:
-                    w.fps = (data["analysed"] - w.last_stats[1]) / (data["at"] - w.last_stats[0])
+                w.fps = frame_rate(w.last_stats, data["at"], data["analysed"], w.fps)
                 w.last_stats = (data["at"], data["analysed"])
                 w.frames_analysed = data["analysed"]
                 self.ctx.set_state(w.cfg.id, {"online": bool(w.online), "fps": round(w.fps, 2),

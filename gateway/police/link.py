@@ -229,7 +229,7 @@ class PoliceLink:
                            f"the alarm centre has not acknowledged ({error}); trying again", self.clock())
         log.error("police link: %s message %d not acknowledged on any path (%s); again in %.0f s",
                   message.kind, message.id, error, wait)
-        self._set_undelivered(True, f"a {message.kind} report has not reached the alarm centre: {error}")
+        self._set_undelivered(True, f"a report ({message.kind}) has not reached the alarm centre: {error}")
         if message.alarm_id is not None and attempts == 1:
             self._publish_alarm(message.alarm_id)
         return False
