@@ -46,6 +46,19 @@ COLORS = {"off": osdp.CommandLEDColor.Black, "red": osdp.CommandLEDColor.Red,
           "blue": osdp.CommandLEDColor.Blue}
 
 
+# osdp_LED (IEC 60839-11-5 / SIA OSDP 2.2): a temporary and a permanent state per LED; times in 100 ms units.
+LED_TEMPORARY_NOP = 0x00
+LED_TEMPORARY_CANCEL = 0x01  # drop any temporary state and show the permanent one (shows nothing new)
+LED_TEMPORARY_SET = 0x02  # show the temporary state given and start its timer; the permanent state after it
+LED_PERMANENT_NOP = 0x00
+LED_PERMANENT_SET = 0x01
+# osdp_BUZ tone codes: 0x00 no tone, 0x01 off, 0x02 the default tone; count 0 = sound until told otherwise.
+BUZZER_OFF = 0x01
+BUZZER_DEFAULT_TONE = 0x02
+BEEP_ON_TICKS = 1  # 100 ms tone, 100 ms silence per beep
+BEEP_OFF_TICKS = 1
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -399,14 +412,9 @@ class OsdpDriver(Driver):
         cp = self._cp
         if cp is None:
             return False
-        ticks = signal.on_ms // 100
-        led = {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1, "temporary": True,
-               "on_count": ticks, "off_count": 0, "on_color": COLORS[signal.color],
-               "off_color": COLORS[signal.color], "timer_count": ticks}
-        ok = bool(cp.submit_command(reader.address, led))
-        if signal.beeps:
-            buzzer = {"command": osdp.Command.Buzzer, "reader": 0, "control_code": 2, "on_count": 1,
-                      "off_count": 1, "rep_count": signal.beeps}
+        ok = bool(cp.submit_command(reader.address, led_command(signal)))
+        buzzer = buzzer_command(signal)
+        if buzzer is not None:
             ok = bool(cp.submit_command(reader.address, buzzer)) and ok
         self.counters["feedback"] += 1
         return ok
@@ -425,3 +433,22 @@ class OsdpDriver(Driver):
     def health(self) -> dict[str, Any]:
         return {"online": {r.id: bool(self._online.get(r.id)) for r in self.readers}, **self.counters,
                 "bytes_in": self._channel.bytes_in if self._channel else 0, "last_error": self.last_error}
+
+
+def led_command(signal: Signal) -> dict[str, Any]:
+    """The osdp_LED command (libosdp's dict) for a feedback signal: the temporary state in the signal's colour,
+    steady (on_count = the whole time, off_count 0) for on_ms, its timer started (control code 0x02); the
+    permanent state untouched. libosdp 3.2's binding fills the record's temporary half from a dict with
+    `"temporary": True` and leaves the permanent half zero: control code 0x00, NOP."""
+    ticks = signal.on_ms // 100  # 1..255: Signal bounds on_ms to 100..25 500
+    return {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": True,
+            "control_code": LED_TEMPORARY_SET, "on_count": ticks, "off_count": 0,
+            "on_color": COLORS[signal.color], "off_color": COLORS["off"], "timer_count": ticks}
+
+
+def buzzer_command(signal: Signal) -> dict[str, Any] | None:
+    """The osdp_BUZ command for a feedback signal's beeps (None for none: a count of 0 would sound for ever)."""
+    if not signal.beeps:
+        return None
+    return {"command": osdp.Command.Buzzer, "reader": 0, "control_code": BUZZER_DEFAULT_TONE,
+            "on_count": BEEP_ON_TICKS, "off_count": BEEP_OFF_TICKS, "rep_count": signal.beeps}

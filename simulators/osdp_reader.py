@@ -4,7 +4,8 @@ The gateway's control panel (CP) opens `port` with pyserial as it would open an 
 libosdp PeripheralDevice on the pty's master end. A test or the CLI drives the reader with plain calls:
 present_card(card), keys("1234#"), tamper(True), power_failure(True), power_off(), power_on(); and reads back
 what the CP told it to do: `commands` (each a libosdp command dict plus `received_at`, time.monotonic()),
-last_led_color(), beeps, wait_for_command(predicate, timeout).
+last_led_color(), beeps, wait_for_command(predicate, timeout); and what a reader that follows the standard
+SHOWS: led_now(at), led_timeline(), buzzer_now(at) (see LedState and BuzzerState for how each field is read).
 
 Secure channel: given `scbk`, the reader insists on it (LibFlag.EnforceSecure), as a commissioned reader does.
 Without one it is a reader fresh from the box, in install mode: it accepts the default key SCBK-D and then the
@@ -35,6 +36,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import osdp
@@ -61,7 +63,68 @@ LED_COLORS = {
     osdp.CommandLEDColor.White: "white",
 }
 REFRESH_S = 0.002
-BUZZER_TONE_ON = 2  # OSDP buzzer tone code: 0 no change, 1 off, 2 default tone
+BUZZER_TONE_ON = 2  # OSDP buzzer tone code: 0 no tone, 1 off, 2 default tone
+LED_TEMPORARY_CANCEL = 1  # osdp_LED temporary control code: cancel the temporary state, show the permanent one
+LED_TEMPORARY_SET = 2  # set the temporary state and start its timer
+LED_PERMANENT_SET = 1  # osdp_LED permanent control code (0 = NOP, leave the permanent state)
+TICK_S = 0.1  # OSDP LED and buzzer times are in 100 ms units
+
+
+@dataclass(frozen=True)
+class LedParams:
+    """One state of an LED (osdp_LED's temporary or permanent half): on_color for on_count x 100 ms, then
+    off_color for off_count x 100 ms, over and over; off_count 0 is steady on_color, on_count 0 steady off_color."""
+
+    on_color: int = osdp.CommandLEDColor.Black
+    off_color: int = osdp.CommandLEDColor.Black
+    on_count: int = 0
+    off_count: int = 0
+    since: float = 0.0  # when this state began (the flashing starts with the on phase)
+
+    def color_at(self, at: float) -> int:
+        if self.off_count == 0:
+            return self.on_color if self.on_count else self.off_color
+        if self.on_count == 0:
+            return self.off_color
+        period = (self.on_count + self.off_count) * TICK_S
+        return self.on_color if (at - self.since) % period < self.on_count * TICK_S else self.off_color
+
+
+@dataclass(frozen=True)
+class LedState:
+    """An LED as the reader shows it after a command: the permanent state, and a temporary one that wins until
+    `until` (its timer, timer_count x 100 ms from when the command came), after which the permanent one shows."""
+
+    at: float
+    permanent: LedParams = LedParams()
+    temporary: LedParams | None = None
+    until: float = 0.0
+
+    def color_at(self, at: float) -> int:
+        if self.temporary is not None and at < self.until:
+            return self.temporary.color_at(at)
+        return self.permanent.color_at(at)
+
+
+@dataclass(frozen=True)
+class BuzzerState:
+    """The buzzer after an osdp_BUZ: tone code 2 sounds rep_count cycles (0: until told otherwise) of on_count x
+    100 ms tone and off_count x 100 ms silence; tone codes 0 and 1 silence it."""
+
+    at: float
+    tone: bool = False
+    on_count: int = 0
+    off_count: int = 0
+    rep_count: int = 0
+
+    def sounding_at(self, at: float) -> bool:
+        if not self.tone or self.on_count == 0 or at < self.at:
+            return False
+        period = (self.on_count + self.off_count) * TICK_S
+        elapsed = at - self.at
+        if self.rep_count and elapsed >= self.rep_count * period:
+            return False
+        return elapsed % period < self.on_count * TICK_S
 
 
 class OsdpLine:
@@ -169,6 +232,10 @@ class OsdpReaderSimulator:
         self.log_level = log_level
         self.commands: list[Command] = []
         self.on_command: Callable[[Command], None] | None = None  # called in libosdp's thread, with its lock held
+        # what the reader shows: per (reader, LED number) the states in the order the commands came; per reader
+        # the buzzer's. Kept across power_off() (history), though a real reader would go dark meanwhile.
+        self.led_states: dict[tuple[int, int], list[LedState]] = {}
+        self.buzzer_states: dict[int, list[BuzzerState]] = {}
         self._cond = threading.Condition()
         self._tamper = False
         self._power_failure = False
@@ -303,6 +370,10 @@ class OsdpReaderSimulator:
         if command.get("command") == osdp.Command.Keyset and command.get("data"):
             self.scbk = bytes(command["data"])  # kept for the next power_on, as in the reader's flash
         with self._cond:
+            if command.get("command") == osdp.Command.LED:
+                self._apply_led(record)
+            elif command.get("command") == osdp.Command.Buzzer:
+                self._apply_buzzer(record)
             self.commands.append(record)
             self._cond.notify_all()
         if self.on_command is not None:
@@ -311,6 +382,71 @@ class OsdpReaderSimulator:
             except Exception:  # an exception here would stop libosdp's thread: the reader would go dead
                 log.exception("OSDP reader %s: on_command failed", self.name)
         return 0, None
+
+    def _apply_led(self, command: Command) -> None:
+        """osdp_LED as a reader that follows the standard reads it. libosdp 3.2's binding hands the PD one half of
+        the record: the temporary half when its control code is not 0 (`temporary`: True, with timer_count), else
+        the permanent half; both when the temporary code is 0x01 and the permanent one not 0 (`cancel_temporary`
+        with the permanent half). A permanent half sent along with a temporary code 0x02 is not passed on."""
+        at = float(command["received_at"])
+        key = (int(command.get("reader", 0)), int(command.get("led_number", 0)))
+        states = self.led_states.setdefault(key, [])
+        now = states[-1] if states else LedState(at)
+        if now.temporary is not None and at >= now.until:
+            now = replace(now, temporary=None, until=0.0)
+        code = int(command.get("control_code", 0))
+        params = LedParams(int(command.get("on_color", 0)), int(command.get("off_color", 0)),
+                           int(command.get("on_count", 0)), int(command.get("off_count", 0)), at)
+        if command.get("temporary"):
+            if code == LED_TEMPORARY_CANCEL:
+                now = replace(now, temporary=None, until=0.0)
+            elif code == LED_TEMPORARY_SET:
+                now = replace(now, temporary=params, until=at + int(command.get("timer_count", 0)) * TICK_S)
+            # 0x00 (NOP) and codes the standard does not define: no change
+        else:
+            if command.get("cancel_temporary"):
+                now = replace(now, temporary=None, until=0.0)
+            if code == LED_PERMANENT_SET:
+                now = replace(now, permanent=params)
+        states.append(replace(now, at=at))
+
+    def _apply_buzzer(self, command: Command) -> None:
+        at = float(command["received_at"])
+        states = self.buzzer_states.setdefault(int(command.get("reader", 0)), [])
+        states.append(BuzzerState(at, int(command.get("control_code", 0)) == BUZZER_TONE_ON,
+                                  int(command.get("on_count", 0)), int(command.get("off_count", 0)),
+                                  int(command.get("rep_count", 0))))
+
+    def led_now(self, at: float | None = None, reader: int = 0, led: int = 0) -> str:
+        """The colour the LED shows at `at` (time.monotonic(); default now): "off" before any command."""
+        at = time.monotonic() if at is None else at
+        with self._cond:
+            states = [s for s in self.led_states.get((reader, led), []) if s.at <= at]
+        color = states[-1].color_at(at) if states else osdp.CommandLEDColor.Black
+        return LED_COLORS.get(color, f"color {color}")
+
+    def led_timeline(self, reader: int = 0, led: int = 0, step: float = TICK_S) -> list[tuple[float, str]]:
+        """(time, colour) at each change the LED shows, from the first command until every timer has run out."""
+        with self._cond:
+            states = list(self.led_states.get((reader, led), []))
+        if not states:
+            return []
+        end = max(max(s.until for s in states), states[-1].at) + step
+        changes: list[tuple[float, str]] = []
+        at = states[0].at
+        while at <= end:
+            color = self.led_now(at, reader, led)
+            if not changes or changes[-1][1] != color:
+                changes.append((at, color))
+            at += step / 10
+        return changes
+
+    def buzzer_now(self, at: float | None = None, reader: int = 0) -> bool:
+        """Whether the buzzer sounds at `at` (time.monotonic(); default now)."""
+        at = time.monotonic() if at is None else at
+        with self._cond:
+            states = [s for s in self.buzzer_states.get(reader, []) if s.at <= at]
+        return bool(states) and states[-1].sounding_at(at)
 
     def wait_for_command(self, predicate: Callable[[Command], bool], timeout: float = 5.0,
                          since: int = 0) -> Command | None:
@@ -333,7 +469,8 @@ class OsdpReaderSimulator:
         return [c for c in self.commands if c.get("command") == osdp.Command.Buzzer]
 
     def last_led_color(self, reader: int | None = None) -> str | None:
-        """The colour ("green", "red", "amber", "off", ...) the last LED command turned on, None if none came."""
+        """The on colour ("green", "red", ...) recorded in the last LED command, None if none came. That is not
+        what the reader shows (a temporary control code 0x01 shows nothing new): see led_now()."""
         leds = [c for c in self.led_commands() if reader is None or c.get("reader") == reader]
         return led_color_name(leds[-1]) if leds else None
 
@@ -352,7 +489,14 @@ def describe(command: Command) -> str:
     """One line per command for the CLI: "LED green", "BEEP x1"."""
     kind = command.get("command")
     if kind == osdp.Command.LED:
-        return f"LED {led_color_name(command)}"
+        code = command.get("control_code")
+        if command.get("temporary"):
+            if code == LED_TEMPORARY_SET:
+                return f"LED {led_color_name(command)} for {command.get('timer_count', 0) * TICK_S:.1f} s"
+            return f"LED temporary code {code}: no new colour shown"
+        if code == LED_PERMANENT_SET:
+            return f"LED {led_color_name(command)}"
+        return f"LED permanent code {code}: no change"
     if kind == osdp.Command.Buzzer:
         if command.get("control_code") != BUZZER_TONE_ON:
             return "BEEP off"

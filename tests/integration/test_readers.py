@@ -132,15 +132,22 @@ def test_a_known_card_is_let_in_green_with_a_beep_and_an_unknown_one_gets_red(ga
     assert led is not None, "no LED command within the standard's 2 s"
     assert led["received_at"] - presented < 2.0
     assert sim.last_led_color() == "green"
+    shown = led["received_at"]  # what the reader shows: green for the granted 1.5 s, then dark again
+    assert [sim.led_now(shown + dt) for dt in (0.05, 1.45, 1.6)] == ["green", "green", "off"]
     wait_for(lambda: sim.beeps >= 1, 2, "a beep")
+    beep = sim.buzzer_commands()[0]["received_at"]
+    assert sim.buzzer_now(beep + 0.05) and not sim.buzzer_now(beep + 0.25)  # one 100 ms beep
     entry = wait_for(lambda: next(iter(gatehouse.access_log()), None), 5, "the access log line")
     assert (entry.reader, entry.direction, entry.granted, entry.reason, entry.person_name, entry.credential) == \
         ("gate-in", "entry", True, "granted", "王老师", "018,54919")
 
     seen = len(sim.commands)
     sim.present_card(make_card("wiegand26", 1, 99))
-    assert sim.wait_for_command(lambda c: "on_color" in c, 2.0, since=seen) is not None
+    led = sim.wait_for_command(lambda c: "on_color" in c, 2.0, since=seen)
+    assert led is not None
     assert sim.last_led_color() == "red"
+    shown = led["received_at"]  # red for the denied 2 s
+    assert [sim.led_now(shown + dt) for dt in (0.05, 1.95, 2.1)] == ["red", "red", "off"]
     denied = wait_for(lambda: [e for e in gatehouse.access_log() if not e.granted], 5, "the refusal logged")
     assert denied[0].reason == "unknown_credential" and denied[0].credential == "099,00001"
 
@@ -333,6 +340,8 @@ def test_two_readers_on_one_bus_each_get_their_own_answer_and_one_down_leaves_th
         assert lane_in.wait_for_command(lambda c: "on_color" in c, 2.0) is not None
         assert lane_out.wait_for_command(lambda c: "on_color" in c, 2.0) is not None
         assert (lane_in.last_led_color(), lane_out.last_led_color()) == ("green", "red")
+        assert lane_in.led_now(lane_in.led_commands()[-1]["received_at"] + 0.05) == "green"
+        assert lane_out.led_now(lane_out.led_commands()[-1]["received_at"] + 0.05) == "red"
         lane_out.power_off()
         wait_for(lambda: online(running, "lane-out") is False, 20, "the reader without power reported offline")
         assert online(running, "lane-in"), "the other reader on the bus stays online"

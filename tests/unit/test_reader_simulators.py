@@ -113,7 +113,7 @@ def test_osdp_led_and_buzzer_commands_are_recorded(reader: OsdpReaderSimulator) 
         assert reader.last_led_color() is None and reader.beeps == 0
         since = len(reader.commands)
         cp.submit_command(ADDRESS, {
-            "command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": True, "control_code": 1,
+            "command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": True, "control_code": 2,
             "on_count": 10, "off_count": 0, "on_color": osdp.CommandLEDColor.Green,
             "off_color": osdp.CommandLEDColor.Black, "timer_count": 30})
         cp.submit_command(ADDRESS, {"command": osdp.Command.Buzzer, "reader": 0, "control_code": 2,
@@ -123,13 +123,17 @@ def test_osdp_led_and_buzzer_commands_are_recorded(reader: OsdpReaderSimulator) 
         led = reader.wait_for_command(lambda c: c["command"] == osdp.Command.LED, 0, since=since)
         assert led is not None and led["received_at"] <= buzz["received_at"]
         assert reader.last_led_color() == "green" and reader.beeps == 1
+        shown = led["received_at"]
+        assert reader.led_now(shown + 0.1) == "green" and reader.led_now(shown + 3.1) == "off"  # 30 x 100 ms
+        assert reader.buzzer_now(buzz["received_at"] + 0.1) and not reader.buzzer_now(buzz["received_at"] + 0.5)
         since = len(reader.commands)
         cp.submit_command(ADDRESS, {
             "command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": False, "control_code": 1,
             "on_count": 1, "off_count": 0, "on_color": osdp.CommandLEDColor.Red,  # steady (0/0 is NAKed)
             "off_color": osdp.CommandLEDColor.Black})
-        assert reader.wait_for_command(lambda c: c["command"] == osdp.Command.LED, 5, since=since)
-        assert reader.last_led_color() == "red"
+        red = reader.wait_for_command(lambda c: c["command"] == osdp.Command.LED, 5, since=since)
+        assert red is not None and reader.last_led_color() == "red"
+        assert reader.led_now(red["received_at"] + 10) == "red"  # permanent: no timer
         assert reader.wait_for_command(lambda c: c["command"] == osdp.Command.Text, 0.05) is None
 
 
