@@ -5,7 +5,6 @@ rows, not one per attempt."""
 
 from __future__ import annotations
 
-import statistics
 import time
 
 from sqlalchemy import func, select
@@ -66,7 +65,8 @@ def test_an_unknown_name_gets_the_answer_a_known_one_gets(site: Running) -> None
         known_lock, unknown_lock = try_login(known, "admin", "x" * 12), try_login(unknown, "nobody", "x" * 12)
     assert known_lock[0] == unknown_lock[0] == 401 and error_of(known_lock[1]) == error_of(unknown_lock[1]) != "", \
         "the lock reads the same for a name that exists and one that does not"
-    known_s, unknown_s = statistics.median(known_times), statistics.median(unknown_times)
+    # The fastest of each: the work itself, without what other processes on the two cores added to a try.
+    known_s, unknown_s = min(known_times), min(unknown_times)
     assert abs(known_s - unknown_s) < 0.5 * max(known_s, unknown_s), \
         f"the same work either way: {known_s * 1000:.0f} ms for a user, {unknown_s * 1000:.0f} ms for nobody"
 
