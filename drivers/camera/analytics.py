@@ -493,6 +493,13 @@ class TamperDetector:
         self._reference = np.asarray(learnt["reference"], dtype=np.float32)
         self._learn_since, self._learn_sharp, self._learn_sum, self._learn_frames = None, [], None, 0
 
+    def carry(self, kinds: list[str]) -> None:
+        """Conditions a previous worker had raised start raised here, so this one clears them (after
+        clear_hold_s of a normal view) or keeps them, instead of never saying they ended."""
+        for kind in kinds:
+            if kind in self._holds:
+                self._holds[kind].active = True
+
     def relearn(self) -> None:
         """Forget the baseline and reference view: learn them again from the next `learn_s` of frames."""
         self.baseline = None
@@ -534,11 +541,13 @@ class TamperDetector:
         featureless = r.flat >= COVERED_SHARE
         # A featureless frame that still matches the learnt view is a dark night; a flat frame's phase
         # correlation peaks at random up to about 0.25, hence the higher bar.
-        covered = featureless and not (self._reference is not None and self._same_view(DARK_MATCH))
+        # Before a view is learnt there is nothing to differ from: a camera started at night on a dark scene
+        # is not covered, and learns its view once the picture has features.
+        covered = featureless and self._reference is not None and not self._same_view(DARK_MATCH)
         events = self._step("covered", covered, at, f"{100 * r.flat:.0f} % of the picture featureless (grey "
                             f"std-dev under {s.covered_std:g}; covered from {100 * COVERED_SHARE:.0f} %), "
                             f"match with the learnt view {r.match:.2f}")
-        if covered:  # a black frame is not also blurred or elsewhere, and teaches nothing
+        if covered or (featureless and self._reference is None):  # not blurred or elsewhere; teaches nothing
             self._holds["defocus"].pause()
             self._holds["moved"].pause()
             return events

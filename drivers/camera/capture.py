@@ -43,14 +43,26 @@ class WorkerSettings:
     analytics: dict[str, Any] = field(default_factory=dict)
     clip_fps: float = 2.0
     clip_pre_s: float = 30.0
+    rtsp_transport: str = "tcp"
 
 
-def _open(settings: WorkerSettings) -> Any:
+# FFmpeg probes a stream until it has read 5 MB or 5 s of it, which a 5 fps substream never reaches: every
+# open took the whole open_timeout_s. The SDP and the first packets already say the codec and size, so read
+# a few kB (0.4-0.8 s to the first frame on loopback, H.264 and H.265). TCP: RTP over UDP is lost through
+# NATs and firewalls, and OpenCV asks for TCP too unless told otherwise.
+RTSP_OPTIONS = "rtsp_transport;{transport}|probesize;4096|analyzeduration;500000"
+
+
+def open_capture(settings: WorkerSettings) -> Any:
+    """The stream opened with the timeouts and probing a live camera needs (cv2.VideoCapture)."""
     import cv2
 
     source: str | int = int(settings.source) if settings.source.isdigit() else settings.source
     if isinstance(source, int) or source.startswith("/dev/video"):
         return cv2.VideoCapture(source, cv2.CAP_V4L2)
+    if source.lower().startswith(("rtsp://", "rtsps://")) and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ:
+        # Read by OpenCV at each open; a worker (or `campusgw doctor`) is a process of its own.
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = RTSP_OPTIONS.format(transport=settings.rtsp_transport)
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(settings.open_timeout_s * 1000),
               cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(settings.read_timeout_s * 1000)]
     return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
@@ -162,7 +174,7 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
 
     from drivers.camera.pipeline import Pipeline
 
-    cap = _open(settings)
+    cap = open_capture(settings)
     if not cap.isOpened():
         return (f"cannot open {redact(settings.source)}: check the address and port, the user and password, "
                 "and that the substream is enabled on the camera")
@@ -182,6 +194,7 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
     is_file = "://" not in settings.source and not settings.source.isdigit() and \
         not settings.source.startswith("/dev/video")
     file_period = 1.0 / (cap.get(cv2.CAP_PROP_FPS) or 25.0) if is_file else 0.0
+    timed = "://" in settings.source  # FFmpeg's read timeout applies to network streams only
     next_grab = time.monotonic()
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
     raw = fourcc == b"MJPG" and cap.set(cv2.CAP_PROP_FORMAT, -1)  # JPEG packets out of grab(), undecoded
@@ -192,11 +205,16 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
             if file_period:
                 next_grab += file_period
                 time.sleep(max(0.0, next_grab - time.monotonic()))
+            began = time.monotonic()
             if not cap.grab():
                 if settings.loop_file and grabbed:  # a test or demo file: play it again
                     cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
                 return "the stream ended or a read timed out"
+            if timed and time.monotonic() - began >= settings.read_timeout_s - TIMEOUT_SLACK_S:
+                # OpenCV's grab() answers True once or twice after its read timeout interrupted FFmpeg (frames
+                # the decoder still held): no frame arrived, so the stream is stalled, not alive.
+                return f"no frame for {settings.read_timeout_s:g} s (read timeout)"
             now = time.time()
             last_frame.value = now
             grabbed += 1
@@ -238,6 +256,7 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
 
 
 VIEW_SAVE_S = 60.0
+TIMEOUT_SLACK_S = 0.05  # a grab that lasted the read timeout (less scheduling jitter) was interrupted
 
 
 def _save_view(tamper: Any, path: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import queue
 import time
@@ -28,6 +29,9 @@ from gateway.config import DeviceConfig, SecretRef, Window
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 60.0
 WATCH_S = 0.2
+PROBE_S = 0.5  # during a restart backoff, the camera's port is tried this often ...
+PROBE_TIMEOUT_S = 0.3  # ... each try given this long
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 
 Point = tuple[float, float]
 
@@ -107,6 +111,7 @@ class CameraConfig(DeviceConfig):
     fps: float = Field(default=5.0, gt=0, le=30)  # frames analysed per second
     width: int = Field(default=640, ge=64, le=1920)  # the substream, or what the frame is scaled to
     height: int = Field(default=360, ge=48, le=1080)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"  # RTP over TCP passes NATs and firewalls; UDP only on a clean LAN
     open_timeout_s: float = Field(default=5.0, gt=0, le=60)
     read_timeout_s: float = Field(default=5.0, gt=0, le=60)
     video_loss_s: float = Field(default=10.0, gt=0, le=600)
@@ -158,6 +163,8 @@ class Worker:
     last_seen: float = 0.0  # wall time of the last frame any worker read
     first_try: float = 0.0
     started_wall: float = 0.0
+    next_probe: float = 0.0
+    port_closed: bool = False  # a probe found the camera's port closed during this backoff
 
 
 class CameraDriver(Driver):
@@ -173,19 +180,47 @@ class CameraDriver(Driver):
         self._mp = worker_context()
         self._stop = asyncio.Event()
         self._clips = 0
+        self.address = network_address(device.url)
+        # Conditions (motion, tamper, loitering) the camera has reported active and not yet ended: kept on
+        # disk, so a worker started after a crash, a video loss or a gateway restart ends or keeps them.
+        self._active_file = ctx.data_dir / "snapshots" / device.id / "active.json"
+        self.active: dict[str, dict[str, Any]] = _load_active(self._active_file)
 
     async def start(self) -> None:
         w = self.worker
         while not self._stop.is_set():
             self.ctx.heartbeat()
             now = time.monotonic()
-            if w.process is None and now >= w.restart_at:
+            if w.process is None and (now >= w.restart_at or await self._back_early(now)):
                 self._spawn()
             if w.process is not None:
                 self._drain()
+            self._watch_loss()
+            if w.process is not None:
                 self._watch(now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), WATCH_S)
+
+    async def _back_early(self, now: float) -> bool:
+        """During the restart backoff (up to a minute), knock on the camera's port now and then: a port
+        that refused and now answers is a camera back from a power cut, read at once rather than at the end
+        of the backoff. A port that stayed open (a wrong path, a stalled camera) waits out the backoff."""
+        w = self.worker
+        if self.address is None or now < w.next_probe:
+            return False
+        w.next_probe = now + PROBE_S
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(*self.address), PROBE_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            w.port_closed = True
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        if w.port_closed:
+            self.ctx.log.info("%s: the camera answers again: reading now", w.cfg.id)
+            return True
+        return False
 
     async def stop(self) -> None:
         self._stop.set()
@@ -230,9 +265,12 @@ class CameraDriver(Driver):
             open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
             snapshot_dir=str(self.ctx.data_dir / "snapshots"), snapshot_every_s=cfg.snapshot_every_s,
             jpeg_quality=cfg.jpeg_quality, loop_file=cfg.loop_file, clip_fps=cfg.clip_fps, clip_pre_s=cfg.clip_pre_s,
+            rtsp_transport=cfg.rtsp_transport,
             analytics={"motion": asdict_or_none(cfg.motion), "tamper": asdict_or_none(cfg.tamper),
                        "loitering": asdict_or_none(cfg.loitering), "timezone": str(self.ctx.tz)})
+        settings.analytics["carried"] = {"tamper": self._carry_over(cfg)}
         w.last_reason = None
+        w.port_closed = False
         w.last_frame = self._mp.Value("d", 0.0, lock=False)
         w.out = self._mp.Queue()
         w.commands = self._mp.Queue()
@@ -264,22 +302,52 @@ class CameraDriver(Driver):
             elif kind in ("motion", "tamper", "loitering"):
                 w.events += 1
                 at = data.pop("at")
+                self._track(kind, data)
                 self.ctx.emit(w.cfg.id, f"campus.camera.{kind}", data, at)
 
-    def _watch(self, now: float) -> None:
-        """Video loss is time without a frame, whatever the worker is doing: a camera that reboots and is
-        back within `video_loss_s` was never lost. A worker that has read nothing for `video_loss_s` since
-        it started or since its last frame is stuck (a read that never returns) and is killed."""
+    def _track(self, kind: str, data: dict[str, Any]) -> None:
+        key = f"{kind}:{data.get('zone') or data.get('kind')}"
+        if data["active"]:
+            self.active[key] = {k: v for k, v in data.items() if k in ("zone", "kind")}
+        elif self.active.pop(key, None) is None:
+            return
+        _save_active(self._active_file, self.active)
+
+    def _carry_over(self, cfg: CameraConfig) -> list[str]:
+        """Before a worker starts: the tamper kinds it must start raised (it ends them once the view is
+        normal); motion and loitering, which a new worker must first learn to see, are ended here."""
+        carried = []
+        for key, data in list(self.active.items()):
+            kind = key.split(":", 1)[0]
+            if kind == "tamper" and cfg.tamper is not None:
+                carried.append(str(data["kind"]))
+                continue
+            ended = {**data, "active": False}
+            if kind == "tamper":
+                ended["detail"] = "tamper detection is off in the config"
+            self._track(kind, ended)
+            self.ctx.emit(cfg.id, f"campus.camera.{kind}", ended, time.time())
+        return carried
+
+    def _watch_loss(self) -> None:
+        """Video loss is time without a frame, whatever the worker is doing (reading, stuck, or not running
+        during its restart backoff): a camera that reboots and is back within `video_loss_s` was never lost."""
         w, cfg = self.worker, self.worker.cfg
-        own = w.last_frame.value
-        w.last_seen = max(w.last_seen, own)
+        if w.process is not None:
+            w.last_seen = max(w.last_seen, w.last_frame.value)
         silent = time.time() - (w.last_seen or w.first_try)
-        stuck = time.time() - max(own, w.started_wall)
-        alive = w.process.is_alive()
         if silent >= cfg.video_loss_s and w.online is not False:
             w.online = False
             self.ctx.set_online(cfg.id, False, f"video loss: no frame for {silent:.0f} s"
                                 + (f" ({w.last_reason})" if w.last_reason else ""))
+
+    def _watch(self, now: float) -> None:
+        """A worker that has read nothing for `video_loss_s` since it started or since its last frame is
+        stuck (a read that never returns) and is killed; one that ended is restarted with backoff."""
+        w, cfg = self.worker, self.worker.cfg
+        own = w.last_frame.value
+        stuck = time.time() - max(own, w.started_wall)
+        alive = w.process.is_alive()
         if alive and stuck < cfg.video_loss_s:
             if own and w.online is not True:
                 w.online = True
@@ -310,6 +378,33 @@ class CameraDriver(Driver):
             w.out.close()
             w.out.join_thread()
         w.process, w.last_reason = None, w.last_reason or why
+
+
+def network_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a network camera's URL; None for a file or a local device."""
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        return parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        return None
+
+
+def _load_active(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def _save_active(path: Path, active: dict[str, dict[str, Any]]) -> None:
+    with contextlib.suppress(OSError):  # a full disk: the events still go out; only a restart forgets them
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".active.tmp")
+        tmp.write_text(json.dumps(active))
+        tmp.replace(path)
 
 
 # Loaded once in the fork server, so each worker shares their pages instead of importing them again.

@@ -40,6 +40,10 @@ class Pipeline:
         self.loitering = None if loitering is None else analytics.LoiterDetector(analytics.LoiterSettings(
             zones=[analytics.Zone(z["name"], [tuple(p) for p in z["polygon"]]) for z in loitering["zones"]],
             **{k: v for k, v in loitering.items() if k != "zones"}))
+        carried = [str(k) for k in (settings.get("carried") or {}).get("tamper", [])]
+        if self.tamper is not None and carried:
+            self.tamper.carry(carried)
+            self._reported.update(("tamper", k) for k in carried)  # its end is reported, whatever the schedule
 
     def update(self, frame: Any, at: float, wall: float | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Events of this frame; `at` is monotonic (hold times), `wall` the time for schedules (None: now)."""

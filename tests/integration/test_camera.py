@@ -140,7 +140,8 @@ def test_a_covered_lens_is_a_tamper_alarm_with_its_snapshot_and_clears_when_unco
     running = Running(config)
     records = Records(config)
     try:
-        wait_for(lambda: records.online() is True, 15, "the camera online")
+        view = tmp_path / "data" / "snapshots" / "gate-cam" / "tamper-view.npz"
+        wait_for(view.is_file, 15, "the view learnt (covered is judged against it)")
         camera.cover(True)
         covered = time.monotonic()
         (alarm,) = wait_for(lambda: records.alarms("tamper"), 10, "the tamper alarm")
