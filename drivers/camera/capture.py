@@ -198,7 +198,8 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
     next_grab = time.monotonic()
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
     raw = fourcc == b"MJPG" and cap.set(cv2.CAP_PROP_FORMAT, -1)  # JPEG packets out of grab(), undecoded
-    out.put(("opened", {"backend": cap.getBackendName(), "codec": fourcc.decode("ascii", "replace"),
+    out.put(("opened", {"backend": cap.getBackendName(), "codec": fourcc.decode("ascii", "replace").strip("\x00 "),
+                        "size": (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))),
                         "decode_on_demand": raw}))
     try:
         while True:

@@ -164,6 +164,9 @@ class Worker:
     first_try: float = 0.0
     started_wall: float = 0.0
     next_probe: float = 0.0
+    codec: str | None = None  # as the worker's stream reports it: h264, hevc, MJPG
+    stream_size: tuple[int, ...] | None = None
+    first_frame_s: float | None = None  # the current worker: from its start to its first frame
     port_closed: bool = False  # a probe found the camera's port closed during this backoff
 
 
@@ -254,7 +257,9 @@ class CameraDriver(Driver):
     def health(self) -> dict[str, Any]:
         w = self.worker
         return {"online": w.online, "restarts": w.restarts, "fps": round(w.fps, 2), "events": w.events,
-                "last_reason": w.last_reason, "pid": w.process.pid if w.process is not None else None}
+                "last_reason": w.last_reason, "pid": w.process.pid if w.process is not None else None,
+                "codec": w.codec, "stream_size": w.stream_size, "port_closed": w.port_closed,
+                "first_frame_s": None if w.first_frame_s is None else round(w.first_frame_s, 2)}
 
     # -- the worker ------------------------------------------------------------------
 
@@ -271,6 +276,7 @@ class CameraDriver(Driver):
         settings.analytics["carried"] = {"tamper": self._carry_over(cfg)}
         w.last_reason = None
         w.port_closed = False
+        w.first_frame_s = None
         w.last_frame = self._mp.Value("d", 0.0, lock=False)
         w.out = self._mp.Queue()
         w.commands = self._mp.Queue()
@@ -290,6 +296,8 @@ class CameraDriver(Driver):
                 return
             if kind == "ended":
                 w.last_reason = data["reason"]
+            elif kind == "opened":
+                w.codec, w.stream_size = data["codec"], tuple(data["size"])
             elif kind == "stats":
                 w.fps = frame_rate(w.last_stats, data["at"], data["analysed"], w.fps)
                 w.last_stats = (data["at"], data["analysed"])
@@ -349,6 +357,8 @@ class CameraDriver(Driver):
         stuck = time.time() - max(own, w.started_wall)
         alive = w.process.is_alive()
         if alive and stuck < cfg.video_loss_s:
+            if own and w.first_frame_s is None:
+                w.first_frame_s = own - w.started_wall
             if own and w.online is not True:
                 w.online = True
                 self.ctx.set_online(cfg.id, True)
@@ -361,6 +371,7 @@ class CameraDriver(Driver):
         self._kill(reason)
         self.ctx.log.warning("%s: %s; reading again in %.0f s", cfg.id, reason, w.backoff)
         w.restart_at = time.monotonic() + w.backoff
+        w.next_probe = 0.0  # is the camera still there? (see _back_early)
         w.backoff = min(w.backoff * 2, RESTART_MAX_S)
         w.restarts += 1
 
