@@ -29,7 +29,9 @@ from gateway.rules.alarms import (
     RefusedAction,
     State,
     UpdateAlarm,
+    closes_while_active,
     operator_transition,
+    source_silent,
 )
 
 SYSTEM = "system"
@@ -129,17 +131,27 @@ def record_event_seen(session: Session, rows: list[dict[str, Any]], last_seen: d
 def operator_action(session: Session, alarm_id: int, action: Action | Literal["note"], actor: str, at: datetime,
                     note: str | None = None, client: str | None = None) -> Alarm:
     """A person acts on an alarm: checked, applied, and audited whether it succeeds or is refused.
-    A note changes no state and may be added to any alarm, closed ones too."""
+    A note changes no state and may be added to any alarm, closed ones too. A close of an alarm whose input is
+    still active (gateway.rules.alarms.closes_while_active) needs a note and a silent source; its audit entry
+    and history line say that the input was still active, and why the source counted as silent."""
     alarm = session.get(Alarm, alarm_id, with_for_update=True)
     if alarm is None:
         audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused", {"why": "no such alarm"}, at, client)
         raise RefusedAction("there is no such alarm")
+    forced: dict[str, Any] = {}
+    if action != "note" and closes_while_active(alarm.state, action,  # type: ignore[arg-type]
+                                                latching=alarm.latching, condition_active=alarm.condition_active):
+        device = session.get(Device, alarm.device_id)
+        online = device.online if device is not None else None
+        forced = {"input_active": True, "device_online": online, "last_event_at": alarm.last_event_at.isoformat(),
+                  "silent": source_silent(alarm.alarm_type, online, alarm.last_event_at, at)}
     try:
         to_state: State = alarm.state if action == "note" else operator_transition(  # type: ignore[assignment]
             alarm.state, action, latching=alarm.latching,  # type: ignore[arg-type]
-            condition_active=alarm.condition_active)
+            condition_active=alarm.condition_active, note=note, silent=bool(forced.get("silent")))
     except RefusedAction as exc:
-        audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused", {"why": str(exc)}, at, client)
+        audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused",
+              {"why": str(exc), **forced, **({"note": note} if note else {})}, at, client)
         raise
     from_state: State = alarm.state  # type: ignore[assignment]
     alarm.state = to_state
@@ -151,11 +163,13 @@ def operator_action(session: Session, alarm_id: int, action: Action | Literal["n
         alarm.cleared_at, alarm.cleared_by = at, actor
         queue_police_restore(session, alarm.id, at)
     elif action == "close":
+        # Closed with its input still active: cleared_at stays empty (the input never cleared); no restore goes
+        # to the alarm centre (the zone is not restored). A later report of the same input raises a new alarm.
         alarm.closed_at, alarm.closed_by = at, actor
-    session.add(AlarmTransition(alarm_id=alarm.id, action=action, from_state=from_state, to_state=to_state,
-                                actor=actor, at=at, note=note))
+    session.add(AlarmTransition(alarm_id=alarm.id, action="close_active" if forced else action,
+                                from_state=from_state, to_state=to_state, actor=actor, at=at, note=note))
     audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "ok",
-          {"from": from_state, "to": to_state, **({"note": note} if note else {})}, at, client)
+          {"from": from_state, "to": to_state, **({"note": note} if note else {}), **forced}, at, client)
     return alarm
 
 

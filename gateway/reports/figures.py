@@ -186,10 +186,13 @@ def _hazards(session: Session, report: Report) -> None:
 def _uptime(session: Session, report: Report) -> None:
     period = (report.end - report.start).total_seconds()
     down: dict[str, float] = defaultdict(float)
+    # Offline until the alarm cleared, or until a person closed it while the device was still silent (then
+    # nothing more is known: it must not count as down in every report after)
+    ended = func.coalesce(Alarm.cleared_at, Alarm.closed_at)
     for device_id, raised, cleared in session.execute(
-            select(Alarm.device_id, Alarm.raised_at, Alarm.cleared_at).where(
+            select(Alarm.device_id, Alarm.raised_at, ended).where(
                 Alarm.alarm_type == "device_offline", Alarm.raised_at < report.end,
-                or_(Alarm.cleared_at.is_(None), Alarm.cleared_at >= report.start))):
+                or_(ended.is_(None), ended >= report.start))):
         begin, until = max(raised, report.start), min(cleared or report.end, report.end)
         down[device_id] += max(0.0, (until - begin).total_seconds())
     devices = session.scalars(select(Device.id).order_by(Device.id)).all()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from gateway.events import Event
@@ -181,8 +181,42 @@ def clear_condition(current: OpenAlarm | None, event_id: str, at: datetime) -> l
     return [UpdateAlarm(current.id, "clear", current.state, to_state, False, event_id, at)]
 
 
-def operator_transition(state: State, action: Action, *, latching: bool, condition_active: bool) -> State:
-    """The state after a person's action, or RefusedAction saying why not."""
+# Closing by hand an alarm whose input is still active (issue 16): a stuck alarm must never be stuck for good,
+# but a condition that is news must not be waved away. Its source has gone silent when its device is offline
+# (nothing it could say would reach us), or nothing about the input has come for SILENT_AFTER: the drivers
+# report a change within seconds (a camera's tamper clears 2 s after the view is back), so ten minutes without
+# a word on an alarm still marked active means its "cleared" was most likely lost, and ten minutes give the guard
+# sent to look the time to report first. Closing it is a supervisor's decision, with a note, audited.
+SILENT_AFTER = timedelta(minutes=10)  # the refusal below says "10 minutes": change both together
+NOTE_MIN = 6  # characters, spaces not counted: "摄像头已修复" or "camera ok", not "ok" or "x"
+
+
+def source_silent(alarm_type: str, device_online: bool | None, last_event_at: datetime | None,
+                  now: datetime) -> bool:
+    """Whether the source of an alarm has gone silent: its device is offline (`device_online` False; None
+    is a device the registry does not know, or has never heard from, which is not the same), or the newest
+    event about the alarm's input is SILENT_AFTER old or more. A device-offline alarm is the news that the
+    device is offline, so for it only the time counts."""
+    if device_online is False and alarm_type != "device_offline":
+        return True
+    return last_event_at is None or now - last_event_at >= SILENT_AFTER
+
+
+def note_long_enough(note: str | None) -> bool:
+    return len("".join((note or "").split())) >= NOTE_MIN
+
+
+def closes_while_active(state: State, action: str, *, latching: bool, condition_active: bool) -> bool:
+    """Whether this is the close of an acknowledged alarm whose input is still active (a non-latching alarm
+    that never cleared): allowed with a note, once its source has gone silent (operator_transition)."""
+    return action == "close" and state == "active_ack" and condition_active and not latching
+
+
+def operator_transition(state: State, action: Action, *, latching: bool, condition_active: bool,
+                        note: str | None = None, silent: bool = False) -> State:
+    """The state after a person's action, or RefusedAction saying why not. `note` is the person's note,
+    `silent` whether the alarm's source has gone silent (source_silent): together they let a supervisor
+    close an acknowledged alarm whose input is still active and will never report normal again."""
     if state == "closed":
         raise RefusedAction("the alarm is already closed")
     if action == "ack":
@@ -195,13 +229,26 @@ def operator_transition(state: State, action: Action, *, latching: bool, conditi
         if state != "active_ack":
             raise RefusedAction("the alarm is not active; close it instead")
         if condition_active and not latching:
-            raise RefusedAction("the input is still active: it clears by itself when the input returns to normal")
+            raise RefusedAction("the input is still active: it clears by itself when the input returns to normal, "
+                                "or, if its device has gone silent, close the alarm with a note")
         return "cleared_ack"
     if action == "close":
+        if state == "cleared_ack":
+            return "closed"
         if state == "cleared_unack":
             raise RefusedAction("acknowledge the alarm before closing it")
-        if state != "cleared_ack":
-            raise RefusedAction("reset the alarm before closing it" if latching
-                                else "the alarm is still active: it can be closed once it has cleared")
+        if latching:
+            raise RefusedAction("reset the alarm before closing it")
+        if not condition_active:
+            raise RefusedAction("the alarm is still active: it can be closed once it has cleared")
+        if state == "active_unack":
+            raise RefusedAction("the input is still active: acknowledge the alarm before closing it")
+        if not silent:
+            raise RefusedAction("the input is still active and was reported less than 10 minutes ago: wait for it "
+                                "to clear, or close the alarm with a note once its device is offline or has been "
+                                "silent for 10 minutes")
+        if not note_long_enough(note):
+            raise RefusedAction("the input is still active: to close the alarm anyway, write a note of at least "
+                                "6 characters saying why")
         return "closed"
     raise RefusedAction(f"unknown action {action!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,15 +12,20 @@ import pytest
 
 from gateway.events import Event, make_event
 from gateway.rules.alarms import (
+    NOTE_MIN,
     OPEN_STATES,
+    SILENT_AFTER,
     DeviceStatus,
     OpenAlarm,
     RaiseAlarm,
     RefusedAction,
     UpdateAlarm,
     alarm_key,
+    closes_while_active,
     evaluate,
+    note_long_enough,
     operator_transition,
+    source_silent,
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -178,8 +183,6 @@ def test_a_repeated_press_raises_the_level_but_never_above_1() -> None:
 def test_a_restore_older_than_the_alarm_is_ignored() -> None:
     """Events can arrive out of order (a broker delivering concurrently): an old 'restored' must not clear
     an alarm that a newer trigger set."""
-    from datetime import timedelta
-
     tamper = {"box-1:t": OpenAlarm(1, "box-1:t", "active_unack", False, True, 2, AT)}
     late = restored({"point": "t", "input": 2, "point_type": "tamper"})
     assert evaluate(late, tamper, AT - timedelta(seconds=1)) == []
@@ -276,3 +279,108 @@ def test_acknowledging_twice_is_refused() -> None:
     state = operator_transition("active_unack", "ack", latching=True, condition_active=True)
     with pytest.raises(RefusedAction, match="already acknowledged"):
         operator_transition(state, "ack", latching=True, condition_active=True)
+
+
+# --- closing an alarm whose input is still active (issue 16 item 2) ------------------------------------------
+# A non-latching alarm never clears by itself when its source stops talking (a camera whose "cleared" was lost):
+# a supervisor closes it with a note, once the source has gone silent. Nothing else changes.
+
+GOOD_NOTE = "摄像头已修复"  # 6 characters
+EXTRAS = [  # (note, silent) besides the plain (None, False) of the table above
+    pytest.param(GOOD_NOTE, False, id="note-not_silent"),
+    pytest.param(None, True, id="no_note-silent"),
+    pytest.param("ok ok", True, id="short_note-silent"),
+    pytest.param(GOOD_NOTE, True, id="note-silent"),
+]
+
+
+def _expect_with(state: str, action: str, latching: bool, condition_active: bool, note: str | None,
+                 silent: bool) -> str | RefusedAction:
+    if (state, action, latching, condition_active) != ("active_ack", "close", False, True):
+        return _expect(state, action, latching, condition_active)  # a note and a silent source change nothing else
+    if not silent:
+        return RefusedAction("less than 10 minutes ago")
+    if not note or len("".join(note.split())) < 6:
+        return RefusedAction("note of at least 6 characters")
+    return "closed"
+
+
+FORCED = [
+    pytest.param(s, a, lat, cond, *extra.values, _expect_with(s, a, lat, cond, *extra.values),
+                 id=f"{s}-{a}-{'latching' if lat else 'nonlatching'}-{'input_active' if cond else 'input_normal'}-"
+                    f"{extra.id}")
+    for s, a, (lat, cond), extra in itertools.product(STATES, ACTIONS, FLAGS, EXTRAS)
+]
+
+
+@pytest.mark.parametrize(("state", "action", "latching", "condition_active", "note", "silent", "expected"), FORCED)
+def test_operator_transition_with_note_and_silent_source(state: str, action: str, latching: bool,
+                                                          condition_active: bool, note: str | None, silent: bool,
+                                                          expected: str | RefusedAction) -> None:
+    kwargs: dict[str, Any] = {"latching": latching, "condition_active": condition_active, "note": note,
+                              "silent": silent}
+    if isinstance(expected, RefusedAction):
+        with pytest.raises(RefusedAction, match=str(expected)):
+            operator_transition(state, action, **kwargs)  # type: ignore[arg-type]
+    else:
+        assert operator_transition(state, action, **kwargs) == expected  # type: ignore[arg-type]
+    assert closes_while_active(state, action, latching=latching,  # type: ignore[arg-type]
+                               condition_active=condition_active) == (
+        (state, action, latching, condition_active) == ("active_ack", "close", False, True))
+
+
+def test_forced_close_table_covers_every_pair() -> None:
+    assert len(FORCED) == len(STATES) * len(ACTIONS) * 4 * len(EXTRAS) == 240
+
+
+def test_the_refusals_name_the_limits_the_rules_use() -> None:
+    """The messages are literal (translated whole): they must say the numbers the rules check."""
+    with pytest.raises(RefusedAction, match=f"{NOTE_MIN} characters"):
+        operator_transition("active_ack", "close", latching=False, condition_active=True, note="x", silent=True)
+    with pytest.raises(RefusedAction, match=f"{int(SILENT_AFTER.total_seconds() // 60)} minutes"):
+        operator_transition("active_ack", "close", latching=False, condition_active=True, note=GOOD_NOTE)
+    with pytest.raises(RefusedAction, match="close the alarm with a note"):  # reset points to the way out
+        operator_transition("active_ack", "reset", latching=False, condition_active=True, note=GOOD_NOTE, silent=True)
+
+
+@pytest.mark.parametrize(("alarm_type", "online", "age", "silent"), [
+    ("tamper", False, timedelta(0), True),  # its device is offline: nothing it says can reach us
+    ("tamper", True, timedelta(0), False),  # just reported, by a device that is talking
+    ("tamper", True, timedelta(minutes=9, seconds=59), False),
+    ("tamper", True, timedelta(minutes=10), True),  # nothing about it for 10 minutes
+    ("tamper", None, timedelta(minutes=1), False),  # a device never heard from is not "offline"
+    ("tamper", None, timedelta(hours=3), True),
+    ("incident_deadline", None, timedelta(minutes=1), False),  # no device behind it: only time counts
+    ("device_offline", False, timedelta(minutes=1), False),  # the device being offline is this alarm's news
+    ("device_offline", False, timedelta(minutes=10), True),
+    ("tamper", True, None, True),  # no event time known at all
+    ("tamper", True, -timedelta(minutes=30), False),  # a device clock ahead: not silent
+])
+def test_source_silent(alarm_type: str, online: bool | None, age: timedelta | None, silent: bool) -> None:
+    assert source_silent(alarm_type, online, None if age is None else AT - age, AT) is silent
+
+
+@pytest.mark.parametrize(("note", "ok"), [
+    (None, False), ("", False), ("      ", False), ("ok", False), ("a b c d e", False),
+    ("摄像头已修复", True), ("camera ok", True), (" ab  cd  ef ", True),
+])
+def test_note_long_enough(note: str | None, ok: bool) -> None:
+    assert note_long_enough(note) is ok
+
+
+def camera_tamper(active: bool) -> Event:
+    return make_event("s1", "camera", "cam-1", "campus.camera.tamper",
+                      {"kind": "covered", "active": active, "detail": "lens covered"}, 1, TS, TZ)
+
+
+def test_after_a_forced_close_the_input_raises_a_new_alarm_and_a_late_clear_does_nothing() -> None:
+    """Closed alarms are not open alarms (the records look up open ones by key): the same input reporting
+    the condition again raises a new alarm, and its late "cleared" finds nothing to clear or reopen."""
+    key = "cam-1:tamper:covered"
+    assert alarm_key(camera_tamper(True)) == key
+    state = operator_transition("active_unack", "ack", latching=False, condition_active=True)
+    assert operator_transition(state, "close", latching=False, condition_active=True, note="camera back, seen",
+                               silent=True) == "closed"
+    assert evaluate(camera_tamper(False), {}, AT) == []
+    (effect,) = evaluate(camera_tamper(True), {}, AT)
+    assert isinstance(effect, RaiseAlarm) and (effect.key, effect.alarm_type) == (key, "tamper")

@@ -29,7 +29,9 @@ def used_messages() -> set[str]:
     for module in (ROOT / "gateway" / "rules" / "alarms.py", ROOT / "gateway" / "records" / "store.py",
                    ROOT / "gateway" / "rules" / "incidents.py", ROOT / "gateway" / "records" / "ledger.py",
                    CONSOLE / "pages" / "incidents.py"):
-        found |= set(re.findall(r'RefusedAction\(\s*"([^"]+)"', module.read_text(encoding="utf-8")))
+        # with strings continued over lines joined (a refusal is shown whole, so it is translated whole)
+        messages = re.findall(r'RefusedAction\(\s*"((?:[^"]|"\s+")+)"', module.read_text(encoding="utf-8"))
+        found |= {re.sub(r'"\s+"', "", m) for m in messages}
     # VisitError messages (the visitor desk shows them translated), with strings continued over lines joined
     people_text = (ROOT / "gateway" / "records" / "people.py").read_text(encoding="utf-8")
     found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', people_text)}

@@ -208,7 +208,9 @@ def _route(action: Action) -> None:
     endpoint.__doc__ = {"ack": "Acknowledge an alarm (guard and up).",
                         "note": "Add a note to an alarm's history (guard and up).",
                         "reset": "Reset an acknowledged alarm once the cause is dealt with (supervisor and up).",
-                        "close": "Close a cleared, acknowledged alarm (supervisor and up)."}[action]
+                        "close": "Close a cleared, acknowledged alarm (supervisor and up). An acknowledged alarm "
+                                 "whose input is still active closes only with a note (at least 6 characters), "
+                                 "once its device is offline or has sent nothing about it for 10 minutes."}[action]
     router.post(f"/api/alarms/{{alarm_id}}/{action}")(endpoint)
 
 
