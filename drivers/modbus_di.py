@@ -245,19 +245,27 @@ class ModbusDIDriver(Driver):
         try:
             bits = await self._read_bits(module, module.cfg.first_address, module.cfg.span)
         except (TimeoutError, OSError, ModbusException) as exc:
-            bits = None
             module.counters["errors"] += 1
             module.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if bits is None:
             self._poll_failed(module)
+            return
+        if bits is None or isinstance(bits, int):
+            self._read_refused(module, bits)
             return
         for number in self._reading(module, bits):
             await self._clear_latch(module, number)
 
-    def _poll_failed(self, module: Module) -> None:
+    def _poll_failed(self, module: Module, refused: bool = False) -> None:
         module.failures += 1
         if module.failures >= module.cfg.offline_after:
-            self._went_offline(module, f"{module.where} stopped answering: {module.last_error}")
+            where = module.cfg.connection.line() if refused else f"{module.where} stopped answering"
+            self._went_offline(module, f"{where}: {module.last_error}")
+
+    def _read_refused(self, module: Module, code: int | None) -> None:
+        """The module answered the read with a Modbus exception: it is there, but its points cannot be read."""
+        module.counters["errors"] += 1
+        module.last_error = _read_refusal(module.cfg, code)
+        self._poll_failed(module, refused=True)
 
     def _reading(self, module: Module, span: list[bool]) -> list[int]:
         """One reading of a module (inputs, then latch bits): emit its changes; returns the inputs whose
@@ -278,15 +286,15 @@ class ModbusDIDriver(Driver):
             self.ctx.set_state(cfg.id, self._state(module))
         return clear
 
-    async def _read_bits(self, module: Module, address: int, count: int) -> list[bool] | None:
+    async def _read_bits(self, module: Module, address: int, count: int) -> list[bool] | int | None:
+        """The bits read, or the Modbus exception code the module answered with (None: an unknown one)."""
         assert self._client is not None
         c = module.cfg.connection
         async with asyncio.timeout(c.timeout_s * 2):  # pymodbus has its own; this bounds a hung transport
             response = await self._client.read_discrete_inputs(address, count=count, device_id=c.unit)
         if response.isError():
-            module.counters["errors"] += 1
-            module.last_error = f"Modbus exception response {response}"
-            return None
+            code = getattr(response, "exception_code", None)
+            return code if isinstance(code, int) else None
         return list(response.bits[:count])
 
     async def _clear_latch(self, module: Module, number: int) -> None:
@@ -299,7 +307,8 @@ class ModbusDIDriver(Driver):
             _clear_failed(module, number, f"{type(exc).__name__}: {exc}")
             return
         if response.isError():
-            _clear_failed(module, number, f"Modbus exception response {response}")
+            code = getattr(response, "exception_code", None)
+            _clear_failed(module, number, _refusal(code if isinstance(code, int) else None))
 
     # -- Modbus TCP: requests sent on a shared tick, answers handled as they arrive ---------------
 
@@ -371,9 +380,7 @@ class ModbusDIDriver(Driver):
             return  # one that came after we gave up on it
         module.pending = None
         if response.exception is not None or response.data is None:
-            module.counters["errors"] += 1
-            module.last_error = _refusal(response.exception)
-            self._poll_failed(module)
+            self._read_refused(module, response.exception)
             return
         if response.data == module.last_data and module.tracker.settled and module.online:
             module.failures = 0  # nearly every poll: nothing changed, so nothing to decode
@@ -470,6 +477,21 @@ class ModbusDIDriver(Driver):
 
 def _refusal(code: int | None) -> str:
     return f"Modbus exception {code}: {frames.EXCEPTION_NAMES.get(code or 0, 'unknown')}"
+
+
+def _read_refusal(cfg: ModbusDIConfig, code: int | None) -> str:
+    """Why a module's read was refused, naming the unit and what was read: 0x02 means the module has no such
+    addresses (a configuration error), 0x0A/0x0B that no module answers at this unit id behind a gateway."""
+    unit, first = cfg.connection.unit, cfg.first_address
+    what = f"discrete inputs {first}-{first + cfg.span - 1}"
+    if cfg.latch is not None:
+        what += f" (inputs {first}-{first + cfg.inputs - 1}, latch bits {cfg.latch.address}-" \
+                f"{cfg.latch.address + cfg.inputs - 1})"
+    if code == 2:
+        return f"configuration error: unit {unit} has no {what}: {_refusal(code)}"
+    if code in (10, 11):
+        return f"no module answers at unit {unit}: reading {what} refused with {_refusal(code)}"
+    return f"unit {unit} refused reading {what}: {_refusal(code)}"
 
 
 def _clear_failed(module: Module, number: int, why: str) -> None:
