@@ -1,4 +1,4 @@
-"""`campusgw`: check-config, db upgrade, user, people import, run, demo, sim."""
+"""`campusgw`: check-config, db upgrade, user, people import, run, demo, sim, doctor."""
 
 from __future__ import annotations
 
@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="camera: walk = a person walks through every 30 s, loiter = one stands 60 s every 2 min, "
                    "cover = the lens covered 20 s every minute")
 
+    from gateway.doctor import add_arguments as add_doctor
+
+    add_doctor(sub)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "check-config":
@@ -147,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             return demo(args.config, args.data_dir, args.console_port, args.press_every)
         if args.command in ("simulate", "sim"):
             return simulate(args)
+        if args.command == "doctor":
+            from gateway.doctor import command as doctor
+
+            return doctor(args)
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 2
