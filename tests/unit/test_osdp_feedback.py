@@ -8,7 +8,10 @@ layout. Then the simulated reader's reading of each field: what it SHOWS, not on
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import osdp
@@ -17,7 +20,7 @@ import serial
 
 from drivers.osdp_cp import Feedback, Signal, _ControlPanel, _SerialChannel, buzzer_command, led_command
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
-from tests.conftest import wait_for
+from tests.conftest import missing, wait_for
 
 ADDRESS = 101
 SOM = 0x53
@@ -107,6 +110,42 @@ def test_the_buzzer_record_sounds_the_default_tone_once_per_beep(bus: Bus, resul
     assert command is not None
     reader, tone, on, off, count = bus.send(command, CMD_BUZ)
     assert (reader, tone, on, off, count) == (0, 0x02, 1, 1, signal.beeps)  # 100 ms on, 100 ms off, N cycles
+
+
+def independent_osdp() -> Any:
+    """osdp-python (github.com/ryanhz/osdp-python, Apache-2.0), an OSDP control panel written apart from libosdp,
+    from the standard's tables. scripts/test installs it beside the venv (its import name is libosdp's)."""
+    root = Path(sys.prefix) / "independent" / "osdp"
+    if "osdp_python" in sys.modules:
+        return sys.modules["osdp_python"]
+    if not (root / "__init__.py").is_file():
+        missing(f"osdp-python is not installed: pip install --no-deps --target {root.parent} osdp==1.6")
+    spec = importlib.util.spec_from_file_location("osdp_python", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["osdp_python"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("result", ["granted", "denied", "alert"])
+def test_the_records_on_the_line_are_what_another_osdp_implementation_builds(bus: Bus, result: str) -> None:
+    """The same intent (the temporary state in a colour for its time, the permanent state left alone; N beeps
+    of the default tone) built by osdp-python's record encoders is, byte for byte, what our driver put on the
+    line through libosdp."""
+    other = independent_osdp()
+    signal: Signal = getattr(FEEDBACK, result)
+    ticks = signal.on_ms // 100
+    color = other.LedColor[{"off": "Black"}.get(signal.color, signal.color.capitalize())]
+    theirs = other.ReaderLedControls([other.ReaderLedControl(
+        0, 0, other.TemporaryReaderControlCode.SetTemporaryAndStartTimer, ticks, 0, color, other.LedColor.Black,
+        ticks, other.PermanentReaderControlCode.Nop, 0, 0, other.LedColor.Black, other.LedColor.Black)]).build_data()
+    assert bus.send(led_command(signal), CMD_LED) == theirs
+    command = buzzer_command(signal)
+    if command is not None:
+        buzzer = other.ReaderBuzzerControl(0, other.ToneCode.DefaultTone, 1, 1, signal.beeps).build_data()
+        assert bus.send(command, CMD_BUZ) == buzzer
 
 
 def test_no_beeps_send_no_buzzer_record() -> None:
