@@ -37,16 +37,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.camera_workers import GATE, children_of, memory_mib, pss_among
-from bench.common import cpu_of, wait_until
-from gateway.config import validate_config
-from tests.integration.gst_rtsp import RtspServer, not_installed
-from tests.integration.helpers import Running
-
 LOSS_S = 10.0
+# The project is imported inside the functions: a camera worker comes from a fork server that imports the
+# main module again (as __mp_main__), and a bench importing the whole gateway at the top would make every
+# worker carry it, which `campusgw run` does not (its main module imports the gateway lazily).
 
 
 def site(tmp: Path, urls: list[str]) -> Any:
+    from bench.camera_workers import GATE
+    from gateway.config import validate_config
+
     return validate_config({
         "site": {"id": "bench-rtsp", "name": "Bench"},
         "gateway": {"id": "gw1", "data_dir": str(tmp / "data")},
@@ -56,7 +56,7 @@ def site(tmp: Path, urls: list[str]) -> Any:
     })
 
 
-def health(running: Running, camera: str) -> dict[str, Any]:
+def health(running: Any, camera: str) -> dict[str, Any]:
     host = running.gateway.host
     assert host is not None
     return dict(host.health()[f"opencv.{camera}"])
@@ -73,6 +73,11 @@ def timed(condition: Any, timeout: float) -> float:
 
 
 def one_round(codec: str, count: int, seconds: float, warmup_s: float) -> dict[str, Any]:
+    from bench.camera_workers import children_of, memory_mib, pss_among
+    from bench.common import cpu_of, wait_until
+    from tests.integration.gst_rtsp import RtspServer
+    from tests.integration.helpers import Running
+
     servers = [RtspServer(codec, "test") for _ in range(count)]
     names = [f"cam-{i + 1}" for i in range(count)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,6 +125,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup-s", type=float, default=5.0)
     args = parser.parse_args()
+    from tests.integration.gst_rtsp import not_installed
+
     for codec in args.codecs.split(","):
         reason = not_installed(codec)
         if reason:
