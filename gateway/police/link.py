@@ -1,18 +1,15 @@
 """The police link: delivers PoliceMessage rows to the alarm receiving centre over SIA DC-09.
 
 The rules service writes a row in the same transaction as the alarm (and the records layer one for a
-restore when the alarm is reset), so the link only has to send what the database holds. One thread:
+restore when the alarm is reset), so the link only has to send what the database holds. One thread, in
+rounds: pending messages (alarms first, each to the first path that acknowledges it, retried with backoff
+for as long as it takes), a NULL link test on each path often enough that a broken path is found within
+`supervision_s`, and the 602 periodic test report every `periodic_test_h`.
 
-- pending messages, alarms first, each to the first path that acknowledges it: `attempts_per_path` tries
-  of `ack_timeout_s` on a path (same sequence number), then the other path; a NAK carrying the receiver's
-  time corrects our clock offset for that path and the message goes again at once; a DUH (the receiver
-  cannot handle it) goes straight to the other path. Undelivered: tried again with backoff, for as long
-  as it takes, with a gateway-health alarm meanwhile.
-- supervision: a NULL link test on each path often enough that a broken path is found within
-  `supervision_s`; a failed path raises a gateway-health alarm, recovery clears it.
-- the 602 periodic test report every `periodic_test_h`.
-
-Every frame sent and every answer (or silence) is a PoliceExchange row.
+What goes when and on which path, and what each answer means (NAK, DUH, silence), is decided by
+gateway.police.delivery, a machine without I/O, where the reasons are written. This module is its hands:
+the sockets, the rows, the health events, and one clock. Every frame sent and every answer (or silence) is
+a PoliceExchange row.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import func, update
 from sqlalchemy import select as sql_select
@@ -35,21 +32,32 @@ from gateway.bus import Bus
 from gateway.config import Config, PoliceConfig, PolicePath
 from gateway.events import event_topic, make_event, rules_topic
 from gateway.guard import Guarded
-from gateway.police import dc09
+from gateway.police import dc09, delivery
+from gateway.police.delivery import Delivery, Report
 from gateway.police.evidence import EvidenceSender
 from gateway.records import store
 from gateway.records.models import Alarm, PoliceExchange, PoliceMessage, PolicePathState, utcnow
 
 log = logging.getLogger("campusgw.police")
 POLL_S = 0.5  # restores and retries written by other processes are found this often
-MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The link's one clock. `monotonic` times every wait (the machine's `now`, the sockets' deadlines);
+    `wall` is what gets written down: rows, DC-09 timestamps, events. A test skews the wall time, or drives
+    both from one fake."""
+
+    wall: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
 
 
 class Transport:
     """One receiver address; TCP keeps its connection between messages. Blocking, with timeouts."""
 
-    def __init__(self, path: PolicePath) -> None:
+    def __init__(self, path: PolicePath, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self._monotonic = monotonic
         self._sock: socket.socket | None = None
         self._reader = dc09.FrameReader()
 
@@ -74,11 +82,11 @@ class Transport:
 
     def exchange(self, frame: bytes, seq: int, key: bytes | None, timeout: float) -> dc09.Message | str:
         """Send a frame; the answer to it, or why there is none (a string)."""
-        deadline = time.monotonic() + timeout
+        deadline = self._monotonic() + timeout
         try:
             sock = self._socket(timeout)
             sock.sendall(frame) if self.path.protocol == "tcp" else sock.send(frame)
-            while (left := deadline - time.monotonic()) > 0:
+            while (left := deadline - self._monotonic()) > 0:
                 sock.settimeout(left)
                 try:
                     data = sock.recv(4096)
@@ -120,49 +128,58 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 
 @dataclass
 class PathRuntime:
+    """One path: its configuration and socket here, its state in the machine (read it, do not write it)."""
+
     config: PolicePath
     transport: Transport
     key: bytes | None
-    up: bool | None = None
-    offset_s: float = 0.0  # receiver time minus ours, learnt from a NAK
-    next_check: float = 0.0  # monotonic time of the next NULL
+    status: delivery.PathStatus
+
+    @property
+    def offset_s(self) -> float:
+        """The receiver's clock minus ours, learnt from a NAK."""
+        return self.status.offset_s
 
 
 class PoliceLink:
     def __init__(self, config: Config, sessions: sessionmaker[Session], bus: Bus,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Clock | Callable[[], datetime] = utcnow) -> None:
         assert config.police is not None
         self.config = config
         self.police: PoliceConfig = config.police
         self.sessions = sessions
         self.bus = bus
-        self.clock = clock
+        self.clock = clock if isinstance(clock, Clock) else Clock(wall=clock)  # a wall clock alone: skewed
         self.site = config.site.id
         self.source = f"{config.gateway.id}-police"  # the gateway-health events' device
-        self.paths = [PathRuntime(p, Transport(p), p.key()) for p in self.police.paths]
-        self.evidence = EvidenceSender(self.police.evidence, bus, self.site, sessions) if self.police.evidence \
-            else None
+        police = self.police
+        self.machine = Delivery(delivery.Settings(tuple(p.name for p in police.paths), police.attempts_per_path,
+                                                  police.ack_timeout_s, police.supervision_s, police.periodic_test_h))
+        self.paths = [PathRuntime(p, Transport(p, self.clock.monotonic), p.key(), self.machine.path(p.name))
+                      for p in police.paths]
+        self._paths = {p.config.name: p for p in self.paths}
+        self.evidence = EvidenceSender(police.evidence, bus, self.site, sessions) if police.evidence else None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._guard = Guarded("police-link", self._run)
-        self._event_seq = int(time.time())
-        self._undelivered = False
-        self._next_periodic = 0.0
+        self._event_seq = int(self.clock.wall().timestamp())
+        self._seq = 0  # the sequence number of the frame on the wire; a retry sends it again
+        self._answered_at = self.clock.wall()  # when the last answer came: an ACK's time
         self.sent = 0
         self.acked = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        known: dict[str, bool | None] = {}
         with self.sessions.begin() as session:
             for path in self.paths:
                 row = session.get(PolicePathState, path.config.name)
                 if row is None:
                     session.add(PolicePathState(name=path.config.name, seq=0))
                 else:
-                    path.up = row.up
-        hours = self.police.periodic_test_h
-        self._next_periodic = time.monotonic() + hours * 3600 if hours else float("inf")
+                    known[path.config.name] = row.up
+        self.machine.start(self.clock.monotonic(), known)
         self.publish_paths()
         self._guard.start()
 
@@ -184,87 +201,84 @@ class PoliceLink:
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set() and not self._stopping.is_set():
             try:
-                self._send_pending()
-                self._supervise()
-                if time.monotonic() >= self._next_periodic:
-                    self._queue_periodic_test()
+                self._round()
             except Exception:
                 log.exception("police link: unexpected error; going on in %.1f s", POLL_S)
             self._wake.wait(POLL_S)
             self._wake.clear()
 
+    def _round(self) -> None:
+        """One look at the database: what the machine says, until it says wait."""
+        self.machine.begin_round()
+        while True:
+            if self._stopping.is_set():
+                self.machine.stop()
+            action = self.machine.next_action(self.clock.monotonic())
+            match action:
+                case delivery.Wait():
+                    return
+                case delivery.ReadReports():
+                    self.machine.load(self._pending())
+                case delivery.Send():
+                    self._send(action)
+                case delivery.MarkPath():
+                    self._path_state(action)
+                case delivery.Delivered():
+                    self._acknowledged(action.report, self._paths[action.path])
+                case delivery.Escalate():
+                    self._escalate(action)
+                case delivery.AllDelivered():
+                    self._health("police_undelivered", False, None, "every report has reached the alarm centre")
+                case delivery.QueuePeriodicTest():
+                    self._queue_periodic_test()
+                case _:
+                    assert_never(action)
+
     # -- messages -----------------------------------------------------------------------
 
-    def _send_pending(self) -> None:
-        while not self._stopping.is_set():
-            now = self.clock()
-            with self.sessions() as session:
-                row = session.scalars(
-                    sql_select(PoliceMessage)
-                    .where(PoliceMessage.state == "pending",
-                           (PoliceMessage.next_try_at.is_(None)) | (PoliceMessage.next_try_at <= now))
-                    .order_by((PoliceMessage.kind != "alarm"), PoliceMessage.id).limit(1)).first()
-            if row is None:
-                if self._undelivered and not self._pending_count():  # not merely waiting for a retry
-                    self._set_undelivered(False)
-                return
-            if not self._deliver(row):
-                return  # nothing gets through now: the others wait for the next round
+    def _pending(self) -> list[Report]:
+        """Every pending report; a retry's time, kept as wall time across restarts, on the machine's clock."""
+        with self.sessions() as session:
+            rows = list(session.scalars(sql_select(PoliceMessage).where(PoliceMessage.state == "pending")
+                                        .order_by(PoliceMessage.id)))
+        wall, now = self.clock.wall(), self.clock.monotonic()
+        return [Report(r.id, r.kind, r.attempts,
+                       None if r.next_try_at is None else now + (r.next_try_at - wall).total_seconds(),
+                       r.alarm_id, r.alarm_type, r.zone) for r in rows]
 
-    def _deliver(self, message: PoliceMessage) -> bool:
-        reasons = []
-        for path in sorted(self.paths, key=lambda p: p.up is False):  # paths known down last
-            outcome = self._try_path(path, message)
-            if outcome is None:
-                return True
-            reasons.append(f"{path.config.name}: {outcome}")
-        attempts = message.attempts + 1
-        wait = min(MAX_BACKOFF_S, 2.0 ** attempts)
-        error = "; ".join(reasons)
+    def _send(self, send: delivery.Send) -> None:
+        path = self._paths[send.path]
+        if send.attempt == 1:
+            self._seq = self._next_seq(path)
+        sent_at = self.clock.wall()
+        out = self._message(send.report, self._seq, sent_at + timedelta(seconds=send.offset_s))
+        answer = path.transport.exchange(dc09.encode(out, path.key), self._seq, path.key, self.police.ack_timeout_s)
+        answered_at = self._answered_at = self.clock.wall()
+        heard = (delivery.Answer(answer.token, answer.timestamp) if isinstance(answer, dc09.Message)
+                 else delivery.silence(answer))
+        detail = self.machine.on_answer(heard, self.clock.monotonic(), answered_at)
+        self._record(path, send.report, out, sent_at, heard.token, answered_at, detail)
+        self.sent += 1
+        if heard.token == "ACK":
+            self.acked += 1
+
+    def _escalate(self, escalate: delivery.Escalate) -> None:
+        message, attempts, wait, error = escalate.report, escalate.attempts, escalate.retry_in_s, escalate.error
         with self.sessions.begin() as session:
             session.execute(update(PoliceMessage).where(PoliceMessage.id == message.id).values(
-                attempts=attempts, next_try_at=self.clock() + timedelta(seconds=wait), last_error=error))
+                attempts=attempts, next_try_at=self.clock.wall() + timedelta(seconds=wait), last_error=error))
             if message.alarm_id is not None and attempts == 1:
                 store.note(session, message.alarm_id, "police",
-                           f"the alarm centre has not acknowledged ({error}); trying again", self.clock())
+                           f"the alarm centre has not acknowledged ({error}); trying again", self.clock.wall())
         log.error("police link: %s message %d not acknowledged on any path (%s); again in %.0f s",
                   message.kind, message.id, error, wait)
-        self._set_undelivered(True, f"a report ({message.kind}) has not reached the alarm centre: {error}")
+        if escalate.alert:
+            self._health("police_undelivered", True, None,
+                         f"a report ({message.kind}) has not reached the alarm centre: {error}")
         if message.alarm_id is not None and attempts == 1:
             self._publish_alarm(message.alarm_id)
-        return False
 
-    def _try_path(self, path: PathRuntime, message: PoliceMessage | None) -> str | None:
-        """Up to attempts_per_path tries on one path; None once acknowledged, else what went wrong."""
-        seq = self._next_seq(path)
-        outcome = "not tried"
-        for _ in range(self.police.attempts_per_path):
-            if self._stopping.is_set():
-                return "stopping"
-            sent_at = self.clock()
-            out = self._message(message, seq, sent_at + timedelta(seconds=path.offset_s))
-            answer = path.transport.exchange(dc09.encode(out, path.key), seq, path.key, self.police.ack_timeout_s)
-            answered_at = self.clock()
-            token = answer.token if isinstance(answer, dc09.Message) else "none"
-            detail = None if isinstance(answer, dc09.Message) else answer
-            if isinstance(answer, dc09.Message) and answer.token == "NAK" and answer.timestamp is not None:
-                path.offset_s = (answer.timestamp - answered_at).total_seconds()
-                detail = f"receiver time differs by {path.offset_s:+.0f} s; sending again with its time"
-            self._record(path, message, out, sent_at, token, answered_at, detail)
-            self.sent += 1
-            if token == "ACK":
-                self.acked += 1
-                self._path_state(path, True, None, answered_at)
-                if message is not None:
-                    self._acknowledged(message, path, answered_at)
-                return None
-            outcome = detail or f"answered {token}"
-            if token == "DUH":
-                break  # it will not understand it again
-        self._path_state(path, False, outcome, self.clock())
-        return outcome
-
-    def _message(self, message: PoliceMessage | None, seq: int, at: datetime) -> dc09.Message:
+    def _message(self, message: Report | None, seq: int, at: datetime) -> dc09.Message:
         police = self.police
         stamp = at.replace(microsecond=0)
         common: dict[str, Any] = {"seq": seq, "line": police.line, "receiver": police.receiver,
@@ -289,7 +303,7 @@ class PoliceLink:
             row.seq = row.seq % 9999 + 1
             return row.seq
 
-    def _record(self, path: PathRuntime, message: PoliceMessage | None, out: dc09.Message, sent_at: datetime,
+    def _record(self, path: PathRuntime, message: Report | None, out: dc09.Message, sent_at: datetime,
                 token: str, answered_at: datetime, detail: str | None) -> None:
         sent = dc09.encode(out)[9:-1].decode("ascii")  # the plain text, even when it went encrypted
         with self.sessions.begin() as session:
@@ -297,7 +311,8 @@ class PoliceLink:
                                        token=out.token, seq=out.seq, sent=sent, sent_at=sent_at, answer=token,
                                        answered_at=answered_at if token != "none" else None, detail=detail))
 
-    def _acknowledged(self, message: PoliceMessage, path: PathRuntime, at: datetime) -> None:
+    def _acknowledged(self, message: Report, path: PathRuntime) -> None:
+        at = self._answered_at
         with self.sessions.begin() as session:
             session.execute(update(PoliceMessage).where(PoliceMessage.id == message.id).values(
                 state="acked", acked_at=at, acked_path=path.config.name, attempts=message.attempts + 1))
@@ -314,34 +329,22 @@ class PoliceLink:
     def _queue_periodic_test(self) -> None:
         with self.sessions.begin() as session:
             session.add(PoliceMessage(alarm_id=None, kind="periodic_test", alarm_type="periodic_test", zone=0,
-                                      created_at=self.clock(), state="pending", attempts=0))
-        self._next_periodic = time.monotonic() + self.police.periodic_test_h * 3600
+                                      created_at=self.clock.wall(), state="pending", attempts=0))
 
-    # -- supervision and health ---------------------------------------------------------
+    # -- paths and health ---------------------------------------------------------------
 
-    def _supervise(self) -> None:
-        # Tests often enough that one, with all its retries, ends within supervision_s of the last.
-        retries_s = self.police.attempts_per_path * self.police.ack_timeout_s
-        every = max(self.police.supervision_s - retries_s, self.police.supervision_s / 2)
-        for path in self.paths:
-            if time.monotonic() >= path.next_check and not self._stopping.is_set():
-                path.next_check = time.monotonic() + every
-                self._try_path(path, None)
-
-    def _path_state(self, path: PathRuntime, up: bool, error: str | None, at: datetime) -> None:
-        changed = path.up is not up
-        path.up = up
-        if up:
-            path.next_check = time.monotonic() + max(self.police.supervision_s / 2, 1.0)  # it just answered
+    def _path_state(self, mark: delivery.MarkPath) -> None:
+        path, up, error = self._paths[mark.path], mark.up, mark.error
+        at = self._answered_at if up else self.clock.wall()  # up: the ACK's time
         with self.sessions.begin() as session:
             values: dict[str, Any] = {"up": up, "last_error": error}
             if up:
                 values["last_ack_at"] = at
-            if changed:
+            if mark.changed:
                 values["since"] = at
             session.execute(update(PolicePathState).where(PolicePathState.name == path.config.name)
                             .values(**values))
-        if not changed:
+        if not mark.changed:
             return
         if up:
             log.info("police link: path %s is up", path.config.name)
@@ -354,19 +357,13 @@ class PoliceLink:
                      if not up else f"alarm centre path {path.config.name} answers again")
         self.publish_paths()
 
-    def _set_undelivered(self, active: bool, detail: str = "") -> None:
-        if active != self._undelivered:
-            self._undelivered = active
-            self._health("police_undelivered", active, None,
-                         detail if active else "every report has reached the alarm centre")
-
     def _health(self, condition: str, active: bool, path: str | None, detail: str) -> None:
         self._event_seq += 1
         data: dict[str, Any] = {"condition": condition, "active": active, "detail": detail[:1000]}
         if path is not None:
             data["path"] = path
         event = make_event(self.site, "gateway", self.source, "campus.gateway.health", data, self._event_seq,
-                           time.time(), self.config.site.tz)
+                           self.clock.wall().timestamp(), self.config.site.tz)
         self.bus.publish(event_topic(self.site, "gateway", self.source, event.type), event.to_json())
 
     def publish_paths(self) -> None:
@@ -389,5 +386,4 @@ class PoliceLink:
 
     def stats(self) -> dict[str, Any]:
         return {"sent": self.sent, "acked": self.acked, "pending": self._pending_count(),
-                "paths_up": {p.config.name: bool(p.up) for p in self.paths}}
-
+                "paths_up": {p.config.name: bool(p.status.up) for p in self.paths}}
