@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-PointType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire"]
+from gateway.catalogue import PointType  # the types a point may be wired as: the catalogue's point rows
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from pymodbus.exceptions import ModbusException
 from drivers import modbus_frames as frames
 from drivers.alarm_points import Point, PointChange, PointTracker
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
+from gateway.catalogue import PointType
 from gateway.config import ID_PATTERN, DeviceConfig
 
 MAX_READ_BITS = frames.MAX_READ_BITS
@@ -83,7 +84,7 @@ class RtuConnection(_Strict):
 class PointConfig(_Strict):
     input: int = Field(ge=1, le=256)
     name: str = Field(pattern=ID_PATTERN)
-    type: Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire"]
+    type: PointType
     contact: Literal["normally_open", "normally_closed"] = "normally_open"
     place: str | None = None
     zone: str | None = None

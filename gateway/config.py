@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.catalogue import ALARM_TABLE, POLICE_FALLBACK, TEST_REPORTS, AlarmType
+
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 # Keys that would hold a secret in clear text; each must be given as <key>_env or <key>_file.
@@ -205,15 +207,9 @@ class RosterEntry(Strict):
 class EscalationConfig(Strict):
     # Seconds an alarm may stay unacknowledged before the first person on the roster is notified,
     # per alarm type; then the next person every `repeat_s`.
-    after_s: dict[str, int] = {"panic": 30, "duress": 30, "silent_panic": 30, "fire": 30, "tamper": 60}
+    after_s: dict[str, int] = {a.name: a.escalate_after_s for a in ALARM_TABLE if a.escalate_after_s is not None}
     default_after_s: int = Field(default=120, ge=1)
     repeat_s: int = Field(default=60, ge=1)
-
-
-AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire",
-                    "device_offline", "gateway_health", "bollard_fault", "watchlist", "door_forced", "door_held",
-                    "access_failures", "visitor_overstay", "incident_deadline",
-                    "patrol_overdue"]
 
 
 class LinkageWhen(Strict):
@@ -241,17 +237,10 @@ class PoliceCode(Strict):
     sia_restore: str = Field(pattern=r"^[A-Z]{2}$")
 
 
-# Contact ID / SIA codes by alarm type (DC-05; GB/T 29315 names 120, 121, 122, 137, 301, 602).
+# Contact ID / SIA codes by alarm type (gateway.catalogue), and of the test reports.
 POLICE_CODES: dict[str, PoliceCode] = {
-    k: PoliceCode(contact_id=c, sia=a, sia_restore=r) for k, (c, a, r) in {
-        "panic": (120, "PA", "PH"), "duress": (121, "HA", "HH"), "silent_panic": (122, "HA", "HH"),
-        "fire": (110, "FA", "FH"), "tamper": (137, "TA", "TR"), "ac_loss": (301, "AT", "AR"),
-        "fault": (300, "YX", "YZ"), "bollard_fault": (300, "YX", "YZ"), "device_offline": (350, "YC", "YK"),
-        "door_contact": (130, "BA", "BH"), "gateway_health": (300, "YX", "YZ"),
-        # access (Contact ID 42x): forced access, door propped open, access denied
-        "door_forced": (423, "DF", "DR"), "door_held": (426, "DN", "DR"), "access_failures": (421, "DD", "DD"),
-        "watchlist": (120, "PA", "PH"),
-        "manual_test": (601, "RX", "RX"), "periodic_test": (602, "RP", "RP")}.items()}
+    name: PoliceCode(contact_id=c.contact_id, sia=c.sia, sia_restore=c.sia_restore)
+    for name, c in {**{a.name: a.police for a in ALARM_TABLE if a.police is not None}, **TEST_REPORTS}.items()}
 
 
 class PolicePath(Strict):
@@ -313,7 +302,7 @@ class PoliceConfig(Strict):
     evidence: PoliceEvidence | None = None
 
     def code(self, alarm_type: str) -> PoliceCode:
-        return self.codes.get(alarm_type) or POLICE_CODES.get(alarm_type) or POLICE_CODES["door_contact"]
+        return self.codes.get(alarm_type) or POLICE_CODES.get(alarm_type) or POLICE_CODES[POLICE_FALLBACK]
 
     def zone_number(self, key: str | None, zone: str | None) -> int:
         for name in (key, zone):

@@ -18,12 +18,13 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from gateway.catalogue import ALARM_TABLE, POINT_TYPES
 from gateway.config import Config, DeviceConfig
 from gateway.events import device_topic, gateway_topic
 
-# Alarm point types as Home Assistant binary sensor device classes (on = the alarm condition).
-POINT_CLASSES = {"panic": "safety", "duress": "safety", "silent_panic": "safety", "tamper": "tamper",
-                 "fire": "smoke", "door_contact": "door", "ac_loss": "problem", "fault": "problem"}
+# Alarm types as Home Assistant binary sensor device classes (on = the alarm condition), from the catalogue.
+ALARM_CLASSES = {a.name: a.ha_device_class for a in ALARM_TABLE if a.ha_device_class is not None}
+POINT_CLASSES = {name: ALARM_CLASSES[name] for name in POINT_TYPES}
 ONLINE = "{{ value_json.state }}"
 
 
@@ -103,16 +104,16 @@ def _entities(device: DeviceConfig, base: str) -> list[tuple[str, dict[str, Any]
         return [
             ("position", {"component": "sensor", "name": "Position", "icon": "mdi:boom-gate",
                           "state_topic": f"{base}/state", "value_template": "{{ value_json.state }}"}),
-            ("fault", {"component": "binary_sensor", "name": "Fault", "device_class": "problem",
+            ("fault", {"component": "binary_sensor", "name": "Fault", "device_class": ALARM_CLASSES["bollard_fault"],
                        "state_topic": f"{base}/state",
                        "value_template": "{{ 'ON' if value_json.fault else 'OFF' }}"}),
         ]
     if device.kind == "reader" and device.driver == "osdp":  # the reader reports its tamper switch and supply
         return [
-            ("tamper", {"component": "binary_sensor", "name": "Tamper", "device_class": "tamper",
+            ("tamper", {"component": "binary_sensor", "name": "Tamper", "device_class": ALARM_CLASSES["tamper"],
                         "state_topic": f"{base}/state",
                         "value_template": "{{ 'ON' if value_json.tamper else 'OFF' }}"}),
-            ("power", {"component": "binary_sensor", "name": "Power failure", "device_class": "problem",
+            ("power", {"component": "binary_sensor", "name": "Power failure", "device_class": ALARM_CLASSES["ac_loss"],
                        "state_topic": f"{base}/state",
                        "value_template": "{{ 'ON' if value_json.power_failure else 'OFF' }}"}),
         ]

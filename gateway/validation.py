@@ -22,7 +22,8 @@ from typing import Any
 
 import fastjsonschema
 
-from gateway.events import EVENT_TYPES, Event
+from gateway.catalogue import EVENT_TABLE
+from gateway.events import Event
 
 log = logging.getLogger("campusgw.validation")
 
@@ -50,19 +51,25 @@ class InvalidEvent(Exception):
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    text = resources.files("gateway.schemas").joinpath(f"{name}.json").read_text(encoding="utf-8")
+    """A schema in gateway/schemas by its name: an event type (its `data`), or "envelope"."""
+    return _load(f"{name}.json")
+
+
+def _load(filename: str) -> dict[str, Any]:
+    text = resources.files("gateway.schemas").joinpath(filename).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
 def _compile_all() -> dict[str, Any]:
+    """A validator per event type of the catalogue: the envelope, with the type's own schema for `data`."""
     envelope = load_schema("envelope")
     validators = {}
-    for event_type in EVENT_TYPES:
+    for spec in EVENT_TABLE:
         schema = json.loads(json.dumps(envelope))
-        schema["properties"]["type"] = {"const": event_type}
-        schema["properties"]["data"] = load_schema(event_type)
-        validators[event_type] = fastjsonschema.compile(schema)
+        schema["properties"]["type"] = {"const": spec.type}
+        schema["properties"]["data"] = _load(spec.schema)
+        validators[spec.type] = fastjsonschema.compile(schema)
     return validators
 
 

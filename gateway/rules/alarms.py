@@ -15,23 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from gateway.catalogue import ALARM_TABLE, RAISED_BY_EVENT
 from gateway.events import Event
 
 State = Literal["active_unack", "active_ack", "cleared_unack", "cleared_ack", "closed"]
 Action = Literal["ack", "reset", "close"]
 OPEN_STATES: tuple[State, ...] = ("active_unack", "active_ack", "cleared_unack", "cleared_ack")
 
-LATCHING = frozenset({"panic", "duress", "silent_panic", "fire",
-                      # events, not conditions: nothing clears them but a person
-                      "watchlist", "access_failures", "visitor_overstay",
-                      # a patrol round not started / stalled: a person acknowledges and resets it, also once
-                      # the guard is walking again (the board shows that), so it escalates until someone has
-                      "patrol_overdue"})
-# 1 is the most urgent; the console orders by this, then by time.
-PRIORITY = {"panic": 1, "duress": 1, "silent_panic": 1, "fire": 1, "tamper": 2, "bollard_fault": 2,
-            "device_offline": 3, "fault": 3, "ac_loss": 3, "gateway_health": 3, "door_contact": 4,
-            "watchlist": 1, "door_forced": 2, "access_failures": 3, "door_held": 4, "visitor_overstay": 4,
-            "incident_deadline": 2, "patrol_overdue": 4}
+# From the catalogue (gateway.catalogue): 1 is the most urgent; the console orders by this, then by time. A
+# latching alarm stays active until a person resets it.
+LATCHING = frozenset(a.name for a in ALARM_TABLE if a.latching)
+PRIORITY = {a.name: a.priority for a in ALARM_TABLE}
 
 
 class RefusedAction(Exception):
@@ -116,32 +110,32 @@ def evaluate(event: Event, open_alarms: Mapping[str, OpenAlarm], at: datetime) -
         return []
     current = open_alarms.get(key)
     data = event.data
+    # The alarm type its active report raises (gateway.catalogue): an alarm input's is its point's type.
+    kind = data["point_type"] if event.type == "campus.alarm_input.triggered" else RAISED_BY_EVENT.get(event.type, "")
     if event.type == "campus.alarm_input.triggered":
-        kind = data["point_type"]
         return _activate(event, key, current, kind, data.get("zone"), data.get("place"), at)
     if event.type == "campus.alarm_input.restored":
         return _restore(event, current, at)
     if event.type == "campus.device.offline":
         status = DeviceStatus(event.device, False, data.get("reason"), at)
-        return [status, *_activate(event, key, current, "device_offline", data.get("zone"), data.get("place"), at)]
+        return [status, *_activate(event, key, current, kind, data.get("zone"), data.get("place"), at)]
     if event.type == "campus.device.online":
         return [DeviceStatus(event.device, True, None, at), *_restore(event, current, at)]
     if event.type == "campus.gateway.health":
         if data["active"]:
-            return _activate(event, key, current, "gateway_health", None, data.get("detail"), at)
+            return _activate(event, key, current, kind, None, data.get("detail"), at)
         return _restore(event, current, at)
     if event.type == "campus.camera.tamper":
         if data["active"]:
-            return _activate(event, key, current, "tamper", None, data.get("detail"), at)
+            return _activate(event, key, current, kind, None, data.get("detail"), at)
         return _restore(event, current, at)
     if event.type in ("campus.reader.tamper", "campus.reader.power"):
         if data["active"]:
-            kind = "tamper" if event.type.endswith("tamper") else "ac_loss"
             return _activate(event, key, current, kind, data.get("zone"), data.get("place"), at)
         return _restore(event, current, at)
     if event.type == "campus.bollard.fault":
         if data.get("active", True):
-            return _activate(event, key, current, "bollard_fault", data.get("zone"), data.get("reason"), at)
+            return _activate(event, key, current, kind, data.get("zone"), data.get("reason"), at)
         return _restore(event, current, at)
     return []
 
