@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from gateway.catalogue import ALARM_TABLE
 from gateway.config import INCIDENT_CATEGORIES, IncidentCategory
 from gateway.rules.alarms import RefusedAction
 
@@ -29,16 +30,11 @@ ALERTS = ("report:before", "report:due", "written:before", "written:due")
 # Within two weeks of term start (STANDARDS.md); the task appears a week before, when schools prepare.
 TERM_INSPECTION_DAYS = 14
 TERM_INSPECTION_LEAD_DAYS = 7
-# The category a promoted alarm starts with (the supervisor may choose another on the form).
-ALARM_CATEGORY = {
-    "panic": "violence", "duress": "violence", "silent_panic": "violence", "watchlist": "intrusion",
-    "door_forced": "intrusion", "door_contact": "intrusion", "door_held": "intrusion", "fire": "fire",
-    "device_offline": "equipment_fault", "fault": "equipment_fault", "bollard_fault": "equipment_fault",
-    "tamper": "equipment_fault", "ac_loss": "equipment_fault", "gateway_health": "equipment_fault",
-}
+# The category a promoted alarm starts with (the supervisor may choose another on the form): the catalogue's.
+ALARM_CATEGORY = {a.name: a.incident_category for a in ALARM_TABLE if a.incident_category}
 # Alarm types that are equipment faults (device health): each becomes a maintenance item. A camera's tamper
 # (covered, moved, out of focus) needs someone at the camera; a reader's tamper is a break-in attempt, not this.
-MAINTENANCE_TYPES = ("device_offline", "fault", "bollard_fault")
+MAINTENANCE_TYPES = tuple(a.name for a in ALARM_TABLE if a.maintenance)
 MAINTENANCE_FAULTS = (*MAINTENANCE_TYPES, "camera_tamper")
 INSPECTION_KINDS = ("monthly", "term_start")
 COUNTDOWN_MESSAGES = ("{h} h {m} min left", "{m} min left", "overdue by {h} h {m} min", "overdue by {m} min",
