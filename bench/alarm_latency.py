@@ -58,7 +58,7 @@ from gateway.app import Gateway, bind_socket
 from gateway.config import Config, validate_config
 from simulators.modbus_di import ModbusDISimulator
 from simulators.pty_pair import PtyPair
-from tests.conftest import MosquittoBroker, free_port
+from tests.support import MosquittoBroker, free_port
 
 SITE = "bench-school"
 DEVICE = "gate-alarm-box"

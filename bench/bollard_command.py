@@ -43,8 +43,8 @@ from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
 from gateway.config import Config, validate_config
 from simulators.bollard import BollardSimulator
-from tests.conftest import TEST_LOGIN, MosquittoBroker
 from tests.integration.helpers import Running
+from tests.support import TEST_LOGIN, MosquittoBroker
 
 SITE = "bench-school"
 DEVICE = "gate-bollards"

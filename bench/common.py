@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from tests.conftest import MosquittoBroker
+from tests.support import MosquittoBroker
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ def wait_matching(q: queue.Queue[T], match: Callable[[T], bool], timeout: float)
 
 
 def start_mosquitto(workdir: Path) -> MosquittoBroker | None:
-    """Our own Mosquitto (tests.conftest.MosquittoBroker) in `workdir`/mosquitto, started; None if it is not
+    """Our own Mosquitto (tests.support.MosquittoBroker) in `workdir`/mosquitto, started; None if it is not
     installed."""
     (workdir / "mosquitto").mkdir()
     mosquitto = MosquittoBroker(workdir / "mosquitto")

@@ -3,7 +3,7 @@
     python -m bench.console_fanout [--clients 1,10,50] [--alarms 200] [--rate 20]
 
 The console runs as its own process, as a site runs it apart: `campusgw run -c site.yaml --only
-console`, against our own Mosquitto (tests.conftest.MosquittoBroker), with a SQLite database in a
+console`, against our own Mosquitto (tests.support.MosquittoBroker), with a SQLite database in a
 temp dir and a free port. A 'bench' guard and its API token come from the CLI (`campusgw user add`,
 `campusgw user token`). For each N in --clients:
 
@@ -45,7 +45,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from bench.common import SseClient, cpu_of, latency_stats, percentile, rss_mib, start_mosquitto, wait_until
-from tests.conftest import free_port
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "bench"

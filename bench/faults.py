@@ -30,9 +30,9 @@ from pathlib import Path
 import psycopg
 
 from bench.common import rss_mib, start_mosquitto
-from tests.conftest import PG_ADMIN_URL, MosquittoBroker, wait_for
 from tests.faults import harness
 from tests.faults.harness import Outcome
+from tests.support import PG_ADMIN_URL, MosquittoBroker, wait_for
 
 SAMPLE_S = 10.0  # soak: RSS and descriptors this often
 SOAK_RATE = 2.0  # soak: presses a second

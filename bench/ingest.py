@@ -43,7 +43,7 @@ from gateway.events import Event, device_topic, event_topic, make_event
 from gateway.outbox import Outbox
 from gateway.records import db
 from gateway.rules.service import RulesService
-from tests.conftest import PG_ADMIN_URL
+from tests.support import PG_ADMIN_URL
 
 SITE = "bench-school"
 KIND = "reader"

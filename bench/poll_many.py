@@ -5,7 +5,7 @@
 
 The simulators run in `python -m bench.di_sims --count K` subprocesses (K = --per-process modules each,
 one free TCP port per module), so their CPU is not the gateway's. The gateway runs in this process: with
-our own Mosquitto (tests.conftest.MosquittoBroker, the default) only its drivers part, as `campusgw run
+our own Mosquitto (tests.support.MosquittoBroker, the default) only its drivers part, as `campusgw run
 --only drivers` runs it; with `--broker embedded` every part (drivers, rules, console and amqtt). Each
 module has one panic point on input 1 and nothing is pressed.
 
@@ -42,8 +42,8 @@ from typing import Any
 
 from bench.common import cpu_of, gateway_config, start_mosquitto, wait_until
 from gateway.config import Config, validate_config
-from tests.conftest import MosquittoBroker
 from tests.integration.helpers import Running
+from tests.support import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "bench-poll"

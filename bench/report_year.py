@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.records import db
 from simulators.school_year import write_year
-from tests.conftest import _drop_postgres, _postgres_url
+from tests.support import drop_postgres_database, new_postgres_database
 
 TZ = ZoneInfo("Asia/Shanghai")
 FIRST = date(2025, 9, 1)
@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind in (["sqlite", "postgresql"] if args.database == "both" else [args.database]):
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            url = f"sqlite:///{workdir / 'records.db'}" if kind == "sqlite" else _postgres_url()
+            url = f"sqlite:///{workdir / 'records.db'}" if kind == "sqlite" else new_postgres_database()
             try:
                 rows.append((kind, *run(url, workdir, args)))
             finally:
                 if kind == "postgresql":
-                    _drop_postgres(url)
+                    drop_postgres_database(url)
     print(f"term report over {args.days} days, {args.students} students + 150 staff; PDF + CSV + XLSX")
     print(f"{'database':12}{'access rows':>13}{'data written, s':>17}{'report, s':>11}{'peak RSS, MB':>14}")
     for kind, written, elapsed, peak, access in rows:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import missing
+from tests.support import missing
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -16,8 +16,8 @@ import pytest
 from gateway.config import Config, validate_config
 from gateway.console import auth
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import broker_section, wait_for
 from tests.integration.helpers import Running
+from tests.support import broker_section, wait_for
 
 pw = pytest.importorskip("playwright.sync_api")
 expect = pw.expect

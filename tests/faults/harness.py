@@ -48,8 +48,8 @@ from gateway.outbox import Outbox
 from gateway.records.db import normalise_url
 from gateway.records.models import Alarm, AlarmTransition, Device, IngestedEvent
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import PG_ADMIN_URL, ROOT, MosquittoBroker, free_port, wait_for
 from tests.integration.helpers import Running
+from tests.support import PG_ADMIN_URL, ROOT, MosquittoBroker, free_port, wait_for
 
 SITE = "fault-school"
 TZ = ZoneInfo("Asia/Shanghai")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import MosquittoBroker
 from tests.faults import harness
+from tests.support import MosquittoBroker
 
 EVENTS = 2000
 

@@ -25,8 +25,8 @@ from gateway.records.models import Alarm, IngestedEvent, utcnow
 from gateway.rules import service as rules_service
 from gateway.rules.alarms import OPEN_STATES
 from gateway.rules.service import RulesService
-from tests.conftest import ROOT, MosquittoBroker, wait_for
 from tests.integration.helpers import TZ
+from tests.support import ROOT, MosquittoBroker, wait_for
 
 SITE = "s1"
 KEY = "rules:clock_jumped"  # the alarm of condition clock_jumped raised by the rules service itself

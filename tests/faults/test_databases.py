@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MosquittoBroker
 from tests.faults import harness
+from tests.support import MosquittoBroker
 
 EVENTS = 2000
 LOCK_S = 40.0  # past SQLite's 30 s busy timeout

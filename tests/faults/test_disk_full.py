@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import MosquittoBroker
 from tests.faults import harness
+from tests.support import MosquittoBroker
 
 
 def test_disk_full_then_freed(tmp_path: Path, tmpfs: Path, mosquitto: MosquittoBroker) -> None:

@@ -17,7 +17,7 @@ import pytest
 from drivers.modbus_di import ModbusDIConfig, ModbusDIDriver
 from simulators.modbus_di import LatchStyle, ModbusDISimulator
 from simulators.pty_pair import PtyPair
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 LATCH_ADDRESS = 32
 STYLES: tuple[LatchStyle, ...] = ("edge", "level")

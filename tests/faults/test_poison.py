@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import MosquittoBroker
 from tests.faults import harness
+from tests.support import MosquittoBroker
 
 
 def test_poison_on_mosquitto(tmp_path: Path, mosquitto: MosquittoBroker, db_url: str) -> None:

@@ -13,7 +13,7 @@ import httpx
 from gateway.app import PARTS, Gateway, bind_socket
 from gateway.config import Config
 from gateway.events import event_topic, make_event
-from tests.conftest import TEST_LOGIN
+from tests.support import TEST_LOGIN
 
 TZ = ZoneInfo("Asia/Shanghai")
 

@@ -19,8 +19,8 @@ from gateway.records import db
 from gateway.records.models import Alarm, Device, IngestedEvent
 from simulators.modbus_di import ModbusDISimulator
 from simulators.pty_pair import PtyPair
-from tests.conftest import TEST_LOGIN, missing, wait_for
 from tests.integration.helpers import Running
+from tests.support import TEST_LOGIN, missing, wait_for
 
 SITE = "school-1"
 POINTS = [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "门卫室"},

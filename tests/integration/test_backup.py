@@ -12,8 +12,8 @@ from gateway.config import load_config, validate_config
 from gateway.records import db
 from gateway.records.models import IngestedEvent
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running
+from tests.support import wait_for
 
 
 def site_yaml(path: Path, data_dir: Path, sim_port: int) -> Path:
@@ -87,7 +87,7 @@ def test_backup_while_events_flow_and_restore(tmp_path: Path, sim: ModbusDISimul
 def test_postgresql_backup_and_restore(tmp_path: Path, pg_url: str) -> None:
     import shutil
 
-    from tests.conftest import _drop_postgres, _postgres_url, missing
+    from tests.support import drop_postgres_database, missing, new_postgres_database
 
     if not shutil.which("pg_dump") or not shutil.which("psql"):
         missing("the PostgreSQL client (pg_dump, psql) is not installed")
@@ -100,7 +100,7 @@ def test_postgresql_backup_and_restore(tmp_path: Path, pg_url: str) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(f"site: {{id: s1, name: T}}\ngateway: {{data_dir: {tmp_path}}}\ndatabase: {{url: '{pg_url}'}}\n")
     assert main(["backup", "-c", str(site), "--to", str(tmp_path / "backup")]) == 0
-    target = _postgres_url()
+    target = new_postgres_database()
     try:
         site.write_text(f"site: {{id: s1, name: T}}\ngateway: {{data_dir: {tmp_path}}}\n"
                         f"database: {{url: '{target}'}}\n")
@@ -111,4 +111,4 @@ def test_postgresql_backup_and_restore(tmp_path: Path, pg_url: str) -> None:
         assert db.current_revision(engine) == db.head_revision()
         engine.dispose()
     finally:
-        _drop_postgres(target)
+        drop_postgres_database(target)

@@ -28,8 +28,8 @@ from gateway.records import db
 from gateway.records.models import IngestedEvent
 from simulators import bollard as simulated
 from simulators.bollard import BollardSimulator
-from tests.conftest import TEST_LOGIN, wait_for
 from tests.integration.helpers import Running
+from tests.support import TEST_LOGIN, wait_for
 
 SITE = "school-1"
 DEVICE = "gate-bollards"

@@ -21,7 +21,7 @@ from gateway.broker import BrokerPortTaken, EmbeddedBroker
 from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
 from gateway.config import BrokerConfig, ConfigError, validate_config
-from tests.conftest import ROOT, MosquittoBroker, broker_config, free_port, missing, wait_for
+from tests.support import ROOT, MosquittoBroker, broker_config, free_port, missing, wait_for
 
 
 def make_certs(directory: Path) -> tuple[Path, Path, Path]:

@@ -20,8 +20,8 @@ from gateway.config import Config, validate_config
 from gateway.records import db
 from gateway.records.models import Alarm, Device, IngestedEvent
 from simulators.camera import CameraSimulator
-from tests.conftest import broker_config, wait_for
 from tests.integration.helpers import Running, logged_in
+from tests.support import broker_config, wait_for
 
 
 def site(tmp_path: Path, url: str, **camera: Any) -> Config:

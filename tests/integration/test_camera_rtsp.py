@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from simulators.camera import CameraSimulator
-from tests.conftest import missing, wait_for
 from tests.integration.gst_rtsp import RtspServer, not_installed
 from tests.integration.helpers import Running
 from tests.integration.test_camera import Records, site
+from tests.support import missing, wait_for
 
 LOSS_S = 3.0  # video_loss_s in these tests
 CODECS = [pytest.param("h264", id="H.264"), pytest.param("h265", id="H.265")]

@@ -22,7 +22,7 @@ from gateway.console.app import PUBLIC_PATHS, create_app, ensure_first_admin
 from gateway.records import db, store
 from gateway.records.models import Alarm, AuditEntry, Device, utcnow
 from gateway.rules.alarms import RaiseAlarm
-from tests.conftest import broker_config
+from tests.support import broker_config
 
 PASSWORD = "correct horse battery"
 

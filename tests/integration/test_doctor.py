@@ -30,8 +30,8 @@ from gateway.doctor import (
 )
 from simulators.camera import CameraSimulator
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
-from tests.conftest import missing
 from tests.integration.gst_rtsp import SYSTEM_PYTHON, RtspServer, not_installed
+from tests.support import missing
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 AUTH_SERVER = Path(__file__).with_name("gst_rtsp_auth_server.py")

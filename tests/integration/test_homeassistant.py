@@ -13,8 +13,8 @@ from jinja2 import Environment
 
 from gateway.config import validate_config
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import TEST_LOGIN, MosquittoBroker, wait_for
 from tests.integration.helpers import Running
+from tests.support import TEST_LOGIN, MosquittoBroker, wait_for
 
 
 class Retained:

@@ -36,7 +36,7 @@ from gateway.records.models import (
     MaintenanceItem,
 )
 from gateway.rules.alarms import RaiseAlarm, RefusedAction, raise_condition
-from tests.conftest import broker_config
+from tests.support import broker_config
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=TZ)

@@ -21,8 +21,8 @@ from gateway.records.models import Alarm, AlarmTransition
 from simulators.bollard import BollardSimulator
 from simulators.camera import CameraSimulator
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import TEST_LOGIN, free_port, missing, wait_for
 from tests.integration.helpers import Running
+from tests.support import TEST_LOGIN, free_port, missing, wait_for
 
 SITE = "school-1"
 

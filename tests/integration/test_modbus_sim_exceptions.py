@@ -27,7 +27,7 @@ from drivers.base import DriverContext
 from drivers.modbus_di import ModbusDIConfig, ModbusDIDriver
 from simulators.modbus_di import ModbusDISimulator
 from simulators.pty_pair import PtyPair
-from tests.conftest import missing, wait_for
+from tests.support import missing, wait_for
 
 ILLEGAL_ADDRESS, GATEWAY_NO_RESPONSE = 0x02, 0x0B
 READ_COILS, READ_DISCRETE_INPUTS, READ_HOLDING, READ_INPUT_REGS = 1, 2, 3, 4

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 from gateway.bus import Bus
 from gateway.events import event_topic, make_event
 from gateway.outbox import Outbox
-from tests.conftest import TEST_LOGIN, broker_config, wait_for
+from tests.support import TEST_LOGIN, broker_config, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = "s1"

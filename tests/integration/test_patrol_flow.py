@@ -10,8 +10,8 @@ from sqlalchemy import select
 from gateway.config import validate_config
 from gateway.records.models import PatrolRound, PatrolScan
 from simulators.serial_reader import SerialReaderSimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running
+from tests.support import wait_for
 
 
 def test_a_round_walked_with_a_checkpoint_scanner_is_complete(tmp_path: Path) -> None:

@@ -26,9 +26,9 @@ from gateway.police.link import PoliceLink
 from gateway.records import db, store
 from gateway.records.models import Alarm, PoliceExchange, PoliceMessage, PolicePathState, utcnow
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.dc09_receiver import Centre, Relay, path
 from tests.integration.helpers import Running
+from tests.support import wait_for
 
 SITE = "school-1"
 KEY_TEXT = "0123456789ABCDEF"  # pysiaalarm takes a key as its characters

@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import create_engine, func, select, text
 
 from gateway.records.models import Alarm, IngestedEvent
-from tests.conftest import ROOT, MosquittoBroker, wait_for
 from tests.integration.helpers import SseReader, alarm_event, logged_in
+from tests.support import ROOT, MosquittoBroker, wait_for
 
 
 def children_of(pid: int) -> list[int]:

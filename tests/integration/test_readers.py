@@ -25,8 +25,8 @@ from gateway.records.models import AccessEvent, Alarm, Credential, Device, Perso
 from simulators.modbus_di import ModbusDISimulator
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
 from simulators.serial_reader import SerialReaderSimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running
+from tests.support import wait_for
 
 SITE = "school-1"
 KEY = "00112233445566778899aabbccddeeff"

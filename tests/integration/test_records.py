@@ -16,8 +16,8 @@ from gateway.records import db, store
 from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent, utcnow
 from gateway.rules.alarms import RaiseAlarm, RefusedAction
 from gateway.rules.service import RulesService
-from tests.conftest import broker_config, wait_for
 from tests.integration.helpers import TZ, alarm_event
+from tests.support import broker_config, wait_for
 
 SITE = "s1"
 

@@ -18,7 +18,7 @@ from gateway.records import db
 from gateway.reports.figures import Report, collect
 from gateway.reports.render import to_csv, to_pdf, to_xlsx
 from simulators.school_year import Totals, write_year
-from tests.conftest import broker_config
+from tests.support import broker_config
 
 TZ = ZoneInfo("Asia/Shanghai")
 FIRST = date(2026, 9, 1)

@@ -11,9 +11,9 @@ from gateway.records.models import utcnow
 from simulators.bollard import BollardSimulator
 from simulators.camera import CameraSimulator
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running
 from tests.integration.test_linkage import Watcher, bollard, camera, history, site  # noqa: F401
+from tests.support import wait_for
 
 
 def test_an_unacknowledged_alarm_goes_to_who_is_on_duty_now(tmp_path: Path, sim: ModbusDISimulator,

@@ -23,8 +23,8 @@ from gateway.config import Config, DeviceConfig, validate_config
 from gateway.records import db
 from gateway.records.models import AuditEntry, Device
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import TEST_LOGIN, wait_for
 from tests.integration.helpers import Running, SseReader, logged_in
+from tests.support import TEST_LOGIN, wait_for
 
 SITE = "school-1"
 

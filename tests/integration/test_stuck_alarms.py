@@ -30,7 +30,7 @@ from gateway.records.models import Alarm, AuditEntry, Device
 from gateway.reports.figures import collect
 from gateway.rules.alarms import RefusedAction, evaluate
 from gateway.rules.service import RulesService
-from tests.conftest import broker_config, wait_for
+from tests.support import broker_config, wait_for
 
 SITE = "s1"
 TZ = ZoneInfo("Asia/Shanghai")

@@ -18,8 +18,8 @@ import pytest
 
 from gateway.config import validate_config
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import ROOT, missing, wait_for
 from tests.integration.helpers import Running
+from tests.support import ROOT, missing, wait_for
 
 
 def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from gateway.console import auth
 from gateway.records.models import AccessEvent, Alarm, Person, Visit, utcnow
 from simulators.camera import CameraSimulator
 from simulators.serial_reader import SerialReaderSimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running, logged_in
+from tests.support import wait_for
 
 PASSWORD = "correct horse battery staple 42"
 ID = "11010519491231002X"

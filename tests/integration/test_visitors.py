@@ -33,7 +33,7 @@ from gateway.records.models import AccessEvent, Alarm, AuditEntry, Credential, D
 from gateway.records.people import VisitError
 from gateway.rules.gate import Gate
 from gateway.rules.service import RulesService
-from tests.conftest import broker_config, wait_for
+from tests.support import broker_config, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 9, 1, 9, 0, tzinfo=TZ)

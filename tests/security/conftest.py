@@ -18,8 +18,8 @@ from gateway.bus import Bus
 from gateway.config import Config, validate_config
 from gateway.console import auth
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running, SseReader
+from tests.support import wait_for
 
 PASSWORD = "a long enough password"
 GB50394_S = 2.0  # GB 50394: an alarm shown within 2 s

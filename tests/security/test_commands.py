@@ -18,9 +18,9 @@ from gateway.commands import CommandClient
 from gateway.records import db
 from gateway.records.models import AuditEntry
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import TEST_LOGIN, wait_for
 from tests.integration.helpers import Running
 from tests.security.test_embedded_broker import SITE, site
+from tests.support import TEST_LOGIN, wait_for
 
 TOPIC = f"campus/v1/{SITE}/alarm_input/box/cmd/read_inputs"
 
@@ -103,7 +103,7 @@ def test_a_result_is_taken_only_from_its_own_device(amqtt_broker: Any) -> None:
     import threading
 
     from gateway.commands import CommandTimeout
-    from tests.conftest import broker_config
+    from tests.support import broker_config
 
     bus = Bus(broker_config(amqtt_broker.port), "console", name="console")
     forger = Bus(broker_config(amqtt_broker.port), "forger", name="forger")

@@ -17,8 +17,8 @@ from gateway.config import Config, validate_config
 from gateway.records import db
 from gateway.records.models import Alarm, IngestedEvent
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running, alarm_event
+from tests.support import wait_for
 
 SITE = "s1"
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, wait_for
+from tests.support import ROOT, wait_for
 
 
 def modes(root: Path) -> dict[str, int]:

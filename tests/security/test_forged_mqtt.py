@@ -14,9 +14,9 @@ import json
 from gateway.events import TOPIC_ROOT, rules_topic
 from gateway.records.models import Device
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running, logged_in
 from tests.security.conftest import PASSWORD, open_board, stolen_login, url
+from tests.support import wait_for
 
 SITE = "school-1"
 

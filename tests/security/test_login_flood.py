@@ -9,9 +9,9 @@ from functools import partial
 from typing import Any
 
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running, SseReader, logged_in
 from tests.security.conftest import GB50394_S, MAX_LAG_S, PASSWORD, LoopLag, from_address, open_board, url
+from tests.support import wait_for
 
 RATE = 20.0  # wrong logins a second, all told
 SENDERS = 10  # computers sending them, each its own address

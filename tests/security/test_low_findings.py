@@ -20,9 +20,9 @@ from gateway.console import app as console_app
 from gateway.console import auth, server
 from gateway.records.models import ApiToken, AuditEntry, utcnow
 from simulators.modbus_di import ModbusDISimulator
-from tests.conftest import wait_for
 from tests.integration.helpers import Running, logged_in
 from tests.security.conftest import PASSWORD, add_users, open_board, polling, site_config, site_dict, url
+from tests.support import wait_for
 
 BIG = str(2**63)
 LAST_DAY = "9999-12-31"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from simulators.camera import CameraSimulator
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 W, H = 640, 360
 Frame = np.ndarray[Any, Any]

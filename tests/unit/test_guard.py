@@ -9,7 +9,7 @@ import pytest
 
 from gateway import guard
 from gateway.guard import Guarded, keep_running
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 
 @pytest.fixture(autouse=True)

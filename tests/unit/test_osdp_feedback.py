@@ -20,7 +20,7 @@ import serial
 
 from drivers.osdp_cp import Feedback, Signal, _ControlPanel, _SerialChannel, buzzer_command, led_command
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
-from tests.conftest import missing, wait_for
+from tests.support import missing, wait_for
 
 ADDRESS = 101
 SOM = 0x53

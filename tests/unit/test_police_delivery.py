@@ -222,7 +222,8 @@ def test_paths_known_to_be_down_are_tried_last(up: dict[str, bool | None], order
 # --- no path: escalation and backoff ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("attempts", "wait"), [(0, 2), (1, 4), (2, 8), (3, 16), (4, 32), (5, 60), (9, 60), (1023, 60), (10**6, 60)])
+@pytest.mark.parametrize(("attempts", "wait"), [(0, 2), (1, 4), (2, 8), (3, 16), (4, 32), (5, 60), (9, 60),
+                                                  (1023, 60), (10**6, 60)])
 def test_a_report_no_path_took_backs_off(attempts: int, wait: float) -> None:
     report = replace(ALARM, attempts=attempts)
     desk = Desk([report], receiver=always(silence(QUIET)))

@@ -23,7 +23,7 @@ from drivers.card_formats import decode, make_card
 from drivers.line_reader import CardInput, KeyInput, LineReader
 from simulators.osdp_reader import OsdpReaderSimulator
 from simulators.serial_reader import SerialReaderSimulator, card_from_text, converter_line
-from tests.conftest import ROOT, wait_for
+from tests.support import ROOT, wait_for
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 ADDRESS = 101
