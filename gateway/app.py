@@ -20,12 +20,12 @@ from typing import Any
 
 import uvicorn
 
+from gateway import topics
 from gateway.broker import EmbeddedBroker, login, users_of
 from gateway.broker import passwords as broker_passwords
 from gateway.bus import Bus
 from gateway.clock import Measurement, NtpError, measure
 from gateway.config import Config, ConfigError, warnings_of
-from gateway.events import gateway_topic, rules_topic
 from gateway.guard import keep_running
 from gateway.outbox import Outbox
 from gateway.records import db, store
@@ -237,7 +237,7 @@ class Gateway:
 
             # A persistent session: the broker keeps what arrives while the rules service is down. Its
             # availability tells the drivers' outboxes to send again what it has not confirmed.
-            rules_availability = rules_topic(site, "availability")
+            rules_availability = topics.rules_availability(site)
             rules_bus = self._bus(f"campusgw-{site}-rules", "rules", clean_session=False, manual_ack=True,
                                   will=(rules_availability, b'{"state":"offline"}'))
             rules_bus.on_connect(lambda: rules_bus.publish_json(
@@ -257,7 +257,7 @@ class Gateway:
                 self.police.start()
                 self._cleanup.append(self.police.stop)
         if "drivers" in self.parts:
-            availability = f"{gateway_topic(site, gw)}/availability"
+            availability = topics.availability(site, topics.GATEWAY, gw)
             drivers_bus = self._bus(f"campusgw-{site}-{gw}-drivers", "drivers",
                             will=(availability, b'{"state":"offline"}'))
             drivers_bus.on_connect(lambda: drivers_bus.publish_json(

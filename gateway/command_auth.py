@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway import topics
+
 # A command older than this (or this far in the future) is refused: a held or replayed one could move a
 # bollard nobody asked to move now. The parts' clocks are NTP-synchronised (GB 50396: < 5 s a day).
 MAX_AGE_S = 30.0
@@ -64,8 +66,10 @@ def sign(key: bytes, site: str, kind: str, device: str, name: str, body: dict[st
 
 def sign_topic(key: bytes, topic: str, body: dict[str, Any]) -> dict[str, Any]:
     """Sign a command for campus/v1/<site>/<kind>/<device>/cmd/<name>."""
-    _, _, site, kind, device, _, name = topic.split("/")
-    return sign(key, site, kind, device, name, body)
+    command = topics.parse(topic)
+    if not isinstance(command, topics.CommandTopic):
+        raise ValueError(f"not a command topic: {topic}")
+    return sign(key, command.site, command.kind, command.device, command.name, body)
 
 
 class Verifier:

@@ -13,9 +13,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from gateway import topics
 from gateway.bus import Bus
 from gateway.command_auth import sign
-from gateway.events import TOPIC_ROOT, device_topic
 
 
 class CommandTimeout(Exception):
@@ -30,7 +30,7 @@ class CommandClient:
         # correlation id -> (done, the result, the topic it must come on)
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]], str]] = {}
         self._lock = threading.Lock()
-        bus.subscribe(f"{TOPIC_ROOT}/{site}/+/+/cmd/+/result", self._on_result)
+        bus.subscribe(topics.results_filter(site), self._on_result)
 
     def send(self, kind: str, device: str, name: str, args: dict[str, Any] | None = None, *,
              issued_by: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -40,9 +40,9 @@ class CommandClient:
         correlation_id = str(uuid.uuid4())
         done = threading.Event()
         box: list[dict[str, Any]] = []
-        topic = f"{device_topic(self.site, kind, device)}/cmd/{name}"
+        topic = topics.command(self.site, kind, device, name)
         with self._lock:
-            self._waiting[correlation_id] = (done, box, topic + "/result")
+            self._waiting[correlation_id] = (done, box, topics.result(self.site, kind, device, name))
         try:
             body = {"correlation_id": correlation_id, "issued_by": issued_by, "args": args or {}}
             self.bus.publish_json(topic, sign(self.key, self.site, kind, device, name, body))

@@ -34,8 +34,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from gateway import topics
 from gateway.bus import Bus
-from gateway.events import Event, rules_topic
+from gateway.events import Event
 from gateway.guard import Guarded
 
 log = logging.getLogger("campusgw.outbox")
@@ -296,8 +297,8 @@ class Outbox:
             # Whatever is here from a previous run was not published live, or not confirmed.
             self._db.execute("UPDATE outbox SET historical = 1")
         bus.client.on_publish = self._on_publish
-        bus.subscribe(rules_topic(site, "committed"), self._on_committed)
-        bus.subscribe(rules_topic(site, "availability"), self._on_rules_availability)
+        bus.subscribe(topics.committed(site), self._on_committed)
+        bus.subscribe(topics.rules_availability(site), self._on_rules_availability)
         bus.on_connect(self._on_connect)
         bus.on_disconnect(self._on_disconnect)
         self._guard = Guarded("outbox-publisher", self._run, on_failing=on_failing)

@@ -26,10 +26,11 @@ import paho.mqtt.client as mqtt
 
 from drivers.base import CommandResult, Driver
 from drivers.registry import driver_class
+from gateway import topics
 from gateway.bus import Bus
 from gateway.command_auth import Verifier
 from gateway.config import Config, DeviceConfig
-from gateway.events import TOPIC_ROOT, device_topic, event_topic, make_event
+from gateway.events import make_event
 from gateway.outbox import Outbox
 
 RESTART_MIN_S = 0.5
@@ -60,7 +61,7 @@ class Context:
 
     def set_state(self, device_id: str, state: dict[str, Any]) -> None:
         device = self.devices[device_id]
-        self.host.bus.publish_json(f"{device_topic(self.site, device.kind, device.id)}/state", state, retain=True)
+        self.host.bus.publish_json(topics.state(self.site, device.kind, device.id), state, retain=True)
 
     def heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()
@@ -114,18 +115,18 @@ class DriverHost:
 
     def emit(self, device: DeviceConfig, event_type: str, data: dict[str, Any], at: float | None = None,
              test: bool | None = None) -> None:
-        seq = self.outbox.next_seq(device_topic(self.config.site.id, device.kind, device.id))
+        seq = self.outbox.next_seq(topics.source(self.config.site.id, device.kind, device.id))
         event = make_event(self.config.site.id, device.kind, device.id, event_type, data, seq,
                            time.time() if at is None else at, self.tz,
                            test=device.test_mode if test is None else test)
-        self.outbox.put(event_topic(self.config.site.id, device.kind, device.id, event_type), event)
+        self.outbox.put(topics.event(self.config.site.id, device.kind, device.id, event_type), event)
 
     def emit_gateway(self, event_type: str, data: dict[str, Any]) -> None:
         """An event about the gateway itself (outbox shedding), from campus/v1/<site>/gateway/<id>."""
         site, gw = self.config.site.id, self.config.gateway.id
-        seq = self.outbox.next_seq(device_topic(site, "gateway", gw))
-        event = make_event(site, "gateway", gw, event_type, data, seq, time.time(), self.tz)
-        self.outbox.put(event_topic(site, "gateway", gw, event_type), event)
+        seq = self.outbox.next_seq(topics.source(site, topics.GATEWAY, gw))
+        event = make_event(site, topics.GATEWAY, gw, event_type, data, seq, time.time(), self.tz)
+        self.outbox.put(topics.event(site, topics.GATEWAY, gw, event_type), event)
 
     def set_online(self, device: DeviceConfig, online: bool, reason: str | None = None) -> None:
         now = time.time()
@@ -143,7 +144,7 @@ class DriverHost:
         self._publish_availability(device, online, now)
 
     def _publish_availability(self, device: DeviceConfig, online: bool, at: float) -> None:
-        self.bus.publish_json(f"{device_topic(self.config.site.id, device.kind, device.id)}/availability",
+        self.bus.publish_json(topics.availability(self.config.site.id, device.kind, device.id),
                               {"state": "online" if online else "offline", "ts": at}, retain=True)
 
     def _republish_availability(self) -> None:
@@ -161,7 +162,7 @@ class DriverHost:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.bus.on_connect(self._republish_availability)
-        self.bus.subscribe(f"{TOPIC_ROOT}/{self.config.site.id}/+/+/cmd/+", self._on_command)
+        self.bus.subscribe(topics.commands_filter(self.config.site.id), self._on_command)
         tasks = [asyncio.create_task(self._supervise(slot), name=f"supervise-{slot.name}") for slot in self.slots]
         try:
             await asyncio.gather(*tasks)
@@ -234,11 +235,11 @@ class DriverHost:
     # -- commands ----------------------------------------------------------------------
 
     def _on_command(self, message: mqtt.MQTTMessage) -> None:
-        parts = message.topic.split("/")
-        if len(parts) != 7:  # campus/v1/<site>/<kind>/<device>/cmd/<name>; results end in /result
+        command = topics.parse(message.topic)
+        if not isinstance(command, topics.CommandTopic):
             return
-        kind, device_id, name = parts[3], parts[4], parts[6]
-        result_topic = message.topic + "/result"
+        kind, device_id, name = command.kind, command.device, command.name
+        result_topic = command.result.topic
         try:
             body = json.loads(message.payload)
             correlation_id = str(body["correlation_id"])

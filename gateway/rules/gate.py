@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from gateway import topics
 from gateway.config import AccessConfig, Door
-from gateway.events import Event, device_topic, new_id, rules_topic
+from gateway.events import Event, new_id
 from gateway.records.models import AccessEvent, Credential, Person, Visit, WatchEntry
 from gateway.rules import access
 from gateway.rules.alarms import Effect, OpenAlarm, clear_condition, raise_condition
@@ -104,9 +105,9 @@ class Gate:
             self.doors[door.id] = access.door_granted(self.doors[door.id], at)
 
         result = "alert" if decision.alarm else "granted" if decision.granted else "denied"
-        outgoing: Outgoing = [(f"{device_topic(self.site, 'reader', reader)}/cmd/feedback",
+        outgoing: Outgoing = [(topics.command(self.site, "reader", reader, "feedback"),
                                {"correlation_id": new_id(), "issued_by": "rules:access", "args": {"result": result}})]
-        outgoing.append((rules_topic(self.site, "access", "events"), access_view(logged, self.tz)))
+        outgoing.append((topics.access_events(self.site), access_view(logged, self.tz)))
         return effects, outgoing
 
     def _visit_passed(self, session: Session, visit: Visit, direction: str, reader: str, at: datetime) -> None:

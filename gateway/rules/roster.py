@@ -154,8 +154,8 @@ _ID = re.compile(ID_PATTERN)
 
 
 def person_id(username: str | None, name: str) -> str:
-    """An id for the notify topic (rules/notify/<id>): the console user name, else a slug of the name; a
-    name with no Latin letters or digits (张伟) gets a stable id from its hash."""
+    """An id for the notify topic (rules/notify/<id>, gateway.topics.notify): the console user name, else a slug
+    of the name; a name with no Latin letters or digits (张伟) gets a stable id from its hash."""
     for text in (username, name):
         if text and _ID.fullmatch(text):  # match() would take 'wang\n': '$' matches before a newline
             return text

@@ -33,11 +33,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import topics
 from gateway.bus import Bus
 from gateway.clock import ClockGuard
 from gateway.command_auth import sign_topic
 from gateway.config import Config
-from gateway.events import TOPIC_ROOT, Event, device_topic, make_event, new_id, rules_topic
+from gateway.events import Event, make_event, new_id
 from gateway.guard import Guarded
 from gateway.records import ledger, people, roster, store
 from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, QuarantinedEvent, utcnow
@@ -111,9 +112,9 @@ class RulesService:
         self.patrols = Patrols(site, config, self.tz) if config and config.patrol.checkpoints else None
 
     def start(self) -> None:
-        self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/evt/#", self._queue.put, qos=1)
+        self.bus.subscribe(topics.events_filter(self.site), self._queue.put, qos=1)
         # Results of the commands linkage and schedules send; they go into the alarms' history.
-        self.bus.subscribe(f"{TOPIC_ROOT}/{self.site}/+/+/cmd/+/result", self._queue.put, qos=1)
+        self.bus.subscribe(topics.results_filter(self.site), self._queue.put, qos=1)
         self._guard.start()
 
     def alive(self) -> bool:
@@ -184,7 +185,7 @@ class RulesService:
         for message in messages:
             self.bus.ack(message.mid, message.qos)
         if ids:
-            self.bus.publish_json(rules_topic(self.site, "committed"), {"ids": ids})
+            self.bus.publish_json(topics.committed(self.site), {"ids": ids})
         if changed:
             try:
                 self._publish_alarms(changed)
@@ -228,7 +229,7 @@ class RulesService:
         results: list[tuple[str, dict[str, Any]]] = []
         rejected: list[str] = []  # ids of quarantined payloads, confirmed with the rest
         for message in messages:
-            if message.topic.endswith("/result"):
+            if isinstance(topics.parse(message.topic), topics.ResultTopic):
                 result = self._command_result(message)
                 if result:
                     results.append(result)
@@ -286,7 +287,7 @@ class RulesService:
         self._last_seen.update(stale)
         for topic, body in outgoing:  # after the commit: nothing goes out for a batch that rolled back
             self._publish(topic, body)
-            if self.on_police is not None and topic.endswith("/police/alarms"):
+            if self.on_police is not None and topic == topics.police_alarms(self.site):
                 self.on_police()
         self.processed += len(fresh)
         return changed, [e.id for e in events] + rejected
@@ -337,7 +338,7 @@ class RulesService:
                     outgoing.append((topic, body))
                     text = f"linkage: '{action.command}' sent to bollard {action.device}"
                 elif isinstance(action, SnapshotRequest):
-                    outgoing.append((rules_topic(self.site, "snapshot_requests"), {
+                    outgoing.append((topics.snapshot_requests(self.site), {
                         "alarm_id": alarm_id, "camera": action.camera, "pre_s": action.pre_s,
                         "at": at.isoformat()}))
                     if action.camera in self._cameras:  # the camera keeps the snapshot and clip for the alarm
@@ -353,7 +354,7 @@ class RulesService:
                     # Written with the alarm: the link sends what the database holds, so nothing is lost.
                     session.add(PoliceMessage(alarm_id=alarm_id, kind=kind, alarm_type=effect.alarm_type, zone=zone,
                                               created_at=at, state="pending", attempts=0))
-                    outgoing.append((rules_topic(self.site, "police", "alarms"), {
+                    outgoing.append((topics.police_alarms(self.site), {
                         "alarm_id": alarm_id, "kind": kind, "contact_id": code.contact_id,
                         "alarm_type": effect.alarm_type, "zone": effect.zone, "zone_number": zone,
                         "place": effect.place, "at": effect.at.isoformat()}))
@@ -365,15 +366,16 @@ class RulesService:
 
     def _publish(self, topic: str, body: dict[str, Any]) -> None:
         """Publish what the rules decided; a command is signed, so the driver can tell it is ours."""
-        if "/cmd/" in topic and self.command_key is not None:
+        if self.command_key is not None and isinstance(topics.parse(topic), topics.CommandTopic):
             body = sign_topic(self.command_key, topic, body)
         self.bus.publish_json(topic, body)
 
     def _command(self, kind: str, device: str, name: str, alarm_id: int | None, issued_by: str,
                  args: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         correlation_id = new_id()
-        topic = f"{device_topic(self.site, kind, device)}/cmd/{name}"
-        self._pending_commands[correlation_id] = (alarm_id, f"{device} {name}", topic + "/result")
+        topic = topics.command(self.site, kind, device, name)
+        self._pending_commands[correlation_id] = (alarm_id, f"{device} {name}",
+                                                  topics.result(self.site, kind, device, name))
         return topic, {"correlation_id": correlation_id, "issued_by": issued_by, "args": args or {}}
 
     def _command_result(self, message: mqtt.MQTTMessage) -> tuple[str, dict[str, Any]] | None:
@@ -465,7 +467,7 @@ class RulesService:
                            f"not acknowledged: notified {step.person.name} (step {step.level})", now)
         for step in steps:
             contact = step.person.details() if isinstance(step.person, DutyContact) else {}
-            self.bus.publish_json(rules_topic(self.site, "notify", step.person.id), {
+            self.bus.publish_json(topics.notify(self.site, step.person.id), {
                 "alarm_id": step.alarm_id, "level": step.level, "person": step.person.name, "at": now.isoformat(),
                 **contact})
             log.warning("alarm %d not acknowledged: notified %s (step %d)", step.alarm_id, step.person.name,
@@ -565,7 +567,7 @@ class RulesService:
         campus.gateway.health event from campus/v1/<site>/gateway/rules would: one alarm per condition."""
         now = utcnow()
         self._health_seq += 1
-        event = make_event(self.site, "gateway", "rules", "campus.gateway.health",
+        event = make_event(self.site, topics.GATEWAY, "rules", "campus.gateway.health",
                            {"condition": condition, "active": active, "detail": detail[:HEALTH_DETAIL_MAX]},
                            self._health_seq, now.timestamp(), self.tz)
         key = alarm_key(event)
@@ -597,7 +599,7 @@ class RulesService:
         with self.sessions() as session:
             alarms = [a for a in (session.get(Alarm, i) for i in dict.fromkeys(alarm_ids)) if a is not None]
             for view in store.alarm_views(session, alarms):
-                self.bus.publish_json(rules_topic(self.site, "alarms", str(view["id"])), view)
+                self.bus.publish_json(topics.alarm(self.site, view["id"]), view)
 
     def stats(self) -> dict[str, Any]:
         return {"processed": self.processed, "duplicates": self.duplicates, "failed_batches": self.failed_batches,

@@ -23,9 +23,9 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from gateway import topics
 from gateway.console.auth import LoggedIn
 from gateway.console.web import console, render, require, tr
-from gateway.events import rules_topic
 from gateway.records import store
 from gateway.records.models import Alarm, AlarmTransition, utcnow
 from gateway.rules.alarms import RefusedAction
@@ -90,7 +90,8 @@ def attach(app: Any) -> None:
         """An alarm changed: relay it as the database holds it (the payload is not even read)."""
         if not broadcaster.clients:
             return
-        name = message.topic.rsplit("/", 1)[-1]
+        parsed = topics.parse(message.topic)
+        name = parsed.id if isinstance(parsed, topics.RulesTopic) and parsed.id is not None else ""
         with ctx.sessions() as session:
             alarm = session.get(Alarm, int(name)) if ALARM_ID.fullmatch(name) else None
             view = store.alarm_views(session, [alarm])[0] if alarm is not None else None
@@ -108,8 +109,8 @@ def attach(app: Any) -> None:
             with ctx.sessions() as session:
                 broadcaster.publish(store.police_paths(session), "police")
 
-    ctx.bus.subscribe(rules_topic(ctx.site, "alarms", "+"), on_alarm)
-    ctx.bus.subscribe(rules_topic(ctx.site, "police", "paths"), on_paths)
+    ctx.bus.subscribe(topics.alarms_filter(ctx.site), on_alarm)
+    ctx.bus.subscribe(topics.police_paths(ctx.site), on_paths)
 
 
 def open_alarms(request: Request) -> list[dict[str, Any]]:
@@ -195,7 +196,7 @@ async def act(request: Request, alarm_id: int, action: Action, user: LoggedIn, b
             refused, view = "", store.alarm_views(session, [alarm])[0]
     if refused:
         raise HTTPException(404 if refused == "there is no such alarm" else 409, tr(request, refused))
-    ctx.bus.publish_json(rules_topic(ctx.site, "alarms", str(alarm_id)), view)
+    ctx.bus.publish_json(topics.alarm(ctx.site, alarm_id), view)
     return view
 
 

@@ -17,10 +17,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 
+from gateway import topics
 from gateway.commands import CommandClient, CommandTimeout
 from gateway.console.auth import LoggedIn
 from gateway.console.web import console, render, require, tr
-from gateway.events import TOPIC_ROOT
 from gateway.records import store
 from gateway.records.models import Device, utcnow
 
@@ -65,7 +65,10 @@ class States:
         self.rejected = 0
 
     def on_state(self, message: mqtt.MQTTMessage) -> None:
-        device = message.topic.split("/")[4]
+        parsed = topics.parse(message.topic)
+        if not isinstance(parsed, topics.StateTopic):  # the subscription lets only states through
+            return
+        device = parsed.device
         try:
             state = BollardState.model_validate_json(message.payload).model_dump(exclude_unset=True)
         except ValidationError as exc:
@@ -89,7 +92,7 @@ def attach(app: Any) -> None:
     states = States()
     app.state.bollard_states = states
     app.state.commands = CommandClient(ctx.bus, ctx.site, ctx.command_key)
-    ctx.bus.subscribe(f"{TOPIC_ROOT}/{ctx.site}/bollard/+/state", states.on_state)
+    ctx.bus.subscribe(topics.states_filter(ctx.site, "bollard"), states.on_state)
 
 
 def bollards(request: Request) -> list[dict[str, Any]]:

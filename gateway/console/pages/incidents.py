@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway import topics
 from gateway.config import INCIDENT_CATEGORIES
 from gateway.console.auth import LoggedIn
 from gateway.console.web import Console, console, render, require, tr
-from gateway.events import rules_topic
 from gateway.records import ledger, store
 from gateway.records.models import Alarm, Hazard, Incident, IncidentEntry, Inspection, MaintenanceItem, utcnow
 from gateway.rules.alarms import RefusedAction
@@ -113,7 +113,7 @@ def publish(request: Request, alarm_ids: list[int]) -> None:
     with ctx.sessions() as session:
         alarms = [a for a in (session.get(Alarm, i) for i in dict.fromkeys(alarm_ids)) if a is not None]
         for view in store.alarm_views(session, alarms):
-            ctx.bus.publish_json(rules_topic(ctx.site, "alarms", str(view["id"])), view)
+            ctx.bus.publish_json(topics.alarm(ctx.site, view["id"]), view)
 
 
 # -- views ----------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from gateway import topics
 from gateway.console.auth import LoggedIn
 from gateway.console.web import Console, console, render, require, served_file, tr
-from gateway.events import rules_topic
 from gateway.personal import PersonalData
 from gateway.records import people, store
 from gateway.records.models import Alarm, Visit, utcnow
@@ -102,11 +102,11 @@ def publish(request: Request, alarm_ids: list[int], visit_ids: list[int]) -> Non
     with ctx.sessions() as session:
         alarms = [a for a in (session.get(Alarm, i) for i in dict.fromkeys(alarm_ids)) if a is not None]
         for view in store.alarm_views(session, alarms):
-            ctx.bus.publish_json(rules_topic(ctx.site, "alarms", str(view["id"])), view)
+            ctx.bus.publish_json(topics.alarm(ctx.site, view["id"]), view)
         for visit_id in visit_ids:
             visit = session.get(Visit, visit_id)
             if visit is not None:
-                ctx.bus.publish_json(rules_topic(ctx.site, "visits", str(visit.id)), visit_view(visit, ctx, now))
+                ctx.bus.publish_json(topics.visit(ctx.site, visit.id), visit_view(visit, ctx, now))
 
 
 def page_data(request: Request) -> dict[str, Any]:
