@@ -55,7 +55,8 @@ from bench.common import (
     wait_until,
 )
 from gateway.app import Gateway, bind_socket
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from simulators.modbus_di import ModbusDISimulator
 from simulators.pty_pair import PtyPair
 from tests.support import MosquittoBroker, free_port

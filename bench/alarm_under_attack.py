@@ -49,7 +49,7 @@ from bench.alarm_latency import (
 )
 from bench.common import percentile
 from gateway.app import Gateway
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from simulators.modbus_di import ModbusDISimulator
 
 LOGIN_RATE = 20.0  # wrong logins a second

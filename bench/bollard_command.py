@@ -41,7 +41,8 @@ import paho.mqtt.client as mqtt
 from bench.common import gateway_config, print_latency_table, start_mosquitto, wait_matching
 from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from simulators.bollard import BollardSimulator
 from tests.integration.helpers import Running
 from tests.support import TEST_LOGIN, MosquittoBroker

@@ -45,7 +45,7 @@ LOSS_S = 10.0
 
 def site(tmp: Path, urls: list[str]) -> Any:
     from bench.camera_workers import GATE
-    from gateway.config import validate_config
+    from gateway.config_file import validate_config
 
     return validate_config({
         "site": {"id": "bench-rtsp", "name": "Bench"},

@@ -160,7 +160,7 @@ SENT: dict[int, float] = {}  # alarm id -> when it was last published (clients a
 
 def make_alarms(site: Path, count: int) -> None:
     """The alarms the bench announces, in the console's database: it relays only what it finds there."""
-    from gateway.config import load_config
+    from gateway.config_file import load_config
     from gateway.events import new_id
     from gateway.records import db, store
     from gateway.records.models import Device

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.common import percentile, wait_until
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.records import db
 from gateway.records.models import Device, IngestedEvent
 from simulators.modbus_di import ModbusDISimulator

@@ -59,7 +59,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bench.alarm_latency import wait_device_online
 from bench.common import gateway_config, latency_stats, percentile
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from gateway.records import store
 from gateway.records.models import Alarm, PoliceExchange, PoliceMessage, utcnow
 from simulators.modbus_di import ModbusDISimulator

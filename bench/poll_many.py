@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import cpu_of, gateway_config, start_mosquitto, wait_until
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from tests.integration.helpers import Running
 from tests.support import MosquittoBroker
 

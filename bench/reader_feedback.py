@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.common import gateway_config, print_latency_table, start_mosquitto, wait_until
 from drivers.card_formats import Card, make_card
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.records.models import AccessEvent, Credential, Device, Person
 from simulators.osdp_reader import OsdpReaderSimulator
 from simulators.serial_reader import SerialReaderSimulator

@@ -25,7 +25,8 @@ from gateway.broker import EmbeddedBroker, login, users_of
 from gateway.broker import passwords as broker_passwords
 from gateway.bus import Bus
 from gateway.clock import Measurement, NtpError, measure
-from gateway.config import Config, ConfigError, warnings_of
+from gateway.config import Config, ConfigError
+from gateway.config_file import warnings_of
 from gateway.guard import keep_running
 from gateway.outbox import Outbox
 from gateway.records import db, store

@@ -16,7 +16,8 @@ import yaml
 from sqlalchemy.exc import OperationalError
 
 from gateway.broker import BrokerPortTaken
-from gateway.config import Config, ConfigError, load_config, summary, validate_config, warnings_of
+from gateway.config import Config, ConfigError
+from gateway.config_file import load_config, summary, validate_config, warnings_of
 from gateway.logs import setup_logging
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from gateway.console import auth
 from simulators.modbus_di import ModbusDISimulator
 from tests.integration.helpers import Running

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from simulators.modbus_di import ModbusDISimulator
 from tests.e2e.test_console_browser import add_users, open_board
 from tests.integration.helpers import Running

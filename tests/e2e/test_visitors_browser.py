@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.console import auth
 from gateway.records import people
 from gateway.records.models import Credential, Person, Visit, utcnow

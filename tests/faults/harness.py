@@ -42,7 +42,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from gateway.broker import login
-from gateway.config import Config, load_config, validate_config
+from gateway.config import Config
+from gateway.config_file import load_config, validate_config
 from gateway.events import Event, device_topic, event_topic, make_event
 from gateway.outbox import Outbox
 from gateway.records.db import normalise_url

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.records import db, store
 from gateway.records.models import Alarm, IngestedEvent, utcnow
 from gateway.rules import service as rules_service

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, select, text
 
 from gateway.cli import main
-from gateway.config import load_config, validate_config
+from gateway.config_file import load_config, validate_config
 from gateway.records import db
 from gateway.records.models import IngestedEvent
 from simulators.modbus_di import ModbusDISimulator

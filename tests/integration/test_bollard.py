@@ -23,7 +23,7 @@ from sqlalchemy import select
 from drivers.bollard import BollardConfig
 from gateway.bus import Bus
 from gateway.commands import CommandClient
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.records import db
 from gateway.records.models import IngestedEvent
 from simulators import bollard as simulated

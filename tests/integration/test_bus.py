@@ -20,7 +20,8 @@ from gateway.app import Gateway
 from gateway.broker import BrokerPortTaken, EmbeddedBroker
 from gateway.bus import Bus
 from gateway.commands import CommandClient, CommandTimeout
-from gateway.config import BrokerConfig, ConfigError, validate_config
+from gateway.config import BrokerConfig, ConfigError
+from gateway.config_file import validate_config
 from tests.support import ROOT, MosquittoBroker, broker_config, free_port, missing, wait_for
 
 

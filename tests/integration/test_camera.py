@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from gateway.bus import Bus
 from gateway.commands import CommandClient
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from gateway.records import db
 from gateway.records.models import Alarm, Device, IngestedEvent
 from simulators.camera import CameraSimulator

@@ -11,7 +11,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from jinja2 import Environment
 
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from simulators.modbus_di import ModbusDISimulator
 from tests.integration.helpers import Running
 from tests.support import TEST_LOGIN, MosquittoBroker, wait_for

@@ -15,7 +15,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from gateway.records import db, store
 from gateway.records.models import Alarm, AlarmTransition
 from simulators.bollard import BollardSimulator

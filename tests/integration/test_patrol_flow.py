@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.records.models import PatrolRound, PatrolScan
 from simulators.serial_reader import SerialReaderSimulator
 from tests.integration.helpers import Running

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from gateway.cli import status
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from gateway.metrics import GatewayCollector, render
 from gateway.police.link import PoliceLink
 from gateway.records import db, store

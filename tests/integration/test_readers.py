@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from drivers.card_formats import make_card
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.records.models import AccessEvent, Alarm, Credential, Device, Person, utcnow
 from simulators.modbus_di import ModbusDISimulator
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator

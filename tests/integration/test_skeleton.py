@@ -19,7 +19,8 @@ from drivers import registry
 from drivers.base import CommandResult, Driver
 from gateway.bus import Bus
 from gateway.commands import CommandClient
-from gateway.config import Config, DeviceConfig, validate_config
+from gateway.config import Config, DeviceConfig
+from gateway.config_file import validate_config
 from gateway.records import db
 from gateway.records.models import AuditEntry, Device
 from simulators.modbus_di import ModbusDISimulator

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from simulators.modbus_di import ModbusDISimulator
 from tests.integration.helpers import Running
 from tests.support import ROOT, missing, wait_for

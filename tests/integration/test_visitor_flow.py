@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from gateway.config import validate_config
+from gateway.config_file import validate_config
 from gateway.console import auth
 from gateway.records.models import AccessEvent, Alarm, Person, Visit, utcnow
 from simulators.camera import CameraSimulator

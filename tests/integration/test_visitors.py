@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.bus import Bus
 from gateway.cli import main as cli
-from gateway.config import AccessConfig, validate_config
+from gateway.config import AccessConfig
+from gateway.config_file import validate_config
 from gateway.console import auth
 from gateway.console.app import create_app
 from gateway.events import make_event

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from gateway.bus import Bus
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from gateway.console import auth
 from simulators.modbus_di import ModbusDISimulator
 from tests.integration.helpers import Running, SseReader

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config, validate_config, warnings_of
+from gateway.config import ConfigError
+from gateway.config_file import load_config, validate_config, warnings_of
 from tests.support import ROOT
 
 LAUGHS = "\n".join(["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] +

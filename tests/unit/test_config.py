@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import ConfigError, load_config, parse_config
+from gateway.config import ConfigError
+from gateway.config_file import load_config, parse_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 DEMO = (CONFIG_DIR / "demo.yaml").read_text(encoding="utf-8")

@@ -94,7 +94,8 @@ def test_bollards_follow_the_school_day(local: str, expected: str) -> None:
 
 
 def test_linkage_naming_an_unknown_bollard_is_a_config_error() -> None:
-    from gateway.config import ConfigError, parse_config
+    from gateway.config import ConfigError
+    from gateway.config_file import parse_config
 
     text = ("site: {id: s1, name: Test}\n"
             "linkage:\n"

@@ -12,7 +12,7 @@ import fastjsonschema
 import pytest
 from jinja2 import Environment
 
-from gateway.config import parse_config
+from gateway.config_file import parse_config
 from gateway.homeassistant import discovery_messages
 
 ROOT = Path(__file__).resolve().parents[2]

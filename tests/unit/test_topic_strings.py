@@ -19,7 +19,8 @@ import pytest
 from gateway import events
 from gateway.command_auth import Verifier, sign_topic
 from gateway.commands import CommandClient
-from gateway.config import Config, validate_config
+from gateway.config import Config
+from gateway.config_file import validate_config
 from gateway.outbox import Outbox
 from gateway.rules.service import RulesService
 from gateway.supervisor import Context, DriverHost
