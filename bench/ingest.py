@@ -42,7 +42,7 @@ from gateway.config import BrokerConfig
 from gateway.events import Event, device_topic, event_topic, make_event
 from gateway.outbox import Outbox
 from gateway.records import db
-from gateway.rules.service import RulesService
+from gateway.rules_service.service import RulesService
 from tests.support import PG_ADMIN_URL
 
 SITE = "bench-school"

@@ -234,7 +234,7 @@ class Gateway:
                 store.register_devices(session, cfg.devices)
             self._cleanup.append(engine.dispose)
         if "rules" in self.parts:
-            from gateway.rules.service import RulesService
+            from gateway.rules_service.service import RulesService
 
             # A persistent session: the broker keeps what arrives while the rules service is down. Its
             # availability tells the drivers' outboxes to send again what it has not confirmed.

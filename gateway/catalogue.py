@@ -99,26 +99,27 @@ ALARM_TABLE: tuple[AlarmSpec, ...] = (
               incident_category="equipment_fault", maintenance=True),
     # found by the rules; the latching ones are events, not conditions: nothing clears them but a person
     AlarmSpec(name="watchlist", priority=1, latching=True, police=_codes(120, "PA", "PH"), ha_device_class=None,
-              point=False, rules=("gateway.rules.gate", "gateway.records.people"), escalate_after_s=None,
+              point=False, rules=("gateway.rules_service.gate", "gateway.records.people"), escalate_after_s=None,
               incident_category="intrusion", maintenance=False),
     # access (Contact ID 42x): forced access, door propped open, access denied
     AlarmSpec(name="door_forced", priority=2, latching=False, police=_codes(423, "DF", "DR"), ha_device_class=None,
-              point=False, rules=("gateway.rules.gate",), escalate_after_s=None, incident_category="intrusion",
+              point=False, rules=("gateway.rules_service.gate",), escalate_after_s=None, incident_category="intrusion",
               maintenance=False),
     AlarmSpec(name="door_held", priority=4, latching=False, police=_codes(426, "DN", "DR"), ha_device_class=None,
-              point=False, rules=("gateway.rules.gate",), escalate_after_s=None, incident_category="intrusion",
+              point=False, rules=("gateway.rules_service.gate",), escalate_after_s=None, incident_category="intrusion",
               maintenance=False),
     AlarmSpec(name="access_failures", priority=3, latching=True, police=_codes(421, "DD", "DD"),
-              ha_device_class=None, point=False, rules=("gateway.rules.gate",), escalate_after_s=None,
+              ha_device_class=None, point=False, rules=("gateway.rules_service.gate",), escalate_after_s=None,
               incident_category=None, maintenance=False),
     AlarmSpec(name="visitor_overstay", priority=4, latching=True, police=None, ha_device_class=None, point=False,
-              rules=("gateway.rules.gate",), escalate_after_s=None, incident_category=None, maintenance=False),
+              rules=("gateway.rules_service.gate",), escalate_after_s=None, incident_category=None, maintenance=False),
     AlarmSpec(name="incident_deadline", priority=2, latching=False, police=None, ha_device_class=None, point=False,
               rules=("gateway.records.ledger",), escalate_after_s=None, incident_category=None, maintenance=False),
     # a patrol round not started / stalled: a person acknowledges and resets it, also once the guard is walking
     # again (the board shows that), so it escalates until someone has
     AlarmSpec(name="patrol_overdue", priority=4, latching=True, police=None, ha_device_class=None, point=False,
-              rules=("gateway.rules.patrols",), escalate_after_s=None, incident_category=None, maintenance=False),
+              rules=("gateway.rules_service.patrols",), escalate_after_s=None, incident_category=None,
+              maintenance=False),
 )
 ALARMS: dict[str, AlarmSpec] = {a.name: a for a in ALARM_TABLE}
 POINT_TYPES: tuple[str, ...] = tuple(a.name for a in ALARM_TABLE if a.point)

@@ -102,7 +102,7 @@ CLOCK_STEP_S = 300.0
 # the longest school holiday (summer: about 8 weeks, and a kindergarten may switch the gatehouse box off for
 # all of it), so a box without NTP does not stop its retention and deadlines on the first day of term; a
 # clock months or a year ahead (a wrong year typed, a bad RTC) is still caught. Retention never deletes
-# within its own days of the newest record anyway (gateway.rules.service), so a clock inside this gap
+# within its own days of the newest record anyway (gateway.rules_service.service), so a clock inside this gap
 # cannot empty the raw event log either.
 START_GAP = timedelta(days=90)
 

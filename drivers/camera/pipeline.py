@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.config import Window
-from gateway.rules.schedules import in_windows
+from gateway.windows import in_windows
 
 UNSCHEDULED = ("schedule", "holidays")
 

@@ -30,9 +30,10 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import i18n
 from gateway.bus import Bus
 from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
-from gateway.console import auth, i18n
+from gateway.console import auth
 from gateway.console.pages import PAGES
 from gateway.console.throttle import LoginThrottle
 from gateway.console.web import (

@@ -15,9 +15,10 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import i18n
 from gateway.bus import Bus
 from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
-from gateway.console import auth, i18n
+from gateway.console import auth
 from gateway.personal import PersonalData
 from gateway.records import store
 from gateway.records.models import utcnow

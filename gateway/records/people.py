@@ -5,7 +5,7 @@ supervisors' views of full numbers, and the purge of personal data after the ret
 Database functions only, no web: the caller owns the transaction (one `sessions.begin()`), so a visit, its
 pass, its audit row and any alarm commit together or not at all. What a guard can correct is a VisitError:
 an English message id with {fields}, which the console translates (as gateway.console.auth.AuthError).
-The readers' side of a visit (a pass scanned at an entry or exit reader) is gateway.rules.gate.
+The readers' side of a visit (a pass scanned at an entry or exit reader) is gateway.rules_service.gate.
 """
 
 from __future__ import annotations

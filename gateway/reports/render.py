@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
-from gateway.console.i18n import gettext
+from gateway.i18n import gettext
 from gateway.reports.figures import Report, Table
 
 CJK_FONT = "STSong-Light"  # one of the Adobe CID fonts every PDF reader has: no font file to ship or embed

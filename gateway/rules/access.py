@@ -15,7 +15,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from gateway.config import Window
-from gateway.rules.schedules import in_windows
+from gateway.windows import in_windows
 
 PersonKind = Literal["student", "staff", "visitor"]
 Direction = Literal["entry", "exit"]

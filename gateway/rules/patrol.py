@@ -1,7 +1,7 @@
 """Guard tour (巡更) rules: pure functions of the plan, the scans and the time.
 
 No database and no clock in here: the site's time zone and `now` are arguments, so a test can say "at
-08:10 on a Monday" without sleeping. gateway.rules.patrols is the shell that loads rows, calls these and
+08:10 on a Monday" without sleeping. gateway.rules_service.patrols is the shell that loads rows, calls these and
 writes what they return.
 
 - A plan entry spreads `rounds` of a route evenly over a shift; the first is due when the shift starts.
@@ -20,13 +20,13 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
 
 from gateway.config import Checkpoint, PatrolConfig, Route, ShiftTemplate
+from gateway.windows import DAYS
 
 RoundState = Literal["pending", "in_progress", "complete", "incomplete", "expired"]
 ROUND_STATES: tuple[RoundState, ...] = ("pending", "in_progress", "complete", "incomplete", "expired")
 OPEN_STATES: tuple[RoundState, ...] = ("pending", "in_progress")
 AlertKind = Literal["not_started", "stalled"]
 ScanStatus = Literal["ok", "late", "out_of_order", "repeat", "unplanned", "unknown"]
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # An alert that fell due this long ago is not raised any more (it came due while the rules service was
 # not running): it could no longer help anyone act in time, and a restart must not flood the board. The
 # round's record still names what happened.

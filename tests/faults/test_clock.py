@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.config_file import validate_config
 from gateway.records import db, store
 from gateway.records.models import Alarm, IngestedEvent, utcnow
-from gateway.rules import service as rules_service
 from gateway.rules.alarms import OPEN_STATES
-from gateway.rules.service import RulesService
+from gateway.rules_service import service as rules_service
+from gateway.rules_service.service import RulesService
 from tests.integration.helpers import TZ
 from tests.support import ROOT, MosquittoBroker, wait_for
 

@@ -15,7 +15,7 @@ from gateway.events import event_topic, make_event
 from gateway.records import db, store
 from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent, utcnow
 from gateway.rules.alarms import RaiseAlarm, RefusedAction
-from gateway.rules.service import RulesService
+from gateway.rules_service.service import RulesService
 from tests.integration.helpers import TZ, alarm_event
 from tests.support import broker_config, wait_for
 

@@ -83,7 +83,7 @@ def test_a_day_before_the_records_is_empty_and_says_so(school: tuple[sessionmake
 @pytest.mark.parametrize("language", ["zh_CN", "en"])
 def test_every_word_of_a_report_is_in_the_catalogue(school: tuple[sessionmaker[Session], Totals],
                                                     language: str) -> None:
-    from gateway.console import i18n
+    from gateway import i18n
     from gateway.reports.render import KIND_TITLES
 
     sessions, _ = school

@@ -20,9 +20,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import i18n
 from gateway.bus import Bus
 from gateway.config import BrokerConfig, DutyConfig, EscalationConfig, RosterEntry
-from gateway.console import auth, i18n
+from gateway.console import auth
 from gateway.console.app import create_app
 from gateway.console.pages import duty as duty_page
 from gateway.records import db, people, roster

@@ -29,7 +29,7 @@ from gateway.records import db, store
 from gateway.records.models import Alarm, AuditEntry, Device
 from gateway.reports.figures import collect
 from gateway.rules.alarms import RefusedAction, evaluate
-from gateway.rules.service import RulesService
+from gateway.rules_service.service import RulesService
 from tests.support import broker_config, wait_for
 
 SITE = "s1"

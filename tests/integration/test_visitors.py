@@ -32,8 +32,8 @@ from gateway.personal import PersonalData
 from gateway.records import db, people
 from gateway.records.models import AccessEvent, Alarm, AuditEntry, Credential, Device, Person, Visit, WatchEntry
 from gateway.records.people import VisitError
-from gateway.rules.gate import Gate
-from gateway.rules.service import RulesService
+from gateway.rules_service.gate import Gate
+from gateway.rules_service.service import RulesService
 from tests.support import broker_config, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")

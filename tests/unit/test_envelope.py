@@ -298,7 +298,7 @@ def test_events_the_gateway_makes_now_pass(event_type: str) -> None:
 
 
 def assert_storable(e: Event) -> None:
-    """What the rules service does with an accepted event (gateway.rules.service._commit, UtcDateTime) works,
+    """What the rules service does with an accepted event (gateway.rules_service.service._commit, UtcDateTime) works,
     and a database takes it."""
     at = datetime.fromisoformat(e.time)
     assert at.tzinfo is not None

@@ -11,7 +11,8 @@ from gateway.config import BollardSchedule, EscalationConfig, LinkageRule, Roste
 from gateway.rules.alarms import RaiseAlarm
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.linkage import BollardCommand, PoliceForward, SnapshotRequest, linked_actions
-from gateway.rules.schedules import in_windows, wanted
+from gateway.rules.schedules import wanted
+from gateway.windows import in_windows
 
 T0 = datetime(2026, 11, 30, 0, 0, 0, tzinfo=UTC)
 ROSTER = [RosterEntry(id="li", name="Li"), RosterEntry(id="wang", name="Wang"), RosterEntry(id="zhao", name="Zhao")]

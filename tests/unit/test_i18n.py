@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.console import i18n
+from gateway import i18n
 from gateway.console.auth import ROLES
 from gateway.console.pages import PAGES
 from gateway.console.pages import incidents as incidents_page
@@ -15,7 +15,7 @@ from gateway.records import people
 from gateway.rules import access
 from gateway.rules.alarms import OPEN_STATES, PRIORITY
 
-CONSOLE = Path(i18n.__file__).parent
+CONSOLE = Path(i18n.__file__).parent / "console"
 ROOT = CONSOLE.parent.parent
 
 

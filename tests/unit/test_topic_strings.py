@@ -22,7 +22,7 @@ from gateway.commands import CommandClient
 from gateway.config import Config
 from gateway.config_file import validate_config
 from gateway.outbox import Outbox
-from gateway.rules.service import RulesService
+from gateway.rules_service.service import RulesService
 from gateway.supervisor import Context, DriverHost
 
 SITE = "s1"

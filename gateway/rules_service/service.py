@@ -44,11 +44,11 @@ from gateway.records import ledger, people, roster, store
 from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.escalation import Unacknowledged, escalations_due
-from gateway.rules.gate import READ_TYPES, Gate, visit_keys
 from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_actions
-from gateway.rules.patrols import Patrols
 from gateway.rules.roster import DutyContact
 from gateway.rules.schedules import wanted
+from gateway.rules_service.gate import READ_TYPES, Gate, visit_keys
+from gateway.rules_service.patrols import Patrols
 from gateway.systemd import clock_synchronised
 from gateway.validation import MAX_PAYLOAD_BYTES, InboundChecker, InvalidEvent, parse_event
 

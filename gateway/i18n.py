@@ -1,4 +1,5 @@
-"""The console's languages: gettext catalogues (locale/<lang>/LC_MESSAGES/campusgw.po), English msgids.
+"""The languages of the console and the reports: gettext catalogues
+(console/locale/<lang>/LC_MESSAGES/campusgw.po), English msgids.
 
 The .po files are compiled in memory at start (Babel), so there is no build
 step and no binary file in the repository.
@@ -14,7 +15,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
-LOCALE_DIR = Path(__file__).parent / "locale"
+LOCALE_DIR = Path(__file__).parent / "console" / "locale"  # the console is where the words are
 DOMAIN = "campusgw"
 LANGUAGES = {"zh_CN": "简体中文", "en": "English"}
 DEFAULT_LANGUAGE = "zh_CN"
