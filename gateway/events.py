@@ -13,37 +13,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any
 
 from gateway import topics
+from gateway.catalogue import EVENT_TABLE, EventClass
 
 SPEC_VERSION = "1.0"
 
-EventClass = Literal["alarm", "record", "telemetry"]
-
-# Each event type, its class and its JSON Schema file (gateway/schemas/<type>.json).
-# Alarm-class events are never dropped or shed; telemetry may be shed past the outbox bound.
-EVENT_TYPES: dict[str, EventClass] = {
-    "campus.alarm_input.triggered": "alarm",
-    "campus.alarm_input.restored": "alarm",
-    "campus.bollard.state_changed": "record",
-    "campus.bollard.command": "record",
-    "campus.bollard.fault": "alarm",
-    "campus.camera.motion": "record",
-    "campus.camera.tamper": "alarm",
-    "campus.camera.loitering": "record",
-    "campus.camera.clip": "record",
-    "campus.reader.card_read": "record",
-    "campus.reader.code_scanned": "record",
-    "campus.reader.keypad": "record",
-    "campus.reader.tamper": "alarm",
-    "campus.reader.power": "alarm",
-    "campus.device.offline": "alarm",
-    "campus.device.online": "alarm",
-    "campus.device.telemetry": "telemetry",
-    "campus.gateway.health": "alarm",
-    "campus.gateway.command_refused": "record",
-}
+# Each event type and its class (alarm-class events are never dropped or shed; telemetry may be shed past the
+# outbox bound), from the catalogue; its JSON Schema is gateway/schemas/<type>.json.
+EVENT_TYPES: dict[str, EventClass] = {e.type: e.event_class for e in EVENT_TABLE}
 
 
 class _Uuid7:
@@ -157,6 +136,7 @@ class Event:
 def make_event(site: str, kind: str, device: str, event_type: str, data: dict[str, Any], seq: int,
                at: float, tz: tzinfo, test: bool = False) -> Event:
     if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {event_type!r}; add it to EVENT_TYPES and gateway/schemas/")
+        raise ValueError(f"unknown event type {event_type!r}; add it to the catalogue's EVENT_TABLE "
+                         "and gateway/schemas/")
     return Event(id=new_id(), source=topics.source(site, kind, device), type=event_type,
                  time=iso(at, tz), data=data, seq=seq, test=test)

@@ -18,9 +18,9 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from gateway import topics
 from gateway.catalogue import ALARM_TABLE, POINT_TYPES
 from gateway.config import Config, DeviceConfig
-from gateway.events import device_topic, gateway_topic
 
 # Alarm types as Home Assistant binary sensor device classes (on = the alarm condition), from the catalogue.
 ALARM_CLASSES = {a.name: a.ha_device_class for a in ALARM_TABLE if a.ha_device_class is not None}
@@ -46,17 +46,17 @@ def discovery_messages(config: Config) -> list[tuple[str, dict[str, Any]]]:
     zones = {z.id: z.name for z in config.zones}
     origin = {"name": "campusgw", "sw_version": _version(), "support_url": "https://pypi.org/project/campusgw/"}
     gateway_id = f"campusgw_{site}_{gw}"
-    gateway_availability = {"topic": f"{gateway_topic(site, gw)}/availability", "value_template": ONLINE}
+    gateway_availability = {"topic": topics.availability(site, topics.GATEWAY, gw), "value_template": ONLINE}
     messages: list[tuple[str, dict[str, Any]]] = []
 
     def add(component: str, node: str, object_id: str, body: dict[str, Any]) -> None:
         unique_id = f"{node}_{_slug(object_id)}"
-        topic = f"{ha.prefix}/{component}/{node}/{_slug(object_id)}/config"
+        topic = topics.discovery(ha.prefix, component, node, _slug(object_id))
         messages.append((topic, {"unique_id": unique_id, "origin": origin, "qos": 1, **body}))
 
     add("binary_sensor", gateway_id, "connectivity", {
         "name": "Gateway", "device_class": "connectivity", "entity_category": "diagnostic",
-        "state_topic": f"{gateway_topic(site, gw)}/availability", "value_template": ONLINE,
+        "state_topic": topics.availability(site, topics.GATEWAY, gw), "value_template": ONLINE,
         "payload_on": "online", "payload_off": "offline",
         "device": {"identifiers": [gateway_id], "name": f"{config.site.name} gateway {gw}",
                    "manufacturer": "campusgw", "model": "campus safety gateway", "sw_version": _version()}})
@@ -64,19 +64,19 @@ def discovery_messages(config: Config) -> list[tuple[str, dict[str, Any]]]:
         if not device.enabled:
             continue
         node = f"campusgw_{site}_{_slug(device.id)}"
-        base = device_topic(site, device.kind, device.id)
-        availability = [{"topic": f"{base}/availability", "value_template": ONLINE}, gateway_availability]
+        available = topics.availability(site, device.kind, device.id)
+        availability = [{"topic": available, "value_template": ONLINE}, gateway_availability]
         common: dict[str, Any] = {
             "device": _device(device, node, gateway_id, zones),
             "availability": availability, "availability_mode": "all",
         }
         add("binary_sensor", node, "connectivity", {
             "name": "Online", "device_class": "connectivity", "entity_category": "diagnostic",
-            "state_topic": f"{base}/availability", "value_template": ONLINE,
+            "state_topic": available, "value_template": ONLINE,
             "payload_on": "online", "payload_off": "offline",
             # Its own availability is the gateway's: an offline device is "off", not "unavailable".
             "device": common["device"], "availability": [gateway_availability]})
-        for entity, body in _entities(device, base):
+        for entity, body in _entities(device, topics.state(site, device.kind, device.id)):
             add(body.pop("component"), node, entity, {**body, **common})
     return messages
 
@@ -89,7 +89,7 @@ def _device(device: DeviceConfig, node: str, gateway_id: str, zones: dict[str, s
     return info
 
 
-def _entities(device: DeviceConfig, base: str) -> list[tuple[str, dict[str, Any]]]:
+def _entities(device: DeviceConfig, state: str) -> list[tuple[str, dict[str, Any]]]:
     extra = device.model_extra or {}
     if device.kind == "alarm_input":
         found = []
@@ -97,24 +97,24 @@ def _entities(device: DeviceConfig, base: str) -> list[tuple[str, dict[str, Any]
             name = point["name"]
             found.append((name, {
                 "component": "binary_sensor", "name": point.get("place") or name,
-                "device_class": POINT_CLASSES.get(point["type"], "problem"), "state_topic": f"{base}/state",
+                "device_class": POINT_CLASSES.get(point["type"], "problem"), "state_topic": state,
                 "value_template": f"{{{{ 'ON' if value_json.points['{name}'] else 'OFF' }}}}"}))
         return found
     if device.kind == "bollard":
         return [
             ("position", {"component": "sensor", "name": "Position", "icon": "mdi:boom-gate",
-                          "state_topic": f"{base}/state", "value_template": "{{ value_json.state }}"}),
+                          "state_topic": state, "value_template": "{{ value_json.state }}"}),
             ("fault", {"component": "binary_sensor", "name": "Fault", "device_class": ALARM_CLASSES["bollard_fault"],
-                       "state_topic": f"{base}/state",
+                       "state_topic": state,
                        "value_template": "{{ 'ON' if value_json.fault else 'OFF' }}"}),
         ]
     if device.kind == "reader" and device.driver == "osdp":  # the reader reports its tamper switch and supply
         return [
             ("tamper", {"component": "binary_sensor", "name": "Tamper", "device_class": ALARM_CLASSES["tamper"],
-                        "state_topic": f"{base}/state",
+                        "state_topic": state,
                         "value_template": "{{ 'ON' if value_json.tamper else 'OFF' }}"}),
             ("power", {"component": "binary_sensor", "name": "Power failure", "device_class": ALARM_CLASSES["ac_loss"],
-                       "state_topic": f"{base}/state",
+                       "state_topic": state,
                        "value_template": "{{ 'ON' if value_json.power_failure else 'OFF' }}"}),
         ]
     return []  # serial readers, cameras, checkpoints: their connectivity

@@ -20,9 +20,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import topics
 from gateway.bus import Bus
 from gateway.config import PoliceEvidence, SecretRef
-from gateway.events import rules_topic
 from gateway.records import store
 from gateway.records.models import Alarm, utcnow
 
@@ -70,7 +70,7 @@ class EvidenceSender:
                         "dc09": {"path": path, "acked_at": acked_at.isoformat()}, "attachments": attachments}
         results = []
         if self.config.topic:
-            self.bus.publish_json(rules_topic(self.site, "police", "evidence"), document)
+            self.bus.publish_json(topics.police_evidence(self.site), document)
             results.append("published for the bridge")
         if self.config.url:
             results.append(self._post(document))

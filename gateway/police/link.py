@@ -28,9 +28,10 @@ from sqlalchemy import func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import topics
 from gateway.bus import Bus
 from gateway.config import Config, PoliceConfig, PolicePath
-from gateway.events import event_topic, make_event, rules_topic
+from gateway.events import make_event
 from gateway.guard import Guarded
 from gateway.police import dc09, delivery
 from gateway.police.delivery import Delivery, Report
@@ -364,12 +365,12 @@ class PoliceLink:
             data["path"] = path
         event = make_event(self.site, "gateway", self.source, "campus.gateway.health", data, self._event_seq,
                            self.clock.wall().timestamp(), self.config.site.tz)
-        self.bus.publish(event_topic(self.site, "gateway", self.source, event.type), event.to_json())
+        self.bus.publish(topics.event(self.site, topics.GATEWAY, self.source, event.type), event.to_json())
 
     def publish_paths(self) -> None:
         """Each path's state, retained, for the console and anyone watching."""
         with self.sessions() as session:
-            self.bus.publish_json(rules_topic(self.site, "police", "paths"),
+            self.bus.publish_json(topics.police_paths(self.site),
                                   {"paths": store.police_paths(session)}, retain=True)
 
     def _publish_alarm(self, alarm_id: int) -> None:
@@ -377,7 +378,7 @@ class PoliceLink:
             alarm = session.get(Alarm, alarm_id)
             if alarm is not None:
                 view = store.alarm_views(session, [alarm])[0]
-                self.bus.publish_json(rules_topic(self.site, "alarms", str(alarm_id)), view)
+                self.bus.publish_json(topics.alarm(self.site, alarm_id), view)
 
     def _pending_count(self) -> int:
         with self.sessions() as session:
