@@ -118,59 +118,56 @@ def test_a_stall_is_lost_in_time_and_never_after_frames_resume(tmp_path: Path, s
         running.stop()
 
 
-def test_a_tamper_raised_before_a_restart_of_the_worker_clears_after_it(tmp_path: Path) -> None:
-    """Covered on one worker; the camera dies and returns uncovered; the next worker must end the alarm.
-    The picture is our camera simulator's scene, encoded and served by GStreamer."""
-    need_gstreamer("h264")
-    camera = CameraSimulator(fps=5)
-    camera.start()
-    server = RtspServer("h264", camera.url)
-    config = rtsp_site(tmp_path, server.url, tamper={"covered_hold_s": 1, "learn_s": 1, "clear_hold_s": 1})
-    running = Running(config)
-    records = Records(config)
-    try:
+class Covered:
+    """Our camera simulator's scene, encoded and served by GStreamer, read by a gateway whose tamper detection
+    has learnt the view and has raised "covered": the start of each tamper test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        need_gstreamer("h264")
+        self.camera = CameraSimulator(fps=5)
+        self.camera.start()
+        self.server = RtspServer("h264", self.camera.url)
+        self.config = rtsp_site(tmp_path, self.server.url,
+                                tamper={"covered_hold_s": 1, "learn_s": 1, "clear_hold_s": 1})
+        self.running = Running(self.config)
+        self.records = Records(self.config)
         view = tmp_path / "data" / "snapshots" / "gate-cam" / "tamper-view.npz"
         wait_for(view.is_file, 20, "the view learnt")
-        camera.cover(True)
-        (alarm,) = wait_for(lambda: records.alarms("tamper"), 10, "the tamper alarm")
+        self.camera.cover(True)
+        (alarm,) = wait_for(lambda: self.records.alarms("tamper"), 10, "the tamper alarm")
         assert alarm.key == "gate-cam:tamper:covered"
-        pid = health(running)["pid"]
 
-        server.kill()
-        camera.cover(False)  # somebody took the cover off while the camera was down
-        wait_for(lambda: offline_times(records), LOSS_S + 5, "video loss")
-        server.start()
-        wait_for(lambda: health(running)["pid"] not in (None, pid) and records.online() is True, 15,
-                 "video back on a new worker")
-        wait_for(lambda: records.alarms("tamper")[0].condition_active is False, 10,
-                 "the covered alarm ended by the new worker")
-        assert [e.data["active"] for e in records.events("campus.camera.tamper")] == [True, False]
-    finally:
-        running.stop()
-        server.close()
-        camera.stop()
+    def close(self) -> None:
+        self.running.stop()
+        self.server.close()
+        self.camera.stop()
 
 
-def test_a_tamper_active_when_the_gateway_stopped_is_ended_after_it_starts_again(tmp_path: Path) -> None:
-    need_gstreamer("h264")
-    camera = CameraSimulator(fps=5)
-    camera.start()
-    server = RtspServer("h264", camera.url)
-    config = rtsp_site(tmp_path, server.url, tamper={"covered_hold_s": 1, "learn_s": 1, "clear_hold_s": 1})
-    running = Running(config)
-    records = Records(config)
-    try:
-        view = tmp_path / "data" / "snapshots" / "gate-cam" / "tamper-view.npz"
-        wait_for(view.is_file, 20, "the view learnt")
-        camera.cover(True)
-        wait_for(lambda: records.alarms("tamper"), 10, "the tamper alarm")
-        running.stop()
-        camera.cover(False)
-        running = Running(config)
-        wait_for(lambda: records.alarms("tamper")[0].condition_active is False, 20,
-                 "the covered alarm ended after the restart")
-    finally:
-        running.stop()
-        server.close()
-        camera.stop()
+@pytest.fixture
+def covered(tmp_path: Path) -> Iterator[Covered]:
+    scene = Covered(tmp_path)
+    yield scene
+    scene.close()
 
+
+def test_a_tamper_raised_before_a_restart_of_the_worker_clears_after_it(covered: Covered) -> None:
+    """Covered on one worker; the camera dies and returns uncovered; the next worker must end the alarm."""
+    records, running = covered.records, covered.running
+    pid = health(running)["pid"]
+    covered.server.kill()
+    covered.camera.cover(False)  # somebody took the cover off while the camera was down
+    wait_for(lambda: offline_times(records), LOSS_S + 5, "video loss")
+    covered.server.start()
+    wait_for(lambda: health(running)["pid"] not in (None, pid) and records.online() is True, 15,
+             "video back on a new worker")
+    wait_for(lambda: records.alarms("tamper")[0].condition_active is False, 10,
+             "the covered alarm ended by the new worker")
+    assert [e.data["active"] for e in records.events("campus.camera.tamper")] == [True, False]
+
+
+def test_a_tamper_active_when_the_gateway_stopped_is_ended_after_it_starts_again(covered: Covered) -> None:
+    covered.running.stop()
+    covered.camera.cover(False)
+    covered.running = Running(covered.config)
+    wait_for(lambda: covered.records.alarms("tamper")[0].condition_active is False, 20,
+             "the covered alarm ended after the restart")
