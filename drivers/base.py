@@ -49,6 +49,62 @@ class DriverContext(Protocol):
     def heartbeat(self) -> None:
         """Tell the supervisor the driver is alive; call at least every `hang_timeout_s`."""
 
+    def ticker(self, period: float) -> Ticker:
+        """The host's shared timer of `period` on the driver's loop: drivers that poll many things at one rate
+        add a callback to it instead of each running a timer."""
+
+
+class Ticker:
+    """One timer for every callback of one period on the event loop: a hundred polled modules at 50 ms wake
+    the loop 20 times a second, not 2,000. Made and kept by the driver host (Tickers), not by a driver."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self.loop = loop
+        self.period = period
+        self.callbacks: list[Callable[[], None]] = []
+        self._handle: asyncio.Handle | None = None
+        self._next = 0.0
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+        if self._handle is None:
+            self._next = self.loop.time()
+            self._handle = self.loop.call_soon(self._tick)
+
+    def remove(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.callbacks.remove(callback)
+        if not self.callbacks and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        for callback in list(self.callbacks):
+            try:
+                callback()
+            except Exception:  # one line's bug must not stop the others' polling
+                logging.getLogger("campusgw.driver").exception("a tick of %g s failed", self.period)
+        self._next += self.period
+        now = self.loop.time()
+        if self._next < now:  # fell behind: do not try to catch up with a burst
+            self._next = now
+        self._handle = self.loop.call_at(self._next, self._tick)
+
+
+class Tickers:
+    """The shared tickers of one driver host, one per event loop and period."""
+
+    def __init__(self) -> None:
+        self._tickers: dict[tuple[int, float], Ticker] = {}
+
+    def of(self, period: float) -> Ticker:
+        """The ticker of `period` on the running loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        key = (id(loop), period)
+        if key not in self._tickers or self._tickers[key].loop is not loop:
+            self._tickers[key] = Ticker(loop, period)
+        return self._tickers[key]
+
 
 @dataclass(frozen=True)
 class CommandResult:

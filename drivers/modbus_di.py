@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymodbus.client import AsyncModbusSerialClient
@@ -333,7 +331,7 @@ class ModbusDIDriver(Driver):
 
     async def _run_tcp(self) -> None:
         assert self._link is not None
-        ticker = _Ticker.of(asyncio.get_running_loop(), self.period)
+        ticker = self.ctx.ticker(self.period)
         ticker.add(self._tick)
         try:
             while not self._stop.is_set() and not self._link.lost.is_set():
@@ -552,50 +550,3 @@ class _TcpLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.lost.set()
-
-
-class _Ticker:
-    """One timer per poll period for every TCP line on the event loop: a hundred modules at 50 ms
-    wake the loop 20 times a second, not 2,000."""
-
-    _tickers: ClassVar[dict[tuple[int, float], _Ticker]] = {}
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
-        self.loop = loop
-        self.period = period
-        self.callbacks: list[Callable[[], None]] = []
-        self._handle: asyncio.Handle | None = None
-        self._next = 0.0
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop, period: float) -> _Ticker:
-        key = (id(loop), period)
-        if key not in cls._tickers:
-            cls._tickers[key] = cls(loop, period)
-        return cls._tickers[key]
-
-    def add(self, callback: Callable[[], None]) -> None:
-        self.callbacks.append(callback)
-        if self._handle is None:
-            self._next = self.loop.time()
-            self._handle = self.loop.call_soon(self._tick)
-
-    def remove(self, callback: Callable[[], None]) -> None:
-        with contextlib.suppress(ValueError):
-            self.callbacks.remove(callback)
-        if not self.callbacks and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-            self._tickers.pop((id(self.loop), self.period), None)
-
-    def _tick(self) -> None:
-        for callback in list(self.callbacks):
-            try:
-                callback()
-            except Exception:  # one line's bug must not stop the others' polling
-                logging.getLogger("campusgw.driver.modbus_di").exception("poll tick failed")
-        self._next += self.period
-        now = self.loop.time()
-        if self._next < now:  # fell behind: do not try to catch up with a burst
-            self._next = now
-        self._handle = self.loop.call_at(self._next, self._tick)

@@ -24,7 +24,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from drivers.base import CommandResult, Driver
+from drivers.base import CommandResult, Driver, Ticker, Tickers
 from drivers.registry import driver_class
 from gateway import topics
 from gateway.bus import Bus
@@ -66,6 +66,9 @@ class Context:
     def heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()
 
+    def ticker(self, period: float) -> Ticker:
+        return self.host.tickers.of(period)
+
 
 @dataclass
 class Slot:
@@ -88,6 +91,7 @@ class DriverHost:
         self.outbox = outbox
         self.log = logging.getLogger("campusgw.supervisor")
         self.tz = config.site.tz
+        self.tickers = Tickers()  # shared poll timers of the drivers (drivers.base.Ticker)
         self._availability: dict[str, tuple[bool, float]] = {}
         self._availability_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None

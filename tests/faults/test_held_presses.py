@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from drivers.base import Ticker, Tickers
 from drivers.modbus_di import ModbusDIConfig, ModbusDIDriver
 from simulators.modbus_di import LatchStyle, ModbusDISimulator
 from simulators.pty_pair import PtyPair
@@ -36,6 +37,7 @@ class Recorder:
         self._lock = threading.Lock()
         self.events: list[tuple[str, int]] = []  # (event type, input)
         self.online = False
+        self.tickers = Tickers()
 
     def emit(self, device_id: str, event_type: str, data: dict[str, Any], at: float | None = None,
              test: bool | None = None) -> None:
@@ -50,6 +52,9 @@ class Recorder:
 
     def heartbeat(self) -> None:
         pass
+
+    def ticker(self, period: float) -> Ticker:
+        return self.tickers.of(period)
 
     def of(self, number: int) -> list[str]:
         with self._lock:

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import pytest
 
-from drivers.base import DriverContext
+from drivers.base import DriverContext, Ticker, Tickers
 from drivers.modbus_di import ModbusDIConfig, ModbusDIDriver
 from simulators.modbus_di import ModbusDISimulator
 from simulators.pty_pair import PtyPair
@@ -302,6 +302,7 @@ class Offline:
     def __init__(self) -> None:
         self.reasons: list[str] = []
         self.online: bool | None = None
+        self.tickers = Tickers()
 
     def emit(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -316,6 +317,9 @@ class Offline:
 
     def heartbeat(self) -> None:
         pass
+
+    def ticker(self, period: float) -> Ticker:
+        return self.tickers.of(period)
 
 
 class DriverRun:
