@@ -30,11 +30,13 @@ def not_installed(codec: str = "h264") -> str | None:
 
 
 class RtspServer:
-    """`url` is the substream; `source` "test" (a moving ball) or an MJPEG URL to re-encode."""
+    """`url` is the substream; `source` "test" (a moving ball) or an MJPEG URL to re-encode; `login`
+    "user:password" to serve it only to that user (Digest), as a camera does."""
 
     def __init__(self, codec: str = "h264", source: str = "test", size: str = "640x360", fps: int = 5,
-                 gop: int | None = None) -> None:
+                 gop: int | None = None, login: str | None = None) -> None:
         self.args = [codec, source, size, str(fps), str(gop or fps)]
+        self.login = login
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.start()
@@ -46,8 +48,9 @@ class RtspServer:
     def start(self) -> None:
         """Start serving (again on the same port, once it has one)."""
         assert self.process is None or self.process.poll() is not None
+        env = {**os.environ, "CAMPUSGW_TEST_RTSP_LOGIN": self.login} if self.login else None  # not in `ps`
         self.process = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port), *self.args],
-                                        stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+                                        stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line.strip().isdigit():

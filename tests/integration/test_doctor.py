@@ -30,11 +30,10 @@ from gateway.doctor import (
 )
 from simulators.camera import CameraSimulator
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
-from tests.integration.gst_rtsp import SYSTEM_PYTHON, RtspServer, not_installed
+from tests.integration.gst_rtsp import RtspServer, not_installed
 from tests.support import missing
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-AUTH_SERVER = Path(__file__).with_name("gst_rtsp_auth_server.py")
 KEY = "00112233445566778899aabbccddeeff"
 WRONG_KEY = "ffeeddccbbaa99887766554433221100"
 PASSWORD = "Gate-Cam-Pw-7731"
@@ -71,25 +70,6 @@ def need_gstreamer(codec: str = "h264") -> None:
 def rtsp(codec: str = "h264", **kwargs: object) -> RtspServer:
     need_gstreamer(codec)
     return RtspServer(codec, **kwargs)  # type: ignore[arg-type]
-
-
-class AuthRtspServer(RtspServer):
-    """GStreamer's RTSP server wanting a user name and password (Digest), as a camera does."""
-
-    def __init__(self, user: str, password: str, codec: str = "h264") -> None:
-        self.login = f"{user}:{password}"
-        super().__init__(codec)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([SYSTEM_PYTHON, str(AUTH_SERVER), str(self.port), *self.args],
-                                        stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
-                                        env={**os.environ, "CAMPUSGW_TEST_RTSP_LOGIN": self.login})
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.strip().isdigit():
-            self.process.wait(5)
-            raise RuntimeError(f"GStreamer's RTSP server (with a login) did not start: {line!r}")
-        self.port = int(line)
 
 
 # -- cameras ---------------------------------------------------------------------------------------------
@@ -195,7 +175,7 @@ def test_a_password_in_the_url_is_never_printed() -> None:
 
 def test_a_camera_that_wants_a_login_no_login_a_wrong_one_and_the_right_one() -> None:
     need_gstreamer()
-    server = AuthRtspServer("admin", PASSWORD)
+    server = RtspServer(login=f"admin:{PASSWORD}")  # Digest, as a camera asks
     try:
         none = probe_camera(server.url, timeout=5)
         wrong = probe_camera(server.url, "admin", "not-it", timeout=5)
