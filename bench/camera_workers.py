@@ -408,7 +408,8 @@ def timed_worker(url: str, warmup_s: float, seconds: float, snapshot_dir: str, r
     import collections
 
     from drivers.camera import capture, pipeline
-    from drivers.camera.driver import CameraConfig, asdict_or_none
+    from drivers.camera.driver import asdict_or_none
+    from drivers.camera.schema import CameraConfig
 
     spent: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter[str] = collections.Counter()

@@ -6,8 +6,8 @@ spelled out; tests/unit/test_catalogue.py checks the two agree). From the rows c
 - gateway.config: AlarmType (linkage rules), POLICE_CODES (the defaults a site may override), the escalation
   delays (EscalationConfig.after_s);
 - gateway.rules.alarms: PRIORITY, LATCHING, and which alarm type each event raises;
-- drivers.alarm_points / drivers.modbus_di: PointType, the types an alarm input point may be wired as;
-- gateway.homeassistant: each point's binary_sensor device class;
+- drivers.modbus_di.points / drivers.modbus_di.driver: PointType, the types an alarm input point may be wired as;
+- gateway.homeassistant and the drivers' Home Assistant entities: each binary_sensor's device class;
 - gateway.validation: each event type's JSON Schema (gateway/schemas/<type>.json).
 
 A new event type is one row in EVENT_TABLE and its schema file. A new point type is also an entry in the
@@ -125,6 +125,8 @@ ALARMS: dict[str, AlarmSpec] = {a.name: a for a in ALARM_TABLE}
 POINT_TYPES: tuple[str, ...] = tuple(a.name for a in ALARM_TABLE if a.point)
 # The alarm type each event type's active report raises (campus.alarm_input.triggered: its point's type).
 RAISED_BY_EVENT: dict[str, str] = {event: a.name for a in ALARM_TABLE for event in a.events}
+# Alarm types as Home Assistant binary sensor device classes (on = the alarm condition).
+HA_DEVICE_CLASSES: dict[str, str] = {a.name: a.ha_device_class for a in ALARM_TABLE if a.ha_device_class is not None}
 
 # The alarm type whose codes an alarm type without its own is sent with (today's behaviour, kept).
 POLICE_FALLBACK = "door_contact"

@@ -18,13 +18,11 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from drivers.manifest import Entity
+from drivers.registry import manifests
 from gateway import topics
-from gateway.catalogue import ALARM_TABLE, POINT_TYPES
 from gateway.config import Config, DeviceConfig
 
-# Alarm types as Home Assistant binary sensor device classes (on = the alarm condition), from the catalogue.
-ALARM_CLASSES = {a.name: a.ha_device_class for a in ALARM_TABLE if a.ha_device_class is not None}
-POINT_CLASSES = {name: ALARM_CLASSES[name] for name in POINT_TYPES}
 ONLINE = "{{ value_json.state }}"
 
 
@@ -89,32 +87,8 @@ def _device(device: DeviceConfig, node: str, gateway_id: str, zones: dict[str, s
     return info
 
 
-def _entities(device: DeviceConfig, state: str) -> list[tuple[str, dict[str, Any]]]:
-    extra = device.model_extra or {}
-    if device.kind == "alarm_input":
-        found = []
-        for point in extra.get("points", []):
-            name = point["name"]
-            found.append((name, {
-                "component": "binary_sensor", "name": point.get("place") or name,
-                "device_class": POINT_CLASSES.get(point["type"], "problem"), "state_topic": state,
-                "value_template": f"{{{{ 'ON' if value_json.points['{name}'] else 'OFF' }}}}"}))
-        return found
-    if device.kind == "bollard":
-        return [
-            ("position", {"component": "sensor", "name": "Position", "icon": "mdi:boom-gate",
-                          "state_topic": state, "value_template": "{{ value_json.state }}"}),
-            ("fault", {"component": "binary_sensor", "name": "Fault", "device_class": ALARM_CLASSES["bollard_fault"],
-                       "state_topic": state,
-                       "value_template": "{{ 'ON' if value_json.fault else 'OFF' }}"}),
-        ]
-    if device.kind == "reader" and device.driver == "osdp":  # the reader reports its tamper switch and supply
-        return [
-            ("tamper", {"component": "binary_sensor", "name": "Tamper", "device_class": ALARM_CLASSES["tamper"],
-                        "state_topic": state,
-                        "value_template": "{{ 'ON' if value_json.tamper else 'OFF' }}"}),
-            ("power", {"component": "binary_sensor", "name": "Power failure", "device_class": ALARM_CLASSES["ac_loss"],
-                       "state_topic": state,
-                       "value_template": "{{ 'ON' if value_json.power_failure else 'OFF' }}"}),
-        ]
-    return []  # serial readers, cameras, checkpoints: their connectivity
+def _entities(device: DeviceConfig, state: str) -> list[Entity]:
+    """What the device's driver shows beside connectivity (its manifest's `entities`; serial readers, cameras and
+    checkpoints have only their connectivity)."""
+    manifest = manifests().get(device.driver)
+    return manifest.entities(device, state) if manifest and manifest.entities else []

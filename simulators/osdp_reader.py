@@ -42,7 +42,7 @@ from typing import Any
 import osdp
 
 from drivers.card_formats import Card, encode
-from drivers.osdp_cp import refresh_every
+from drivers.osdp_reader.driver import refresh_every
 from simulators.serial_reader import card_from_text
 
 log = logging.getLogger("campusgw.sim.osdp_reader")

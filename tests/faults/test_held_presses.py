@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from drivers.base import Ticker, Tickers
-from drivers.modbus_di import ModbusDIConfig, ModbusDIDriver
+from drivers.modbus_di.driver import ModbusDIDriver
+from drivers.modbus_di.schema import ModbusDIConfig
 from simulators.modbus_di import LatchStyle, ModbusDISimulator
 from simulators.pty_pair import PtyPair
 from tests.support import wait_for

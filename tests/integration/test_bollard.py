@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
-from drivers.bollard import BollardConfig
+from drivers.bollard.schema import BollardConfig
 from gateway.bus import Bus
 from gateway.commands import CommandClient
 from gateway.config_file import validate_config

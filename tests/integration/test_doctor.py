@@ -18,16 +18,9 @@ from pathlib import Path
 import osdp
 import pytest
 
-from gateway.doctor import (
-    CameraProbe,
-    Finding,
-    camera_advice,
-    format_camera,
-    probe_camera,
-    probe_osdp,
-    reader_advice,
-    usable,
-)
+from drivers.camera.doctor import CameraProbe, camera_advice, format_camera, probe_camera
+from drivers.doctor import Finding, usable
+from drivers.osdp_reader.doctor import probe_osdp, reader_advice
 from simulators.camera import CameraSimulator
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
 from tests.integration.gst_rtsp import RtspServer, not_installed

@@ -24,7 +24,8 @@ from typing import Any, cast
 import pytest
 
 from drivers.base import DriverContext, Ticker, Tickers
-from drivers.modbus_di import ModbusDIConfig, ModbusDIDriver
+from drivers.modbus_di.driver import ModbusDIDriver
+from drivers.modbus_di.schema import ModbusDIConfig
 from simulators.modbus_di import ModbusDISimulator
 from simulators.pty_pair import PtyPair
 from tests.support import missing, wait_for

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.alarm_points import Point, PointChange, PointTracker
-from drivers.modbus_di import ModbusDIConfig
+from drivers.modbus_di.points import Point, PointChange, PointTracker
+from drivers.modbus_di.schema import ModbusDIConfig
 
 PANIC = Point("panic", 1, "panic")
 TAMPER_NC = Point("tamper", 3, "tamper", normally_closed=True)

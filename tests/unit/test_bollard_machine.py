@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.bollard import BollardConfig
-from drivers.bollard_machine import STATES, BollardMachine, Inputs, Settings, decide, utc_clock
+from drivers.bollard.machine import STATES, BollardMachine, Inputs, Settings, decide, utc_clock
+from drivers.bollard.schema import BollardConfig
 
 T0 = 1_717_200_000.0  # 2024-06-01 00:00:00 UTC
 LOWERED = Inputs(up_limit=False, down_limit=True, vehicle_present=(False, False))

@@ -31,8 +31,8 @@ from drivers.camera.analytics import (
     TamperSettings,
     Zone,
 )
-from drivers.camera.driver import LoiterConfig, MotionConfig, ZoneConfig
 from drivers.camera.pipeline import Pipeline
+from drivers.camera.schema import LoiterConfig, MotionConfig, ZoneConfig
 from simulators.camera import CameraSimulator, _Person, _State
 
 W, H = 640, 360

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drivers import alarm_points, modbus_di
+from drivers.modbus_di import points as alarm_points
+from drivers.modbus_di import schema as modbus_di
 from gateway import catalogue, homeassistant, validation
 from gateway import config as gwconfig
 from gateway.events import EVENT_TYPES, make_event
@@ -99,7 +100,7 @@ def test_police_codes_are_todays() -> None:
 
 
 def test_home_assistant_classes_and_escalation_delays_are_todays() -> None:
-    assert homeassistant.POINT_CLASSES == HA_CLASSES
+    assert {t: catalogue.HA_DEVICE_CLASSES[t] for t in POINT_TYPES} == HA_CLASSES
     assert gwconfig.EscalationConfig().after_s == ESCALATE_AFTER_S
 
 

@@ -8,24 +8,26 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.doctor import (
-    BusProbe,
+from drivers.camera.doctor import (
     CameraProbe,
     FrameStats,
-    ReaderId,
-    ReaderProbe,
-    addresses_of,
-    bus_advice,
     camera_advice,
     camera_source,
     clean_messages,
     codec_name,
-    describe_capabilities,
     failure_kind,
     format_camera,
     frame_stats,
+)
+from drivers.doctor import usable
+from drivers.osdp_reader.doctor import (
+    BusProbe,
+    ReaderId,
+    ReaderProbe,
+    addresses_of,
+    bus_advice,
+    describe_capabilities,
     reader_advice,
-    usable,
 )
 
 # -- frame statistics ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from drivers.alarm_points import Point, PointTracker, latches_to_clear
+from drivers.modbus_di.points import Point, PointTracker, latches_to_clear
 from simulators.modbus_di import LatchStyle, Module
 
 PANIC = Point("panic", 1, "panic")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.card_formats import CardFormatError, make_card
-from drivers.line_reader import (
+from drivers.serial_reader.lines import (
     KEYS,
     MAX_LINE,
     CardInput,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers import modbus_frames as frames
+from drivers.modbus_di import frames
 
 
 def test_requests_are_the_bytes_the_standard_gives() -> None:

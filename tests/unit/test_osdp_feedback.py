@@ -18,7 +18,8 @@ import osdp
 import pytest
 import serial
 
-from drivers.osdp_cp import Feedback, Signal, _ControlPanel, _SerialChannel, buzzer_command, led_command
+from drivers.osdp_reader.driver import _ControlPanel, _SerialChannel, buzzer_command, led_command
+from drivers.osdp_reader.schema import Feedback, Signal
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
 from tests.support import missing, wait_for
 

@@ -20,7 +20,7 @@ import pytest
 import serial
 
 from drivers.card_formats import decode, make_card
-from drivers.line_reader import CardInput, KeyInput, LineReader
+from drivers.serial_reader.lines import CardInput, KeyInput, LineReader
 from simulators.osdp_reader import OsdpReaderSimulator
 from simulators.serial_reader import SerialReaderSimulator, card_from_text, converter_line
 from tests.support import ROOT, wait_for

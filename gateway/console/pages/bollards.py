@@ -41,7 +41,7 @@ class LastCommand(BaseModel):
 
 
 class BollardState(BaseModel):
-    """What the panel shows of a bollard driver's retained state (drivers.bollard); other keys are dropped."""
+    """What the panel shows of a bollard driver's retained state (drivers.bollard.driver); other keys are dropped."""
 
     state: Literal["lowered", "raising", "raised", "lowering", "fault", "efo", "unknown"]
     reason: str | None = None

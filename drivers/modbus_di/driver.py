@@ -3,7 +3,7 @@
 Modules are reached over Modbus TCP or Modbus RTU (RS-485); the modules that
 share one line (a serial port, or a TCP gateway address) are one driver
 instance and are polled in turn every `poll_ms` (default 50 ms). Input bits
-become point changes through drivers.alarm_points and are emitted as
+become point changes through drivers.modbus_di.points and are emitted as
 `campus.alarm_input.triggered` / `.restored`.
 
 Short presses: where the module latches its inputs (config `latch`), the
@@ -11,7 +11,7 @@ latch bits are read with the inputs and cleared by writing 0 to the latch
 coils, so a press shorter than the poll, or made while the module was
 unreachable, is still caught (the latter marked `found_after_outage`). A latch
 is cleared once its press is recorded and again once the input is released
-(drivers.alarm_points.latches_to_clear): modules that latch on the level set it
+(drivers.modbus_di.points.latches_to_clear): modules that latch on the level set it
 again while the button is held. Normally-closed points ignore their latch.
 Without latching the shortest press seen is one poll period plus the
 module's own input filter.
@@ -21,7 +21,7 @@ failed polls, while the others on the line carry on; a line that cannot be
 opened takes all its modules offline, and is reopened with backoff capped at
 1 s, so a module is back within about a second of answering again.
 
-TCP lines use our own sans-IO framing (drivers.modbus_frames): every line's request goes out on one
+TCP lines use our own sans-IO framing (drivers.modbus_di.frames): every line's request goes out on one
 shared tick and answers are handled as they arrive, one request at a time per connection — a hundred
 modules at 50 ms cost under 10 % of a core. RTU lines, one request at a time on the wire anyway, go
 through pymodbus.
@@ -35,115 +35,18 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
-from drivers import modbus_frames as frames
-from drivers.alarm_points import Point, PointChange, PointTracker
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
-from gateway.catalogue import PointType
-from gateway.config import ID_PATTERN, DeviceConfig
+from drivers.modbus_di import frames
+from drivers.modbus_di.points import Point, PointChange, PointTracker
+from drivers.modbus_di.schema import ModbusDIConfig, RtuConnection, TcpConnection
+from gateway.config import DeviceConfig
 
 MAX_READ_BITS = frames.MAX_READ_BITS
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TcpConnection(_Strict):
-    type: Literal["tcp"] = "tcp"
-    host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=247)
-    timeout_s: float = Field(default=0.5, gt=0, le=10)
-
-    def line(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
-
-
-class RtuConnection(_Strict):
-    type: Literal["rtu"]
-    port: str = Field(description="serial device (/dev/ttyUSB0) or a pyserial URL (socket://host:port)")
-    baudrate: int = Field(default=9600, ge=1200, le=921600)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    unit: int = Field(default=1, ge=1, le=247)
-    timeout_s: float = Field(default=0.3, gt=0, le=10)
-
-    def line(self) -> str:
-        return f"rtu:{self.port}"
-
-
-class PointConfig(_Strict):
-    input: int = Field(ge=1, le=256)
-    name: str = Field(pattern=ID_PATTERN)
-    type: PointType
-    contact: Literal["normally_open", "normally_closed"] = "normally_open"
-    place: str | None = None
-    zone: str | None = None
-    test_mode: bool = False
-
-
-class LatchConfig(_Strict):
-    # Latch bits are read as discrete inputs from here (one per input) and cleared by writing 0 to the
-    # coils at the same addresses (function 15).
-    address: int = Field(ge=0, le=65535)
-
-
-class ModbusDIConfig(DeviceConfig):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["alarm_input"]
-    driver: Literal["modbus_di"]
-    connection: Annotated[TcpConnection | RtuConnection, Field(discriminator="type")]
-    poll_ms: int = Field(default=50, ge=10, le=10_000)
-    debounce_ms: int = Field(default=0, ge=0, le=5_000)
-    first_address: int = Field(default=0, ge=0, le=65535)
-    inputs: int = Field(default=16, ge=1, le=256)
-    latch: LatchConfig | None = None
-    offline_after: int = Field(default=3, ge=1, le=100)
-    points: list[PointConfig] = Field(min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _tcp_by_default(cls, data: Any) -> Any:
-        connection = data.get("connection") if isinstance(data, dict) else None
-        if isinstance(connection, dict) and "type" not in connection:
-            data = {**data, "connection": {**connection, "type": "tcp"}}
-        return data
-
-    @property
-    def span(self) -> int:
-        """Bits read per poll: the inputs, and the latch bits above them, in one request."""
-        return (self.latch.address - self.first_address if self.latch else 0) + self.inputs
-
-    @model_validator(mode="after")
-    def _latch_above_inputs(self) -> ModbusDIConfig:
-        if self.latch is not None and not (
-                self.first_address + self.inputs <= self.latch.address <= self.first_address + MAX_READ_BITS
-                - self.inputs):
-            raise ValueError(f"latch.address {self.latch.address} must lie above the inputs "
-                             f"({self.first_address}-{self.first_address + self.inputs - 1}) and within "
-                             f"{MAX_READ_BITS} bits of them, so one read takes both")
-        return self
-
-    @model_validator(mode="after")
-    def _points_fit(self) -> ModbusDIConfig:
-        names, inputs = set(), set()
-        for point in self.points:
-            if point.input > self.inputs:
-                raise ValueError(f"point '{point.name}' is on input {point.input} but the module has "
-                                 f"inputs: {self.inputs}")
-            if point.name in names or point.input in inputs:
-                raise ValueError(f"point '{point.name}' (input {point.input}) is configured twice")
-            names.add(point.name)
-            inputs.add(point.input)
-        return self
 
 
 @dataclass

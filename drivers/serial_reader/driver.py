@@ -2,7 +2,7 @@
 RS-232), one device per port.
 
 The port is opened exclusively (a second program reading it would steal half the cards). Lines are parsed
-by drivers.line_reader (sans-IO): a card -> `campus.reader.card_read`, a QR code -> `.code_scanned`, keypad
+by drivers.serial_reader.lines (sans-IO): a card -> `campus.reader.card_read`, a QR code -> `.code_scanned`, keypad
 keys -> `.keypad`; a garbled line is counted and skipped. A port that fails (the scanner unplugged) puts
 the reader offline; it is reopened with backoff (at most 1 s apart), so it is back within a second of
 being plugged in again. Prefer a stable path (/dev/serial/by-id/...) to /dev/ttyUSB0, which can change.
@@ -15,39 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Literal
+from typing import Any
 
 import serial
-from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
-from drivers.line_reader import CardInput, CodeInput, Garbled, KeyInput, LineReader, ReaderInput
-from drivers.reader_common import FEEDBACK_RESULTS, CardFormatName, Direction, card_event, code_event
+from drivers.reader_common import FEEDBACK_RESULTS, card_event, code_event
+from drivers.serial_reader.lines import CardInput, CodeInput, Garbled, KeyInput, LineReader, ReaderInput
+from drivers.serial_reader.schema import SerialReaderConfig
 from gateway.config import DeviceConfig
 
 READ_CHUNK = 4096
 
 
-class FeedbackLines(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    granted: str | None = None  # e.g. "@BEEP1" for a scanner that beeps on command; sent with CR LF
-    denied: str | None = None
-    alert: str | None = None
-
-
-class SerialReaderConfig(DeviceConfig):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["reader", "checkpoint"]
-    driver: Literal["serial_reader"]
-    port: str = Field(description="serial device, best a /dev/serial/by-id/... path")
-    baudrate: int = Field(default=9600, ge=1200, le=921600)
-    mode: Literal["wiegand", "qr"] = "wiegand"
-    encoding: Literal["hex", "decimal"] = "hex"  # how a Wiegand converter prints a card
-    card_format: CardFormatName = "auto"
-    direction: Direction | None = None
-    feedback_lines: FeedbackLines = FeedbackLines()
 
 
 class SerialReaderDriver(Driver):
