@@ -185,110 +185,14 @@ def check_config(path: Path) -> int:
 
 
 def status(path: Path) -> int:
-    """What an IT person checks first; exit 1 when something needs attention."""
-    import sqlite3
-    import time as clock
+    """What an IT person checks first (gateway.health); exit 1 when something needs attention."""
+    from gateway.health import status_rows
 
-    from sqlalchemy import func, select
-
-    from gateway.bus import Bus
-    from gateway.records import db
-    from gateway.records.models import AccessEvent, Alarm, Device, IngestedEvent, Visit, utcnow
-    from gateway.rules.alarms import OPEN_STATES
-
-    config = load_config(path)
-    rows: list[tuple[str, bool, str]] = []
-    if config.broker.embedded:
-        rows.append(("broker", True, "embedded: runs inside 'campusgw run'"))
-    else:
-        bus = Bus(config.broker, f"campusgw-status-{os.getpid()}", name="drivers")
-        bus.start()
-        up = bus.wait_connected(5)
-        bus.stop()
-        host, port, _ = config.broker.host_port()
-        rows.append(("broker", up, f"{host}:{port} {'answers' if up else 'does not answer (is Mosquitto running?)'}"))
-    try:
-        engine = db.make_engine(config.database_url())
-        if not db.has_tables(engine):
-            raise LookupError("has no tables yet: run 'campusgw db upgrade -c FILE' (or start the gateway)")
-        with db.make_sessions(engine)() as session:
-            devices = session.scalars(select(Device)).all()
-            open_alarms = len(session.scalars(select(Alarm).where(Alarm.state.in_(OPEN_STATES))).all())
-            events, oldest = session.execute(select(func.count(), func.min(IngestedEvent.received_at))).one()
-        offline = sorted(d.id for d in devices if d.online is False)
-        kept = f"{events} raw events" + (f", oldest {(utcnow() - oldest).days} days" if oldest else "")
-        rows.append(("database", True, f"{len(devices)} devices, {open_alarms} open alarms, {kept} "
-                                       f"(kept {config.retention.events_days} days)"))
-        rows.append(("devices", not offline, f"{len(devices) - len(offline)} of {len(devices)} online"
-                     + (f"; offline: {', '.join(offline)}" if offline else "")))
-        with db.make_sessions(engine)() as session:
-            on_site = session.scalar(select(func.count()).select_from(Visit).where(Visit.state == "on_site"))
-            holding, first = session.execute(select(func.count(), func.min(Visit.registered_at)).where(
-                Visit.purged_at.is_(None), Visit.id_number_enc.is_not(None))).one()
-            passages, since = session.execute(select(func.count(), func.min(AccessEvent.at))).one()
-        held = f"{holding} visits hold ID and phone numbers" + (f" (oldest {(utcnow() - first).days} days)"
-                                                                 if first else "")
-        rows.append(("visitors", True, f"{on_site} on site; {held}; deleted {config.access.personal_data_days} "
-                                       "days after a visit"))
-        first_day = f" since {since.astimezone(config.site.tz):%Y-%m-%d}" if since else ""
-        rows.append(("access", True, f"{passages} decisions in the log{first_day}"))
-        if config.police is not None:
-            rows += police_status(engine, [p.name for p in config.police.paths])
-        engine.dispose()
-    except OperationalError as exc:
-        rows.append(("database", False, f"cannot be reached: {exc.orig}"))
-    except LookupError as exc:
-        rows.append(("database", False, str(exc)))
-    outbox = config.gateway.data_dir / "outbox.db"
-    if outbox.exists():
-        with contextlib.closing(sqlite3.connect(outbox)) as conn:
-            queued, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM outbox").fetchone()
-        age = clock.time() - oldest if oldest else 0.0
-        rows.append(("outbox", queued < 1000 and age < 60, f"{queued} events not yet recorded by the rules service"
-                     + (f", oldest {age:.0f} s old" if oldest else "")))
-    from gateway.systemd import clock_synchronised
-
-    synced = clock_synchronised()
-    rows.append(("clock", synced is not False, {True: "synchronised (NTP)", False: "NOT synchronised: records "
-                 "may carry wrong times (GB 50396 allows < 5 s a day)", None: "cannot tell (no timedatectl)"}[synced]))
-    if config.clock.ntp_server:
-        from gateway.clock import NtpError, measure
-
-        limit = config.clock.max_offset_s
-        try:
-            measured = measure(config.clock.ntp_server, config.clock.ntp_port)
-            rows.append(("clock offset", abs(measured.offset_s) <= limit,
-                         f"{measured.offset_s:+.3f} s against {config.clock.ntp_server} (allowed {limit:g} s)"))
-        except (OSError, NtpError) as exc:
-            rows.append(("clock offset", False, f"{config.clock.ntp_server} gives no time: {exc}"))
+    rows = status_rows(load_config(path))
     width = max(len(name) for name, _, _ in rows)
     for name, ok, text in rows:
         print(f"{name:<{width}}  {'ok     ' if ok else 'PROBLEM'}  {text}")
     return 0 if all(ok for _, ok, _ in rows) else 1
-
-
-def police_status(engine: Any, names: list[str]) -> list[tuple[str, bool, str]]:
-    """The alarm-centre link as the running gateway last saw it: each path, and reports not yet acknowledged."""
-    from sqlalchemy import func, select
-
-    from gateway.records import db, store
-    from gateway.records.models import PoliceMessage
-
-    rows = []
-    with db.make_sessions(engine)() as session:
-        paths = {p["name"]: p for p in store.police_paths(session)}
-        pending = session.scalar(select(func.count()).select_from(PoliceMessage)
-                                 .where(PoliceMessage.state == "pending")) or 0
-    for name in names:
-        p = paths.get(name)
-        if p is None or p["up"] is None:
-            rows.append((f"police {name}", True, "not tried yet (is the gateway running?)"))
-        elif p["up"]:
-            rows.append((f"police {name}", True, f"answers; last acknowledgement {p['last_ack_at']}"))
-        else:
-            rows.append((f"police {name}", False, f"DOWN since {p['since']}: {p['last_error']}"))
-    rows.append(("police", pending == 0, f"{pending} reports waiting for the alarm centre's acknowledgement"))
-    return rows
 
 
 def db_command(action: str, path: Path) -> int:

@@ -1,4 +1,5 @@
-"""Prometheus metrics: what a site's monitoring wants to see of the gateway, gathered when scraped."""
+"""Prometheus metrics: what a site's monitoring wants to see of the gateway, gathered when scraped (the records
+part through gateway.health, which `campusgw status` reads too)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.records.models import Alarm, Device
-from gateway.rules.alarms import OPEN_STATES
+from gateway.health import devices, open_alarms, response_times
 
 # Seconds from an alarm to a person's acknowledgement and reset: the standards' response times.
 RESPONSE_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -86,24 +85,18 @@ class GatewayCollector(Collector):
             yield restarts
             yield fps
         with self.sessions() as session:
-            online = GaugeMetricFamily("campusgw_device_online", "1 online, 0 offline, -1 not heard from yet",
-                                       labels=["device", "kind"])
-            for device in session.scalars(select(Device)):
-                online.add_metric([device.id, device.kind], -1.0 if device.online is None else float(device.online))
-            yield online
-            alarms = GaugeMetricFamily("campusgw_open_alarms", "open alarms", labels=["state", "priority"])
-            rows = session.execute(select(Alarm.state, Alarm.priority, func.count()).where(Alarm.state.in_(OPEN_STATES))
-                                   .group_by(Alarm.state, Alarm.priority))
-            for state, priority, count in rows:
-                alarms.add_metric([state, str(priority)], count)
-            yield alarms
-            times = session.execute(select(Alarm.raised_at, Alarm.acked_at, Alarm.cleared_at, Alarm.cleared_by)
-                                    .where(Alarm.test.is_(False), Alarm.acked_at.is_not(None))).all()
-            yield response_histogram("campusgw_alarm_ack_seconds", "alarm raised to acknowledged by a person",
-                                     [(acked - raised).total_seconds() for raised, acked, _, _ in times if acked])
-            yield response_histogram("campusgw_alarm_reset_seconds", "alarm raised to reset by a person",
-                                     [(cleared - raised).total_seconds() for raised, _, cleared, by in times
-                                      if cleared is not None and by != "system"])
+            found, opened, (acked, reset) = devices(session), open_alarms(session), response_times(session)
+        online = GaugeMetricFamily("campusgw_device_online", "1 online, 0 offline, -1 not heard from yet",
+                                   labels=["device", "kind"])
+        for device in found:
+            online.add_metric([device.id, device.kind], -1.0 if device.online is None else float(device.online))
+        yield online
+        alarms = GaugeMetricFamily("campusgw_open_alarms", "open alarms", labels=["state", "priority"])
+        for (state, priority), count in opened.items():
+            alarms.add_metric([state, str(priority)], count)
+        yield alarms
+        yield response_histogram("campusgw_alarm_ack_seconds", "alarm raised to acknowledged by a person", acked)
+        yield response_histogram("campusgw_alarm_reset_seconds", "alarm raised to reset by a person", reset)
 
 
 def render(collector: GatewayCollector) -> bytes:

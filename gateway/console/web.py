@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +22,7 @@ from gateway.console import auth
 from gateway.personal import PersonalData
 from gateway.records import store
 from gateway.records.models import utcnow
+from gateway.rules.alarms import RefusedAction
 
 SESSION_COOKIE = "campusgw_session"
 CSRF_HEADER = "x-csrf-token"
@@ -158,3 +159,27 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
         "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
                                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"})
+
+
+T = TypeVar("T")
+
+
+def attempt(request: Request, do: Callable[[Session], T]) -> T | RefusedAction:
+    """Run one action in a transaction that commits even when the action is refused, so the refusal's audit
+    entry is kept: the action's result, or the refusal."""
+    with console(request).sessions.begin() as session:
+        try:
+            return do(session)
+        except RefusedAction as exc:
+            return exc
+
+
+def form_action(request: Request, do: Callable[[Session], T], done: str | Callable[[T], str],
+                refused: Callable[[str], Response]) -> Response:
+    """A form's POST: the action, then on to `done` (303), or `refused(the refusal in the user's language)`, the
+    page again with it (409 or 422)."""
+    result = attempt(request, do)
+    if isinstance(result, RefusedAction):
+        return refused(tr(request, str(result)))
+    return RedirectResponse(done(result) if callable(done) else done, 303)
+

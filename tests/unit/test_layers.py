@@ -32,7 +32,7 @@ FLOORS: dict[str, int] = {
     "gateway.rules": 3, "gateway.config_file": 3,
     "gateway.records": 4, "gateway.backup": 4,
     "gateway.rules_service": 5, "gateway.police": 5, "gateway.supervisor": 5, "gateway.homeassistant": 5,
-    "gateway.metrics": 5, "gateway.reports": 5,
+    "gateway.metrics": 5, "gateway.reports": 5, "gateway.health": 5,
     "gateway.console": 6,
     "gateway.app": 7, "gateway.cli": 7, "gateway.entry": 7, "gateway.doctor": 7, "simulators": 7,
 }

@@ -22,10 +22,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway import topics
 from gateway.console.auth import LoggedIn
-from gateway.console.web import console, render, require, tr
+from gateway.console.web import attempt, console, render, require, tr
 from gateway.records import store
 from gateway.records.models import Alarm, AlarmTransition, utcnow
 from gateway.rules.alarms import RefusedAction
@@ -187,15 +188,14 @@ async def act(request: Request, alarm_id: int, action: Action, user: LoggedIn, b
     if action == "note" and not note:
         raise HTTPException(422, tr(request, "Write a note first."))
     client = request.client.host if request.client else None
-    with ctx.sessions.begin() as session:
-        try:
-            alarm = store.operator_action(session, alarm_id, action, user.username, utcnow(), note, client)
-        except RefusedAction as exc:  # caught inside the transaction so the refusal's audit entry commits
-            refused = str(exc)
-        else:
-            refused, view = "", store.alarm_views(session, [alarm])[0]
-    if refused:
-        raise HTTPException(404 if refused == "there is no such alarm" else 409, tr(request, refused))
+
+    def do(session: Session) -> dict[str, Any]:
+        alarm = store.operator_action(session, alarm_id, action, user.username, utcnow(), note, client)
+        return store.alarm_views(session, [alarm])[0]
+
+    view = attempt(request, do)
+    if isinstance(view, RefusedAction):
+        raise HTTPException(404 if str(view) == "there is no such alarm" else 409, tr(request, str(view)))
     ctx.bus.publish_json(topics.alarm(ctx.site, alarm_id), view)
     return view
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from gateway import topics
 from gateway.config import INCIDENT_CATEGORIES
 from gateway.console.auth import LoggedIn
-from gateway.console.web import Console, console, render, require, tr
+from gateway.console.web import Console, attempt, console, form_action, render, require, tr
 from gateway.records import ledger, store
 from gateway.records.models import Alarm, Hazard, Incident, IncidentEntry, Inspection, MaintenanceItem, utcnow
 from gateway.rules.alarms import RefusedAction
@@ -275,21 +275,17 @@ async def create_form(request: Request, user: LoggedIn = Depends(require("incide
     values = {k: str(form.get(k) or "").strip() for k in NEW_FIELDS}
     ctx = console(request)
     now = utcnow()
-    with ctx.sessions.begin() as session:
-        try:
-            occurred = _parse_local(ctx, values["occurred_at"]) or now
-            incident = ledger.create_incident(
-                session, ctx.incidents, category=values["category"], severity=values["severity"],
-                title=values["title"], place=values["place"], people=values["people"], occurred_at=occurred,
-                confirmed_at=_parse_local(ctx, values["confirmed_at"]), actor=user.username, now=now,
-                client=_client(request))
-        except RefusedAction as exc:
-            refused: RefusedAction | None = exc  # the refusal's audit entry commits with the transaction
-        else:
-            refused, incident_id = None, incident.id
-    if refused is not None:
-        return _form_page(request, user, 422, form=values, error=_refused(request, refused))
-    return RedirectResponse(f"/incidents/{incident_id}", 303)
+
+    def do(session: Session) -> int:
+        return ledger.create_incident(
+            session, ctx.incidents, category=values["category"], severity=values["severity"],
+            title=values["title"], place=values["place"], people=values["people"],
+            occurred_at=_parse_local(ctx, values["occurred_at"]) or now,
+            confirmed_at=_parse_local(ctx, values["confirmed_at"]), actor=user.username, now=now,
+            client=_client(request)).id
+
+    return form_action(request, do, lambda incident_id: f"/incidents/{incident_id}",
+                       lambda refused: _form_page(request, user, 422, form=values, error=refused))
 
 
 def _alarm(request: Request, alarm_id: int) -> Alarm:
@@ -406,18 +402,14 @@ async def add_hazard_form(request: Request,
     values = {k: str(form.get(k) or "").strip() for k in ("place", "description", "severity", "source",
                                                            "inspection_id")}
     inspection_id = int(values["inspection_id"]) if values["inspection_id"].isdigit() else None
-    with console(request).sessions.begin() as session:
-        try:
-            ledger.add_hazard(session, place=values["place"], description=values["description"],
-                              severity=values["severity"], source=values["source"], inspection_id=inspection_id,
-                              actor=user.username, now=utcnow(), client=_client(request))
-        except RefusedAction as exc:
-            refused: str | None = _refused(request, exc)
-        else:
-            refused = None
-    if refused:
-        return _hazards_page(request, user, 422, error=refused, form=values)
-    return RedirectResponse("/incidents/hazards", 303)
+
+    def do(session: Session) -> None:
+        ledger.add_hazard(session, place=values["place"], description=values["description"],
+                          severity=values["severity"], source=values["source"], inspection_id=inspection_id,
+                          actor=user.username, now=utcnow(), client=_client(request))
+
+    return form_action(request, do, "/incidents/hazards",
+                       lambda refused: _hazards_page(request, user, 422, error=refused, form=values))
 
 
 def _hazard_route(action: HazardAction) -> None:
@@ -426,21 +418,16 @@ def _hazard_route(action: HazardAction) -> None:
         form = await request.form()
         values = {k: str(form.get(k) or "").strip() for k in ("assigned_to", "measures", "due", "reason")}
         ctx = console(request)
-        now = utcnow()
-        with ctx.sessions.begin() as session:
-            try:
-                due = _parse_day(values["due"])
-                ledger.hazard_action(
-                    session, hazard_id, action, user.username, now, assigned_to=values["assigned_to"],
-                    measures=values["measures"], reason=values["reason"], client=_client(request),
-                    due_at=_day_start(ctx, due + timedelta(days=1)) - timedelta(seconds=1) if due else None)
-            except RefusedAction as exc:
-                refused: str | None = _refused(request, exc)
-            else:
-                refused = None
-        if refused:
-            return _hazards_page(request, user, 409, error=refused)
-        return RedirectResponse(f"/incidents/hazards#hazard-{hazard_id}", 303)
+
+        def do(session: Session) -> None:
+            due = _parse_day(values["due"])
+            ledger.hazard_action(
+                session, hazard_id, action, user.username, utcnow(), assigned_to=values["assigned_to"],
+                measures=values["measures"], reason=values["reason"], client=_client(request),
+                due_at=_day_start(ctx, due + timedelta(days=1)) - timedelta(seconds=1) if due else None)
+
+        return form_action(request, do, f"/incidents/hazards#hazard-{hazard_id}",
+                           lambda refused: _hazards_page(request, user, 409, error=refused))
 
     endpoint.__name__ = f"hazard_{action}_form"
     router.post(f"/incidents/hazards/{{hazard_id}}/{action}", response_model=None)(endpoint)
@@ -472,16 +459,12 @@ async def inspections_page(request: Request, user: LoggedIn = Depends(require("v
 async def inspection_done_form(inspection_id: int, request: Request,
                                user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
     notes = str((await request.form()).get("notes") or "")
-    with console(request).sessions.begin() as session:
-        try:
-            ledger.complete_inspection(session, inspection_id, user.username, utcnow(), notes, _client(request))
-        except RefusedAction as exc:
-            refused: str | None = _refused(request, exc)
-        else:
-            refused = None
-    if refused:
-        return _inspections_page(request, user, 409, error=refused)
-    return RedirectResponse("/incidents/inspections", 303)
+
+    def do(session: Session) -> None:
+        ledger.complete_inspection(session, inspection_id, user.username, utcnow(), notes, _client(request))
+
+    return form_action(request, do, "/incidents/inspections",
+                       lambda refused: _inspections_page(request, user, 409, error=refused))
 
 
 # -- maintenance ----------------------------------------------------------------------------------
@@ -510,16 +493,12 @@ async def maintenance_page(request: Request, user: LoggedIn = Depends(require("v
 async def maintenance_fix_form(item_id: int, request: Request,
                                user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
     note = str((await request.form()).get("note") or "")
-    with console(request).sessions.begin() as session:
-        try:
-            ledger.fix_maintenance(session, item_id, user.username, utcnow(), note, _client(request))
-        except RefusedAction as exc:
-            refused: str | None = _refused(request, exc)
-        else:
-            refused = None
-    if refused:
-        return _maintenance_page(request, user, 409, error=refused)
-    return RedirectResponse("/incidents/maintenance", 303)
+
+    def do(session: Session) -> None:
+        ledger.fix_maintenance(session, item_id, user.username, utcnow(), note, _client(request))
+
+    return form_action(request, do, "/incidents/maintenance",
+                       lambda refused: _maintenance_page(request, user, 409, error=refused))
 
 
 # -- one incident ---------------------------------------------------------------------------------
@@ -573,19 +552,12 @@ def _incident_action(request: Request, user: LoggedIn, incident_id: int,
                      do: Callable[[Session], list[int]]) -> Response:
     """Run one action in a transaction that commits even when refused (the refusal is audited), then show the
     incident again, with the refusal if there was one. `do` returns the alarms it changed."""
-    with console(request).sessions.begin() as session:
-        try:
-            changed = do(session)
-        except RefusedAction as exc:
-            refused: RefusedAction | None = exc
-            changed = []
-        else:
-            refused = None
-    if refused is not None:
-        if str(refused) == "there is no such incident":
-            raise HTTPException(404, _refused(request, refused))
-        return _incident_page(request, user, incident_id, 409, error=_refused(request, refused))
-    publish(request, changed)
+    result = attempt(request, do)
+    if isinstance(result, RefusedAction):
+        if str(result) == "there is no such incident":
+            raise HTTPException(404, _refused(request, result))
+        return _incident_page(request, user, incident_id, 409, error=_refused(request, result))
+    publish(request, result)
     return RedirectResponse(f"/incidents/{incident_id}", 303)
 
 
