@@ -43,6 +43,7 @@ from pymodbus.exceptions import ModbusException
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
 from drivers.modbus_di import frames
 from drivers.modbus_di.points import Point, PointChange, PointTracker
+from drivers.modbus_di.polling import ModulePolls, Requests
 from drivers.modbus_di.schema import ModbusDIConfig, RtuConnection, TcpConnection
 from gateway.config import DeviceConfig
 
@@ -55,13 +56,9 @@ class Module:
 
     cfg: ModbusDIConfig
     tracker: PointTracker
-    online: bool | None = None
-    failures: int = 0
+    polls: ModulePolls
     test_points: set[str] = field(default_factory=set)
-    counters: dict[str, int] = field(default_factory=lambda: {"polls": 0, "errors": 0, "changes": 0})
-    last_error: str | None = None
-    was_offline: bool = False
-    pending: tuple[int, float] | None = None  # (transaction id, sent at) of an unanswered TCP request
+    changes: int = 0
     last_data: bytes | None = None  # the last reading as sent, to skip decoding when it is the same
 
     @property
@@ -82,15 +79,15 @@ class ModbusDIDriver(Driver):
             points = [Point(p.name, p.input, p.type, p.contact == "normally_closed", p.zone or device.zone, p.place)
                       for p in device.points]
             self.modules.append(Module(device, PointTracker(points, debounce_s=device.debounce_ms / 1000),
+                                       ModulePolls(device.offline_after),
                                        test_points={p.name for p in device.points if p.test_mode}))
         self.connection = self.modules[0].cfg.connection
         self.period = min(m.cfg.poll_ms for m in self.modules) / 1000
         self._stop = asyncio.Event()
         self._client: AsyncModbusSerialClient | None = None
         self._link: _TcpLink | None = None
-        self._transaction = 0
-        self._by_transaction: dict[int, Module] = {}  # reads awaiting their answer
-        self._clears: dict[int, tuple[Module, int]] = {}  # latch clears awaiting theirs: (module, input)
+        # TCP requests awaiting their answer: (module, None) a read, (module, input) the clear of its latch
+        self._requests: Requests[tuple[Module, int | None]] = Requests()
         self.line_errors = 0
 
     @classmethod
@@ -143,13 +140,11 @@ class ModbusDIDriver(Driver):
             await asyncio.sleep(delay)  # cheaper than wait_for(stop.wait()) at 20 polls/s; stop is seen next cycle
 
     async def _poll(self, module: Module) -> None:
-        module.counters["polls"] += 1
+        module.polls.sent()
         try:
             bits = await self._read_bits(module, module.cfg.first_address, module.cfg.span)
         except (TimeoutError, OSError, ModbusException) as exc:
-            module.counters["errors"] += 1
-            module.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._poll_failed(module)
+            self._poll_failed(module, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             return
         if bits is None or isinstance(bits, int):
             self._read_refused(module, bits)
@@ -157,24 +152,21 @@ class ModbusDIDriver(Driver):
         for number in self._reading(module, bits):
             await self._clear_latch(module, number)
 
-    def _poll_failed(self, module: Module, refused: bool = False) -> None:
-        module.failures += 1
-        if module.failures >= module.cfg.offline_after:
+    def _poll_failed(self, module: Module, error: str, refused: bool = False) -> None:
+        if module.polls.failed(error) == "offline":
             where = module.cfg.connection.line() if refused else f"{module.where} stopped answering"
-            self._went_offline(module, f"{where}: {module.last_error}")
+            self._offline(module, f"{where}: {error}")
 
     def _read_refused(self, module: Module, code: int | None) -> None:
         """The module answered the read with a Modbus exception: it is there, but its points cannot be read."""
-        module.counters["errors"] += 1
-        module.last_error = _read_refusal(module.cfg, code)
-        self._poll_failed(module, refused=True)
+        self._poll_failed(module, _read_refusal(module.cfg, code), refused=True)
 
     def _reading(self, module: Module, span: list[bool]) -> list[int]:
         """One reading of a module (inputs, then latch bits): emit its changes; returns the inputs whose
         latch to clear."""
         cfg = module.cfg
-        module.failures = 0
-        self._came_online(module)
+        if module.polls.answered() == "online":
+            self.ctx.set_online(cfg.id, True)
         inputs = span[:cfg.inputs]
         clear: list[int] = []
         if cfg.latch is None:
@@ -228,7 +220,7 @@ class ModbusDIDriver(Driver):
             return False
         for module in self.modules:
             module.tracker.reset()
-            module.pending = None
+            module.polls.pending = None
             module.last_data = None
         return True
 
@@ -250,42 +242,38 @@ class ModbusDIDriver(Driver):
             return
         self.ctx.heartbeat()
         expired = link.expire(self.connection.timeout_s)
-        cleared = self._clears.pop(expired, None) if expired is not None else None
-        if cleared is not None:
-            _clear_failed(*cleared, f"no answer within {self.connection.timeout_s:g} s")
-        module = self._by_transaction.pop(expired, None) if expired is not None else None
-        if module is not None and module.pending is not None and module.pending[0] == expired:
-            module.pending = None
-            module.counters["errors"] += 1
-            module.last_error = f"no answer within {self.connection.timeout_s:g} s"
-            self._poll_failed(module)
-        now = time.monotonic()
+        owner = self._requests.answered(expired) if expired is not None else None
+        if owner is not None:
+            module, latch_input = owner
+            silence = f"no answer within {self.connection.timeout_s:g} s"
+            if latch_input is not None:
+                _clear_failed(module, latch_input, silence)
+            elif module.polls.pending == expired:
+                self._poll_failed(module, silence)
         for module in self.modules:
-            if module.pending is not None:
+            if module.polls.pending is not None:
                 continue  # still queued or on the wire: never pile requests up on a slow module
             c = module.cfg.connection
-            self._transaction = self._transaction % 0xFFFF + 1
-            module.pending = (self._transaction, now)
-            self._by_transaction[self._transaction] = module
-            module.counters["polls"] += 1
-            link.submit(frames.read_inputs(self._transaction, c.unit, module.cfg.first_address, module.cfg.span),
-                        self._transaction)
+            transaction = self._requests.new((module, None))
+            module.polls.sent(transaction)
+            link.submit(frames.read_inputs(transaction, c.unit, module.cfg.first_address, module.cfg.span), transaction)
 
     def _on_response(self, response: frames.Response) -> None:
-        cleared = self._clears.pop(response.transaction, None)
-        if cleared is not None:
-            if response.exception is not None:
-                _clear_failed(*cleared, _refusal(response.exception))
-            return
-        module = self._by_transaction.pop(response.transaction, None)
-        if module is None or response.function == frames.WRITE_MULTIPLE_COILS:
+        owner = self._requests.answered(response.transaction)
+        if owner is None:
             return  # one that came after we gave up on it
-        module.pending = None
+        module, latch_input = owner
+        if latch_input is not None:
+            if response.exception is not None:
+                _clear_failed(module, latch_input, _refusal(response.exception))
+            return
+        if response.function == frames.WRITE_MULTIPLE_COILS:
+            return
         if response.exception is not None or response.data is None:
             self._read_refused(module, response.exception)
             return
-        if response.data == module.last_data and module.tracker.settled and module.online:
-            module.failures = 0  # nearly every poll: nothing changed, so nothing to decode
+        if response.data == module.last_data and module.tracker.settled and module.polls.online:
+            module.polls.answered()  # nearly every poll: nothing changed, so nothing to decode
             module.tracker.readings += 1
             return
         bits = response.bits
@@ -300,26 +288,24 @@ class ModbusDIDriver(Driver):
     def _send_latch_clear(self, module: Module, number: int) -> None:
         assert module.cfg.latch is not None
         if self._link is not None:
-            self._transaction = self._transaction % 0xFFFF + 1
-            self._clears[self._transaction] = (module, number)
-            self._link.submit(frames.write_coils(self._transaction, module.cfg.connection.unit,
-                                                 module.cfg.latch.address + number - 1, [False]), self._transaction)
+            transaction = self._requests.new((module, number))
+            self._link.submit(frames.write_coils(transaction, module.cfg.connection.unit,
+                                                 module.cfg.latch.address + number - 1, [False]), transaction)
 
     def _close_tcp(self) -> None:
         if self._link is not None and self._link.transport is not None:
             self._link.transport.close()
         self._link = None
-        self._by_transaction.clear()
-        self._clears.clear()
+        self._requests.clear()
 
     def _emit(self, module: Module, change: PointChange) -> None:
-        module.counters["changes"] += 1
+        module.changes += 1
         point = change.point
         data: dict[str, Any] = {"point": point.name, "input": point.input, "point_type": point.point_type,
                                 "zone": point.zone, "place": point.place}
         test = True if point.name in module.test_points else None
         if change.active:
-            if change.first_read and module.was_offline:
+            if change.first_read and module.polls.was_offline:
                 data["found_after_outage"] = True
             self.ctx.emit(module.cfg.id, "campus.alarm_input.triggered", data, at=change.at, test=test)
         else:
@@ -329,17 +315,13 @@ class ModbusDIDriver(Driver):
         return {"points": {p.name: module.tracker.active(p.name) for p in module.tracker.points},
                 "test_points": sorted(module.test_points)}
 
-    def _came_online(self, module: Module) -> None:
-        if module.online is not True:
-            module.online = True
-            self.ctx.set_online(module.cfg.id, True)
-
     def _went_offline(self, module: Module, reason: str) -> None:
-        if module.online is not False:
-            module.online = False
-            module.was_offline = True
-            self.ctx.log.warning("%s offline: %s", module.cfg.id, reason)
-            self.ctx.set_online(module.cfg.id, False, reason)
+        if module.polls.went_offline() == "offline":
+            self._offline(module, reason)
+
+    def _offline(self, module: Module, reason: str) -> None:
+        self.ctx.log.warning("%s offline: %s", module.cfg.id, reason)
+        self.ctx.set_online(module.cfg.id, False, reason)
 
     def _close(self) -> None:
         if self._client is not None:
@@ -352,8 +334,10 @@ class ModbusDIDriver(Driver):
     def health(self) -> dict[str, Any]:
         return {"line": self.connection.line(), "line_errors": self.line_errors,
                 "garbled_frames": self._link.decoder.garbled if self._link else 0,
-                "modules": {m.cfg.id: {"online": bool(m.online), **m.counters, "readings": m.tracker.readings,
-                                       "latched": m.tracker.latched_readings, "last_error": m.last_error}
+                "modules": {m.cfg.id: {"online": bool(m.polls.online), "polls": m.polls.polls,
+                                       "errors": m.polls.errors, "changes": m.changes,
+                                       "readings": m.tracker.readings, "latched": m.tracker.latched_readings,
+                                       "last_error": m.polls.last_error}
                             for m in self.modules}}
 
     async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
@@ -398,8 +382,7 @@ def _read_refusal(cfg: ModbusDIConfig, code: int | None) -> str:
 
 def _clear_failed(module: Module, number: int, why: str) -> None:
     """Counted only: the next reading still shows the latch set and asks again."""
-    module.counters["errors"] += 1
-    module.last_error = f"clearing latch of input {number}: {why}"
+    module.polls.side_error(f"clearing latch of input {number}: {why}")
 
 
 class _TcpLink(asyncio.Protocol):
