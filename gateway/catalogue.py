@@ -64,6 +64,7 @@ def _codes(contact_id: int, sia: str, sia_restore: str) -> PoliceCodes:
     return PoliceCodes(contact_id, sia, sia_restore)
 
 
+ACCESS_SHELL = "gateway.rules_service.access_shell"  # where the gate's alarms are raised
 ALARM_TABLE: tuple[AlarmSpec, ...] = (
     # the alarm input points: one-key alarm buttons, duress, tamper switches, contacts, fire
     AlarmSpec(name="panic", priority=1, latching=True, police=_codes(120, "PA", "PH"), ha_device_class="safety",
@@ -99,26 +100,26 @@ ALARM_TABLE: tuple[AlarmSpec, ...] = (
               incident_category="equipment_fault", maintenance=True),
     # found by the rules; the latching ones are events, not conditions: nothing clears them but a person
     AlarmSpec(name="watchlist", priority=1, latching=True, police=_codes(120, "PA", "PH"), ha_device_class=None,
-              point=False, rules=("gateway.rules_service.gate", "gateway.records.people"), escalate_after_s=None,
+              point=False, rules=(ACCESS_SHELL, "gateway.records.visits"), escalate_after_s=None,
               incident_category="intrusion", maintenance=False),
     # access (Contact ID 42x): forced access, door propped open, access denied
     AlarmSpec(name="door_forced", priority=2, latching=False, police=_codes(423, "DF", "DR"), ha_device_class=None,
-              point=False, rules=("gateway.rules_service.gate",), escalate_after_s=None, incident_category="intrusion",
+              point=False, rules=(ACCESS_SHELL,), escalate_after_s=None, incident_category="intrusion",
               maintenance=False),
     AlarmSpec(name="door_held", priority=4, latching=False, police=_codes(426, "DN", "DR"), ha_device_class=None,
-              point=False, rules=("gateway.rules_service.gate",), escalate_after_s=None, incident_category="intrusion",
+              point=False, rules=(ACCESS_SHELL,), escalate_after_s=None, incident_category="intrusion",
               maintenance=False),
     AlarmSpec(name="access_failures", priority=3, latching=True, police=_codes(421, "DD", "DD"),
-              ha_device_class=None, point=False, rules=("gateway.rules_service.gate",), escalate_after_s=None,
+              ha_device_class=None, point=False, rules=(ACCESS_SHELL,), escalate_after_s=None,
               incident_category=None, maintenance=False),
     AlarmSpec(name="visitor_overstay", priority=4, latching=True, police=None, ha_device_class=None, point=False,
-              rules=("gateway.rules_service.gate",), escalate_after_s=None, incident_category=None, maintenance=False),
+              rules=(ACCESS_SHELL,), escalate_after_s=None, incident_category=None, maintenance=False),
     AlarmSpec(name="incident_deadline", priority=2, latching=False, police=None, ha_device_class=None, point=False,
               rules=("gateway.records.ledger",), escalate_after_s=None, incident_category=None, maintenance=False),
     # a patrol round not started / stalled: a person acknowledges and resets it, also once the guard is walking
     # again (the board shows that), so it escalates until someone has
     AlarmSpec(name="patrol_overdue", priority=4, latching=True, police=None, ha_device_class=None, point=False,
-              rules=("gateway.rules_service.patrols",), escalate_after_s=None, incident_category=None,
+              rules=("gateway.rules_service.patrol_shell",), escalate_after_s=None, incident_category=None,
               maintenance=False),
 )
 ALARMS: dict[str, AlarmSpec] = {a.name: a for a in ALARM_TABLE}

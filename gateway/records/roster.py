@@ -3,7 +3,7 @@ who is on duty now, and the shift handover log (交接班) with its open items c
 
 Database functions only, no web: the caller owns the transaction (one `sessions.begin()`), so a change and its
 audit row commit together. What a supervisor or guard can correct is a RosterError: an English message id
-with {params}, which the console translates (as gateway.records.people.VisitError). The rules (shift times,
+with {params}, which the console translates (as gateway.records.visits.VisitError). The rules (shift times,
 who is on duty, staffing, carry-over) are gateway.rules.roster.
 """
 

@@ -1,7 +1,7 @@
 """Guard tour (巡更) rules: pure functions of the plan, the scans and the time.
 
 No database and no clock in here: the site's time zone and `now` are arguments, so a test can say "at
-08:10 on a Monday" without sleeping. gateway.rules_service.patrols is the shell that loads rows, calls these and
+08:10 on a Monday" without sleeping. gateway.rules_service.patrol_shell is the shell that loads rows, calls these and
 writes what they return.
 
 - A plan entry spreads `rounds` of a route evenly over a shift; the first is due when the shift starts.

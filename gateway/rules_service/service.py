@@ -40,15 +40,15 @@ from gateway.command_auth import sign_topic
 from gateway.config import Config
 from gateway.events import Event, make_event, new_id
 from gateway.guard import Guarded
-from gateway.records import ledger, people, roster, store
+from gateway.records import ledger, roster, store, visits
 from gateway.records.models import Alarm, AlarmTransition, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_actions
 from gateway.rules.roster import DutyContact
 from gateway.rules.schedules import wanted
-from gateway.rules_service.gate import READ_TYPES, Gate, visit_keys
-from gateway.rules_service.patrols import Patrols
+from gateway.rules_service.access_shell import READ_TYPES, Gate, visit_keys
+from gateway.rules_service.patrol_shell import Patrols
 from gateway.systemd import clock_synchronised
 from gateway.validation import MAX_PAYLOAD_BYTES, InboundChecker, InvalidEvent, parse_event
 
@@ -549,15 +549,15 @@ class RulesService:
                 break
         now, days = utcnow(), self.config.access.personal_data_days
         with self.sessions.begin() as session:  # visitors: ID and phone numbers after the retention, walk-outs
-            visits = people.purge_personal_data(session, now - timedelta(days=days), now,
+            masked = visits.purge_personal_data(session, now - timedelta(days=days), now,
                                                 self.config.gateway.data_dir / "snapshots")
-            swept = people.sweep_day_end(session, now, self.tz)
+            swept = visits.sweep_day_end(session, now, self.tz)
         self._next_purge = time.monotonic() + PURGE_EVERY_S
         if purged:
             log.info("retention: removed %d raw events older than %d days", purged, self.config.retention.events_days)
-        if visits:
+        if masked:
             log.info("retention: removed the ID and phone numbers of %d visits that ended over %d days ago",
-                     visits, days)
+                     masked, days)
         if any(swept.values()):
             log.warning("day end: %d visitors did not check out, %d registered visitors never came in",
                         swept["no_checkout"], swept["no_show"])

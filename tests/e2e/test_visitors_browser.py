@@ -13,14 +13,14 @@ from sqlalchemy import select
 
 from gateway.config_file import validate_config
 from gateway.console import auth
-from gateway.records import people
+from gateway.records import visits
 from gateway.records.models import Credential, Person, Visit, utcnow
 from tests.integration.helpers import Running
 
 pw = pytest.importorskip("playwright.sync_api")
 expect = pw.expect
 PASSWORD = "a long enough password"
-ID = "44010619900101123" + people.resident_id_check_digit("44010619900101123")
+ID = "44010619900101123" + visits.resident_id_check_digit("44010619900101123")
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from gateway.events import Event, make_event
 from gateway.records import db, store
 from gateway.records.models import Alarm, Credential, DutyAssignment, PatrolRound, PatrolScan, Person
 from gateway.rules.escalation import Unacknowledged, escalations_due
-from gateway.rules_service.patrols import Patrols, alarm_key
+from gateway.rules_service.patrol_shell import Patrols, alarm_key
 from tests.support import broker_config
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -270,7 +270,7 @@ def test_a_watch_list_hit_at_the_desk_goes_through_linkage_like_any_alarm(tmp_pa
     import socket
 
     from gateway.personal import PersonalData
-    from gateway.records import people
+    from gateway.records import visits, watchlist
     from gateway.records.models import AlarmTransition, PoliceMessage
 
     centre = socket.socket()  # a port that refuses: the report waits in the database, which is what we check
@@ -291,13 +291,13 @@ def test_a_watch_list_hit_at_the_desk_goes_through_linkage_like_any_alarm(tmp_pa
             host = Person(kind="staff", name="王老师", external_id="T1", active=True, created_at=now, updated_at=now)
             s.add(host)
             s.flush()
-            people.add_watch_entry(s, personal, id_number="11010519491231002X", name="某某", reason="court order",
+            watchlist.add_watch_entry(s, personal, id_number="11010519491231002X", name="某某", reason="court order",
                                    actor="sup", now=now)
-            registration = people.register_visit(
+            registration = visits.register_visit(
                 s, personal, name="某某", id_type="resident_id", id_number="11010519491231002X", phone=None,
                 host_id=host.id, purpose="visit", expected_minutes=30, now=now, registered_by="guard1")
             assert registration.watchlisted
-            (alarm_id,) = people.raise_watchlist_alarm(s, registration.visit, now)
+            (alarm_id,) = visits.raise_watchlist_alarm(s, registration.visit, now)
         with running.gateway.sessions() as s:
             message = wait_for(lambda: s.scalar(select(PoliceMessage).where(PoliceMessage.alarm_id == alarm_id)),
                                5, "the report for the alarm centre")

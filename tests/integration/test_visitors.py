@@ -29,10 +29,10 @@ from gateway.console import auth
 from gateway.console.app import create_app
 from gateway.events import make_event
 from gateway.personal import PersonalData
-from gateway.records import db, people
+from gateway.records import db, people, visits, watchlist
 from gateway.records.models import AccessEvent, Alarm, AuditEntry, Credential, Device, Person, Visit, WatchEntry
-from gateway.records.people import VisitError
-from gateway.rules_service.gate import Gate
+from gateway.records.visits import VisitError
+from gateway.rules_service.access_shell import Gate
 from gateway.rules_service.service import RulesService
 from tests.support import broker_config, wait_for
 
@@ -45,7 +45,7 @@ PASSWORD = "correct horse battery"
 def resident_id(seq: int = 1234) -> str:
     """A valid 18-character resident ID number (GB 11643 check digit) ending in `seq`'s digits."""
     first17 = f"44010619900101{seq:03d}"[-17:]
-    return first17 + people.resident_id_check_digit(first17)
+    return first17 + visits.resident_id_check_digit(first17)
 
 
 ID = resident_id(123)  # 440106199001011232-ish, with its real check digit
@@ -76,9 +76,9 @@ def add_staff(sessions: sessionmaker[Session], name: str = "王芳", group: str 
 
 def register(sessions: sessionmaker[Session], personal: PersonalData, host: int, *, number: str = ID,
              phone: str | None = "13812345678", now: datetime = NOW, minutes: int = 60,
-             name: str = "张三") -> people.Registration:
+             name: str = "张三") -> visits.Registration:
     with sessions.begin() as session:
-        return people.register_visit(session, personal, name=name, id_type="resident_id", id_number=number,
+        return visits.register_visit(session, personal, name=name, id_type="resident_id", id_number=number,
                                      phone=phone, host_id=host, purpose="家长来访", expected_minutes=minutes,
                                      now=now, registered_by="guard1")
 
@@ -163,7 +163,7 @@ def test_a_registration_keeps_the_numbers_encrypted_and_masked(records: sessionm
                                                                personal: PersonalData) -> None:
     host = add_staff(records)
     done = register(records, personal, host)
-    assert done.token is not None and people.PASS_TOKEN.match(done.token) and not done.watchlisted
+    assert done.token is not None and visits.PASS_TOKEN.match(done.token) and not done.watchlisted
     with records() as session:
         visit = session.get_one(Visit, done.visit.id)
         assert visit.state == "registered" and visit.host_name == "王芳"
@@ -194,7 +194,7 @@ def test_a_wrong_id_number_is_refused_before_anything_is_written(records: sessio
     host = add_staff(records)
     with pytest.raises(VisitError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught, \
             records.begin() as session:
-        people.register_visit(session, personal, name="张三", id_type=id_type, id_number=number, phone=None,
+        visits.register_visit(session, personal, name="张三", id_type=id_type, id_number=number, phone=None,
                               host_id=host, purpose="开会", expected_minutes=30, now=NOW, registered_by="guard1")
     assert caught.value.field == "id_number"
     with records() as session:
@@ -205,16 +205,16 @@ def test_a_watch_list_hit_refuses_the_visit_and_raises_the_top_alarm(records: se
                                                                      personal: PersonalData) -> None:
     host = add_staff(records)
     with records.begin() as session:
-        entry, current = people.add_watch_entry(session, personal, id_number=ID, name="某某", reason="公安通报",
+        entry, current = watchlist.add_watch_entry(session, personal, id_number=ID, name="某某", reason="公安通报",
                                                 actor="super1", now=NOW)
     assert current == [] and entry.id_number_masked.startswith(ID[:4])
     spaced = f"{ID[:6]} {ID[6:14]} {ID[14:]}".lower()  # typed with spaces, a lower-case x: the same number
     with records.begin() as session:
-        done = people.register_visit(session, personal, name="李四", id_type="resident_id", id_number=spaced,
+        done = visits.register_visit(session, personal, name="李四", id_type="resident_id", id_number=spaced,
                                      phone=None, host_id=host, purpose="找人", expected_minutes=30, now=NOW,
                                      registered_by="guard1")
         assert done.watchlisted and done.token is None
-        changed = people.raise_watchlist_alarm(session, done.visit, NOW)
+        changed = visits.raise_watchlist_alarm(session, done.visit, NOW)
     with records() as session:
         visit = session.get_one(Visit, done.visit.id)
         assert visit.state == "refused"
@@ -232,7 +232,7 @@ def test_a_person_added_to_the_watch_list_while_expected_is_refused(records: ses
     host = add_staff(records)
     expected = register(records, personal, host)
     with records.begin() as session:
-        _, current = people.add_watch_entry(session, personal, id_number=ID, name="张三", reason="通报",
+        _, current = watchlist.add_watch_entry(session, personal, id_number=ID, name="张三", reason="通报",
                                             actor="super1", now=NOW + timedelta(minutes=5))
         assert [v.id for v in current] == [expected.visit.id]
     with records() as session:
@@ -244,8 +244,8 @@ def test_reveal_gives_the_full_number_and_audits_it(records: sessionmaker[Sessio
     host = add_staff(records)
     done = register(records, personal, host)
     with records.begin() as session:
-        assert people.reveal(session, personal, done.visit.id, "id_number", "super1", NOW) == ID
-        assert people.reveal(session, personal, done.visit.id, "phone", "super1", NOW) == "13812345678"
+        assert visits.reveal(session, personal, done.visit.id, "id_number", "super1", NOW) == ID
+        assert visits.reveal(session, personal, done.visit.id, "phone", "super1", NOW) == "13812345678"
     with records() as session:
         views = session.scalars(select(AuditEntry).where(AuditEntry.action == "personal_data.view")
                                 .order_by(AuditEntry.id)).all()
@@ -258,29 +258,29 @@ def test_host_approval_and_the_desk_check_in_look_at_the_watch_list_again(record
                                                                          personal: PersonalData) -> None:
     host = add_staff(records)
     with records.begin() as session:
-        waiting = people.register_visit(session, personal, name="张三", id_type="passport", id_number="e1234567",
+        waiting = visits.register_visit(session, personal, name="张三", id_type="passport", id_number="e1234567",
                                         phone=None, host_id=host, purpose="开会", expected_minutes=30, now=NOW,
                                         registered_by="guard1", approval_needed=True)
     assert (waiting.visit.state, waiting.token) == ("awaiting_approval", None), "no pass before the host agrees"
     later = NOW + timedelta(minutes=10)
     with records.begin() as session:
-        token = people.approve_visit(session, waiting.visit.id, "guard1", later)
+        token = visits.approve_visit(session, waiting.visit.id, "guard1", later)
     with records() as session:
         visit = session.get_one(Visit, waiting.visit.id)
         assert visit.state == "approved" and visit.valid_from == later
-        assert visit.valid_until == later + timedelta(minutes=30 + people.PASS_MARGIN_MIN)
-        assert people.pass_token(session, visit.id) == token
+        assert visit.valid_until == later + timedelta(minutes=30 + visits.PASS_MARGIN_MIN)
+        assert visits.pass_token(session, visit.id) == token
     with pytest.raises(VisitError, match="not waiting for approval"), records.begin() as session:
-        people.approve_visit(session, waiting.visit.id, "guard1", later)
+        visits.approve_visit(session, waiting.visit.id, "guard1", later)
 
     with records.begin() as session:  # listed between the approval and the visitor walking in
         session.add(WatchEntry(id_number_hash=personal.id_hash("E1234567"), id_number_enc="-", id_number_masked="-",
                                name="张三", reason="通报", added_by="super1", added_at=later, active=True))
     with records.begin() as session:
-        visit, alarms = people.check_in(session, waiting.visit.id, "guard1", later + timedelta(minutes=1))
+        visit, alarms = visits.check_in(session, waiting.visit.id, "guard1", later + timedelta(minutes=1))
         assert visit.state == "refused" and len(alarms) == 1
     with records() as session:
-        assert people.pass_token(session, waiting.visit.id) is None, "the pass is revoked"
+        assert visits.pass_token(session, waiting.visit.id) is None, "the pass is revoked"
 
 
 # -- retention and the day's end ---------------------------------------------------------------------------
@@ -296,16 +296,16 @@ def test_purge_removes_expired_personal_data_and_keeps_recent(records: sessionma
     (tmp_path / "gate-cam" / "latest.jpg").write_bytes(b"\xff\xd8 a jpeg")
     with records.begin() as session:
         for visit in (old, recent):
-            assert people.keep_photo(session, tmp_path, "gate-cam", visit.visit.id)
+            assert visits.keep_photo(session, tmp_path, "gate-cam", visit.visit.id)
     with records.begin() as session:
-        people.check_out(session, old.visit.id, "guard1", NOW - timedelta(days=200) + timedelta(hours=1))
-        people.check_out(session, recent.visit.id, "guard1", NOW - timedelta(days=10) + timedelta(hours=1))
+        visits.check_out(session, old.visit.id, "guard1", NOW - timedelta(days=200) + timedelta(hours=1))
+        visits.check_out(session, recent.visit.id, "guard1", NOW - timedelta(days=10) + timedelta(hours=1))
         session.get_one(Visit, still_here.visit.id).state = "on_site"  # not over: never purged while it lasts
     with records.begin() as session:
-        assert people.purge_personal_data(session, NOW - timedelta(days=180), NOW, tmp_path) == 1
-        assert people.purge_personal_data(session, NOW - timedelta(days=180), NOW, tmp_path) == 0, "once"
-    assert not people.photo_path(tmp_path, old.visit.id).exists(), "the photo file is deleted with the numbers"
-    assert people.photo_path(tmp_path, recent.visit.id).exists()
+        assert visits.purge_personal_data(session, NOW - timedelta(days=180), NOW, tmp_path) == 1
+        assert visits.purge_personal_data(session, NOW - timedelta(days=180), NOW, tmp_path) == 0, "once"
+    assert not visits.photo_path(tmp_path, old.visit.id).exists(), "the photo file is deleted with the numbers"
+    assert visits.photo_path(tmp_path, recent.visit.id).exists()
     with records() as session:
         gone = session.get_one(Visit, old.visit.id)
         assert (gone.id_number_enc, gone.id_number_masked, gone.id_number_hash, gone.phone_enc, gone.phone_masked,
@@ -315,7 +315,7 @@ def test_purge_removes_expired_personal_data_and_keeps_recent(records: sessionma
         assert kept.id_number_enc and kept.phone_masked == "138****5678" and kept.purged_at is None
         assert session.get_one(Visit, still_here.visit.id).id_number_enc is not None
     with pytest.raises(VisitError, match="deleted after the retention period"), records.begin() as session:
-        people.reveal(session, personal, old.visit.id, "id_number", "super1", NOW)
+        visits.reveal(session, personal, old.visit.id, "id_number", "super1", NOW)
 
 
 def test_the_rules_service_purges_hourly_with_the_configured_retention(records: sessionmaker[Session],
@@ -324,7 +324,7 @@ def test_the_rules_service_purges_hourly_with_the_configured_retention(records: 
     now = datetime.now(TZ)
     old = register(records, personal, host, now=now - timedelta(days=40), number=resident_id(1))
     with records.begin() as session:
-        people.check_out(session, old.visit.id, "guard1", now - timedelta(days=40) + timedelta(hours=1))
+        visits.check_out(session, old.visit.id, "guard1", now - timedelta(days=40) + timedelta(hours=1))
     config = validate_config({"site": {"id": "s1", "name": "T"}, "access": {"personal_data_days": 30}})
     service = RulesService("s1", None, records, config)  # type: ignore[arg-type]  # _purge publishes nothing
     service._purge()
@@ -340,11 +340,11 @@ def test_the_day_end_sweep_finds_walk_outs_and_no_shows(records: sessionmaker[Se
     never_came = register(records, personal, host, now=yesterday, number=resident_id(2))
     today = register(records, personal, host, now=NOW.replace(hour=0, minute=5), number=resident_id(3))
     with records.begin() as session:
-        people.check_in(session, walked.visit.id, "guard1", yesterday + timedelta(minutes=2))
-        people.check_in(session, today.visit.id, "guard1", NOW.replace(hour=0, minute=6))
+        visits.check_in(session, walked.visit.id, "guard1", yesterday + timedelta(minutes=2))
+        visits.check_in(session, today.visit.id, "guard1", NOW.replace(hour=0, minute=6))
     with records.begin() as session:
-        assert people.sweep_day_end(session, NOW, TZ) == {"no_checkout": 1, "no_show": 1}
-        assert people.sweep_day_end(session, NOW, TZ) == {"no_checkout": 0, "no_show": 0}
+        assert visits.sweep_day_end(session, NOW, TZ) == {"no_checkout": 1, "no_show": 1}
+        assert visits.sweep_day_end(session, NOW, TZ) == {"no_checkout": 0, "no_show": 0}
     with records() as session:
         states = {v.id: v.state for v in session.scalars(select(Visit))}
         assert states == {walked.visit.id: "no_checkout", never_came.visit.id: "no_show", today.visit.id: "on_site"}
@@ -368,7 +368,7 @@ def test_a_visit_through_the_gate_readers_overstays_and_leaves(records: sessionm
 
     scan("entry", NOW + timedelta(minutes=1))
     with records.begin() as session:
-        assert [v.id for v in people.visitors_on_site(session)] == [done.visit.id]
+        assert [v.id for v in visits.visitors_on_site(session)] == [done.visit.id]
         assert gate.overstays(session, NOW + timedelta(minutes=40), {}) == [], "within the grace"
         late = gate.overstays(session, NOW + timedelta(minutes=47), {})
         assert [e.alarm_type for e in late] == ["visitor_overstay"]  # type: ignore[union-attr]
@@ -378,7 +378,7 @@ def test_a_visit_through_the_gate_readers_overstays_and_leaves(records: sessionm
         assert (visit.state, visit.checked_out_by) == ("left", "gate-qr")
         assert [e.granted for e in session.scalars(select(AccessEvent).order_by(AccessEvent.at))] == [True, True]
     with pytest.raises(VisitError, match="has already left"), records.begin() as session:
-        people.check_out_by_pass(session, done.token, "guard1", NOW + timedelta(minutes=51))
+        visits.check_out_by_pass(session, done.token, "guard1", NOW + timedelta(minutes=51))
 
 
 # -- the console -------------------------------------------------------------------------------------------
@@ -432,7 +432,7 @@ def test_a_guard_registers_prints_and_checks_out_by_scanning(console: dict[str, 
     assert 'class="qr"' in printed and "<svg" in printed and "王芳" in printed and "@page { size: 62mm" in printed
     with sessions() as session:
         visit = session.scalars(select(Visit)).one()
-        token = people.pass_token(session, visit.id)
+        token = visits.pass_token(session, visit.id)
     assert token is not None
 
     listing = client.get("/visitors").text
@@ -461,7 +461,7 @@ def test_guards_see_masks_and_supervisors_reveal_with_an_audit_row(console: dict
     made = client.post("/api/visitors", json=body, headers={"X-CSRF-Token": csrf})
     assert made.status_code == 201, made.text
     visit_id = made.json()["visit"]["id"]
-    assert people.PASS_TOKEN.match(made.json()["pass"])
+    assert visits.PASS_TOKEN.match(made.json()["pass"])
     refused = client.post(f"/api/visitors/{visit_id}/reveal", json={"field": "id_number"},
                           headers={"X-CSRF-Token": csrf})
     assert refused.status_code == 403 and refused.json()["detail"] == "Your role may not do this."

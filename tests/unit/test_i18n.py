@@ -11,7 +11,7 @@ from gateway import i18n
 from gateway.console.auth import ROLES
 from gateway.console.pages import PAGES
 from gateway.console.pages import incidents as incidents_page
-from gateway.records import people
+from gateway.records import visits
 from gateway.rules import access
 from gateway.rules.alarms import OPEN_STATES, PRIORITY
 
@@ -35,7 +35,7 @@ def used_messages() -> set[str]:
     # VisitError messages (the visitor desk shows them translated), with strings continued over lines joined
     people_text = (ROOT / "gateway" / "records" / "people.py").read_text(encoding="utf-8")
     found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', people_text)}
-    found |= set(people.ID_TYPES) | set(people.VISIT_STATES) | set(access.REASONS)
+    found |= set(visits.ID_TYPES) | set(visits.VISIT_STATES) | set(access.REASONS)
     found |= {"student", "staff", "visitor", "entry", "exit"}
     auth_text = (CONSOLE / "auth.py").read_text(encoding="utf-8")
     # AuthError messages the console shows (those with other {fields} are the CLI's, in English)

@@ -21,7 +21,7 @@ from gateway.console.auth import LoggedIn
 from gateway.console.web import console, render, require, tr
 from gateway.records.models import AccessEvent, Device, Person, Visit, utcnow
 from gateway.rules import access
-from gateway.rules_service.gate import access_view
+from gateway.rules_service.access_shell import access_view
 
 router = APIRouter()
 PAGE_SIZE = 50

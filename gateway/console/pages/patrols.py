@@ -2,7 +2,7 @@
 missed, late, out of order), its state and guard, and the key areas' rounds against the daily target.
 
 The board reloads itself every REFRESH_S (a small HTML fragment); the rounds are the rules service's
-records (gateway.rules_service.patrols), read from the database, so the console may run apart from it. Each round
+records (gateway.rules_service.patrol_shell), read from the database, so the console may run apart from it. Each round
 carries its route as planned, so a past day reads right after a route is changed.
 """
 

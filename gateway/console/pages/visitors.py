@@ -2,8 +2,9 @@
 pass with its QR code, the visitors here now with check-in and check-out, and the watch list (supervisors).
 
 Guards see ID and phone numbers masked; a supervisor's "show" is a POST that is audited
-(gateway.records.people.reveal). A watch-listed ID number refuses the visit and raises the top-priority
-alarm, published like the alarm board's own changes. The records side is gateway.records.people.
+(gateway.records.visits.reveal). A watch-listed ID number refuses the visit and raises the top-priority
+alarm, published like the alarm board's own changes. The records side is gateway.records.visits and
+gateway.records.watchlist.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from gateway import topics
 from gateway.console.auth import LoggedIn
 from gateway.console.web import Console, console, render, require, served_file, tr
 from gateway.personal import PersonalData
-from gateway.records import people, store
+from gateway.records import people, store, visits, watchlist
 from gateway.records.models import Alarm, Visit, utcnow
-from gateway.records.people import VisitError
+from gateway.records.visits import VisitError
 
 router = APIRouter()
 DURATIONS = (30, 60, 120, 240, 480)  # minutes offered in the form; 60 is the default
@@ -113,15 +114,15 @@ def page_data(request: Request) -> dict[str, Any]:
     ctx = console(request)
     now = utcnow()
     with ctx.sessions() as session:
-        visits = [visit_view(v, ctx, now) for v in people.current_visits(session)]
-        walked = [visit_view(v, ctx, now) for v in people.recent_visits(
+        current = [visit_view(v, ctx, now) for v in visits.current_visits(session)]
+        walked = [visit_view(v, ctx, now) for v in visits.recent_visits(
             session, now - timedelta(days=RECENT_DAYS), ["no_checkout"])]
         hosts = list(host_labels(session))
     order = {"on_site": 0, "awaiting_approval": 1, "approved": 2, "registered": 2}
-    visits.sort(key=lambda v: (not v["overstay"], order.get(v["state"], 3), v["registered_at"]))
-    return {"visits": visits, "walked_out": walked, "hosts": hosts, "durations": DURATIONS,
-            "id_types": people.ID_TYPES, "approval": ctx.access.visitor_approval,
-            "on_site": sum(1 for v in visits if v["state"] == "on_site")}
+    current.sort(key=lambda v: (not v["overstay"], order.get(v["state"], 3), v["registered_at"]))
+    return {"visits": current, "walked_out": walked, "hosts": hosts, "durations": DURATIONS,
+            "id_types": visits.ID_TYPES, "approval": ctx.access.visitor_approval,
+            "on_site": sum(1 for v in current if v["state"] == "on_site")}
 
 
 def _page(request: Request, user: LoggedIn, status: int = 200, **values: Any) -> HTMLResponse:
@@ -184,14 +185,14 @@ def _register(request: Request, user: LoggedIn, values: dict[str, str], minutes:
             host_id = resolve_host(session, values["host"])
         if host_id is None:
             raise VisitError("choose the host from the staff list", "host")
-        registration = people.register_visit(
+        registration = visits.register_visit(
             session, personal, name=values["name"], id_type=values["id_type"], id_number=values["id_number"],
             phone=values["phone"] or None, host_id=host_id, purpose=values["purpose"], expected_minutes=minutes,
             now=now, registered_by=user.username, approval_needed=ctx.access.visitor_approval,
             pass_margin_min=ctx.access.visitor_pass_margin_min, client=_client(request))
-        alarms = people.raise_watchlist_alarm(session, registration.visit, now) if registration.watchlisted else []
+        alarms = visits.raise_watchlist_alarm(session, registration.visit, now) if registration.watchlisted else []
         if ctx.access.visitor_camera and ctx.snapshot_dir is not None:
-            people.keep_photo(session, ctx.snapshot_dir, ctx.access.visitor_camera, registration.visit.id)
+            visits.keep_photo(session, ctx.snapshot_dir, ctx.access.visitor_camera, registration.visit.id)
         return registration.visit.id, alarms
 
 
@@ -204,7 +205,7 @@ async def photo(visit_id: int, request: Request,
         visit = session.get(Visit, visit_id)
     if visit is None or visit.photo_ref is None or ctx.snapshot_dir is None:
         raise HTTPException(404, tr(request, "There is no photo of this visitor."))
-    path = served_file(ctx.snapshot_dir, people.photo_path(ctx.snapshot_dir, visit_id))
+    path = served_file(ctx.snapshot_dir, visits.photo_path(ctx.snapshot_dir, visit_id))
     if path is None:
         raise HTTPException(404, tr(request, "There is no photo of this visitor."))
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
@@ -219,7 +220,7 @@ async def pass_page(visit_id: int, request: Request,
         visit = session.get(Visit, visit_id)
         if visit is None:
             raise HTTPException(404, tr(request, "There is no such visit."))
-        token = people.pass_token(session, visit_id)
+        token = visits.pass_token(session, visit_id)
         view = visit_view(visit, ctx, utcnow())
     qr = None
     if token is not None and visit.state in ("registered", "approved", "on_site"):
@@ -244,7 +245,7 @@ async def checkout_scan_form(request: Request,
 
 def _checkout_by_token(request: Request, user: LoggedIn, token: str) -> int:
     with console(request).sessions.begin() as session:
-        return people.check_out_by_pass(session, token, user.username, utcnow(), _client(request)).id
+        return visits.check_out_by_pass(session, token, user.username, utcnow(), _client(request)).id
 
 
 Action = Literal["checkin", "checkout", "approve", "decline"]
@@ -257,15 +258,15 @@ def _act(request: Request, user: LoggedIn, visit_id: int, action: Action) -> tup
     with ctx.sessions.begin() as session:
         alarms: list[int] = []
         if action == "checkin":
-            visit, alarms = people.check_in(session, visit_id, user.username, now, client)
+            visit, alarms = visits.check_in(session, visit_id, user.username, now, client)
         elif action == "checkout":
-            visit = people.check_out(session, visit_id, user.username, now, client)
+            visit = visits.check_out(session, visit_id, user.username, now, client)
         elif action == "approve":
-            people.approve_visit(session, visit_id, user.username, now,
+            visits.approve_visit(session, visit_id, user.username, now,
                                  pass_margin_min=ctx.access.visitor_pass_margin_min, client=client)
             visit = session.get_one(Visit, visit_id)
         else:
-            visit = people.decline_visit(session, visit_id, user.username, now, client)
+            visit = visits.decline_visit(session, visit_id, user.username, now, client)
         return visit, alarms
 
 
@@ -296,7 +297,7 @@ for _action in ACTIONS:
 def _watch_page(request: Request, user: LoggedIn, status: int = 200, **values: Any) -> HTMLResponse:
     ctx = console(request)
     with ctx.sessions() as session:
-        entries = [_entry_view(e) for e in people.watch_entries(session, include_inactive=True)]
+        entries = [_entry_view(e) for e in watchlist.watch_entries(session, include_inactive=True)]
     values.setdefault("form", {})
     values.setdefault("errors", {})
     return render(request, "watchlist.html", status, entries=entries, csrf=user.csrf, **values)
@@ -318,11 +319,11 @@ def _add_watch(request: Request, user: LoggedIn, id_number: str, name: str, reas
     personal = _personal(request)
     now = utcnow()
     with ctx.sessions.begin() as session:
-        entry, current = people.add_watch_entry(session, personal, id_number=id_number, name=name, reason=reason,
+        entry, current = watchlist.add_watch_entry(session, personal, id_number=id_number, name=name, reason=reason,
                                                 actor=user.username, now=now, client=_client(request))
         alarms: list[int] = []
         for visit in current:  # here now, or expected (their pass is already refused): tell the guard
-            alarms += people.raise_watchlist_alarm(session, visit, now, "just added to the watch list")
+            alarms += visits.raise_watchlist_alarm(session, visit, now, "just added to the watch list")
         return entry.id, alarms
 
 
@@ -344,7 +345,7 @@ async def watchlist_deactivate_form(entry_id: int, request: Request,
                                     user: LoggedIn = Depends(require("watchlist.manage"))) -> Response:  # noqa: B008
     try:
         with console(request).sessions.begin() as session:
-            people.deactivate_watch_entry(session, entry_id, user.username, utcnow(), _client(request))
+            watchlist.deactivate_watch_entry(session, entry_id, user.username, utcnow(), _client(request))
     except VisitError as exc:
         return _watch_page(request, user, 409, errors={"form": _error(request, exc)})
     return RedirectResponse("/visitors/watchlist", 303)
@@ -417,7 +418,7 @@ async def register_api(body: RegisterBody, request: Request,
         raise HTTPException(422, _error(request, exc)) from None
     publish(request, alarms, [visit_id])
     with console(request).sessions() as session:
-        token = people.pass_token(session, visit_id)
+        token = visits.pass_token(session, visit_id)
     view = _one(request, visit_id)
     return {"visit": view, "pass": token, "watchlisted": view["state"] == "refused", "alarms": alarms}
 
@@ -436,7 +437,7 @@ async def reveal_api(visit_id: int, body: RevealBody, request: Request,
     personal = _personal(request)
     try:
         with ctx.sessions.begin() as session:
-            value = people.reveal(session, personal, visit_id, body.field, user.username, utcnow(), _client(request))
+            value = visits.reveal(session, personal, visit_id, body.field, user.username, utcnow(), _client(request))
     except VisitError as exc:
         raise HTTPException(404 if exc.message == "there is no such visit" else 409, _error(request, exc)) from None
     return {"visit_id": visit_id, "field": body.field, "value": value}
@@ -482,7 +483,7 @@ async def watchlist_api(request: Request,
                         user: LoggedIn = Depends(require("watchlist.manage"))) -> list[dict[str, Any]]:  # noqa: B008
     """The watch list, ID numbers masked (supervisor and up)."""
     with console(request).sessions() as session:
-        return [_entry_view(e) for e in people.watch_entries(session, include_inactive=True)]
+        return [_entry_view(e) for e in watchlist.watch_entries(session, include_inactive=True)]
 
 
 @router.post("/api/watchlist", status_code=201)
@@ -502,7 +503,7 @@ async def watchlist_deactivate_api(entry_id: int, request: Request,
                                    user: LoggedIn = Depends(require("watchlist.manage"))) -> dict[str, Any]:  # noqa: B008
     try:
         with console(request).sessions.begin() as session:
-            entry = people.deactivate_watch_entry(session, entry_id, user.username, utcnow(), _client(request))
+            entry = watchlist.deactivate_watch_entry(session, entry_id, user.username, utcnow(), _client(request))
             return _entry_view(entry)
     except VisitError as exc:
         raise HTTPException(409, _error(request, exc)) from None

@@ -23,7 +23,7 @@ from gateway.records import store
 from gateway.records.models import Alarm, Credential, DutyAssignment, PatrolRound, PatrolScan, Person
 from gateway.rules import patrol
 from gateway.rules.alarms import Effect, OpenAlarm, clear_condition, raise_condition
-from gateway.rules_service.gate import READ_TYPES
+from gateway.rules_service.access_shell import READ_TYPES
 
 
 def alarm_key(round_id: int) -> str:
