@@ -23,7 +23,7 @@ from gateway.config_file import validate_config
 from gateway.records import db, store
 from gateway.records.models import Alarm, IngestedEvent, utcnow
 from gateway.rules.alarms import OPEN_STATES
-from gateway.rules_service import service as rules_service
+from gateway.rules_service import jobs
 from gateway.rules_service.service import RulesService
 from tests.integration.helpers import TZ
 from tests.support import ROOT, MosquittoBroker, wait_for
@@ -117,8 +117,8 @@ class RecordingBus:
 def test_a_step_of_an_hour_either_way_raises_the_alarm_until_it_is_back_or_ntp_confirms(
         tmp_path: Path, records: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
     ntp_says: list[bool | None] = [False]
-    monkeypatch.setattr(rules_service, "clock_synchronised", lambda: ntp_says[0])
-    monkeypatch.setattr(rules_service, "NTP_CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(jobs, "clock_synchronised", lambda: ntp_says[0])
+    monkeypatch.setattr(jobs, "NTP_CHECK_EVERY_S", 0.0)
     config = validate_config({"site": {"id": SITE, "name": "T"}, "gateway": {"data_dir": str(tmp_path)}})
     bus = RecordingBus()
     rules = RulesService(SITE, bus, records, config)  # type: ignore[arg-type]  # publish_json is all it uses here
@@ -161,7 +161,7 @@ def test_retention_counts_back_from_the_newest_event_whatever_the_clock_says(
                                            "type": "campus.device.telemetry", "device_time": old, "received_at": old,
                                            "seq": 999, "historical": False, "test": False, "data": {}}], {})
     ahead = utcnow() + timedelta(days=200)
-    monkeypatch.setattr(rules_service, "utcnow", lambda: ahead)
+    monkeypatch.setattr(jobs, "utcnow", lambda: ahead)
     config = validate_config({"site": {"id": SITE, "name": "T"}, "gateway": {"data_dir": str(tmp_path)},
                               "retention": {"events_days": 180}})
     RulesService(SITE, RecordingBus(), records, config)._purge()  # type: ignore[arg-type]
