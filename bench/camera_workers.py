@@ -71,8 +71,8 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from bench.common import cpu_of, gateway_config, rss_mib, wait_until
+from gateway import topics
 from gateway.broker import login
-from gateway.events import device_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "bench-cam"
@@ -268,7 +268,7 @@ class StateWatcher:
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-camera-{os.getpid()}")
         self.client.username_pw_set(*login)  # the gateway's read-only MQTT user
-        topic = f"{device_topic(SITE, 'camera', '+')}/state"
+        topic = topics.states_filter(SITE, "camera")
         self.client.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)

@@ -36,10 +36,11 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, text
 
 from bench.common import start_mosquitto, wait_until
+from gateway import topics
 from gateway.broker import EmbeddedBroker
 from gateway.bus import Bus
 from gateway.config import BrokerConfig
-from gateway.events import Event, device_topic, event_topic, make_event
+from gateway.events import Event, make_event
 from gateway.outbox import Outbox
 from gateway.records import db
 from gateway.rules_service.service import RulesService
@@ -78,8 +79,8 @@ def telemetry(n: int, devices: int, seq: Any) -> list[tuple[str, Event]]:
         data = {"metrics": {"temperature_c": 21.5 + (i % 7) / 10, "rssi_dbm": -61 - i % 5, "uptime_s": 86_400 + i,
                             "supply_v": 12.1, "door_closed": True}}
         event = make_event(SITE, KIND, device, "campus.device.telemetry", data,
-                           seq(device_topic(SITE, KIND, device)), now + i / 1e4, TZ)
-        items.append((event_topic(SITE, KIND, device, "campus.device.telemetry"), event))
+                           seq(topics.source(SITE, KIND, device)), now + i / 1e4, TZ)
+        items.append((topics.event(SITE, KIND, device, "campus.device.telemetry"), event))
     return items
 
 

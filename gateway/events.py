@@ -53,27 +53,6 @@ class _Uuid7:
 new_id = _Uuid7()
 
 
-# For the callers not moved to gateway.topics yet (gateway/police, gateway/homeassistant, tests and benches).
-# Like before, they check nothing: bench/camera_workers.py makes a filter with device_topic(site, "camera", "+").
-TOPIC_ROOT = topics.ROOT
-
-
-def device_topic(site: str, kind: str, device: str) -> str:
-    return f"{TOPIC_ROOT}/{site}/{kind}/{device}"
-
-
-def event_topic(site: str, kind: str, device: str, event_type: str) -> str:
-    return topics.EventTopic(site, kind, device, event_type.rsplit(".", 1)[-1]).topic
-
-
-def rules_topic(site: str, *parts: str) -> str:
-    return "/".join((TOPIC_ROOT, site, topics.RULES, *parts))
-
-
-def gateway_topic(site: str, gateway: str) -> str:
-    return device_topic(site, topics.GATEWAY, gateway)
-
-
 def iso(ts: float, tz: tzinfo) -> str:
     """RFC 3339 with the site's offset and milliseconds: what a person and a machine both read."""
     return datetime.fromtimestamp(ts, tz).isoformat(timespec="milliseconds")

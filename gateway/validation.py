@@ -22,6 +22,7 @@ from typing import Any
 
 import fastjsonschema
 
+from gateway import topics
 from gateway.catalogue import EVENT_TABLE
 from gateway.events import Event
 
@@ -162,7 +163,8 @@ class InboundChecker:
         try:
             event = parse_event(payload, topic)
         except InvalidEvent as exc:
-            device = topic.split("/")[4] if topic.count("/") >= 4 else topic
+            parsed = topics.parse(topic)
+            device = parsed.device if isinstance(parsed, topics.EventTopic) else topic
             with self._lock:
                 first = self.rejected[(device, exc.kind)] == 0
                 self.rejected[(device, exc.kind)] += 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.events import rules_topic
+from gateway import topics
 from simulators.modbus_di import ModbusDISimulator
 from tests.e2e.test_console_browser import open_board
 from tests.integration.helpers import Running
@@ -32,10 +32,10 @@ def test_forged_alarm_updates_leave_the_real_alarm_on_the_board(browser: Any, si
     real = json.loads(page.evaluate("JSON.stringify([...alarms.values()][0])"))
     console = stolen_login(site, "console")  # the console's own broker login may write alarm updates
     try:
-        console.publish_json(rules_topic(SITE, "alarms", "777777"), {"id": 777777})
-        console.publish_json(rules_topic(SITE, "alarms", str(real["id"])), {**real, "state": "closed"})
-        console.publish(rules_topic(SITE, "alarms", str(real["id"])), b"[1,2,3]")
-        console.publish_json(rules_topic(SITE, "alarms", "777778"), {**real, "id": 777778, "priority": 0})
+        console.publish_json(topics.alarm(SITE, "777777"), {"id": 777777})
+        console.publish_json(topics.alarm(SITE, str(real["id"])), {**real, "state": "closed"})
+        console.publish(topics.alarm(SITE, str(real["id"])), b"[1,2,3]")
+        console.publish_json(topics.alarm(SITE, "777778"), {**real, "id": 777778, "priority": 0})
         sim.release(1)  # a real change after the forged ones: once it shows, they have all been through
         expect(row.locator(".state")).to_contain_text("input back to normal", timeout=2000)
     finally:

@@ -41,10 +41,11 @@ from sqlalchemy import Engine, create_engine, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from gateway import topics
 from gateway.broker import login
 from gateway.config import Config
 from gateway.config_file import load_config, validate_config
-from gateway.events import Event, device_topic, event_topic, make_event
+from gateway.events import Event, make_event
 from gateway.outbox import Outbox
 from gateway.records.db import normalise_url
 from gateway.records.models import Alarm, AlarmTransition, Device, IngestedEvent
@@ -390,9 +391,9 @@ def generated_events(outbox: Outbox, first: int, n: int, telemetry: bool = False
         else:
             event_type, data = TRIGGERED, {"point": f"p{i}", "input": i % 256 + 1, "point_type": "panic",
                                            "zone": None, "place": None}
-        seq = outbox.next_seq(device_topic(SITE, "alarm_input", device))
+        seq = outbox.next_seq(topics.source(SITE, "alarm_input", device))
         event = make_event(SITE, "alarm_input", device, event_type, data, seq, now, TZ)
-        items.append((event_topic(SITE, "alarm_input", device, event_type), event))
+        items.append((topics.event(SITE, "alarm_input", device, event_type), event))
     return items
 
 
@@ -532,7 +533,7 @@ class Publisher:
                            {"point": point, "input": 1, "point_type": "panic", "zone": None, "place": None},
                            self.seq[device], time.time(), TZ)
         body = {**event.to_dict(), **changes}
-        return event_topic(SITE, "alarm_input", device, TRIGGERED), json.dumps(body).encode(), event.id
+        return topics.event(SITE, "alarm_input", device, TRIGGERED), json.dumps(body).encode(), event.id
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(10)
@@ -969,7 +970,7 @@ def poison_events(publisher: Publisher) -> list[tuple[str, bytes, str, bool]]:
     big_seq = publisher.event("poison-seq31", "x", seq=2**31)
     big = make_event(SITE, "alarm_input", "poison-big", "campus.device.telemetry", {"metrics": {"n": 10**30}}, 1,
                      time.time(), TZ)
-    big_number = (event_topic(SITE, "alarm_input", "poison-big", "campus.device.telemetry"), big.to_json(), big.id)
+    big_number = (topics.event(SITE, "alarm_input", "poison-big", "campus.device.telemetry"), big.to_json(), big.id)
     return [(*bad_date, False), (*huge_seq, False), (*big_seq, True), (*big_number, True)]
 
 

@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from gateway import topics
 from gateway.app import PARTS, Gateway, bind_socket
 from gateway.config import Config
-from gateway.events import event_topic, make_event
+from gateway.events import make_event
 from tests.support import TEST_LOGIN
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -61,7 +62,7 @@ def alarm_event(site: str, device: str, point: str, seq: int, *, restored: bool 
     event = make_event(site, "alarm_input", device, event_type,
                        {"point": point, "input": 1, "point_type": point_type, "zone": None, "place": "gatehouse"},
                        seq, at, TZ)
-    return event_topic(site, "alarm_input", device, event_type), event.to_json(), event.id
+    return topics.event(site, "alarm_input", device, event_type), event.to_json(), event.id
 
 
 def logged_in(base_url: str, username: str, password: str) -> httpx.Client:

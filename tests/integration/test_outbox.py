@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 
+from gateway import topics
 from gateway.bus import Bus
-from gateway.events import event_topic, make_event
+from gateway.events import make_event
 from gateway.outbox import Outbox
 from tests.support import TEST_LOGIN, broker_config, wait_for
 
@@ -76,7 +77,7 @@ def produce(outbox: Outbox, device: str, n: int, event_type: str = "campus.devic
         data = {"metrics": {"i": i}} if event_type == "campus.device.telemetry" else {"reason": f"r{i}"}
         event = make_event(SITE, "alarm_input", device, event_type, data, outbox.next_seq(source),
                            1.7e9 + i, TZ)
-        outbox.put(event_topic(SITE, "alarm_input", device, event_type), event)
+        outbox.put(topics.event(SITE, "alarm_input", device, event_type), event)
         ids.append(event.id)
     return ids
 

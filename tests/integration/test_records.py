@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from gateway import topics
 from gateway.bus import Bus
 from gateway.cli import main
-from gateway.events import event_topic, make_event
+from gateway.events import make_event
 from gateway.records import db, store
 from gateway.records.models import Alarm, AlarmTransition, AuditEntry, Device, IngestedEvent, utcnow
 from gateway.rules.alarms import RaiseAlarm, RefusedAction
@@ -68,9 +69,9 @@ def test_rules_keep_alarm_records_once_and_audit_operators(db_url: str, amqtt_br
             alarm_event(SITE, "box-1", "panic-1", 2, restored=True, at=1.8e9 + 1)[:2],
             alarm_event(SITE, "box-1", "panic-1", 3, at=1.8e9 + 2)[:2],  # pressed again
             first[:2],  # the same event delivered twice (a replay): recorded once
-            (event_topic(SITE, "alarm_input", "box-1", "campus.device.offline"), offline.to_json()),
-            (event_topic(SITE, "alarm_input", "box-1", "campus.device.online"), online.to_json()),
-            (event_topic(SITE, "alarm_input", "box-1", "campus.device.online"), b'{"not": "an event"}'),
+            (topics.event(SITE, "alarm_input", "box-1", "campus.device.offline"), offline.to_json()),
+            (topics.event(SITE, "alarm_input", "box-1", "campus.device.online"), online.to_json()),
+            (topics.event(SITE, "alarm_input", "box-1", "campus.device.online"), b'{"not": "an event"}'),
         ]
         for topic, payload in messages:
             publisher.publish(topic, payload)

@@ -21,10 +21,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import topics
 from gateway.bus import Bus
 from gateway.console import auth
 from gateway.console.app import create_app
-from gateway.events import event_topic, make_event
+from gateway.events import make_event
 from gateway.records import db, store
 from gateway.records.models import Alarm, AuditEntry, Device
 from gateway.reports.figures import collect
@@ -71,7 +72,7 @@ class Site:
         """One event from the camera, now; returns once the rules service has taken it."""
         self.seq += 1
         event = make_event(SITE, "camera", Camera.id, event_type, data, self.seq, time.time(), TZ)
-        self.publisher.publish(event_topic(SITE, "camera", Camera.id, event_type), event.to_json())
+        self.publisher.publish(topics.event(SITE, "camera", Camera.id, event_type), event.to_json())
         self.sent += 1
         wait_for(lambda: self.rules.processed == self.sent, 15, f"the rules service to take {event_type}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.events import TOPIC_ROOT, rules_topic
+from gateway import topics
 from gateway.records.models import Device
 from simulators.modbus_di import ModbusDISimulator
 from tests.integration.helpers import Running, logged_in
@@ -30,9 +30,9 @@ def test_a_bollard_state_that_is_not_an_object_breaks_no_page(site: Running) -> 
     guard = logged_in(url(site), "guard1", PASSWORD)
     try:
         for device, state in (("bollard-1", [1, 2, 3]), ("bollard-2", "raised"), ("bollard-3", 42)):
-            drivers.publish(f"{TOPIC_ROOT}/{SITE}/bollard/{device}/state", json.dumps(state), retain=True)
-        drivers.publish(f"{TOPIC_ROOT}/{SITE}/bollard/bollard-2/state", b"{not json", retain=True)
-        drivers.publish_json(f"{TOPIC_ROOT}/{SITE}/bollard/bollard-ok/state", {"state": "raised", "online": True},
+            drivers.publish(topics.state(SITE, "bollard", device), json.dumps(state), retain=True)
+        drivers.publish(topics.state(SITE, "bollard", "bollard-2"), b"{not json", retain=True)
+        drivers.publish_json(topics.state(SITE, "bollard", "bollard-ok"), {"state": "raised", "online": True},
                              retain=True)
 
         def listed() -> list[dict[str, object]] | None:  # once the good state, sent last, is in, so are the others
@@ -57,10 +57,10 @@ def test_a_forged_alarm_update_reaches_no_board(site: Running, sim: ModbusDISimu
         sim.press(1)
         real = wait_for(lambda: board.alarms(), 10, "the press on the board")[0]
         forged = {**real, "state": "closed", "acked_by": "nobody"}
-        console.publish_json(rules_topic(SITE, "alarms", "777777"), {"id": 777777})
-        console.publish_json(rules_topic(SITE, "alarms", str(real["id"])), forged)
-        console.publish(rules_topic(SITE, "alarms", str(real["id"])), b"[1,2,3]")
-        console.publish(rules_topic(SITE, "alarms", "x"), b"{}")
+        console.publish_json(topics.alarm(SITE, "777777"), {"id": 777777})
+        console.publish_json(topics.alarm(SITE, str(real["id"])), forged)
+        console.publish(topics.alarm(SITE, str(real["id"])), b"[1,2,3]")
+        console.publish(topics.alarm(SITE, "x"), b"{}")
         acked = guard.post(f"/api/alarms/{real['id']}/ack", headers={"X-CSRF-Token": guard.csrf})  # type: ignore[attr-defined]
         assert acked.status_code == 200
         wait_for(lambda: [a for a in board.alarms() if isinstance(a, dict) and a.get("state") == "active_ack"], 10,

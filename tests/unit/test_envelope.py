@@ -16,14 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.events import EVENT_TYPES, Event, event_topic, make_event, new_id
+from gateway import topics
+from gateway.events import EVENT_TYPES, Event, make_event, new_id
 from gateway.validation import MAX_PAYLOAD_BYTES, InboundChecker, InvalidEvent, parse_event
 
 TZ = ZoneInfo("Asia/Shanghai")
 AT = 1_717_200_000.123  # 2024-06-01 08:00:00.123 +08:00
 TRIGGER = "campus.alarm_input.triggered"
 PANIC = {"point": "gatehouse-panic", "input": 1, "point_type": "panic", "zone": "gate", "place": "门卫室"}
-TOPIC = event_topic("s1", "alarm_input", "box-1", TRIGGER)
+TOPIC = topics.event("s1", "alarm_input", "box-1", TRIGGER)
 
 # Minimal valid `data` for each event type, so every schema is exercised.
 SAMPLE_DATA: dict[str, dict[str, Any]] = {
@@ -101,7 +102,7 @@ def test_make_event_refuses_an_unknown_type() -> None:
 def test_every_event_type_round_trips(event_type: str) -> None:
     assert set(SAMPLE_DATA) == set(EVENT_TYPES), "add sample data for the new event type"
     e = event(event_type, SAMPLE_DATA[event_type])
-    parsed = parse_event(e.to_json(), event_topic("s1", "alarm_input", "box-1", event_type))
+    parsed = parse_event(e.to_json(), topics.event("s1", "alarm_input", "box-1", event_type))
     assert parsed == e
 
 

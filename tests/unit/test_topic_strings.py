@@ -58,17 +58,7 @@ PINNED = {
 }
 
 
-def test_the_helpers_in_gateway_events_still_make_todays_strings() -> None:
-    """gateway.events keeps these for callers elsewhere (the police link, Home Assistant, tests, benches)."""
-    assert events.TOPIC_ROOT == "campus/v1"
-    assert events.device_topic(SITE, "alarm_input", "box-1") == PINNED["source"]
-    assert events.event_topic(SITE, "alarm_input", "box-1", "campus.alarm_input.triggered") == PINNED["event"]
-    assert events.event_topic(SITE, "gateway", "gw1-police", "campus.gateway.health") == PINNED["police link event"]
-    assert events.gateway_topic(SITE, "gw1") + "/availability" == PINNED["gateway availability"]
-    assert events.rules_topic(SITE, "alarms", "42") == PINNED["alarm"]
-    assert events.rules_topic(SITE, "police", "paths") == PINNED["police paths"]
-    assert events.rules_topic(SITE, "police", "evidence") == PINNED["police evidence"]
-    assert events.device_topic(SITE, "camera", "+") + "/state" == "campus/v1/s1/camera/+/state"  # bench/camera_workers
+def test_an_events_source_is_its_devices_topic_prefix() -> None:
     assert events.make_event(SITE, "alarm_input", "box-1", "campus.alarm_input.triggered", {}, 1, 0.0,
                              UTC).source == PINNED["source"]
 
