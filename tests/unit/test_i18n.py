@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway import i18n
+from gateway.catalogue import ALARMS
 from gateway.console.auth import ROLES
 from gateway.console.pages import PAGES
 from gateway.console.pages import incidents as incidents_page
@@ -33,8 +34,9 @@ def used_messages() -> set[str]:
         messages = re.findall(r'RefusedAction\(\s*"((?:[^"]|"\s+")+)"', module.read_text(encoding="utf-8"))
         found |= {re.sub(r'"\s+"', "", m) for m in messages}
     # VisitError messages (the visitor desk shows them translated), with strings continued over lines joined
-    people_text = (ROOT / "gateway" / "records" / "people.py").read_text(encoding="utf-8")
-    found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', people_text)}
+    for module in ("people", "visits", "watchlist"):
+        text = (ROOT / "gateway" / "records" / f"{module}.py").read_text(encoding="utf-8")
+        found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', text)}
     found |= set(visits.ID_TYPES) | set(visits.VISIT_STATES) | set(access.REASONS)
     found |= {"student", "staff", "visitor", "entry", "exit"}
     auth_text = (CONSOLE / "auth.py").read_text(encoding="utf-8")
@@ -43,6 +45,7 @@ def used_messages() -> set[str]:
     found |= {re.sub(r'"\s+"', "", m) for m in messages if "{" not in m or "minutes" in m}
     found |= incidents_page.MSGIDS  # the ledger's codes, shown as "category_" ~ code and the like
     found |= {title for _, title, _ in PAGES} | set(ROLES) | set(OPEN_STATES) | {"closed"} | set(PRIORITY)
+    found |= set(ALARMS)  # the alarm board's labels (gateway.console.pages.alarms)
     return found
 
 

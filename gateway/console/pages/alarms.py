@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import topics
+from gateway.catalogue import ALARMS
 from gateway.console.auth import LoggedIn
 from gateway.console.web import attempt, console, render, require, tr
 from gateway.records import store
@@ -121,7 +122,9 @@ def open_alarms(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/alarms", response_class=HTMLResponse)
 async def alarms_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    return render(request, "alarms.html", alarms=open_alarms(request), csrf=user.csrf)
+    # Every alarm type's name in the user's language, from the catalogue (a new type needs no template change).
+    labels = {name: tr(request, name) for name in ALARMS}
+    return render(request, "alarms.html", alarms=open_alarms(request), csrf=user.csrf, alarm_labels=labels)
 
 
 @router.get("/api/alarms")
