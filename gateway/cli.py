@@ -281,6 +281,7 @@ def report_command(args: argparse.Namespace) -> int:
     """A report with a progress bar on stderr; the files' paths on stdout."""
     from datetime import date, datetime
 
+    from gateway.clock import site_time
     from gateway.records import db
     from gateway.reports import STEPS, generate
     from gateway.reports.figures import period
@@ -290,7 +291,7 @@ def report_command(args: argparse.Namespace) -> int:
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in ("pdf", "csv", "xlsx")]
     try:
-        day = date.fromisoformat(args.date) if args.date else datetime.now(tz).date()
+        day = date.fromisoformat(args.date) if args.date else datetime.fromtimestamp(site_time(), tz).date()
         last = date.fromisoformat(args.to) if args.to else None
     except ValueError as exc:
         print(f"campusgw report: {exc} (dates are YYYY-MM-DD)", file=sys.stderr)

@@ -1,5 +1,7 @@
 """How far the gateway's clock is from a time server (SNTP, RFC 4330), sans-IO plus a thin UDP shell,
-and whether the wall clock can be trusted to delete records and count down deadlines (ClockGuard).
+whether the wall clock can be trusted to delete records and count down deadlines (ClockGuard), and the
+site's clock (SiteClock): the time records, rules and deadlines go by, which a demo or a test can start at a
+chosen moment and run faster than real time.
 
 NTP synchronisation status (timedatectl) says whether the system believes it is synchronised; this
 measures it: records carry times, and the standards allow a clock to be off by less than 5 s a day.
@@ -7,6 +9,7 @@ measures it: records carry times, and the standards allow a clock to be off by l
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
@@ -177,3 +180,82 @@ def _span(seconds: float) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.0f} days"
+
+
+# -- the site's clock ------------------------------------------------------------------------------------------
+
+SITE_CLOCK_ENV = "CAMPUSGW_SITE_CLOCK"
+
+
+@dataclass(frozen=True)
+class SiteClock:
+    """Site time = `site_start` + (real time - `real_start`) x `speed`, in Unix seconds.
+
+    Only what it is o'clock on the site follows it: event and record times, the rules' now (escalation,
+    deadlines, schedules, passes, patrols), the clock guard. Mechanisms keep real time (poll periods, timeouts,
+    backoff, command freshness, a bollard's travel time), so a demo at 60x still talks to devices at their own
+    pace. Every process of one gateway reads the same clock from the environment (CAMPUSGW_SITE_CLOCK), so
+    they agree to the millisecond."""
+
+    site_start: float
+    real_start: float
+    speed: float = 1.0
+
+    def at(self, real: float) -> float:
+        return self.site_start + (real - self.real_start) * self.speed
+
+    def real(self, site: float) -> float:
+        """When (real time) the site's clock shows `site`."""
+        return self.real_start + (site - self.site_start) / self.speed
+
+    def encode(self) -> str:
+        return f"{self.site_start!r}@{self.real_start!r}x{self.speed!r}"
+
+    @classmethod
+    def decode(cls, text: str) -> SiteClock:
+        """`<site start>@<real start>x<speed>`, Unix seconds; a clear error for anything else."""
+        try:
+            site, rest = text.split("@")
+            real, speed = rest.split("x")
+            clock = cls(float(site), float(real), float(speed))
+        except ValueError:
+            raise ValueError(f"{SITE_CLOCK_ENV}={text!r}: expected <site start>@<real start>x<speed> in Unix "
+                             "seconds, e.g. 1796000000.0@1765000000.0x60") from None
+        if not (clock.speed > 0 and all(map(math.isfinite, (clock.site_start, clock.real_start, clock.speed)))):
+            raise ValueError(f"{SITE_CLOCK_ENV}={text!r}: the speed must be above 0 and the times finite")
+        return clock
+
+
+def _from_environment() -> SiteClock | None:
+    text = os.environ.get(SITE_CLOCK_ENV)
+    return SiteClock.decode(text) if text else None
+
+
+_site_clock = _from_environment()
+
+
+def use_site_clock(clock: SiteClock | None) -> None:
+    """Run this process (and the processes it starts) on `clock`; None: real time again."""
+    global _site_clock
+    _site_clock = clock
+    if clock is None:
+        os.environ.pop(SITE_CLOCK_ENV, None)
+    else:
+        os.environ[SITE_CLOCK_ENV] = clock.encode()
+
+
+def site_clock() -> SiteClock | None:
+    return _site_clock
+
+
+def site_time(real: float | None = None) -> float:
+    """The site's time now, or at the real moment `real` (a device's reading): Unix seconds."""
+    now = time.time() if real is None else real
+    return now if _site_clock is None else _site_clock.at(now)
+
+
+def site_monotonic() -> float:
+    """A monotonic clock at the site clock's pace: what the clock guard holds the site's wall clock against."""
+    mono = time.monotonic()
+    return mono if _site_clock is None else mono * _site_clock.speed
+

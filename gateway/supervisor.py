@@ -28,6 +28,7 @@ from drivers.base import CommandResult, Driver, Ticker, Tickers
 from drivers.registry import driver_class
 from gateway import topics
 from gateway.bus import Bus
+from gateway.clock import site_time
 from gateway.command_auth import Verifier
 from gateway.config import Config, DeviceConfig
 from gateway.events import make_event
@@ -121,7 +122,7 @@ class DriverHost:
              test: bool | None = None) -> None:
         seq = self.outbox.next_seq(topics.source(self.config.site.id, device.kind, device.id))
         event = make_event(self.config.site.id, device.kind, device.id, event_type, data, seq,
-                           time.time() if at is None else at, self.tz,
+                           site_time(at), self.tz,
                            test=device.test_mode if test is None else test)
         self.outbox.put(topics.event(self.config.site.id, device.kind, device.id, event_type), event)
 
@@ -129,18 +130,18 @@ class DriverHost:
         """An event about the gateway itself (outbox shedding), from campus/v1/<site>/gateway/<id>."""
         site, gw = self.config.site.id, self.config.gateway.id
         seq = self.outbox.next_seq(topics.source(site, topics.GATEWAY, gw))
-        event = make_event(site, topics.GATEWAY, gw, event_type, data, seq, time.time(), self.tz)
+        event = make_event(site, topics.GATEWAY, gw, event_type, data, seq, site_time(), self.tz)
         self.outbox.put(topics.event(site, topics.GATEWAY, gw, event_type), event)
 
     def set_online(self, device: DeviceConfig, online: bool, reason: str | None = None) -> None:
-        now = time.time()
+        now = time.time()  # real: emit and the availability message turn it into the site's time
         with self._availability_lock:
             before = self._availability.get(device.id)
             if before is not None and before[0] == online:
                 return
             self._availability[device.id] = (online, now)
         if online:
-            offline_s = round(now - before[1], 3) if before else None
+            offline_s = round(site_time(now) - site_time(before[1]), 3) if before else None
             self.emit(device, "campus.device.online", {"offline_s": offline_s}, now)
         else:
             self.emit(device, "campus.device.offline",
@@ -149,7 +150,7 @@ class DriverHost:
 
     def _publish_availability(self, device: DeviceConfig, online: bool, at: float) -> None:
         self.bus.publish_json(topics.availability(self.config.site.id, device.kind, device.id),
-                              {"state": "online" if online else "offline", "ts": at}, retain=True)
+                              {"state": "online" if online else "offline", "ts": site_time(at)}, retain=True)
 
     def _republish_availability(self) -> None:
         """After a reconnect: retained availability may have been missed while the broker was away."""

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.clock import site_time
 from gateway.config import Window
 from gateway.windows import in_windows
 
@@ -50,7 +51,7 @@ class Pipeline:
         found = self._analyse(frame, at)
         if not any(s is not None for s in self.schedules.values()):
             return found
-        local = datetime.fromtimestamp(wall, self.tz) if wall is not None else datetime.now(self.tz)
+        local = datetime.fromtimestamp(site_time(wall), self.tz)  # schedules go by the site's clock
         kept = []
         for kind, data in found:
             key = (kind, str(data.get("zone") or data.get("kind")))

@@ -14,6 +14,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from gateway.clock import site_time
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on both databases (SQLite would hand back naive ones)."""
@@ -150,7 +152,8 @@ class AuditEntry(Base):
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now on the site's clock (gateway.clock.site_time: real time, unless a demo or test runs it faster)."""
+    return datetime.fromtimestamp(site_time(), UTC)
 
 
 class User(Base):

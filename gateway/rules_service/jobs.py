@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import topics
 from gateway.bus import Bus
-from gateway.clock import ClockGuard
+from gateway.clock import ClockGuard, site_monotonic
 from gateway.config import Config
 from gateway.records import ledger, roster, store, visits
 from gateway.records.models import Alarm, AlarmTransition, utcnow
@@ -80,7 +80,7 @@ class PeriodicJobs:
             self._watch_gate()
             self._end_poison_episode()
             # Retention and deadlines believe the wall clock: not while it is suspect (escalation and alarms do).
-            wall, mono = self.wall_clock(), time.monotonic()
+            wall, mono = self.wall_clock(), site_monotonic()
             if self._clock is None:  # the newest record at start only: later ones are stamped by the clock in doubt
                 with self.sessions() as session:
                     self._clock = ClockGuard(store.newest_received_at(session))

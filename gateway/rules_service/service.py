@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import topics
 from gateway.bus import Bus
-from gateway.clock import ClockGuard
+from gateway.clock import ClockGuard, site_time
 from gateway.command_auth import sign_topic
 from gateway.config import Config
 from gateway.events import Event, make_event, new_id
@@ -87,7 +87,7 @@ class RulesService(PeriodicJobs):
         self._last_tick = 0.0
         self._next_purge = 0.0  # the first tick purges, then every PURGE_EVERY_S
         self._next_run: dict[str, float] = {}  # job -> monotonic time it is next due
-        self.wall_clock: Callable[[], datetime] = lambda: datetime.now(self.tz)  # what the clock guard reads
+        self.wall_clock: Callable[[], datetime] = lambda: datetime.fromtimestamp(site_time(), self.tz)  # the guard's
         self._clock: ClockGuard | None = None  # made at the first tick, with the newest record's time
         self._clock_trusted: bool | None = None  # what the clock_jumped alarm says (None: nothing yet)
         self._next_ntp_check = 0.0

@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import create_engine, func, select, text
 
+from gateway.clock import SITE_CLOCK_ENV, SiteClock
 from gateway.records.models import Alarm, IngestedEvent
 from tests.integration.helpers import SseReader, alarm_event, logged_in
 from tests.support import ROOT, MosquittoBroker, wait_for
@@ -141,3 +144,38 @@ def test_rules_service_killed_mid_stream_loses_nothing_and_doubles_nothing(tmp_p
     assert set(ids) <= set(sent), "nothing recorded that was not sent"
     assert len(alarms) == len(ids) and all(n == 1 for _, n in alarms), "no event recorded twice"
     assert rules.returncode == 0 or rules.returncode == -signal.SIGTERM, os.strerror(abs(rules.returncode or 0))
+
+
+def test_on_a_site_clock_at_60x_records_carry_the_sites_time_and_the_clock_guard_stays_quiet(tmp_path: Path) -> None:
+    """A demo or a test runs the site's clock from a chosen moment, faster than real time: the alarm is
+    stamped with the site's time (not the machine's), and the clock guard, held against a monotonic clock at
+    the same pace, sees no jump."""
+    site_start = datetime(2026, 9, 1, 7, 30, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+    clock = SiteClock(site_start, time.time(), 60.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo"), "--console-port", "0",
+         "--press-every", "3"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, SITE_CLOCK_ENV: clock.encode()})
+    try:
+        assert proc.stdout is not None
+        url = password = None
+        started = time.monotonic()
+        while password is None and time.monotonic() - started < 30:
+            line = proc.stdout.readline()
+            url = line.split("Console:")[1].split()[0] if "Console:" in line else url
+            password = line.split("/")[-1].strip() if "Login:" in line and " guard " in line else password
+        assert url and password
+        client = logged_in(url, "guard", password)
+        panic = wait_for(lambda: next((a for a in client.get(url + "api/alarms").json()
+                                       if a["alarm_type"] == "panic"), None), 15, "the panic alarm")
+        raised = datetime.fromisoformat(panic["raised_at"]).timestamp()
+        assert clock.at(started - 1) <= raised <= clock.at(time.time()) + 1, "the site's time, 60 s a second"
+        assert datetime.fromtimestamp(raised, ZoneInfo("Asia/Shanghai")).date().isoformat() == "2026-09-01"
+        wait_for(lambda: clock.at(time.time()) > raised + 10 * 60, 20, "ten site minutes: ten ticks of the guard")
+        assert not any(a["alarm_type"] == "gateway_health" for a in client.get(url + "api/alarms").json()), \
+            "no clock_jumped alarm at 60x"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import clock
-from gateway.clock import NtpError
+from gateway.clock import (
+    SITE_CLOCK_ENV,
+    NtpError,
+    SiteClock,
+    site_clock,
+    site_monotonic,
+    site_time,
+    use_site_clock,
+)
 
 
 def server_answer(sent: bytes, t2: float, t3: float, stratum: int = 2, leap: int = 0, mode: int = 4) -> bytes:
@@ -132,3 +142,32 @@ def test_confirm_takes_the_clock_as_it_is_and_rebaselines() -> None:
     assert [v.trusted for v in readings(guard, (180, H))] == [False]
     guard.confirm(T0 + timedelta(seconds=180 + H), 1180.0)
     assert [v.trusted for v in readings(guard, (240, H), (300, 0))] == [True, False]
+
+
+# -- the site's clock ---------------------------------------------------------------------------------------
+
+
+def test_a_site_clock_runs_from_its_start_at_its_speed_and_back() -> None:
+    clock = SiteClock(site_start=1_788_000_000.0, real_start=1_765_000_000.0, speed=60.0)
+    assert clock.at(1_765_000_000.0) == 1_788_000_000.0
+    assert clock.at(1_765_000_010.0) == 1_788_000_600.0, "ten real seconds are ten site minutes"
+    assert clock.real(1_788_000_600.0) == 1_765_000_010.0
+    assert SiteClock.decode(clock.encode()) == clock
+
+
+@pytest.mark.parametrize("text", ["", "60", "1@2", "1@2x", "a@2x3", "1@2x0", "1@2x-1", "1@2xnan", "1@inf x2"])
+def test_a_broken_site_clock_says_what_it_expects(text: str) -> None:
+    with pytest.raises(ValueError, match="CAMPUSGW_SITE_CLOCK"):
+        SiteClock.decode(text)
+
+
+def test_site_time_is_real_time_unless_a_site_clock_is_used() -> None:
+    assert site_clock() is None
+    assert abs(site_time() - time.time()) < 1 and site_time(12.5) == 12.5
+    try:
+        use_site_clock(SiteClock(1_000.0, time.time(), 2.0))
+        assert os.environ[SITE_CLOCK_ENV], "processes started now run on it too"
+        assert 999.0 < site_time() < 1_010.0 and site_monotonic() > time.monotonic()
+    finally:
+        use_site_clock(None)
+    assert SITE_CLOCK_ENV not in os.environ and abs(site_time() - time.time()) < 1

@@ -136,7 +136,7 @@ async def access_page(request: Request, f: Filters = Depends(_filters),  # noqa:
     if f.reader and f.reader not in known_readers:
         known_readers.append(f.reader)
     return render(request, "access.html", log=log, here=here, f=f, readers=known_readers, reasons=access.REASONS,
-                  today=datetime.now(ctx.tz).date().isoformat())
+                  today=utcnow().astimezone(ctx.tz).date().isoformat())
 
 
 @router.get("/api/access")
