@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -383,3 +384,39 @@ class Gateway:
             except Exception:
                 log.exception("a part did not stop cleanly")
         self._cleanup.clear()
+
+
+def serve(config: Config, parts: tuple[str, ...], on_ready: Any = None, extra: Any = None,
+           console_socket: Any = None) -> int:
+    """Run until SIGINT/SIGTERM; `extra(gateway, stop)` is an optional coroutine run beside (the demo's presser)."""
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        gateway = Gateway(config, parts, console_socket=console_socket)
+        side: list[asyncio.Task[Any]] = []
+
+        def ready(gw: Gateway) -> None:
+            if gw.first_admin_password and not on_ready:  # the demo makes and prints its own users
+                print(f"First start: created console user 'admin' with password {gw.first_admin_password}\n"
+                      "  Write it down: it is not shown again. Change it with 'campusgw user passwd admin -c FILE'.",
+                      flush=True)
+            if on_ready:
+                on_ready(gw)
+            else:
+                log.info("gateway running: %s%s", ", ".join(parts),
+                         f"; console {gw.console_url}" if gw.console_url else "")
+            if extra:
+                side.append(asyncio.create_task(extra(gw, stop)))
+
+        try:
+            await gateway.run(stop, ready)
+        finally:
+            for task in side:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    asyncio.run(go())
+    return 0

@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy.exc import OperationalError
 
 from gateway.broker import BrokerPortTaken
-from gateway.config import Config, ConfigError
-from gateway.config_file import load_config, summary, validate_config, warnings_of
+from gateway.config import ConfigError
+from gateway.config_file import load_config, summary, warnings_of
 from gateway.logs import setup_logging
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -87,12 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", type=Path, required=True)
     p.add_argument("--only", choices=["drivers", "rules", "console"], help="run one part only")
 
-    p = sub.add_parser("demo", help="run a self-contained demo with simulated devices")
-    p.add_argument("--data-dir", type=Path, default=Path("data/demo"))
+    p = sub.add_parser("demo", help="run a whole simulated school (every device kind, its people and a school "
+                       "day played on the site's clock), or --school small: one alarm box")
+    p.add_argument("--school", choices=["large", "small"], default="large",
+                   help="large (default): the whole school; small: one simulated alarm box, pressed now and then")
+    p.add_argument("--scenario", default="school_day", help="what happens during the day (gateway/demo/scenarios)")
+    p.add_argument("--speed", type=float, default=60.0, help="how much faster than real time the school's day "
+                   "runs (default 60: an hour a minute; 1: real time)")
+    p.add_argument("--data-dir", type=Path, default=Path("data/demo"), help="the demo's records (emptied at "
+                   "every start of the large school)")
     p.add_argument("--console-port", type=int, default=8080, help="0 picks a free port (default 8080, "
                    "or a free one if 8080 is taken)")
-    p.add_argument("--press-every", type=float, default=20.0, help="seconds between simulated button presses")
-    p.add_argument("--config", type=Path, default=REPO_CONFIG / "demo.yaml")
+    p.add_argument("--press-every", type=float, default=20.0, help="small: seconds between button presses")
+    p.add_argument("--config", type=Path, default=REPO_CONFIG / "demo.yaml", help="small: the site config")
 
     p = sub.add_parser("simulate", aliases=["sim"], help="run a device simulator on its own (wiring, config, "
                        "third-party tools such as mbpoll); osdp-reader and serial-reader take --help of their own")
@@ -147,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config)
             setup_logging(config.gateway.log_level, config.gateway.log_format, config.site.timezone)
             parts = (args.only,) if args.only else ("drivers", "rules", "console")
-            return _serve(config, parts)
+            from gateway.app import serve
+
+            return serve(config, parts)
         if args.command == "demo":
-            return demo(args.config, args.data_dir, args.console_port, args.press_every)
+            from gateway.demo import demo
+
+            return demo(args)
         if args.command in ("simulate", "sim"):
             return simulate(args)
         if args.command == "doctor":
@@ -356,114 +366,6 @@ def people_command(path: Path, config_path: Path) -> int:
     print(f"{path}: {result.created} added, {result.updated} updated, {result.unchanged} unchanged; "
           f"{result.cards} cards assigned")
     return 0
-
-
-def _serve(config: Config, parts: tuple[str, ...], on_ready: Any = None, extra: Any = None,
-           console_socket: Any = None) -> int:
-    """Run until SIGINT/SIGTERM; `extra(gateway, stop)` is an optional coroutine run beside (the demo's presser)."""
-    from gateway.app import Gateway
-
-    async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        gateway = Gateway(config, parts, console_socket=console_socket)
-        side: list[asyncio.Task[Any]] = []
-
-        def ready(gw: Gateway) -> None:
-            if gw.first_admin_password and not on_ready:  # the demo makes and prints its own users
-                print(f"First start: created console user 'admin' with password {gw.first_admin_password}\n"
-                      "  Write it down: it is not shown again. Change it with 'campusgw user passwd admin -c FILE'.",
-                      flush=True)
-            if on_ready:
-                on_ready(gw)
-            else:
-                log.info("gateway running: %s%s", ", ".join(parts),
-                         f"; console {gw.console_url}" if gw.console_url else "")
-            if extra:
-                side.append(asyncio.create_task(extra(gw, stop)))
-
-        try:
-            await gateway.run(stop, ready)
-        finally:
-            for task in side:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    asyncio.run(go())
-    return 0
-
-
-def demo(config_path: Path, data_dir: Path, console_port: int, press_every: float) -> int:
-    """The newcomer's first run: embedded broker, SQLite, a simulated alarm box, rules and console."""
-    from gateway.app import bind_socket
-    from simulators.modbus_di import ModbusDISimulator
-
-    data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    setup_logging("info", "text", data["site"].get("timezone", "Asia/Shanghai"))
-    sim = ModbusDISimulator(inputs=16)
-    sim_port = sim.start()
-    data.setdefault("gateway", {})["data_dir"] = str(data_dir)
-    data["broker"] = {"url": "embedded", "embedded_port": 0}  # any free port: 1883/1884 may be taken
-    for device in data["devices"]:
-        if device["driver"] == "modbus_di":
-            device["connection"]["port"] = sim_port
-    config = validate_config(data, str(config_path))
-    try:
-        sock = bind_socket(config.console.host, console_port, "console")
-    except ConfigError:
-        if console_port == 0:
-            raise
-        sock = bind_socket(config.console.host, 0, "console")
-
-    def ready(gw: Any) -> None:
-        logins = demo_users(gw.sessions)
-        print(f"campusgw demo is running for '{config.site.name}'.", flush=True)
-        print(f"  Console: {gw.console_url}", flush=True)
-        for username, password in logins:
-            print(f"  Login:   {username:<11} / {password}", flush=True)
-        user, password = gw.mqtt_login("reader")
-        print(f"  MQTT:    mqtt://{config.broker.embedded_host}:{gw.broker_port} (embedded broker, read only: "
-              f"mosquitto_sub -p {gw.broker_port} -u {user} -P {password} -t 'campus/#' -v)", flush=True)
-        print(f"  Data:    {data_dir.resolve()}", flush=True)
-        print(f"  The gatehouse one-key alarm (simulated, input 1) is pressed every {press_every:.0f} s. "
-              "Ctrl-C stops.", flush=True)
-
-    async def presser(gw: Any, stop: asyncio.Event) -> None:
-        await asyncio.sleep(min(3.0, press_every))
-        while not stop.is_set():
-            sim.press(1)
-            log.info("demo: pressed the simulated one-key alarm button (input 1)")
-            await asyncio.sleep(1.0)
-            sim.release(1)
-            await asyncio.sleep(max(press_every - 1.0, 0.5))
-
-    try:
-        return _serve(config, ("drivers", "rules", "console"), ready, presser, console_socket=sock)
-    finally:
-        sim.stop()
-        print("campusgw demo stopped.", flush=True)
-
-
-def demo_users(sessions: Any) -> list[tuple[str, str]]:
-    """The demo's three users, with fresh passwords at every start (printed; a demo has no secrets)."""
-    from sqlalchemy import select
-
-    from gateway.console import auth
-    from gateway.records.models import User
-
-    logins = []
-    with sessions.begin() as session:
-        for username, role in (("guard", "guard"), ("supervisor", "supervisor"), ("admin", "admin")):
-            password = auth.generate_password()
-            if session.scalar(select(User).where(User.username == username)) is None:
-                auth.add_user(session, username, role, password)  # type: ignore[arg-type]
-            else:
-                auth.set_password(session, username, password)
-            logins.append((username, password))
-    return logins
 
 
 def simulate(args: argparse.Namespace) -> int:

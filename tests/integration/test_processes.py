@@ -34,9 +34,18 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    """Alive: not gone and not a zombie (an orphan here may wait for a PID 1 that does not reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_demo_shows_an_alarm_within_10s_and_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo"), "--console-port", "0",
+        [sys.executable, "-m", "gateway.cli", "demo", "--school", "small", "--data-dir", str(tmp_path / "demo"),
+         "--console-port", "0",
          "--press-every", "3"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -153,7 +162,8 @@ def test_on_a_site_clock_at_60x_records_carry_the_sites_time_and_the_clock_guard
     site_start = datetime(2026, 9, 1, 7, 30, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
     clock = SiteClock(site_start, time.time(), 60.0)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo"), "--console-port", "0",
+        [sys.executable, "-m", "gateway.cli", "demo", "--school", "small", "--data-dir", str(tmp_path / "demo"),
+         "--console-port", "0",
          "--press-every", "3"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, SITE_CLOCK_ENV: clock.encode()})
@@ -179,3 +189,31 @@ def test_on_a_site_clock_at_60x_records_carry_the_sites_time_and_the_clock_guard
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_the_whole_school_demo_tells_the_day_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`campusgw demo` with no flags but a fast clock: the banner, the day told line by line from its first
+    patrol round, and after Ctrl-C no process, no pty link and no simulator port left."""
+    before = set(Path("/tmp").glob("campusgw-demo-*"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--speed", "600", "--data-dir", str(tmp_path / "demo"),
+         "--console-port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    try:
+        assert proc.stdout is not None
+        started = time.monotonic()
+        while not any(line.startswith("07:25 ") for line in said) and time.monotonic() - started < 60:
+            said.append(proc.stdout.readline().rstrip("\n"))
+        assert any("Console: http://" in line for line in said) and any("Login:   guard" in line for line in said)
+        assert any(line.startswith("  The day: ") and "600x" in line for line in said)
+        assert any(line.startswith("07:05 ") and "patrol" in line for line in said), said
+        children = children_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)  # promptly: not at the end of the day
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert "campusgw demo stopped." in out
+    wait_for(lambda: not [pid for pid in children if running(pid)], 10, "the demo's child processes to end")
+    assert set(Path("/tmp").glob("campusgw-demo-*")) == before, "the simulators' pty links are removed"
+    assert (tmp_path / "demo" / ".campusgw-demo").exists()
