@@ -40,6 +40,10 @@ from gateway.config import DeviceConfig
 
 REFRESH_S = 0.005  # libosdp's own loop sleeps 20 ms between refreshes; this is a quarter of the latency
 CHECK_S = 0.1  # online status and kicks
+# A reader not yet online since the control panel started is given this long for its handshake (the secure
+# channel takes a few exchanges per reader on a shared bus) before it is reported offline: a start-up is not
+# an outage, and a board full of start-up blips hides the real alarms.
+STARTUP_GRACE_S = 5.0
 COLORS = {"off": osdp.CommandLEDColor.Black, "red": osdp.CommandLEDColor.Red,
           "green": osdp.CommandLEDColor.Green, "amber": osdp.CommandLEDColor.Amber,
           "blue": osdp.CommandLEDColor.Blue}
@@ -137,6 +141,7 @@ class OsdpDriver(Driver):
         self._channel: _SerialChannel | None = None
         self._cp: _ControlPanel | None = None
         self._online: dict[str, bool] = {}
+        self._cp_started = 0.0
         self._last_kick: dict[str, float] = {}
         self._disabled: set[str] = set()  # kicked: disabled, to be enabled once libosdp has done so
         self._keyed: set[str] = set()  # install mode: the key was given on this connection
@@ -185,6 +190,7 @@ class OsdpDriver(Driver):
         self._keyed.clear()
         self._cp = _ControlPanel(infos, log_level=osdp.LogLevel.Error, event_handler=self._on_event)
         self._cp.start()
+        self._cp_started = time.monotonic()
         self.counters["reconnects"] += 1
         return True
 
@@ -232,6 +238,8 @@ class OsdpDriver(Driver):
                     self._give_key(cp, reader)
                 self._set_online(reader, True)
                 continue
+            if reader.id not in self._online and now - self._cp_started < STARTUP_GRACE_S:
+                continue  # still starting: neither reported offline nor kicked yet
             self._set_online(reader, False, f"no answer from {self._where(reader)} (check the A/B wiring, the "
                                             f"address, {self.bus.baudrate} baud and the reader's key)")
             # libosdp would wait 300 s before trying again: restart the reader's connection instead.
