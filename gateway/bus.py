@@ -136,6 +136,9 @@ class Bus:
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
+        # paho closes its wake-up socket pair only when the client is collected; callbacks and web routes that
+        # hold the bus can keep it alive for the life of the process (a test run starts hundreds of gateways).
+        self.client._reset_sockets()
 
     # -- hooks -----------------------------------------------------------------------
 

@@ -101,6 +101,8 @@ class Running:
         except BaseException as exc:
             self.error = exc
             self.ready.set()
+        finally:  # its selector and self-pipe: three descriptors per gateway, a thousand over the suite
+            self.loop.close()
 
     def stop(self) -> None:
         assert self.stop_event is not None
