@@ -6,6 +6,7 @@ SQLite, once on Mosquitto and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -22,17 +23,28 @@ from sqlalchemy import select
 
 from gateway.clock import SiteClock, use_site_clock
 from gateway.config_file import validate_config
+from gateway.console.pages import PAGES
 from gateway.demo import USERS, demo_users, fresh_data_dir, site_clock_for
 from gateway.demo import scenario as sc
 from gateway.demo.school import OSDP_READERS, SCANNERS, TIMEZONE, SimulatedSchool, school_day
 from gateway.records.models import AccessEvent, Alarm, AlarmTransition, Device, PatrolRound, Visit
 from gateway.reports.figures import collect, period
 from tests.integration.helpers import Running, logged_in
-from tests.support import MosquittoBroker, broker_section, drop_postgres_database, new_postgres_database, wait_for
+from tests.support import (
+    MosquittoBroker,
+    broker_section,
+    drop_postgres_database,
+    missing,
+    new_postgres_database,
+    wait_for,
+)
 
 SPEED = 300.0
 TZ = ZoneInfo(TIMEZONE)
 KEY_ENV = "CAMPUSGW_TEST_DEMO_OSDP_KEY"
+DB_ENV = "CAMPUSGW_TEST_DEMO_DB"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"  # refreshed when CAMPUSGW_UPDATE_SCREENSHOTS=1 (the README shows them)
 
 
 @dataclass
@@ -44,6 +56,7 @@ class Day:
     plan: sc.Scenario
     guard: httpx.Client
     acked_by_guard: list[int]
+    logins: dict[str, str]
 
     def records(self, model: Any, *where: Any) -> list[Any]:
         with self.running.gateway.sessions() as session:
@@ -73,19 +86,24 @@ def play_the_day(school: SimulatedSchool, running: Running, clock: SiteClock, ac
     return acked
 
 
-@pytest.fixture(params=["embedded-sqlite", "mosquitto-postgresql"])
-def day(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Day]:
+@pytest.fixture(scope="module", params=["embedded-sqlite", "mosquitto-postgresql"])
+def day(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
+    """The day, played once per broker and database for every test of this module."""
+    tmp_path = tmp_path_factory.mktemp(request.param)
     broker: dict[str, Any] | None = None
     database: dict[str, Any] | None = None
     mosquitto: MosquittoBroker | None = None
     pg_url: str | None = None
+    saved = {name: os.environ.get(name) for name in (KEY_ENV, DB_ENV)}
     if request.param == "mosquitto-postgresql":
         mosquitto = MosquittoBroker(tmp_path)
+        if not mosquitto.binary:
+            missing("mosquitto is not installed (apt-get install mosquitto)")
         mosquitto.start()
         broker = broker_section(mosquitto.port)
         pg_url = new_postgres_database()
-        monkeypatch.setenv("CAMPUSGW_TEST_DEMO_DB", pg_url)
-        database = {"url_env": "CAMPUSGW_TEST_DEMO_DB"}
+        os.environ[DB_ENV] = pg_url
+        database = {"url_env": DB_ENV}
     plan = sc.load("school_day")
     date = school_day(datetime.now(TZ).date())
     actions = sc.expand(plan, date, TZ, SPEED)
@@ -95,7 +113,7 @@ def day(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monk
     running: Running | None = None
     try:
         school.start()
-        monkeypatch.setenv(KEY_ENV, school.osdp_key)
+        os.environ[KEY_ENV] = school.osdp_key
         config = validate_config(school.config(broker=broker, database=database, key_env=KEY_ENV))
         clock = site_clock_for(sc.at_time(date, plan.start, TZ), SPEED)
         use_site_clock(clock)
@@ -107,18 +125,31 @@ def day(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monk
         wait_for(lambda: all(r.is_online and r.is_sc_active for r in school.osdp.values()), 30,
                  "both OSDP readers online with the secure channel")
         acked = play_the_day(school, running, clock, actions, guard)
-        # Let the rules' periodic jobs (every real second: 5 site minutes) judge the day's last rounds.
-        wait_for(lambda: time.time() > clock.real(sc.at_time(date, plan.end, TZ).timestamp()) + 3, 30, "the day's end")
-        yield Day(school, running, clock, actions, plan, guard, acked)
+        # The rules' patrol job (every 5 real seconds: 25 site minutes at 300x) judges the last round once the
+        # day shift is over; the alarms of the day settle meanwhile.
+        end = sc.at_time(date, plan.end, TZ)
+        wait_for(lambda: time.time() > clock.real(end.timestamp()), 30, "the day's end")
+        wait_for(lambda: not open_rounds(running), 60, "every round of the day judged")
+        yield Day(school, running, clock, actions, plan, guard, acked, logins)
     finally:
         if running is not None:
             running.stop()
         school.stop()
         use_site_clock(None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if mosquitto is not None:
             mosquitto.stop()
         if pg_url is not None:
             drop_postgres_database(pg_url)
+
+
+def open_rounds(running: Running) -> list[PatrolRound]:
+    with running.gateway.sessions() as session:
+        return list(session.scalars(select(PatrolRound).where(PatrolRound.state.in_(["pending", "in_progress"]))))
 
 
 def site(at: datetime) -> str:
@@ -191,3 +222,44 @@ def test_a_school_day_is_in_the_records_as_it_happened(day: Day) -> None:
     assert summary["Visitors registered"] == 1
     assert summary["Checkpoints missed"] == 1
     assert summary["Patrol rounds complete (%)"] == 50.0
+
+
+@pytest.mark.timeout(420)
+def test_every_console_page_shows_the_day_in_a_browser(day: Day, browser: Any, tmp_path: Path) -> None:
+    """A supervisor walks every page of the console after the day in Chromium: each answers, runs without a
+    script error, and shows the day (nothing says it is not configured or has nothing to show)."""
+    from playwright.sync_api import expect
+
+    url = day.running.gateway.console_url
+    assert url
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url + "login")
+    page.fill("#username", "supervisor")
+    page.fill("#password", day.logins["supervisor"])
+    page.click("#login")
+    expect(page.locator("body")).to_have_attribute("data-stream", "up", timeout=10_000)
+    shots = SCREENSHOTS if os.environ.get("CAMPUSGW_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    shown: dict[str, str] = {}
+    for key, _, module in PAGES:
+        if module is None:
+            continue
+        response = page.goto(url + key)
+        assert response is not None and response.status == 200, key
+        page.wait_for_load_state("networkidle")
+        text = page.locator("main").inner_text() if page.locator("main").count() else page.inner_text("body")
+        shown[key] = text
+        for empty in ("No cameras are configured", "No bollards are configured", "No rounds planned",
+                      "No passages match", "not configured", "add duty.shifts"):
+            assert empty not in text, f"{key}: {empty}"
+        if key in ("alarms", "access", "patrols") and request_param(day) == "embedded-sqlite":
+            page.screenshot(path=str(shots / f"{key}.png"))
+    assert not errors, errors
+    assert "校园巡逻" in shown["patrols"], "the day's rounds on the patrol board"
+    assert "S0031" in shown["access"] or "20031" in shown["access"], "the refused student in the access log"
+
+
+def request_param(day: Day) -> str:
+    return "embedded-sqlite" if day.running.gateway.config.broker.embedded else "mosquitto-postgresql"
