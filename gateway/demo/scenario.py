@@ -124,7 +124,7 @@ class Action:
     """One thing done at one moment of the site's day."""
 
     at: datetime  # site time
-    verb: str  # a SimulatedSchool method: card, scan, press, release, vehicle, cover, loiter, walk, reader_power
+    verb: str  # a SimulatedSchool method (card, scan, visitor, press, release, vehicle, cover, ...), or "say"
     args: tuple[Any, ...]
     say: str | None  # printed when it happens (None: done quietly, e.g. a release)
 
@@ -217,9 +217,7 @@ def play(actions: list[Action], clock: SiteClock, school: Any, stop: threading.E
         if stop.is_set():
             break
         try:
-            if action.verb == "visitor":
-                school.scan(action.args[0], school.visit_pass)
-            elif action.verb != "say":
+            if action.verb != "say":
                 getattr(school, action.verb)(*action.args)
         except Exception as exc:  # a simulator refusing must not end the demo
             say(f"{_hhmm(action.at)} could not {action.verb} {action.args}: {exc}")

@@ -199,11 +199,8 @@ class SimulatedSchool:
                    "post": "gate"},
                   {"id": "pick-up", "name": "晚高峰 Pick-up", "from": "16:20", "to": "17:30", "guards": 2,
                    "post": "gate"}]
-        checkpoints = [{"id": f"cp-{n:02d}", "name": name, "tag": f"CP-{n:02d}", "area": "teaching" if n < 3 else None}
-                       for n, name in enumerate(CHECKPOINTS, 1)]
-        for checkpoint in checkpoints:
-            if checkpoint["area"] is None:
-                del checkpoint["area"]
+        checkpoints = [{"id": f"cp-{n:02d}", "name": name, "tag": f"CP-{n:02d}",
+                        **({"area": "teaching"} if n < 3 else {})} for n, name in enumerate(CHECKPOINTS, 1)]
         return {
             "site": {"id": SITE, "name": "示范中学 Demo Secondary School", "timezone": TIMEZONE},
             "gateway": {"id": "gw1", "data_dir": str(self.data_dir)},
@@ -290,6 +287,11 @@ class SimulatedSchool:
 
     def scan(self, reader: str, code: str) -> None:
         self.serial[reader].scan(code)
+
+    def visitor(self, reader: str) -> None:
+        """The expected visitor shows the pass (its QR code) at a scanner."""
+        assert self.visit_pass is not None, "seed() registers the visitor"
+        self.scan(reader, self.visit_pass)
 
     def press(self, box: str, point: str) -> None:
         assert self.boxes is not None
