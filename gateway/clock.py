@@ -189,39 +189,45 @@ SITE_CLOCK_ENV = "CAMPUSGW_SITE_CLOCK"
 
 @dataclass(frozen=True)
 class SiteClock:
-    """Site time = `site_start` + (real time - `real_start`) x `speed`, in Unix seconds.
+    """Site time = `site_start` + (monotonic time - `mono_start`) x `speed`, in Unix seconds.
 
     Only what it is o'clock on the site follows it: event and record times, the rules' now (escalation,
     deadlines, schedules, passes, patrols), the clock guard. Mechanisms keep real time (poll periods, timeouts,
     backoff, command freshness, a bollard's travel time), so a demo at 60x still talks to devices at their own
-    pace. Every process of one gateway reads the same clock from the environment (CAMPUSGW_SITE_CLOCK), so
-    they agree to the millisecond."""
+    pace. It runs on CLOCK_MONOTONIC, which every process on the machine shares, not on the wall clock: a step
+    of the machine's clock (NTP, a VM resumed) would be multiplied by the speed (7 s became 35 site minutes at
+    300x, and the clock guard then held patrol judging back). Every process of one gateway reads the same
+    clock from the environment (CAMPUSGW_SITE_CLOCK), so they agree to the millisecond."""
 
     site_start: float
-    real_start: float
+    mono_start: float
     speed: float = 1.0
 
-    def at(self, real: float) -> float:
-        return self.site_start + (real - self.real_start) * self.speed
+    def at(self, mono: float) -> float:
+        """The site's time at the monotonic moment `mono`."""
+        return self.site_start + (mono - self.mono_start) * self.speed
 
-    def real(self, site: float) -> float:
-        """When (real time) the site's clock shows `site`."""
-        return self.real_start + (site - self.site_start) / self.speed
+    def mono(self, site: float) -> float:
+        """The monotonic moment at which the site's clock shows `site`."""
+        return self.mono_start + (site - self.site_start) / self.speed
+
+    def now(self) -> float:
+        return self.at(time.monotonic())
 
     def encode(self) -> str:
-        return f"{self.site_start!r}@{self.real_start!r}x{self.speed!r}"
+        return f"{self.site_start!r}@{self.mono_start!r}x{self.speed!r}"
 
     @classmethod
     def decode(cls, text: str) -> SiteClock:
-        """`<site start>@<real start>x<speed>`, Unix seconds; a clear error for anything else."""
+        """`<site start>@<monotonic start>x<speed>`, seconds; a clear error for anything else."""
         try:
             site, rest = text.split("@")
-            real, speed = rest.split("x")
-            clock = cls(float(site), float(real), float(speed))
+            mono, speed = rest.split("x")
+            clock = cls(float(site), float(mono), float(speed))
         except ValueError:
-            raise ValueError(f"{SITE_CLOCK_ENV}={text!r}: expected <site start>@<real start>x<speed> in Unix "
-                             "seconds, e.g. 1796000000.0@1765000000.0x60") from None
-        if not (clock.speed > 0 and all(map(math.isfinite, (clock.site_start, clock.real_start, clock.speed)))):
+            raise ValueError(f"{SITE_CLOCK_ENV}={text!r}: expected <site start>@<monotonic start>x<speed> in "
+                             "seconds (Unix time, CLOCK_MONOTONIC), e.g. 1796000000.0@12345.6x60") from None
+        if not (clock.speed > 0 and all(map(math.isfinite, (clock.site_start, clock.mono_start, clock.speed)))):
             raise ValueError(f"{SITE_CLOCK_ENV}={text!r}: the speed must be above 0 and the times finite")
         return clock
 
@@ -249,9 +255,12 @@ def site_clock() -> SiteClock | None:
 
 
 def site_time(real: float | None = None) -> float:
-    """The site's time now, or at the real moment `real` (a device's reading): Unix seconds."""
-    now = time.time() if real is None else real
-    return now if _site_clock is None else _site_clock.at(now)
+    """The site's time now, or at the recent real moment `real` (a device's reading, from time.time()): Unix
+    seconds. A reading is placed by its age, so a step of the wall clock before it does not move it."""
+    if _site_clock is None:
+        return time.time() if real is None else real
+    now = _site_clock.now()
+    return now if real is None else now - (time.time() - real) * _site_clock.speed
 
 
 def site_monotonic() -> float:

@@ -52,8 +52,9 @@ def fresh_data_dir(path: Path) -> None:
 
 
 def site_clock_for(start: datetime, speed: float, now: float | None = None) -> SiteClock:
-    """The site's clock for a day starting at `start`: that moment comes STARTUP_S real seconds from now."""
-    now = time.time() if now is None else now
+    """The site's clock for a day starting at `start`: that moment comes STARTUP_S real seconds from now
+    (`now`: a time.monotonic() reading)."""
+    now = time.monotonic() if now is None else now
     return SiteClock(start.timestamp() - STARTUP_S * speed, now, speed)
 
 

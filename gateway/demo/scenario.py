@@ -211,7 +211,7 @@ def play(actions: list[Action], clock: SiteClock, school: Any, stop: threading.E
     done before `stop` was set or the list ended. An action that fails is said and skipped: the day goes on."""
     done = 0
     for action in actions:
-        wait = clock.real(action.at.timestamp()) - time.time()
+        wait = clock.mono(action.at.timestamp()) - time.monotonic()
         if wait > 0 and stop.wait(wait):
             break
         if stop.is_set():

@@ -128,7 +128,7 @@ def day(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         # The rules' patrol job (every 5 real seconds: 25 site minutes at 300x) judges the last round once the
         # day shift is over; the alarms of the day settle meanwhile.
         end = sc.at_time(date, plan.end, TZ)
-        wait_for(lambda: time.time() > clock.real(end.timestamp()), 30, "the day's end")
+        wait_for(lambda: time.monotonic() > clock.mono(end.timestamp()), 30, "the day's end")
         wait_for(lambda: not open_rounds(running), 60, "every round of the day judged")
         yield Day(school, running, clock, actions, plan, guard, acked, logins)
     finally:
