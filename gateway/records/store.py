@@ -258,7 +258,19 @@ def alarm_views(session: Session, alarms: Iterable[Alarm]) -> list[dict[str, Any
     alarms = list(alarms)
     ids = [a.id for a in alarms]
     police, evidence = police_status(session, ids), attachments(session, ids)
-    return [{**_alarm_view(a), "police": police.get(a.id), "attachments": evidence.get(a.id, [])} for a in alarms]
+    revisions = revisions_of(session, ids)
+    return [{**_alarm_view(a), "revision": revisions.get(a.id, 0), "police": police.get(a.id),
+             "attachments": evidence.get(a.id, [])} for a in alarms]
+
+
+def revisions_of(session: Session, ids: list[int]) -> dict[int, int]:
+    """Each alarm's newest history line: grows with every change, so a console that receives two views of one
+    alarm out of order (an action's answer and a relayed update read before it) keeps the newer."""
+    if not ids:
+        return {}
+    rows = session.execute(select(AlarmTransition.alarm_id, func.max(AlarmTransition.id))
+                           .where(AlarmTransition.alarm_id.in_(ids)).group_by(AlarmTransition.alarm_id))
+    return {alarm_id: revision for alarm_id, revision in rows}
 
 
 def _alarm_view(alarm: Alarm) -> dict[str, Any]:

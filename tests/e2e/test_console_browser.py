@@ -99,6 +99,14 @@ def test_alarm_arrives_live_and_acknowledging_updates_another_browser(browser: A
     expect(supervisor.locator("#alarms tr")).to_have_attribute("data-state", "cleared_ack")
     note = supervisor.locator("#alarms tr .last-note")
     expect(note).to_have_text("super1: 现场检查：误触 <b>test</b>")  # typed markup is shown as text
+    # A relayed view read before the reset, arriving after its answer (CI: the row went back to active_ack,
+    # and its close button never came): the newer revision stays.
+    kept = supervisor.evaluate("""() => {
+        const a = alarms.get(Number(document.querySelector('#alarms tr').dataset.id));
+        return accept({...a, state: 'active_ack', revision: a.revision - 1});
+    }""")
+    assert kept is False
+    expect(supervisor.locator("#alarms tr")).to_have_attribute("data-state", "cleared_ack")
     supervisor.click("button.close")
     expect(guard.locator("#empty")).to_be_visible(timeout=LIVE_S * 1000)
 

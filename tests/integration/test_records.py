@@ -96,8 +96,10 @@ def test_rules_keep_alarm_records_once_and_audit_operators(db_url: str, amqtt_br
         assert device.last_seen.timestamp() == 1.8e9 + 7
 
     # A person acts: each step audited with who, refusals too.
+    revisions = []
     with sessions.begin() as session:
-        store.operator_action(session, panic.id, "ack", "guard-li", utcnow())
+        revisions.append(store.alarm_views(session, [store.operator_action(session, panic.id, "ack", "guard-li",
+                                                                           utcnow())])[0]["revision"])
     with sessions.begin() as session:
         try:
             store.operator_action(session, panic.id, "close", "guard-li", utcnow())
@@ -105,8 +107,11 @@ def test_rules_keep_alarm_records_once_and_audit_operators(db_url: str, amqtt_br
         except RefusedAction as exc:
             assert "reset" in str(exc)
     with sessions.begin() as session:
-        store.operator_action(session, panic.id, "reset", "supervisor-wang", utcnow(), note="false alarm, tested")
-        store.operator_action(session, panic.id, "close", "supervisor-wang", utcnow())
+        for action in ("reset", "close"):
+            alarm = store.operator_action(session, panic.id, action, "supervisor-wang", utcnow(),
+                                          note="false alarm, tested" if action == "reset" else None)
+            revisions.append(store.alarm_views(session, [alarm])[0]["revision"])
+    assert revisions == sorted(set(revisions)), "every change a newer revision, so consoles keep the newest view"
     with sessions() as session:
         alarm = session.get(Alarm, panic.id)
         assert alarm is not None and alarm.state == "closed"
