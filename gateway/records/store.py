@@ -45,12 +45,26 @@ def known_event_ids(session: Session, ids: Iterable[str]) -> set[str]:
 
 
 def open_alarms(session: Session, keys: Iterable[str]) -> dict[str, OpenAlarm]:
+    """The open alarms with these keys, locked until the transaction ends: the rules decide from this state and
+    write their effects in the same transaction, so a person's acknowledgement cannot fall in between (it
+    was: an ack between the read and the write of a release put the alarm back to unacknowledged)."""
     keys = list(set(keys))
     if not keys:
         return {}
-    rows = session.scalars(select(Alarm).where(Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES)))
+    lock_alarms(session, Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES))
+    rows = session.scalars(select(Alarm).where(Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES))
+                           .execution_options(populate_existing=True))
     return {a.key: OpenAlarm(a.id, a.key, a.state, a.latching, a.condition_active, a.priority,  # type: ignore[arg-type]
                              a.last_event_at) for a in rows}
+
+
+def lock_alarms(session: Session, *where: Any) -> None:
+    """Lock these alarm rows for the rest of the transaction before reading them: a no-op UPDATE, which takes
+    the rows' locks on PostgreSQL and the database's write lock on SQLite (where SELECT ... FOR UPDATE does
+    nothing and a plain read is not part of the transaction that writes). Rows are locked in id order, as
+    every caller takes them, so two transactions never wait on each other in a circle."""
+    session.execute(select(Alarm.id).where(*where).order_by(Alarm.id).with_for_update())  # in one order: no deadlock
+    session.execute(update(Alarm).where(*where).values(id=Alarm.id).execution_options(synchronize_session=False))
 
 
 PLACE_MAX = 200  # alarms.place: a long detail (a health alarm's, a fault's reason) is cut, never refused
@@ -134,7 +148,8 @@ def operator_action(session: Session, alarm_id: int, action: Action | Literal["n
     A note changes no state and may be added to any alarm, closed ones too. A close of an alarm whose input is
     still active (gateway.rules.alarms.closes_while_active) needs a note and a silent source; its audit entry
     and history line say that the input was still active, and why the source counted as silent."""
-    alarm = session.get(Alarm, alarm_id, with_for_update=True)
+    lock_alarms(session, Alarm.id == alarm_id)
+    alarm = session.get(Alarm, alarm_id, populate_existing=True)
     if alarm is None:
         audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "refused", {"why": "no such alarm"}, at, client)
         raise RefusedAction("there is no such alarm")
@@ -259,8 +274,10 @@ def alarm_views(session: Session, alarms: Iterable[Alarm]) -> list[dict[str, Any
     ids = [a.id for a in alarms]
     police, evidence = police_status(session, ids), attachments(session, ids)
     revisions = revisions_of(session, ids)
-    return [{**_alarm_view(a), "revision": revisions.get(a.id, 0), "police": police.get(a.id),
-             "attachments": evidence.get(a.id, [])} for a in alarms]
+    names = dict(session.execute(select(Device.id, Device.name).where(
+        Device.id.in_({a.device_id for a in alarms}))).tuples().all()) if alarms else {}
+    return [{**_alarm_view(a), "revision": revisions.get(a.id, 0), "device_name": names.get(a.device_id),
+             "police": police.get(a.id), "attachments": evidence.get(a.id, [])} for a in alarms]
 
 
 def revisions_of(session: Session, ids: list[int]) -> dict[int, int]:
@@ -279,6 +296,7 @@ def _alarm_view(alarm: Alarm) -> dict[str, Any]:
         "id": alarm.id, "key": alarm.key, "device_id": alarm.device_id, "alarm_type": alarm.alarm_type,
         "priority": alarm.priority, "latching": alarm.latching, "state": alarm.state, "zone": alarm.zone,
         "place": alarm.place, "test": alarm.test, "raised_at": alarm.raised_at.isoformat(),
+        "last_event_at": alarm.last_event_at.isoformat() if alarm.last_event_at else None,
         "occurrences": alarm.occurrences, "condition_active": alarm.condition_active,
         "acked_by": alarm.acked_by, "acked_at": alarm.acked_at.isoformat() if alarm.acked_at else None,
         "last_note": alarm.last_note, "escalation_level": alarm.escalation_level,
