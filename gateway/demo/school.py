@@ -106,6 +106,7 @@ class SimulatedSchool:
     serial: dict[str, SerialReaderSimulator] = field(default_factory=dict)
     cameras: dict[str, CameraSimulator] = field(default_factory=dict)
     visit_pass: str | None = None  # the expected visitor's pass (a QR code), once seeded
+    camera_count: int = len(CAMERAS)  # more than CAMERAS: yard cameras 3, 4, ... (bench/school_day runs 8)
     _ptys: Path | None = None
 
     def start(self) -> None:
@@ -126,10 +127,13 @@ class SimulatedSchool:
             scanner = SerialReaderSimulator(self._ptys / name)
             scanner.start()
             self.serial[name] = scanner
-        for name in CAMERAS:
+        for name in self.camera_names():
             camera = CameraSimulator()
             camera.start()
             self.cameras[name] = camera
+
+    def camera_names(self) -> tuple[str, ...]:
+        return CAMERAS + tuple(f"yard-cam-{n}" for n in range(len(CAMERAS) + 1, self.camera_count + 1))
 
     def stop(self) -> None:
         """Every simulator stopped and every pty closed, whatever failed to start."""
@@ -186,6 +190,7 @@ class SimulatedSchool:
         for name, camera in self.cameras.items():
             zone = "south-gate" if name.startswith("south") else "yard"
             label = "南门摄像机 South gate camera" if zone == "south-gate" else "操场摄像机 Yard"
+            label += f" {name.rsplit('-', 1)[1]}" if name[-1].isdigit() else ""
             entry: dict[str, Any] = {"id": name, "kind": "camera", "driver": "opencv", "zone": zone, "name": label,
                                      "url": camera.url, "fps": 5, "video_loss_s": 10}
             if zone == "south-gate":
