@@ -312,7 +312,10 @@ class Gateway:
             app = create_app(site, cfg.site.name, cfg.site.tz, sessions, console_bus, cfg.console.language,
                              cfg.console.secure_cookies, self.parts_state, cfg.gateway.data_dir / "snapshots",
                              access=cfg.access, personal=personal, duty=cfg.duty, incidents=cfg.incidents,
-                             patrol=cfg.patrol, command_key=cfg.gateway.command_key())
+                             patrol=cfg.patrol, command_key=cfg.gateway.command_key(),
+                             zones={zone.id: zone.name for zone in cfg.zones},
+                             guards_finish=frozenset(cfg.console.guards_finish),
+                             procedures={name: list(steps) for name, steps in cfg.procedures.items()})
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -43,7 +43,8 @@ class PoliceCodes:
 
 @dataclass(frozen=True, kw_only=True)
 class AlarmSpec:
-    """One alarm type. Every field but `events` and `rules` is stated in each row: a new type decides each."""
+    """One alarm type. Every field but `events`, `rules` and `procedure` is stated in each row: a new type
+    decides each."""
 
     name: str
     priority: int  # 1 is the most urgent; the console orders by this, then by time
@@ -58,6 +59,9 @@ class AlarmSpec:
     escalate_after_s: int | None  # unacknowledged this long: the roster is called; None: the site's default
     incident_category: str | None  # the category a promoted alarm starts with (gateway.rules.incidents)
     maintenance: bool  # an equipment fault: it becomes a maintenance item (gateway.rules.incidents)
+    # What the guard does, step by step, ticked on the alarm's page (a site's `procedures` replace them);
+    # English msgids, shown in the user's language.
+    procedure: tuple[str, ...] = ()
 
 
 def _codes(contact_id: int, sia: str, sia_restore: str) -> PoliceCodes:
@@ -65,18 +69,26 @@ def _codes(contact_id: int, sia: str, sia_restore: str) -> PoliceCodes:
 
 
 ACCESS_SHELL = "gateway.rules_service.access_shell"  # where the gate's alarms are raised
+_ATTACK = ("Look at the linked camera's live view", "Go to the place, or call it over the intercom",
+           "If it is real: call 110, then the duty leader", "Keep the scene as it is and write what was found")
+_FIRE = ("Look at the linked camera's live view", "Check the place with an extinguisher at hand",
+         "Fire or smoke: call 119 and start the evacuation", "Tell the duty leader")
+_TAMPER = ("Look at the device and what is around it", "Forced open or damaged: tell the duty leader")
+_INTRUSION = ("Look at the linked camera's live view", "Go to the door", "Someone got in: call 110")
+_WATCHED = ("Keep the person outside the gate", "Call 110", "Tell the duty leader")
 ALARM_TABLE: tuple[AlarmSpec, ...] = (
     # the alarm input points: one-key alarm buttons, duress, tamper switches, contacts, fire
     AlarmSpec(name="panic", priority=1, latching=True, police=_codes(120, "PA", "PH"), ha_device_class="safety",
-              point=True, escalate_after_s=30, incident_category="violence", maintenance=False),
+              point=True, escalate_after_s=30, incident_category="violence", maintenance=False, procedure=_ATTACK),
     AlarmSpec(name="duress", priority=1, latching=True, police=_codes(121, "HA", "HH"), ha_device_class="safety",
-              point=True, escalate_after_s=30, incident_category="violence", maintenance=False),
+              point=True, escalate_after_s=30, incident_category="violence", maintenance=False, procedure=_ATTACK),
     AlarmSpec(name="silent_panic", priority=1, latching=True, police=_codes(122, "HA", "HH"),
               ha_device_class="safety", point=True, escalate_after_s=30, incident_category="violence",
-              maintenance=False),
+              maintenance=False, procedure=_ATTACK),
     AlarmSpec(name="tamper", priority=2, latching=False, police=_codes(137, "TA", "TR"), ha_device_class="tamper",
               point=True, events=("campus.camera.tamper", "campus.reader.tamper"), escalate_after_s=60,
-              incident_category="equipment_fault", maintenance=False),  # a camera's: a maintenance item (incidents)
+              incident_category="equipment_fault", maintenance=False,  # a camera's: a maintenance item (incidents)
+              procedure=_TAMPER),
     AlarmSpec(name="fault", priority=3, latching=False, police=_codes(300, "YX", "YZ"), ha_device_class="problem",
               point=True, escalate_after_s=None, incident_category="equipment_fault", maintenance=True),
     AlarmSpec(name="ac_loss", priority=3, latching=False, police=_codes(301, "AT", "AR"), ha_device_class="problem",
@@ -86,7 +98,7 @@ ALARM_TABLE: tuple[AlarmSpec, ...] = (
               ha_device_class="door", point=True, escalate_after_s=None, incident_category="intrusion",
               maintenance=False),
     AlarmSpec(name="fire", priority=1, latching=True, police=_codes(110, "FA", "FH"), ha_device_class="smoke",
-              point=True, escalate_after_s=30, incident_category="fire", maintenance=False),
+              point=True, escalate_after_s=30, incident_category="fire", maintenance=False, procedure=_FIRE),
     # device health
     AlarmSpec(name="device_offline", priority=3, latching=False, police=_codes(350, "YC", "YK"),
               ha_device_class=None,  # Home Assistant shows it as the device's connectivity (on = online)
@@ -101,11 +113,11 @@ ALARM_TABLE: tuple[AlarmSpec, ...] = (
     # found by the rules; the latching ones are events, not conditions: nothing clears them but a person
     AlarmSpec(name="watchlist", priority=1, latching=True, police=_codes(120, "PA", "PH"), ha_device_class=None,
               point=False, rules=(ACCESS_SHELL, "gateway.records.visits"), escalate_after_s=None,
-              incident_category="intrusion", maintenance=False),
+              incident_category="intrusion", maintenance=False, procedure=_WATCHED),
     # access (Contact ID 42x): forced access, door propped open, access denied
     AlarmSpec(name="door_forced", priority=2, latching=False, police=_codes(423, "DF", "DR"), ha_device_class=None,
               point=False, rules=(ACCESS_SHELL,), escalate_after_s=None, incident_category="intrusion",
-              maintenance=False),
+              maintenance=False, procedure=_INTRUSION),
     AlarmSpec(name="door_held", priority=4, latching=False, police=_codes(426, "DN", "DR"), ha_device_class=None,
               point=False, rules=(ACCESS_SHELL,), escalate_after_s=None, incident_category="intrusion",
               maintenance=False),

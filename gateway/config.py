@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -187,6 +187,11 @@ class ConsoleConfig(Strict):
     language: Literal["zh_CN", "en"] = "zh_CN"  # the default; each user may choose
     # Session cookies marked Secure: true behind a TLS proxy; unset: Secure when the request came over https.
     secure_cookies: bool | None = None
+    # Alarm types a guard may reset and close (with a note saying what was found): at night the guard is often
+    # alone. Unset: the routine ones (priority 3 and below); panic, duress, fire, tamper and the like wait for a
+    # supervisor unless listed here.
+    guards_finish: list[AlarmType] = Field(default_factory=lambda: [
+        cast(AlarmType, a.name) for a in ALARM_TABLE if a.priority >= 3])
 
 
 class ZoneConfig(Strict):
@@ -525,6 +530,8 @@ class Config(Strict):
     incidents: IncidentsConfig = IncidentsConfig()
     home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     clock: ClockConfig = ClockConfig()
+    # The steps a guard ticks on an alarm's page, per alarm type, over the catalogue's (gateway.catalogue).
+    procedures: dict[AlarmType, list[Annotated[str, Field(min_length=1, max_length=200)]]] = {}
 
     @field_validator("broker", mode="before")
     @classmethod

@@ -93,6 +93,13 @@ class SnapshotStore:
             tmp.replace(folder / f"{snapshot_id}.jpg")  # never a half-written file for the console
         return snapshot_id
 
+    def watched_until(self) -> float:
+        """Until when someone watches this camera live (the console touches `watching` while it streams)."""
+        try:
+            return (self.root / WATCHING).stat().st_mtime + LIVE_WINDOW_S
+        except OSError:
+            return 0.0
+
     def latest(self, frame: Any) -> None:
         import cv2
 
@@ -189,7 +196,7 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
     width, height = settings.size
     period = 1.0 / settings.fps
     next_analysis = 0.0
-    next_latest = 0.0
+    next_latest = next_watch_check = live_until = 0.0
     grabbed = analysed = 0
     # A file is read as fast as it decodes: play it at its own rate instead, as a camera would send it.
     is_file = "://" not in settings.source and not settings.source.isdigit() and \
@@ -247,8 +254,11 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
                     next_view_save = 0.0
             if pipeline.tamper is not None and now >= next_view_save and not pipeline.tamper.active:
                 next_view_save = now + VIEW_SAVE_S if _save_view(pipeline.tamper, view_file) else now + 1
-            if now >= next_latest:
+            if now >= next_watch_check:  # someone watching live: every analysed frame, else one now and then
+                live_until, next_watch_check = store.watched_until(), now + 1.0
+            if now >= next_latest or now < live_until:
                 store.latest(frame)
+            if now >= next_latest:
                 next_latest = now + settings.snapshot_every_s
                 out.put(("stats", {"grabbed": grabbed, "analysed": analysed, "at": now}))
     finally:
@@ -258,6 +268,8 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
 
 
 VIEW_SAVE_S = 60.0
+WATCHING = "watching"  # touched by the console while it streams this camera live (gateway.console.pages.cameras)
+LIVE_WINDOW_S = 5.0  # a touch keeps every analysed frame coming this long
 TIMEOUT_SLACK_S = 0.05  # a grab that lasted the read timeout (less scheduling jitter) was interrupted
 
 

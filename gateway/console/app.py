@@ -33,10 +33,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import i18n
 from gateway.bus import Bus
 from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
-from gateway.console import auth
+from gateway.console import auth, speech
 from gateway.console.pages import PAGES
 from gateway.console.throttle import LoginThrottle
 from gateway.console.web import (
+    ASSETS,
     SESSION_COOKIE,
     Console,
     NotLoggedIn,
@@ -45,6 +46,7 @@ from gateway.console.web import (
     current_user,
     render,
     require,
+    served_file,
     tr,
 )
 from gateway.metrics import GatewayCollector
@@ -58,6 +60,8 @@ PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
 MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read whole
 IMPORT_BODY = 1024 * 1024  # a CSV import: a term of a large school's roster is ~0.2 MB
 IMPORT_PATHS = {"/duty/import"}
+ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+               ".webmanifest": "application/manifest+json", ".png": "image/png", ".svg": "image/svg+xml"}
 BODY_IDLE_S = 15.0  # a body that stops arriving this long is refused, so a trickle cannot hold a connection
 
 
@@ -166,12 +170,16 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
                parts: Callable[[], dict[str, Any]] | None = None, snapshot_dir: Path | None = None,
                access: AccessConfig | None = None, personal: PersonalData | None = None,
                duty: DutyConfig | None = None, incidents: IncidentsConfig | None = None,
-               patrol: PatrolConfig | None = None, command_key: bytes = b"") -> FastAPI:
+               patrol: PatrolConfig | None = None, command_key: bytes = b"",
+               zones: dict[str, str] | None = None, guards_finish: frozenset[str] = frozenset(),
+               procedures: dict[str, list[str]] | None = None) -> FastAPI:
     app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies, snapshot_dir=snapshot_dir,
                   access=access or AccessConfig(), personal=personal, duty=duty or DutyConfig(),
-                  incidents=incidents or IncidentsConfig(), patrol=patrol or PatrolConfig(), command_key=command_key)
+                  incidents=incidents or IncidentsConfig(), patrol=patrol or PatrolConfig(), command_key=command_key,
+                  zones=zones or {}, speech=speech.available(), guards_finish=guards_finish,
+                  procedures=procedures or {})
     app.state.console = ctx
     for key, title, module in PAGES:
         ctx.nav.append((key, title, f"/{key}" if module else None))
@@ -303,6 +311,15 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
     async def metrics(request: Request, user: auth.LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
         """Prometheus text format; scrape with an API token (`campusgw user token`)."""
         return Response(render_metrics(collector), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/assets/{name}", include_in_schema=False)
+    async def assets(name: str, request: Request) -> Response:
+        """The console's scripts (logged in only, like every page); the address carries the content's hash."""
+        path = served_file(ASSETS, ASSETS / name)
+        if path is None or path.suffix not in ASSET_TYPES:
+            raise HTTPException(404, tr(request, "There is no such file."))
+        return Response(path.read_bytes(), media_type=ASSET_TYPES[path.suffix],
+                        headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import i18n
 from gateway.bus import Bus
+from gateway.catalogue import ALARMS
 from gateway.config import AccessConfig, DutyConfig, IncidentsConfig, PatrolConfig
 from gateway.console import auth
 from gateway.personal import PersonalData
@@ -25,6 +28,8 @@ from gateway.records.models import utcnow
 from gateway.rules.alarms import RefusedAction
 
 SESSION_COOKIE = "campusgw_session"
+ASSETS = Path(__file__).parent / "assets"  # the console's scripts, served at /assets/<name>
+PING_S = 5.0  # the alarm stream's clock message: keeps proxies from closing it, and lets a page see a hung gateway
 CSRF_HEADER = "x-csrf-token"
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(default=True, default_for_string=True))
@@ -49,6 +54,10 @@ class Console:
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)  # deadlines and checklists per category
     patrol: PatrolConfig = field(default_factory=PatrolConfig)  # checkpoints (key areas) and their daily target
     command_key: bytes = b""  # signs the commands it sends after its role check (gateway.command_auth)
+    guards_finish: frozenset[str] = frozenset()  # alarm types a guard may reset and close, with a note
+    procedures: dict[str, list[str]] = field(default_factory=dict)  # the site's steps, over the catalogue's
+    zones: dict[str, str] = field(default_factory=dict)  # zone id -> its name, for people (never the id)
+    speech: bool = False  # a speech engine is installed: alarms are also spoken (gateway.console.speech)
 
     def local_time(self, value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         if value is None:
@@ -146,11 +155,35 @@ def tr(request: Request, message: str) -> str:
     return i18n.gettext(language_of(request), message)
 
 
+LAYER_WORDS = {"s": "s", "min": "min", "h": "h", "more": "and {n} more waiting",
+               "last_update": "last update {s} s ago"}
+
+
+def layer_config(request: Request, language: str) -> dict[str, Any]:
+    """What the alarm layer (assets/alarm-layer.js) of every page needs, in the user's language."""
+    ctx = console(request)
+    return {"words": {key: i18n.gettext(language, text) for key, text in LAYER_WORDS.items()},
+            "labels": {name: i18n.gettext(language, name) for name in ALARMS}, "zones": ctx.zones,
+            "ping_s": PING_S, "speech": ctx.speech, "board": request.url.path == "/alarms"}
+
+
+def asset_url(name: str) -> str:
+    """An asset's address with its content's hash, so a browser never runs yesterday's script."""
+    return f"/assets/{name}?v={asset_hash(name)}"
+
+
+@cache
+def asset_hash(name: str) -> str:
+    return hashlib.sha256((ASSETS / name).read_bytes()).hexdigest()[:12]
+
+
 def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     ctx = console(request)
     language = language_of(request)
     user: auth.LoggedIn | None = getattr(request.state, "user", None)
-    html = TEMPLATES.get_template(template).render(
+    if user is not None:
+        values.setdefault("layer", layer_config(request, language))
+    html = TEMPLATES.get_template(template).render(asset=asset_url,
         _=lambda message: i18n.gettext(language, message), lang=language, languages=i18n.LANGUAGES,
         user=user, can=lambda permission: bool(user and auth.allowed(user.role, permission)),
         site_name=ctx.site_name, tz=str(ctx.tz), local=ctx.local_time, nav=ctx.nav, path=request.url.path,

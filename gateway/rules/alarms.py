@@ -151,9 +151,10 @@ def raise_condition(key: str, device_id: str, kind: str, current: OpenAlarm | No
     if current is None:
         return [RaiseAlarm(key=key, device_id=device_id, alarm_type=kind, priority=PRIORITY.get(kind, 3),
                            latching=kind in LATCHING, zone=zone, place=place, test=test, event_id=event_id, at=at)]
-    # The same point again while its alarm is open: one alarm, counted again, made active if it had
-    # cleared, and one level more urgent (a button pressed again and again means it matters).
-    to_state: State = "active_unack" if current.state.startswith("cleared") else current.state
+    # The same point again while its alarm is open: one alarm, counted again, one level more urgent (a button
+    # pressed again and again means it matters), and waiting for a person again even if it was acknowledged:
+    # a new press is news, so every console sounds until someone acknowledges it (issue 19).
+    to_state: State = "active_unack"
     return [UpdateAlarm(current.id, "retrigger", current.state, to_state, True, event_id, at,
                         priority=max(1, current.priority - 1))]
 

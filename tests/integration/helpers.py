@@ -105,7 +105,10 @@ class Running:
             self.loop.close()
 
     def stop(self) -> None:
+        """Stop the gateway; again is a no-op (a test may stop it early, its fixture stops it at the end)."""
         assert self.stop_event is not None
+        if not self.thread.is_alive():
+            return
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(30)
         assert not self.thread.is_alive(), "gateway did not stop"

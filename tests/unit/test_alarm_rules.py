@@ -95,9 +95,9 @@ EVALUATE_CASES: dict[str, Callable[[], Case]] = {
     "panic again while active_unack -> retrigger, state kept": lambda: (
         triggered(PANIC), alarm(PANIC_KEY, "active_unack", True),
         lambda e: [update(e, "retrigger", "active_unack", "active_unack", True, priority=2)]),
-    "panic again while active_ack -> retrigger, state kept": lambda: (
+    "panic again while active_ack -> retrigger, waiting for a person again": lambda: (
         triggered(PANIC), alarm(PANIC_KEY, "active_ack", True, condition_active=False),
-        lambda e: [update(e, "retrigger", "active_ack", "active_ack", True, priority=2)]),
+        lambda e: [update(e, "retrigger", "active_ack", "active_unack", True, priority=2)]),
     "panic again after reset (cleared_ack) -> active_unack": lambda: (
         triggered(PANIC), alarm(PANIC_KEY, "cleared_ack", True, condition_active=False),
         lambda e: [update(e, "retrigger", "cleared_ack", "active_unack", True, priority=2)]),

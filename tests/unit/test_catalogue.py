@@ -328,11 +328,12 @@ def test_the_simulated_school_year_raises_catalogued_alarm_types() -> None:
     assert set(school_year.ALARM_TYPES) <= set(catalogue.ALARMS)
 
 
-def test_the_alarm_board_takes_its_labels_from_the_catalogue() -> None:
-    """The alarm board names each alarm type from the catalogue (gateway.console.pages.alarms passes
-    `alarm_labels`), so a new type needs no template change; no hand-kept list may come back."""
-    template = (ROOT / "gateway" / "console" / "templates" / "alarms.html").read_text(encoding="utf-8")
-    assert "alarm_labels|tojson" in template
-    assert not set(re.findall(r'"([a-z_]+)": _\("\1"\)', template)) & set(catalogue.ALARMS)
-    page = (ROOT / "gateway" / "console" / "pages" / "alarms.py").read_text(encoding="utf-8")
-    assert "labels = {name: tr(request, name) for name in ALARMS}" in page
+def test_the_alarm_layer_takes_its_labels_from_the_catalogue() -> None:
+    """Every page's alarm layer, the board and the alarm's page name each alarm type from the catalogue
+    (gateway.console.web.layer_config), so a new type needs no template change; no hand-kept list may come
+    back."""
+    web = (ROOT / "gateway" / "console" / "web.py").read_text(encoding="utf-8")
+    assert '"labels": {name: i18n.gettext(language, name) for name in ALARMS}' in web
+    for name in ("alarms.html", "alarm.html", "base.html"):
+        template = (ROOT / "gateway" / "console" / "templates" / name).read_text(encoding="utf-8")
+        assert not set(re.findall(r'"([a-z_]+)": _\("\1"\)', template)) & set(catalogue.ALARMS), name

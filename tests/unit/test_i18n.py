@@ -12,6 +12,7 @@ from gateway.catalogue import ALARMS
 from gateway.console.auth import ROLES
 from gateway.console.pages import PAGES
 from gateway.console.pages import incidents as incidents_page
+from gateway.console.web import LAYER_WORDS
 from gateway.records import visits
 from gateway.rules import access
 from gateway.rules.alarms import OPEN_STATES, PRIORITY
@@ -46,6 +47,8 @@ def used_messages() -> set[str]:
     found |= incidents_page.MSGIDS  # the ledger's codes, shown as "category_" ~ code and the like
     found |= {title for _, title, _ in PAGES} | set(ROLES) | set(OPEN_STATES) | {"closed"} | set(PRIORITY)
     found |= set(ALARMS)  # the alarm board's labels (gateway.console.pages.alarms)
+    found |= set(LAYER_WORDS.values())  # the alarm layer on every page (gateway.console.web)
+    found |= {step for spec in ALARMS.values() for step in spec.procedure}  # the steps on an alarm's page
     return found
 
 

@@ -19,24 +19,27 @@ from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import topics
 from gateway.catalogue import ALARMS
+from gateway.console import auth, speech
 from gateway.console.auth import LoggedIn
-from gateway.console.web import attempt, console, render, require, tr
-from gateway.records import store
-from gateway.records.models import Alarm, AlarmTransition, utcnow
-from gateway.rules.alarms import RefusedAction
+from gateway.console.web import PING_S, attempt, console, language_of, refuse, render, require, served_file, tr
+from gateway.records import roster, store
+from gateway.records.models import Alarm, AlarmAttachment, AlarmTransition, Device, utcnow
+from gateway.rules.alarms import RefusedAction, note_long_enough
 
 log = logging.getLogger("campusgw.console")
 router = APIRouter()
-PING_S = 15.0  # keeps proxies from closing an idle stream, and lets the page notice a dead one
 Action = Literal["ack", "reset", "close", "note"]
 PERMISSION = {"ack": "alarm.ack", "note": "alarm.note", "reset": "alarm.reset", "close": "alarm.close"}
+# Reset and close are open to a guard for the site's guards_finish types (checked in act), so the route asks less.
+ROUTE_PERMISSION = {**PERMISSION, "reset": "alarm.ack", "close": "alarm.ack"}
+GUARD_NOTE = "A guard who resets or closes an alarm writes what was found (at least 6 characters)."
 ALARM_ID = re.compile(r"[1-9][0-9]{0,17}")  # below 2**63, what the database can hold
 
 
@@ -122,9 +125,15 @@ def open_alarms(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/alarms", response_class=HTMLResponse)
 async def alarms_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    # Every alarm type's name in the user's language, from the catalogue (a new type needs no template change).
-    labels = {name: tr(request, name) for name in ALARMS}
-    return render(request, "alarms.html", alarms=open_alarms(request), csrf=user.csrf, alarm_labels=labels)
+    return render(request, "alarms.html", alarms=open_alarms(request), csrf=user.csrf,
+                  finish=may_finish(request, user))
+
+
+def may_finish(request: Request, user: LoggedIn) -> bool | list[str]:
+    """Which alarms this user may reset and close: all (True), or these types (a guard, with a note)."""
+    if auth.allowed(user.role, "alarm.reset") and auth.allowed(user.role, "alarm.close"):
+        return True
+    return sorted(console(request).guards_finish) if auth.allowed(user.role, "alarm.ack") else []
 
 
 @router.get("/api/alarms")
@@ -143,9 +152,13 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
     with console(request).sessions() as session:
         paths = store.police_paths(session)
 
+    def clock() -> str:  # the site's time: the pages count alarm ages on it, and its silence means a hung gateway
+        return f"event: clock\ndata: {json.dumps({'now': utcnow().isoformat()})}\n\n"
+
     async def events() -> AsyncIterator[str]:
         try:
             yield f"retry: 2000\nevent: snapshot\ndata: {json.dumps(snapshot, ensure_ascii=False)}\n\n"
+            yield clock()
             if paths:
                 yield f"event: police\ndata: {json.dumps(paths, ensure_ascii=False)}\n\n"
             while True:
@@ -153,7 +166,7 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
                     async with asyncio.timeout(PING_S):  # not wait_for, which makes a task per message per browser
                         chunk = await queue.get()
                 except TimeoutError:
-                    yield ": ping\n\n"
+                    yield clock()
                     continue
                 if chunk is None:
                     return
@@ -180,6 +193,92 @@ async def alarm_detail(alarm_id: int, request: Request,
              "note": s.note} for s in steps]}
 
 
+@router.get("/alarms/{alarm_id}", response_class=HTMLResponse)
+async def alarm_page(alarm_id: int, request: Request,
+                     user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
+    """One alarm, handled to the end: its cameras live, its evidence in place, what the linkage did, the steps
+    to take, who is on duty, and its history (the page's script keeps it live)."""
+    ctx = console(request)
+    with ctx.sessions() as session:
+        alarm = session.get(Alarm, alarm_id)
+        if alarm is None:
+            raise HTTPException(404, tr(request, "There is no such alarm."))
+        alarm_type, zone = alarm.alarm_type, alarm.zone
+        linked = list(session.scalars(select(AlarmAttachment.camera).where(AlarmAttachment.alarm_id == alarm_id)))
+        near = list(session.scalars(select(Device.id).where(Device.kind == "camera", Device.zone == zone))) \
+            if zone else []
+        names = dict(session.execute(select(Device.id, Device.name).where(Device.kind == "camera")).all())
+        on_duty = roster.on_duty_now(session, utcnow())
+    cameras = [{"id": c, "name": names.get(c) or c} for c in dict.fromkeys([*linked, *near]) if c in names]
+    contacts = [{"name": d.name, "role": tr(request, d.role), "phone": d.phone} for d in on_duty.everyone]
+    steps = ctx.procedures.get(alarm_type) or list(ALARMS[alarm_type].procedure if alarm_type in ALARMS else ())
+    return render(request, "alarm.html", alarm_id=alarm_id, cameras=cameras, contacts=contacts,
+                  steps=[tr(request, step) for step in steps], csrf=user.csrf, finish=may_finish(request, user))
+
+
+@router.get("/api/alarms/{alarm_id}/clips/{camera}/{clip_id}")
+async def alarm_clip(alarm_id: int, camera: str, clip_id: str, request: Request,
+                     user: LoggedIn = Depends(require("view"))) -> dict[str, Any]:  # noqa: B008
+    """A kept clip's frame times and the alarm's moment, to play it in place on the alarm's page."""
+    ctx = console(request)
+    with ctx.sessions() as session:
+        kept = session.scalar(select(AlarmAttachment.id).where(
+            AlarmAttachment.alarm_id == alarm_id, AlarmAttachment.camera == camera, AlarmAttachment.ref == clip_id,
+            AlarmAttachment.kind == "clip"))
+    root = ctx.snapshot_dir
+    manifest = served_file(root, root / camera / "clips" / clip_id / "clip.json") if kept and root else None
+    if manifest is None:
+        raise HTTPException(404, tr(request, "The clip is still being recorded."))
+    clip = json.loads(manifest.read_text())
+    return {"times": clip["times"], "alarm_at": clip["alarm_at"]}
+
+
+class StepBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/api/alarms/{alarm_id}/steps/{index}")
+async def alarm_step(alarm_id: int, index: int, body: StepBody, request: Request,
+                     user: LoggedIn = Depends(require("alarm.ack"))) -> dict[str, Any]:  # noqa: B008
+    """A step of the alarm's procedure done: a line in its history with who and when (the state is unchanged)."""
+    ctx = console(request)
+    if not 0 <= index < 50:
+        raise HTTPException(404, tr(request, "There is no such step."))
+    with ctx.sessions.begin() as session:
+        alarm = session.get(Alarm, alarm_id)
+        if alarm is None:
+            raise HTTPException(404, tr(request, "There is no such alarm."))
+        now = utcnow()
+        store.note(session, alarm_id, "step", f"{index + 1}. {body.step}", now, user.username)
+        store.audit(session, user.username, "alarm.step", f"alarm:{alarm_id}", "ok",
+                    {"step": index + 1, "text": body.step}, now, request.client.host if request.client else None)
+        session.flush()
+        view = store.alarm_views(session, [alarm])[0]
+    ctx.bus.publish_json(topics.alarm(ctx.site, alarm_id), view)
+    return view
+
+
+@router.get("/api/alarms/{alarm_id}/speech")
+async def alarm_speech(alarm_id: int, request: Request,
+                       user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
+    """The alarm spoken in the user's language ("南门 门卫室 一键报警"), as WAV; 404 without a speech engine."""
+    ctx = console(request)
+    if not ctx.speech:
+        raise HTTPException(404, tr(request, "No speech engine is installed (apt-get install espeak-ng)."))
+    with ctx.sessions() as session:
+        alarm = session.get(Alarm, alarm_id)
+        if alarm is None:
+            raise HTTPException(404, tr(request, "There is no such alarm."))
+        text = speech.line(tr(request, alarm.alarm_type), ctx.zones.get(alarm.zone or "", alarm.zone), alarm.place)
+    try:
+        audio = await asyncio.to_thread(speech.wav, text, language_of(request))
+    except RuntimeError as exc:
+        log.warning("could not speak alarm %s: %s", alarm_id, exc)
+        raise HTTPException(503, tr(request, "The speech engine failed.")) from None
+    return Response(audio, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+
+
 class ActionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str | None = Field(default=None, max_length=1000)
@@ -192,6 +291,18 @@ async def act(request: Request, alarm_id: int, action: Action, user: LoggedIn, b
         raise HTTPException(422, tr(request, "Write a note first."))
     client = request.client.host if request.client else None
 
+    if action in ("reset", "close") and not auth.allowed(user.role, PERMISSION[action]):
+        with ctx.sessions() as session:
+            alarm_type = session.scalar(select(Alarm.alarm_type).where(Alarm.id == alarm_id))
+        if alarm_type is None:
+            raise HTTPException(404, tr(request, "There is no such alarm."))
+        if alarm_type not in ctx.guards_finish:
+            refuse(request, user, "role.refused", {"permission": PERMISSION[action], "role": user.role,
+                                                   "alarm": alarm_id, "alarm_type": alarm_type},
+                   "Your role may not do this for this type of alarm (console.guards_finish).")
+        if not note_long_enough(note):
+            raise HTTPException(422, tr(request, GUARD_NOTE))
+
     def do(session: Session) -> dict[str, Any]:
         alarm = store.operator_action(session, alarm_id, action, user.username, utcnow(), note, client)
         return store.alarm_views(session, [alarm])[0]
@@ -203,16 +314,48 @@ async def act(request: Request, alarm_id: int, action: Action, user: LoggedIn, b
     return view
 
 
+class ManyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] = Field(min_length=1, max_length=500)
+
+
+@router.post("/api/alarms/ack")
+async def alarm_ack_many(request: Request, body: ManyBody,
+                         user: LoggedIn = Depends(require("alarm.ack"))) -> dict[str, Any]:  # noqa: B008
+    """Acknowledge several alarms at once (a first start's flood, a zone's alarms): each is acknowledged and
+    audited on its own; those that cannot be (already acknowledged, closed, unknown) are listed with why."""
+    ctx = console(request)
+    client = request.client.host if request.client else None
+
+    def do(session: Session) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        done, refused = [], []
+        for alarm_id in sorted(set(body.ids)):  # in id order, as every transaction locks alarms
+            try:
+                done.append(store.operator_action(session, alarm_id, "ack", user.username, utcnow(), None, client))
+            except RefusedAction as exc:
+                refused.append({"id": alarm_id, "why": tr(request, str(exc))})
+        return store.alarm_views(session, done), refused
+
+    result = attempt(request, do)
+    assert not isinstance(result, RefusedAction)  # each refusal is caught above
+    views, refused = result
+    for view in views:
+        ctx.bus.publish_json(topics.alarm(ctx.site, view["id"]), view)
+    return {"alarms": views, "refused": refused}
+
+
 def _route(action: Action) -> None:
     async def endpoint(alarm_id: int, request: Request, body: ActionBody | None = None,
-                       user: LoggedIn = Depends(require(PERMISSION[action]))) -> dict[str, Any]:  # noqa: B008
+                       user: LoggedIn = Depends(require(ROUTE_PERMISSION[action]))) -> dict[str, Any]:  # noqa: B008
         return await act(request, alarm_id, action, user, body or ActionBody())
 
     endpoint.__name__ = f"alarm_{action}"
     endpoint.__doc__ = {"ack": "Acknowledge an alarm (guard and up).",
                         "note": "Add a note to an alarm's history (guard and up).",
-                        "reset": "Reset an acknowledged alarm once the cause is dealt with (supervisor and up).",
-                        "close": "Close a cleared, acknowledged alarm (supervisor and up). An acknowledged alarm "
+                        "reset": "Reset an acknowledged alarm once the cause is dealt with (supervisor and up; a "
+                                 "guard for the types in console.guards_finish, with a note).",
+                        "close": "Close a cleared, acknowledged alarm (supervisor and up; a guard for the types in "
+                                 "console.guards_finish, with a note). An acknowledged alarm "
                                  "whose input is still active closes only with a note (at least 6 characters), "
                                  "once its device is offline or has sent nothing about it for 10 minutes."}[action]
     router.post(f"/api/alarms/{{alarm_id}}/{action}")(endpoint)

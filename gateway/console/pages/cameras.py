@@ -3,14 +3,19 @@ and the snapshots themselves, for logged-in users only."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from sqlalchemy import select
 
+from drivers.camera.capture import LIVE_WINDOW_S, WATCHING
 from gateway.console.auth import LoggedIn
 from gateway.console.web import console, render, require, served_file, tr
 from gateway.records.models import Device, IngestedEvent
@@ -19,6 +24,9 @@ router = APIRouter()
 CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: "$" would let a trailing newline through
 SNAPSHOT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}-(\d{8})T\d{6}-\d{3}-\d+\Z")
 RECENT = 8
+LIVE_POLL_S = 0.1  # how often a live stream looks for a new frame (the worker writes at most its analysis rate)
+LIVE_MAX_S = 15 * 60  # a forgotten tab stops streaming; the page's image reloads to go on
+BOUNDARY = "campusgw-frame"
 
 
 def camera_rows(request: Request) -> list[dict[str, Any]]:
@@ -97,3 +105,44 @@ async def snapshot(camera: str, name: str, request: Request,
     if path is None:
         raise HTTPException(404, tr(request, "There is no such snapshot."))
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/cameras/{camera}/live.mjpg")
+async def live(camera: str, request: Request, user: LoggedIn = Depends(require("view"))) -> StreamingResponse:  # noqa: B008
+    """The camera's frames as the worker analyses them (its low-resolution substream, a few per second), as
+    MJPEG: an <img> plays it. Watching tells the worker to write every analysed frame, for LIVE_WINDOW_S after
+    the last touch; nobody watching costs nothing."""
+    root = console(request).snapshot_dir
+    if root is None or not CAMERA_ID.match(camera):
+        raise HTTPException(404, tr(request, "There is no such camera."))
+    folder = root / camera
+    with console(request).sessions() as session:
+        if session.scalar(select(Device.id).where(Device.id == camera, Device.kind == "camera")) is None:
+            raise HTTPException(404, tr(request, "There is no such camera."))
+
+    async def frames() -> AsyncIterator[bytes]:
+        started, touched, seen = time.monotonic(), 0.0, 0
+        while time.monotonic() - started < LIVE_MAX_S and not await request.is_disconnected():
+            now = time.monotonic()
+            if now - touched >= LIVE_WINDOW_S / 3:
+                _touch(folder / WATCHING)
+                touched = now
+            path = served_file(root, folder / "latest.jpg")
+            stamp = path.stat().st_mtime_ns if path is not None else 0
+            if path is not None and stamp != seen:
+                seen = stamp
+                data = path.read_bytes()
+                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                       .encode() + data + b"\r\n")
+            await asyncio.sleep(LIVE_POLL_S)
+
+    return StreamingResponse(frames(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()  # its time is what the worker reads
+    except OSError:
+        pass  # a read-only or full disk: the tile shows the periodic view instead

@@ -1,0 +1,276 @@
+"""The guard's alarm centre in Chromium (issue 19): an alarm cannot be missed on any page, sound does not silently
+go away, a re-press sounds again, the board acknowledges in bulk, the alarm's page shows its camera live and
+what the linkage did, a stopped gateway is loud, a guard can finish routine alarms, and the board works on a
+phone. Screenshots of the board in both languages at the gatehouse's and the wall monitor's sizes are kept in
+artefacts/screenshots (CAMPUSGW_ARTEFACTS to put them elsewhere)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from gateway.config import Config
+from gateway.config_file import validate_config
+from gateway.console import auth
+from gateway.records.models import Alarm, AuditEntry
+from simulators.camera import CameraSimulator
+from simulators.modbus_di import ModbusDISimulator
+from tests.integration.helpers import Running, logged_in
+from tests.support import wait_for
+
+pw = pytest.importorskip("playwright.sync_api")
+expect = pw.expect
+PASSWORD = "a long enough password"
+ROOT = Path(__file__).resolve().parents[2]
+ARTEFACTS = Path(os.environ.get("CAMPUSGW_ARTEFACTS", ROOT / "artefacts")) / "screenshots"
+OTHER_PAGES = ("visitors", "access", "cameras", "bollards", "patrols", "duty", "incidents", "reports", "devices")
+
+
+def site_config(tmp_path: Path, sim_port: int, camera_url: str | None = None) -> Config:
+    devices: list[dict[str, Any]] = [{
+        "id": "gate-box", "kind": "alarm_input", "driver": "modbus_di", "zone": "south-gate", "name": "南门报警模块",
+        "connection": {"host": "127.0.0.1", "port": sim_port, "unit": 1, "timeout_s": 0.3},
+        "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic", "place": "门卫室"},
+                   {"input": 2, "name": "gatehouse-door", "type": "door_contact", "place": "门卫室门"},
+                   {"input": 3, "name": "store-door", "type": "door_contact", "place": "器材室"},
+                   {"input": 4, "name": "box-tamper", "type": "tamper", "place": "模块箱"}]}]
+    linkage = []
+    if camera_url:
+        devices.append({"id": "gate-cam", "kind": "camera", "driver": "opencv", "zone": "south-gate",
+                        "name": "南门摄像机", "url": camera_url, "fps": 5})
+        linkage.append({"when": {"alarm_type": ["panic"]}, "cameras": ["gate-cam"]})
+    return validate_config({
+        "site": {"id": "school-1", "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0},
+        "database": {"url": f"sqlite:///{tmp_path / 'records.db'}"},
+        "console": {"language": "zh_CN"},
+        "zones": [{"id": "south-gate", "name": "南门"}],
+        "devices": devices,
+        "linkage": linkage,
+    })
+
+
+def add_users(gateway: Any) -> None:
+    with gateway.sessions.begin() as session:
+        auth.add_user(session, "guard1", "guard", PASSWORD)
+        auth.add_user(session, "super1", "supervisor", PASSWORD)
+
+
+@pytest.fixture
+def site(tmp_path: Path, sim: ModbusDISimulator) -> Iterator[Running]:
+    running = Running(site_config(tmp_path, sim.port))
+    add_users(running.gateway)
+    yield running
+    running.stop()
+
+
+def log_in(browser: Any, url: str, username: str, page: str = "alarms", viewport: tuple[int, int] = (1366, 768),
+           language: str | None = None) -> Any:
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    tab = context.new_page()
+    tab.goto(url + page)
+    tab.fill("#username", username)
+    tab.fill("#password", PASSWORD)
+    tab.click("#login")
+    expect(tab.locator("body")).to_have_attribute("data-stream", "up", timeout=5000)
+    if language:
+        tab.select_option("#lang", language)
+        expect(tab.locator("body")).to_have_attribute("data-stream", "up", timeout=5000)
+    return tab
+
+
+def open_alarms(running: Running) -> list[Alarm]:
+    with running.gateway.sessions() as session:
+        return list(session.scalars(select(Alarm).where(Alarm.state != "closed").order_by(Alarm.id)))
+
+
+def test_an_alarm_shows_on_every_page_within_2_s_and_a_repress_shows_it_again(
+        browser: Any, site: Running, sim: ModbusDISimulator) -> None:
+    url = site.gateway.console_url
+    guard = log_in(browser, url, "guard1", "visitors")
+    api = logged_in(url, "super1", PASSWORD)
+    bar = guard.locator("#alarm-bar")
+    for n, page in enumerate(OTHER_PAGES):
+        guard.goto(url + page)
+        expect(guard.locator("body")).to_have_attribute("data-stream", "up", timeout=5000)
+        expect(bar).to_be_hidden()
+        sim.press(1)  # the first press raises the panic; each later one presses the acknowledged alarm again
+        expect(bar).to_be_visible(timeout=2000)
+        expect(bar.locator(".what")).to_contain_text("一键报警")
+        expect(bar.locator(".where")).to_have_text("南门 · 门卫室")  # the zone's name, never its id
+        if n:
+            expect(bar.locator(".what")).to_contain_text(f"×{n + 1}")
+        sim.release(1)
+        alarm = wait_for(lambda: [a for a in open_alarms(site) if a.state == "active_unack"], 5, "the alarm")[0]
+        response = api.post(f"/api/alarms/{alarm.id}/ack", headers={"X-CSRF-Token": api.csrf}, json={})
+        assert response.status_code == 200, response.text
+        expect(bar).to_be_hidden(timeout=2000)
+    # Alt+A on any page goes to the alarm's page.
+    sim.press(1)
+    expect(bar).to_be_visible(timeout=2000)
+    guard.keyboard.press("Alt+a")
+    expect(guard).to_have_url(url + f"alarms/{alarm.id}")
+
+
+def test_sound_stays_on_in_kiosk_mode_and_a_repress_sounds_again(kiosk_browser: Any, site: Running,
+                                                                  sim: ModbusDISimulator) -> None:
+    """An alarm workstation's browser is started to allow sound (the page says so when it is not)."""
+    url = site.gateway.console_url
+    guard = log_in(kiosk_browser, url, "guard1")
+    guard.check("#kiosk")
+    expect(guard.locator("body")).to_have_attribute("data-sound", "on")
+    for _ in range(2):
+        guard.reload()
+        expect(guard.locator("body")).to_have_attribute("data-sound", "on", timeout=5000)
+        expect(guard.locator("body")).to_have_attribute("data-kiosk", "on")
+        expect(guard.locator("#sound-mute")).to_be_hidden()  # a kiosk cannot be muted here
+    guard.goto(url + "visitors")  # and on every other page
+    expect(guard.locator("body")).to_have_attribute("data-sound", "on", timeout=5000)
+
+    sim.press(1)
+    expect(guard.locator("body")).to_have_attribute("data-tone", "p1", timeout=2000)
+    sim.release(1)
+    guard.goto(url + "alarms")
+    guard.click("button.ack")
+    expect(guard.locator("body")).to_have_attribute("data-tone", "", timeout=2000)
+    tones = int(guard.locator("body").get_attribute("data-tones") or 0)
+    sim.press(1)  # pressed again after the acknowledgement: news, so it sounds again
+    expect(guard.locator("body")).to_have_attribute("data-tone", "p1", timeout=2000)
+    wait_for(lambda: int(guard.locator("body").get_attribute("data-tones") or 0) > tones, 3, "a new tone")
+    expect(guard.locator("#card .facts")).to_contain_text("2 次按下")
+
+
+def test_a_browser_that_holds_sound_back_says_so_and_how_to_allow_it(browser: Any, site: Running) -> None:
+    guard = log_in(browser, site.gateway.console_url, "guard1")
+    guard.click("#sound-off") if guard.locator("#sound-off").is_visible() else None
+    guard.evaluate("localStorage.setItem('campusgw.sound', 'on')")
+    guard.reload()
+    body = guard.locator("body")
+    expect(body).to_have_attribute("data-stream", "up", timeout=5000)
+    # Never silently off: either the browser let the wanted sound start, or the page tells how to allow it.
+    if body.get_attribute("data-sound") != "on":
+        expect(guard.locator("#sound-blocked")).to_be_visible()
+        expect(guard.locator("#sound-blocked")).to_contain_text("--autoplay-policy=no-user-gesture-required")
+        guard.mouse.click(5, 300)  # a click anywhere is the gesture it waits for
+        expect(body).to_have_attribute("data-sound", "on", timeout=3000)
+
+
+def test_bulk_acknowledge_acks_each_alarm_and_audits_each(browser: Any, site: Running,
+                                                          sim: ModbusDISimulator) -> None:
+    guard = log_in(browser, site.gateway.console_url, "guard1")
+    for point in (2, 3, 4):
+        sim.press(point)
+    expect(guard.locator("#alarms tr")).to_have_count(3, timeout=5000)
+    guard.select_option("#filter-zone", "south-gate")
+    expect(guard.locator("#bulk-ack")).to_have_text("确认显示的全部 3 条")
+    guard.once("dialog", lambda dialog: dialog.accept())
+    guard.click("#bulk-ack")
+    expect(guard.locator("#alarms tr[data-state='active_ack']")).to_have_count(3, timeout=3000)
+    with site.gateway.sessions() as session:
+        acks = session.scalars(select(AuditEntry).where(AuditEntry.action == "alarm.ack")).all()
+    assert sorted((a.actor, a.result) for a in acks) == [("guard1", "ok")] * 3, "audited per alarm"
+
+
+def test_keyboard_alone_acknowledges_the_worst_alarm(browser: Any, site: Running, sim: ModbusDISimulator) -> None:
+    guard = log_in(browser, site.gateway.console_url, "guard1")
+    sim.press(2)
+    sim.press(1)
+    expect(guard.locator("#card")).to_contain_text("一键报警", timeout=3000)  # the worst first, the panic
+    guard.keyboard.press("a")
+    expect(guard.locator("#alarms tr.p1")).to_have_attribute("data-state", "active_ack", timeout=3000)
+    expect(guard.locator("#card")).to_contain_text("门磁")  # now the door contact waits
+
+
+def test_a_guard_finishes_a_routine_alarm_with_a_note_but_not_a_panic(browser: Any, site: Running,
+                                                                      sim: ModbusDISimulator) -> None:
+    guard = log_in(browser, site.gateway.console_url, "guard1")
+    sim.press(2)  # the gatehouse door: routine (console.guards_finish by default)
+    sim.press(1)
+    expect(guard.locator("#alarms tr")).to_have_count(2, timeout=5000)
+    sim.release(2)
+    door = guard.locator("#alarms tr", has_text="门卫室门")
+    expect(door).to_have_attribute("data-state", "cleared_unack", timeout=3000)
+    door.locator("button.ack").click()
+    guard.once("dialog", lambda dialog: dialog.accept("门被风吹开了"))
+    door.locator("button.close").click()
+    expect(guard.locator("#alarms tr")).to_have_count(1, timeout=3000)
+    panic = guard.locator("#alarms tr.p1")
+    panic.locator("button.ack").click()
+    expect(panic.locator("button.reset")).to_have_count(0)  # a panic waits for a supervisor
+    api = logged_in(site.gateway.console_url, "guard1", PASSWORD)
+    alarm = next(a for a in open_alarms(site) if a.alarm_type == "panic")
+    refused = api.post(f"/api/alarms/{alarm.id}/reset", headers={"X-CSRF-Token": api.csrf}, json={"note": "tried it"})
+    assert refused.status_code == 403
+    with site.gateway.sessions() as session:
+        closed = session.scalars(select(Alarm).where(Alarm.alarm_type == "door_contact")).one()
+    assert (closed.state, closed.closed_by, closed.last_note) == ("closed", "guard1", "guard1: 门被风吹开了")
+
+
+def test_a_stopped_gateway_is_loud_within_5_s(browser: Any, site: Running, sim: ModbusDISimulator) -> None:
+    guard = log_in(browser, site.gateway.console_url, "guard1", "visitors")
+    site.stop()
+    expect(guard.locator("#gateway-down")).to_be_visible(timeout=5000)
+    expect(guard.locator("body")).to_have_attribute("data-stream", "down")
+    expect(guard.locator("#gateway-down")).to_contain_text("网关无响应")
+
+
+def test_the_alarm_page_shows_the_camera_live_the_linkage_and_the_steps(browser: Any, tmp_path: Path,
+                                                                        sim: ModbusDISimulator) -> None:
+    camera = CameraSimulator(fps=5)
+    camera.start()
+    running = Running(site_config(tmp_path, sim.port, camera.url))
+    add_users(running.gateway)
+    try:
+        wait_for(lambda: (running.gateway.config.gateway.data_dir / "snapshots" / "gate-cam" / "latest.jpg").exists(),
+                 30, "the camera's first view")
+        guard = log_in(browser, running.gateway.console_url, "guard1")
+        sim.press(1)
+        expect(guard.locator("#card")).to_contain_text("一键报警", timeout=3000)
+        guard.click("#card .card-detail")
+        expect(guard.locator("#card .what")).to_have_text("一键报警")
+        live = guard.locator(".camera[data-camera='gate-cam'] img.live")
+        wait_for(lambda: live.evaluate("img => img.naturalWidth") > 0, 10, "the live picture")
+        expect(guard.locator("#done")).to_contain_text("联动", timeout=10_000)  # what the linkage did
+        expect(guard.locator("#evidence .snapshot img")).to_be_visible(timeout=15_000)
+        guard.locator("#steps input").first.check()
+        expect(guard.locator("#steps li").first.locator(".by")).to_contain_text("guard1", timeout=3000)
+        expect(guard.locator("#history")).to_contain_text("完成步骤")
+    finally:
+        running.stop()
+        camera.stop()
+
+
+def test_the_board_on_a_phone_has_every_action_on_screen(browser: Any, site: Running, sim: ModbusDISimulator) -> None:
+    phone = log_in(browser, site.gateway.console_url, "guard1", viewport=(390, 844))
+    sim.press(1)
+    sim.press(2)
+    expect(phone.locator("#alarms tr")).to_have_count(2, timeout=5000)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390, "nothing off to the side"
+    for button in phone.locator("#card button, #alarms button").all():
+        box = button.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, button.text_content()
+    phone.locator("#card button.card-ack").click()
+    expect(phone.locator("#alarms tr.p1")).to_have_attribute("data-state", "active_ack", timeout=3000)
+
+
+def test_board_screenshots_in_both_languages_at_the_gatehouse_and_wall_sizes(
+        browser: Any, site: Running, sim: ModbusDISimulator) -> None:
+    for point in (1, 2, 4):
+        sim.press(point)
+    wait_for(lambda: len(open_alarms(site)) == 3, 5, "three alarms")
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    for language in ("zh_CN", "en"):
+        for width, height in ((1366, 768), (1920, 1080)):
+            page = log_in(browser, site.gateway.console_url, "guard1", viewport=(width, height), language=language)
+            expect(page.locator("#alarms tr")).to_have_count(3, timeout=5000)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            path = ARTEFACTS / f"board-{language}-{width}x{height}.png"
+            page.screenshot(path=str(path))
+            assert path.stat().st_size > 10_000
+            page.context.close()
