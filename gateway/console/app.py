@@ -59,7 +59,7 @@ log = logging.getLogger("campusgw.console")
 PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
 MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read whole
 IMPORT_BODY = 1024 * 1024  # a CSV import: a term of a large school's roster is ~0.2 MB
-IMPORT_PATHS = {"/duty/import"}
+UPLOAD_LIMITS = {"/duty/import": IMPORT_BODY, "/plan": 9 * 1024 * 1024}  # a plan image: up to 8 MiB and the form
 ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                ".webmanifest": "application/manifest+json", ".png": "image/png", ".svg": "image/svg+xml"}
 BODY_IDLE_S = 15.0  # a body that stops arriving this long is refused, so a trickle cannot hold a connection
@@ -114,7 +114,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request, limit = Request(scope), IMPORT_BODY if scope["path"] in IMPORT_PATHS else MAX_BODY
+        request, limit = Request(scope), UPLOAD_LIMITS.get(scope["path"], MAX_BODY)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await refusal(request, 413, too_large(request, limit))(scope, receive, send)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -555,3 +555,31 @@ class MaintenanceItem(Base):
     fixed_at: Mapped[datetime | None]
     fixed_by: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))  # open, fixed
+
+
+class SitePlan(Base):
+    """A plan of the site or of one floor (an image an admin uploaded), on which devices are placed."""
+
+    __tablename__ = "site_plans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    image: Mapped[bytes] = mapped_column(LargeBinary)  # kept in the database: in every backup with the records
+    media_type: Mapped[str] = mapped_column(String(32))  # image/png, image/jpeg
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[datetime]
+
+
+class PlanPosition(Base):
+    """Where a device is on a plan, as fractions of the image's width and height (any screen size)."""
+
+    __tablename__ = "plan_positions"
+
+    plan_id: Mapped[int] = mapped_column(ForeignKey("site_plans.id", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    placed_by: Mapped[str] = mapped_column(String(64))
+    placed_at: Mapped[datetime]

@@ -38,6 +38,8 @@ def used_messages() -> set[str]:
     for module in ("people", "visits", "watchlist"):
         text = (ROOT / "gateway" / "records" / f"{module}.py").read_text(encoding="utf-8")
         found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', text)}
+    plans_text = (ROOT / "gateway" / "records" / "plans.py").read_text(encoding="utf-8")
+    found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'PlanError\(\s*"((?:[^"]|"\s+")+)"', plans_text)}
     found |= set(visits.ID_TYPES) | set(visits.VISIT_STATES) | set(access.REASONS)
     found |= {"student", "staff", "visitor", "entry", "exit"}
     auth_text = (CONSOLE / "auth.py").read_text(encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 # (key, title msgid, module or None while the page does not exist yet); the order is the navigation's.
 PAGES: list[tuple[str, str, str | None]] = [
     ("alarms", "Alarms", "gateway.console.pages.alarms"),
+    ("plan", "Site plan", "gateway.console.pages.plan"),
     ("visitors", "Visitors", "gateway.console.pages.visitors"),
     ("access", "Access", "gateway.console.pages.access"),
     ("bollards", "Bollards", "gateway.console.pages.bollards"),
