@@ -1,8 +1,8 @@
 """A whole school day against a gateway in its own process: its CPU and memory apart from the simulators, the
 events it carried, and a button's press-to-console time at the day's peaks.
 
-    python -m bench.school_day [--speed 300] [--cameras 8] [--scenario school_day] [--broker embedded|mosquitto]
-                               [--press-every 0.5] [--idle-s 10]
+    python -m bench.school_day [--speed 60] [--until 09:30] [--cameras 8] [--scenario school_day]
+                               [--broker embedded|mosquitto] [--press-every 0.5] [--idle-s 10]
 
 The demo school (gateway.demo.school: two alarm boxes, two bollard PLCs, two OSDP readers on one RS-485 line,
 QR scanners, a patrol wand, --cameras MJPEG cameras) runs its simulators in this process; the gateway runs as
@@ -14,9 +14,11 @@ scenario (gateway/demo/scenarios) played on the site's clock while this script p
 contact every --press-every real seconds (+-50 %) and times the press to its alarm on the console's SSE stream
 and to its event on MQTT. Presses inside the scenario's crowds (arrival, dismissal) are the "peak" rows.
 
-At --speed 300 a site hour passes in 12 real seconds, so the day's events come 300 times as densely as at a
-real school; the cameras, polling and the presses run in real time. The exit status is 1 if a press never
-reached the console within 5 s.
+At --speed 60 a site hour passes in a real minute, so the day's events come 60 times as densely as at a real
+school; the cameras, polling and the presses run in real time. By default the morning is played, up to --until
+09:30 (arrival and the panic at 09:15: 2.5 real minutes); --until 19:05 plays the whole day. This process's own
+CPU (the simulators: eight MJPEG cameras drawing the yard, the Modbus and OSDP devices) is shown apart. The exit
+status is 1 if a press never reached the console within 5 s.
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ PRESS_BOX, PRESS_POINT = "north-gate-box", "door"
 LEAD_S = 40.0  # real seconds from now to the day's first step: start-up, every device online, the idle baseline
 
 
+class NoAliases(yaml.SafeDumper):
+    """Site files refuse YAML anchors (gateway.config_file): every repeated value written out."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 @dataclass
 class Sample:
     mono: float
@@ -78,6 +87,9 @@ class Tree:
     _stop: threading.Event = field(default_factory=threading.Event)
     _gone_cpu: float = 0.0  # CPU of children that have exited
     _last: dict[int, float] = field(default_factory=dict)
+    first: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (monotonic, CPU s) when first seen
+    pss: dict[int, float] = field(default_factory=dict)  # pid -> the largest PSS seen, MiB
+    names: dict[int, str] = field(default_factory=dict)
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="sampler", daemon=True).start()
@@ -98,16 +110,31 @@ class Tree:
         procs = [root, *root.children(recursive=True)]
         cpu: dict[int, float] = {}
         pss = 0.0
+        now = time.monotonic()
         for proc in procs:
             try:
                 times = proc.cpu_times()
                 cpu[proc.pid] = times.user + times.system
-                pss += proc.memory_full_info().pss / 2**20
+                mine = proc.memory_full_info().pss / 2**20
+                if proc.pid not in self.names:
+                    self.names[proc.pid] = _role(proc, root)
+                    self.first[proc.pid] = (now, cpu[proc.pid])
             except psutil.Error:
                 continue
+            pss += mine
+            self.pss[proc.pid] = max(mine, self.pss.get(proc.pid, 0.0))
         self._gone_cpu += sum(v for pid, v in self._last.items() if pid not in cpu)
         self._last = cpu
         return Sample(time.monotonic(), self._gone_cpu + sum(cpu.values()), pss, len(cpu))
+
+    def by_process(self) -> list[tuple[str, float, float]]:
+        """(role, % of one core since first seen, largest PSS MiB) per process, busiest first."""
+        now = time.monotonic()
+        rows = []
+        for pid, (seen, cpu0) in self.first.items():
+            if pid in self._last and now - seen > 1:
+                rows.append((self.names[pid], (self._last[pid] - cpu0) / (now - seen) * 100, self.pss[pid]))
+        return sorted(rows, key=lambda r: -r[1])
 
     def cpu_percent(self, start: float, end: float) -> float:
         inside = [s for s in self.samples if start <= s.mono <= end]
@@ -124,6 +151,17 @@ class Tree:
                 break
             worst = max(worst, (last.cpu_s - first.cpu_s) / (last.mono - first.mono) * 100)
         return worst
+
+
+def _role(proc: psutil.Process, root: psutil.Process) -> str:
+    if proc.pid == root.pid:
+        return "gateway (drivers, rules, console, broker)"
+    line = " ".join(proc.cmdline())
+    if "forkserver" in line:
+        return "camera worker forkserver"
+    if "resource_tracker" in line:
+        return "multiprocessing resource tracker"
+    return "camera worker"
 
 
 class EventCounter:
@@ -161,8 +199,9 @@ class Press:
     to_mqtt_ms: float | None
 
 
-def press_all_day(school: SimulatedSchool, sse: AlarmSseClient, events: EventCounter, peaks: list[tuple[float, float]],
-                  stop: threading.Event, every_s: float, rng: random.Random) -> list[Press]:
+def press_all_day(school: SimulatedSchool, sse: AlarmSseClient, events: EventCounter,
+                  peaks: list[tuple[float, float]], stop: threading.Event, every_s: float,
+                  rng: random.Random) -> list[Press]:
     """Press and release the north gate's door contact until `stop`; each press timed to the console and MQTT."""
     presses: list[Press] = []
     while not stop.wait(every_s * rng.uniform(0.5, 1.5)):
@@ -185,15 +224,16 @@ def press_all_day(school: SimulatedSchool, sse: AlarmSseClient, events: EventCou
     return presses
 
 
-def crowd_windows(plan: sc.Scenario, day: Any, tz: Any) -> list[tuple[float, float]]:
+def crowd_windows(plan: sc.Scenario, day: Any, tz: Any, until: str = "24:00") -> list[tuple[float, float]]:
     """The scenario's crowds (site time, Unix seconds): its arrival and dismissal peaks."""
     return [(sc.at_time(day, step.at, tz).timestamp(), sc.at_time(day, step.until, tz).timestamp())
-            for step in plan.steps if isinstance(step, sc.Crowd)]
+            for step in plan.steps if isinstance(step, sc.Crowd) and step.at <= until]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.school_day", description=__doc__.split("\n")[0])
-    parser.add_argument("--speed", type=float, default=300.0)
+    parser.add_argument("--speed", type=float, default=60.0)
+    parser.add_argument("--until", default="09:30", help="play the scenario up to this site time (HH:MM)")
     parser.add_argument("--cameras", type=int, default=8)
     parser.add_argument("--scenario", default="school_day")
     parser.add_argument("--broker", choices=["embedded", "mosquitto"], default="embedded")
@@ -206,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     tz = ZoneInfo(TIMEZONE)
     plan = sc.load(args.scenario)
     day = school_day(datetime.now(tz).date())
-    actions = sc.expand(plan, day, tz, args.speed)
-    start = sc.at_time(day, plan.start, tz)
+    start, until = sc.at_time(day, plan.start, tz), sc.at_time(day, args.until, tz)
+    actions = [a for a in sc.expand(plan, day, tz, args.speed) if a.at <= until]
     tmp = Path(tempfile.mkdtemp(prefix="cgw-bench-day-"))
     school = SimulatedSchool(tmp / "data", tz, camera_count=args.cameras)
     mosquitto = start_mosquitto(tmp) if args.broker == "mosquitto" else None
@@ -228,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         data["gateway"]["log_level"] = "warning"
         data["console"] = {"host": "127.0.0.1", "port": console_port}
         config = validate_config(data, "bench school")
-        (tmp / "site.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        (tmp / "site.yaml").write_text(yaml.dump(data, Dumper=NoAliases, allow_unicode=True), encoding="utf-8")
         clock: SiteClock = site_clock_for(start, args.speed, time.monotonic() + LEAD_S - 8.0)
         use_site_clock(clock)  # seeded on the site's clock, and the gateway inherits it (CAMPUSGW_SITE_CLOCK)
 
@@ -250,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
             with sessions() as session:
                 return session.scalar(select(func.count()).where(Device.online.is_(True))) == len(config.devices)
 
-        wait_until(all_online, 30, "every device online")
+        def offline() -> str:
+            with sessions() as session:
+                names = session.scalars(select(Device.id).where(Device.online.is_not(True))).all()
+            return f"timed out waiting for every device online; not yet: {', '.join(names)}; " \
+                   f"the gateway's log: {(tmp / 'gateway.log').read_text(errors='replace')[-2000:]}"
+
+        wait_until(all_online, 45, offline)
         sse = AlarmSseClient(url + "/api/alarms/stream", token)
         sse.snapshot.wait(10)
         counter = EventCounter(broker_port, None if mosquitto else login("reader", config.gateway.data_dir))
@@ -263,13 +309,14 @@ def main(argv: list[str] | None = None) -> int:
 
         presses: list[Press] = []
         presser = threading.Thread(target=lambda: presses.extend(press_all_day(
-            school, sse, counter, crowd_windows(plan, day, tz), stop_pressing, args.press_every,
+            school, sse, counter, crowd_windows(plan, day, tz, args.until), stop_pressing, args.press_every,
             random.Random(args.seed))), name="presser", daemon=True)
         said: list[str] = []
-        day_start = time.monotonic()
+        day_start, own_cpu = time.monotonic(), time.process_time()
         presser.start()
         done = sc.play(actions, clock, school, stop_playing, said.append)
         day_end = time.monotonic()
+        simulators_cpu = (time.process_time() - own_cpu) / (day_end - day_start) * 100
         stop_pressing.set()
         presser.join(15)
         time.sleep(2)  # the last events through
@@ -279,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             access = session.scalar(select(func.count()).select_from(AccessEvent))
             alarms = session.scalar(select(func.count()).select_from(Alarm))
         report(args, tree, (max(online_at, idle_end - args.idle_s), idle_end), (day_start, day_end),
-               crowd_windows(plan, day, tz), clock, tz, presses, counter.counts, done, len(actions), access, alarms)
+               crowd_windows(plan, day, tz, args.until), clock, tz, simulators_cpu, presses, counter.counts, done,
+               len(actions), access, alarms)
         engine.dispose()
         return 0 if all(p.to_console_ms is not None for p in presses) else 1
     finally:
@@ -305,13 +353,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args: argparse.Namespace, tree: Tree, idle: tuple[float, float], whole: tuple[float, float],
-           peaks: list[tuple[float, float]], clock: SiteClock, tz: Any, presses: list[Press],
+           peaks: list[tuple[float, float]], clock: SiteClock, tz: Any, simulators_cpu: float,
+           presses: list[Press],
            counts: Counter[str], done: int, planned: int, access: int | None, alarms: int | None) -> None:
     real_peaks = [(clock.mono(a), clock.mono(b)) for a, b in peaks]
     peak_cpu = [tree.cpu_percent(a, b) for a, b in real_peaks]
     day_samples = [s for s in tree.samples if whole[0] <= s.mono <= whole[1]]
-    print(f"school day '{args.scenario}' at {args.speed:g}x: {whole[1] - whole[0]:.0f} s real, {done}/{planned} "
-          f"steps; {args.cameras} cameras, broker {args.broker}, SQLite; gateway in its own process "
+    print(f"school day '{args.scenario}' to {args.until} at {args.speed:g}x: {whole[1] - whole[0]:.0f} s real, "
+          f"{done}/{planned} steps; {args.cameras} cameras, broker {args.broker}, SQLite; gateway in its own process "
           f"({max((s.processes for s in day_samples), default=0)} processes with its camera workers)")
     print(f"{'gateway CPU, % of one core':40}{'mean':>8}{'worst 5 s':>11}")
     print(f"{'  idle baseline (all online, nothing on)':40}{tree.cpu_percent(*idle):8.1f}{tree.worst_cpu(*idle):11.1f}")
@@ -320,9 +369,13 @@ def report(args: argparse.Namespace, tree: Tree, idle: tuple[float, float], whol
         begin, end = (datetime.fromtimestamp(clock.at(x), tz) for x in (a, b))
         label = f"  crowd {begin:%H:%M}-{end:%H:%M}"
         print(f"{label:40}{cpu:8.1f}{tree.worst_cpu(a, b):11.1f}")
+    print(f"{'  (the simulators, this process: apart)':40}{simulators_cpu:8.1f}")
     pss = [s.pss_mib for s in day_samples]
     if pss:
         print(f"gateway memory (PSS, MiB): start of day {pss[0]:.0f}, max {max(pss):.0f}, end {pss[-1]:.0f}")
+    print("by process (the whole run): % of one core, largest PSS MiB")
+    for role, cpu, mib in tree.by_process():
+        print(f"  {role:44}{cpu:6.1f} %{mib:8.0f} MiB")
     print(f"{'press -> console (SSE), ms':36}{'n':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'lost':>6}")
     for name, chosen in (("  at the crowds", [p for p in presses if p.peak]),
                          ("  the rest of the day", [p for p in presses if not p.peak]),

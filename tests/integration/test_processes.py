@@ -217,3 +217,37 @@ def test_the_whole_school_demo_tells_the_day_and_ctrl_c_leaves_nothing_behind(tm
     wait_for(lambda: not [pid for pid in children if running(pid)], 10, "the demo's child processes to end")
     assert set(Path("/tmp").glob("campusgw-demo-*")) == before, "the simulators' pty links are removed"
     assert (tmp_path / "demo" / ".campusgw-demo").exists()
+
+
+def test_a_camera_worker_of_campusgw_run_does_not_carry_the_whole_gateway(tmp_path: Path) -> None:
+    """multiprocessing re-imports the parent's __main__ in each worker; for `python -m gateway.cli` that was the
+    whole gateway (SQLAlchemy, FastAPI, the drivers), 35-45 MB more per camera on the gatehouse PC."""
+    import psutil
+    import yaml
+
+    from simulators.camera import CameraSimulator
+
+    camera = CameraSimulator(fps=5)
+    camera.start()
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({
+        "site": {"id": "s1", "name": "S"}, "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0}, "console": {"port": 0},
+        "devices": [{"id": "cam", "kind": "camera", "driver": "opencv", "url": camera.url}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(site)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        latest = tmp_path / "data" / "snapshots" / "cam" / "latest.jpg"
+        wait_for(latest.exists, 30, "the camera worker's first frame")
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)  # the fork server has one thread
+                   if p.num_threads() >= 2 and "forkserver" in " ".join(p.cmdline())]
+        assert workers, "a camera worker under the fork server"
+        for worker in workers:
+            maps = Path(f"/proc/{worker.pid}/maps").read_text()
+            assert "sqlalchemy" not in maps and "uvicorn" not in maps, "the gateway's modules in a camera worker"
+            assert worker.memory_full_info().pss < 40 * 2**20, f"{worker.memory_full_info().pss / 2**20:.0f} MiB"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        camera.stop()
+    assert proc.returncode in (0, -signal.SIGTERM), err
