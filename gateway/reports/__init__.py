@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.reports.figures import Kind, Report, collect
-from gateway.reports.render import RENDERERS
+from gateway.reports.render import RENDERERS, file_name
 
 STEPS = ("alarms", "patrols", "visitors", "access", "incidents", "hazards", "devices", "five_nos", "duty")
 
@@ -18,16 +18,16 @@ STEPS = ("alarms", "patrols", "visitors", "access", "incidents", "hazards", "dev
 def generate(sessions: sessionmaker[Session], kind: Kind, start: datetime, end: datetime, site: str,
              formats: list[str], language: str, out_dir: Path,
              progress: Callable[[str], None] = lambda step: None) -> list[Path]:
-    """Collect once, write each format; returns the files written (named by kind, period and language)."""
+    """Collect once, write each format; returns the files written (named by site, report and period, in the
+    report's language: gateway.reports.render.file_name)."""
     with sessions() as session:
         report: Report = collect(session, kind, start, end, start.tzinfo or end.tzinfo, site,  # type: ignore[arg-type]
                                  progress)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{kind}-{start.date().isoformat()}" + ("" if kind == "daily" else f"-{end.date().isoformat()}")
     written = []
     for fmt in formats:
         progress(fmt)
-        path = out_dir / f"{stem}-{language}.{fmt}"
+        path = out_dir / file_name(report, language, fmt)
         path.write_bytes(RENDERERS[fmt](report, language))
         written.append(path)
     return written

@@ -61,6 +61,10 @@ class Report:
     tz: tzinfo
     summary: list[tuple[str, Any]] = field(default_factory=list)  # (message id, value)
     tables: list[Table] = field(default_factory=list)
+    previous: dict[str, Any] = field(default_factory=dict)  # the summary of the period before, by message id
+
+    def value(self, key: str) -> Any:
+        return dict(self.summary).get(key)
 
 
 def _seconds(a: datetime | None, b: datetime | None) -> float | None:
@@ -78,9 +82,19 @@ def _p90(values: list[float]) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 1)
 
 
+def previous_period(kind: Kind, start: datetime, end: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The period a report is compared with: the day or the month before, or as many days before a term."""
+    if kind == "monthly":
+        return period("monthly", start - timedelta(days=1), tz)
+    return start - (end - start), start
+
+
 def collect(session: Session, kind: Kind, start: datetime, end: datetime, tz: tzinfo, site: str,
-            progress: Callable[[str], None] = lambda step: None) -> Report:
+            progress: Callable[[str], None] = lambda step: None, compare: bool = True) -> Report:
     report = Report(kind, site, start, end, tz)
+    if compare:  # the same figures for the period before, for the summary's "compared with"
+        before = collect(session, kind, *previous_period(kind, start, end, tz), tz, site, compare=False)
+        report.previous = dict(before.summary)
     for name, step in (("alarms", _alarms), ("patrols", _patrols), ("visitors", _visitors), ("access", _access),
                        ("incidents", _incidents), ("hazards", _hazards), ("devices", _uptime),
                        ("five_nos", _five_nos)):

@@ -5,16 +5,35 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import math
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 from gateway.i18n import gettext
 from gateway.reports.figures import Report, Table
 
-CJK_FONT = "STSong-Light"  # one of the Adobe CID fonts every PDF reader has: no font file to ship or embed
+# The font embedded in the PDF (its used glyphs only): a TrueType font with Chinese and Latin from Debian
+# (fonts-wqy-microhei; CAMPUSGW_REPORT_FONT names another .ttf/.ttc). Without one, Adobe's CID font STSong-Light
+# is named instead: every reader has it, but it is not in the file, draws "·" as a box and spaces Latin
+# letters apart ("A larms").
+FONT_FILES = ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+              "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf")
+EMBEDDED_FONT = "CampusReport"
+CID_FONT = "STSong-Light"
 KIND_TITLES = {"daily": "Daily duty log", "monthly": "Monthly safety report", "term": "Term safety report"}
+# The summary in words, from the summary's figures (each {name} a figure; "-" where there is none).
+SUMMARY_TEXT = ("In this period: {alarms} alarms ({alarms_before} in the period before), acknowledged in {ack} s "
+                "at the median; {incidents} incidents; patrol rounds complete: {patrols} %, {missed} checkpoints "
+                "missed; {visitors} visitors registered; {hazards} hazards still open at the end.")
+SUMMARY_KEYS = {"alarms": "Alarms", "ack": "Median time to acknowledge (s)", "incidents": "Incidents",
+                "patrols": "Patrol rounds complete (%)", "missed": "Checkpoints missed",
+                "visitors": "Visitors registered", "hazards": "Hazards open at the end"}
+SIGN_OFF = ("Prepared by", "Reviewed by", "Date", "School seal")
 # A cell a spreadsheet would read as a formula (OWASP CSV injection): a name or place typed as
 # =HYPERLINK(...) or =cmd|' /C calc'!A0 must stay text. A plain number (-3, 12.5, -1e+06) stays a number,
 # and "-" (nothing) stays as it is.
@@ -22,8 +41,76 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 HARMLESS = re.compile(r"(-?\d+(\.\d+)?(e[+-]?\d+)?|-)\Z")
 
 
+log = logging.getLogger("campusgw.reports")
+
+
 def _tr(language: str) -> Callable[[str], str]:
     return lambda message: gettext(language, message)
+
+
+def summary_text(report: Report, language: str) -> str:
+    """The summary as a sentence a head teacher reads before the tables."""
+    values = {name: _cell(report.value(key)) for name, key in SUMMARY_KEYS.items()}
+    values["alarms_before"] = _cell(report.previous.get("Alarms"))
+    return gettext(language, SUMMARY_TEXT).format(**values)
+
+
+def change(now: Any, before: Any) -> str:
+    """How a figure moved since the period before: +3, -2, 0, or "-" where either is missing."""
+    if not isinstance(now, int | float) or not isinstance(before, int | float):
+        return "-"
+    delta = now - before
+    return f"{delta:+g}" if delta else "0"
+
+
+def summary_rows(report: Report, tr: Callable[[str], str]) -> list[list[str]]:
+    """The summary with the period before beside it, and the change."""
+    return [[tr(key), _cell(value), _cell(report.previous.get(key)), change(value, report.previous.get(key))]
+            for key, value in report.summary]
+
+
+SUMMARY_COLUMNS = ("Figure", "This period", "Period before", "Change")
+
+
+def file_name(report: Report, language: str, fmt: str) -> str:
+    """Site, report and period, readable: 示范中学-月度安全报告-2026-12.pdf, Demo-Daily-duty-log-2026-12-07.csv."""
+    first = report.start.astimezone(report.tz).date()
+    last = (report.end.astimezone(report.tz) - _day()).date()
+    span = {"daily": first.isoformat(), "monthly": first.strftime("%Y-%m")}.get(
+        report.kind, f"{first.isoformat()}_{last.isoformat()}")
+    title = gettext(language, KIND_TITLES[report.kind])
+    name = "-".join(re.sub(r"[\\/:*?\"<>|\s]+", "-", part).strip("-") for part in (report.site, title, span))
+    return f"{name}.{fmt}"
+
+
+def _day() -> Any:
+    from datetime import timedelta
+
+    return timedelta(days=1)
+
+
+def report_font() -> tuple[str, bool]:
+    """The PDF font's registered name, and whether it is embedded."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    registered = pdfmetrics.getRegisteredFontNames()
+    if EMBEDDED_FONT in registered:
+        return EMBEDDED_FONT, True
+    chosen = os.environ.get("CAMPUSGW_REPORT_FONT")
+    for path in ([chosen] if chosen else []) + list(FONT_FILES):
+        if Path(path).is_file():
+            try:
+                pdfmetrics.registerFont(TTFont(EMBEDDED_FONT, path, subfontIndex=0))
+                return EMBEDDED_FONT, True
+            except Exception as exc:  # a font reportlab cannot read (CFF outlines): try the next
+                log.warning("cannot use %s for reports: %s", path, exc)
+    if CID_FONT not in registered:
+        log.warning("no TrueType font with Chinese found (apt-get install fonts-wqy-microhei): reports name "
+                    "%s instead of embedding a font", CID_FONT)
+        pdfmetrics.registerFont(UnicodeCIDFont(CID_FONT))
+    return CID_FONT, False
 
 
 def _cell(value: Any) -> str:
@@ -72,14 +159,19 @@ def to_csv(report: Report, language: str) -> bytes:
     row([title, span])
     row([])
     row([tr("Summary")])
-    for key, value in report.summary:
-        row([tr(key), _cell(value)])
+    row([summary_text(report, language)])
+    row([tr(c) for c in SUMMARY_COLUMNS])
+    for cells in summary_rows(report, tr):
+        row(cells)
     for table in report.tables:
         row([])
         row([tr(table.title)])
         row([tr(c) for c in table.columns])
         for cells in _rows(table, tr):
             row(cells)
+    row([])
+    for label in SIGN_OFF:
+        row([tr(label), ""])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
@@ -95,8 +187,13 @@ def to_xlsx(report: Report, language: str) -> bytes:
     title, span = heading(report, language)
     sheet.append([inert(title)])
     sheet.append([inert(span)])
-    for key, value in report.summary:
-        sheet.append([inert(tr(key)), inert(value)])
+    sheet.append([inert(summary_text(report, language))])
+    sheet.append([inert(tr(c)) for c in SUMMARY_COLUMNS])
+    for cells in summary_rows(report, tr):
+        sheet.append([inert(_number(c)) for c in cells])
+    sheet.append([])
+    for label in SIGN_OFF:
+        sheet.append([inert(tr(label)), ""])
     sheet.column_dimensions["A"].width = 36
     for table in report.tables:
         ws = book.create_sheet(tr(table.title)[:31])
@@ -130,27 +227,25 @@ def to_pdf(report: Report, language: str) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
     from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
     from reportlab.platypus import Table as PdfTable
 
-    if CJK_FONT not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
+    font, _ = report_font()
     tr = _tr(language)
 
     def para(text: str, style: ParagraphStyle) -> Paragraph:  # a Paragraph reads markup: <img src=...> opens a file
         return Paragraph(escape(text), style)
 
     title, span = heading(report, language)
-    h1 = ParagraphStyle("h1", fontName=CJK_FONT, fontSize=16, leading=20, spaceAfter=4)
-    h2 = ParagraphStyle("h2", fontName=CJK_FONT, fontSize=12, leading=16, spaceBefore=10, spaceAfter=4)
-    body = ParagraphStyle("body", fontName=CJK_FONT, fontSize=9, leading=12)
-    grid = [("FONT", (0, 0), (-1, -1), CJK_FONT, 8), ("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
+    h1 = ParagraphStyle("h1", fontName=font, fontSize=16, leading=20, spaceAfter=4)
+    h2 = ParagraphStyle("h2", fontName=font, fontSize=12, leading=16, spaceBefore=10, spaceAfter=4)
+    body = ParagraphStyle("body", fontName=font, fontSize=9, leading=12)
+    grid = [("FONT", (0, 0), (-1, -1), font, 8), ("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")), ("VALIGN", (0, 0), (-1, -1), "TOP")]
-    story: list[Any] = [para(title, h1), para(span, body), Spacer(1, 4 * mm), para(tr("Summary"), h2)]
-    story.append(PdfTable([[tr(k), _cell(v)] for k, v in report.summary], colWidths=[90 * mm, 40 * mm],
-                          style=grid[:2] + grid[3:], hAlign="LEFT"))
+    story: list[Any] = [para(title, h1), para(span, body), Spacer(1, 4 * mm), para(tr("Summary"), h2),
+                        para(summary_text(report, language), body), Spacer(1, 2 * mm)]
+    story.append(PdfTable([[tr(c) for c in SUMMARY_COLUMNS], *summary_rows(report, tr)],
+                          colWidths=[80 * mm, 30 * mm, 30 * mm, 20 * mm], style=grid, hAlign="LEFT"))
     for table in report.tables:
         story.append(para(tr(table.title), h2))
         rows = _rows(table, tr)
@@ -162,22 +257,34 @@ def to_pdf(report: Report, language: str) -> bytes:
             chart.x, chart.y, chart.width, chart.height = 45 * mm, 15, 110 * mm, height - 25
             chart.data = [values]
             chart.categoryAxis.categoryNames = [r[0][:24] for r in rows]
-            chart.categoryAxis.labels.fontName = CJK_FONT
-            chart.valueAxis.labels.fontName = CJK_FONT
+            chart.categoryAxis.labels.fontName = font
+            chart.valueAxis.labels.fontName = font
             chart.valueAxis.valueMin = 0
+            if all(v == int(v) for v in values):  # counts: whole-number ticks, never 0.5
+                step = max(1, math.ceil(max(values, default=1) / 5))
+                chart.valueAxis.valueStep = step
+                chart.valueAxis.valueMax = step * max(1, math.ceil(max(values, default=1) / step))
+                chart.valueAxis.labelTextFormat = "%d"
             chart.bars[0].fillColor = colors.HexColor("#3b6ea5")
             drawing.add(chart)
-            drawing.add(String(0, height - 8, f"{tr(table.title)} ({tr(table.columns[1])})", fontName=CJK_FONT,
+            drawing.add(String(0, height - 8, f"{tr(table.title)} ({tr(table.columns[1])})", fontName=font,
                                fontSize=8))
             story.append(drawing)
         if rows:
             story.append(PdfTable([[tr(c) for c in table.columns], *rows], repeatRows=1, style=grid, hAlign="LEFT"))
         else:
             story.append(para(tr("None in this period."), body))
+    # Signed on paper: who prepared it, who reviewed it, when, and the school's seal (填报人 / 审核人 / 盖章).
+    sign = [[tr(SIGN_OFF[0]) + ":", "", tr(SIGN_OFF[2]) + ":", ""],
+            [tr(SIGN_OFF[1]) + ":", "", tr(SIGN_OFF[2]) + ":", ""], [tr(SIGN_OFF[3]) + ":", "", "", ""]]
+    lines = [("FONT", (0, 0), (-1, -1), font, 10), ("VALIGN", (0, 0), (-1, -1), "BOTTOM"),
+             ("LINEBELOW", (1, 0), (1, -1), 0.5, colors.black), ("LINEBELOW", (3, 0), (3, 1), 0.5, colors.black)]
+    story += [Spacer(1, 10 * mm), PdfTable(sign, colWidths=[30 * mm, 55 * mm, 20 * mm, 45 * mm], rowHeights=12 * mm,
+                                           style=lines, hAlign="LEFT")]
     out = io.BytesIO()
 
     def footer(canvas: Any, doc: Any) -> None:
-        canvas.setFont(CJK_FONT, 7)
+        canvas.setFont(font, 7)
         canvas.drawString(15 * mm, 10 * mm, f"{title} · {span} · {doc.page}")
 
     SimpleDocTemplate(out, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,

@@ -84,13 +84,13 @@ def test_a_day_before_the_records_is_empty_and_says_so(school: tuple[sessionmake
 def test_every_word_of_a_report_is_in_the_catalogue(school: tuple[sessionmaker[Session], Totals],
                                                     language: str) -> None:
     from gateway import i18n
-    from gateway.reports.render import KIND_TITLES
+    from gateway.reports.render import KIND_TITLES, SIGN_OFF, SUMMARY_COLUMNS, SUMMARY_TEXT
 
     sessions, _ = school
     start = datetime.combine(FIRST, datetime.min.time(), TZ)
     with sessions() as session:
         reports = [term(sessions), collect(session, "daily", start, start + timedelta(days=1), TZ, "s")]
-    used = {"Summary", "None in this period.", *KIND_TITLES.values()}
+    used = {"Summary", "None in this period.", *KIND_TITLES.values(), SUMMARY_TEXT, *SUMMARY_COLUMNS, *SIGN_OFF}
     for report in reports:
         used |= {key for key, _ in report.summary}
         for t in report.tables:
@@ -125,6 +125,39 @@ def test_the_pdf_opens_with_its_charts_and_the_workbook_and_csv_read_back(
     assert rows[0][0].endswith("学期安全报告") and any(r and r[0] == "报警" for r in rows)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_report_worth_signing_embeds_its_font_says_what_it_found_and_compares(
+        school: tuple[sessionmaker[Session], Totals]) -> None:
+    """Issue 19: the PDF carries its font (no box for "·", no "A larms"), a summary in words, the period before
+    beside this one, whole-number ticks on count charts, and lines to sign (填报人 / 审核人)."""
+    from pypdf import PdfReader
+
+    sessions, totals = school
+    report = term(sessions)
+    data = to_pdf(report, "zh_CN")
+    pdf = PdfReader(io.BytesIO(data))
+    fonts = {}
+    for page in pdf.pages:
+        for font in page["/Resources"]["/Font"].values():
+            font = font.get_object()
+            descriptor = (font.get("/DescendantFonts") or [font])[0].get_object().get("/FontDescriptor")
+            fonts[str(font["/BaseFont"])] = descriptor is not None and any(
+                key in descriptor.get_object() for key in ("/FontFile", "/FontFile2", "/FontFile3"))
+    # The standard 14 (Helvetica, Times-Roman: reportlab names them on every page) are in every reader and hold
+    # no Chinese; every other font must be in the file.
+    standard = {"/Helvetica", "/Times-Roman"}
+    assert any("WenQuanYi" in name for name in fonts), fonts
+    assert all(embedded for name, embedded in fonts.items() if name not in standard), f"not embedded: {fonts}"
+    assert not any("STSong" in name for name in fonts)
+    text = "\n".join(page.extract_text() for page in pdf.pages)
+    assert "本期" in text and "上期" in text, "this period beside the one before"
+    assert "填报人" in text and "审核人" in text, "lines to sign"
+    assert f"{sum(totals.alarms.values())} 次报警" in text.replace("\n", ""), "the summary in words"
+    assert " 0.5" not in text and "0.5 " not in text, "count charts tick in whole numbers"
+    english = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(to_pdf(report, "en"))).pages)
+    assert "Alarms by kind" in english and "A larms" not in english
+
+
 def test_campusgw_report_writes_the_files_with_a_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                               ) -> None:
     from gateway.cli import main
@@ -140,8 +173,8 @@ def test_campusgw_report_writes_the_files_with_a_progress_bar(tmp_path: Path, ca
     assert main(["report", "monthly", "--date", "2026-09-15", "-c", str(site), "-o", str(tmp_path / "out")]) == 0
     out, err = capsys.readouterr()
     files = sorted(Path(line).name for line in out.split())
-    assert files == ["monthly-2026-09-01-2026-10-01-zh_CN.csv", "monthly-2026-09-01-2026-10-01-zh_CN.pdf",
-                     "monthly-2026-09-01-2026-10-01-zh_CN.xlsx"]
+    assert files == ["实验学校-月度安全报告-2026-09.csv", "实验学校-月度安全报告-2026-09.pdf",  # readable names
+                     "实验学校-月度安全报告-2026-09.xlsx"]
     assert "[##############################] 11/11" in err
     assert main(["report", "term", "-c", str(site)]) == 2, "a term report needs its last day"
 

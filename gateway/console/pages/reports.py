@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
@@ -14,7 +15,7 @@ from gateway.console.web import console, language_of, render, require, tr
 from gateway.records import store
 from gateway.records.models import utcnow
 from gateway.reports.figures import Kind, collect, period
-from gateway.reports.render import RENDERERS
+from gateway.reports.render import RENDERERS, file_name
 
 router = APIRouter()
 MEDIA = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
@@ -45,15 +46,17 @@ async def download(request: Request, kind: str, day: str, to: str | None = None,
     language = language_of(request)
     report_kind: Kind = kind  # type: ignore[assignment]
 
-    def build() -> bytes:
+    def build() -> tuple[bytes, str]:
         with ctx.sessions() as session:
             report = collect(session, report_kind, start, end, ctx.tz, ctx.site_name)
-        return RENDERERS[fmt](report, language)
+        return RENDERERS[fmt](report, language), file_name(report, language, fmt)
 
-    body = await asyncio.to_thread(build)  # a term's figures take a second or two: not on the event loop
+    body, name = await asyncio.to_thread(build)  # a term's figures take a second or two: not on the event loop
     with ctx.sessions.begin() as session:
         store.audit(session, user.username, "report.download", f"report:{kind}", "ok",
                     {"from": start.date().isoformat(), "to": end.date().isoformat(), "format": fmt}, utcnow())
-    name = f"{kind}-{start.date().isoformat()}-{language}.{fmt}"
-    return Response(body, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"',
-                                                          "Cache-Control": "private, no-store"})
+    # RFC 6266: the readable (Chinese) name for browsers, a plain one for the rest.
+    plain = f"{kind}-{start.date().isoformat()}-{language}.{fmt}"
+    return Response(body, media_type=MEDIA[fmt], headers={
+        "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}",
+        "Cache-Control": "private, no-store"})
