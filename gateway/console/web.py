@@ -167,6 +167,21 @@ def layer_config(request: Request, language: str) -> dict[str, Any]:
             "ping_s": PING_S, "speech": ctx.speech, "board": request.url.path == "/alarms"}
 
 
+TRANSLATED_PARAMS = frozenset({"direction", "kind", "command", "state"})  # codes among a note's values
+
+
+def said(language: str, note: dict[str, Any]) -> str:
+    """A stored note ({"msg": msgid with {fields}, "params": {...}}) in `language`; codes among its values are
+    translated too. A note that does not fit its message is shown as it was written, never an error page."""
+    params = {k: i18n.gettext(language, str(v)) if k in TRANSLATED_PARAMS else v
+              for k, v in (note.get("params") or {}).items()}
+    message = i18n.gettext(language, str(note.get("msg", "")))
+    try:
+        return message.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return str(note.get("msg", ""))
+
+
 def asset_url(name: str) -> str:
     """An asset's address with its content's hash, so a browser never runs yesterday's script."""
     return f"/assets/{name}?v={asset_hash(name)}"
@@ -183,10 +198,11 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
     user: auth.LoggedIn | None = getattr(request.state, "user", None)
     if user is not None:
         values.setdefault("layer", layer_config(request, language))
-    html = TEMPLATES.get_template(template).render(asset=asset_url,
+    html = TEMPLATES.get_template(template).render(asset=asset_url, said=lambda note: said(language, note),
         _=lambda message: i18n.gettext(language, message), lang=language, languages=i18n.LANGUAGES,
         user=user, can=lambda permission: bool(user and auth.allowed(user.role, permission)),
         site_name=ctx.site_name, tz=str(ctx.tz), local=ctx.local_time, nav=ctx.nav, path=request.url.path,
+        zones=ctx.zones,
         **values)
     return HTMLResponse(html, status_code=status, headers={
         "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "

@@ -325,6 +325,8 @@ class AccessEvent(Base):
     reason: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)
     passback: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The detail for the console in any language: {"msg": an English msgid with {fields}, "params": {...}}
+    note: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("access_events_at", "at"), Index("access_events_person", "person_id", "at"),
                       Index("access_events_reader", "reader", "at"))

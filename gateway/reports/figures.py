@@ -176,7 +176,7 @@ def _incidents(session: Session, report: Report) -> None:
     for category, items in sorted(by_category.items()):
         minutes = [s / 60 for r in items if (s := _seconds(r.confirmed_at, r.reported_at)) is not None]
         on_time = sum(1 for r in items if r.reported_at is not None and r.reported_at <= r.report_due_at)
-        table.append([category, len(items), sum(1 for r in items if r.severity in SERIOUS), on_time,
+        table.append([f"category_{category}", len(items), sum(1 for r in items if r.severity in SERIOUS), on_time,
                       len(items) - on_time, _median(minutes)])
     report.summary.append(("Incidents", len(rows)))
     report.tables.append(Table("incidents", "Incidents and their reporting", [

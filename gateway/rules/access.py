@@ -76,9 +76,13 @@ class CampusHours:
 class Decision:
     granted: bool
     reason: str  # one of REASONS
-    detail: str  # an English sentence a guard reads
+    detail: str  # an English sentence for the log and exports
     passback_violation: bool = False  # soft anti-passback: granted but logged
     alarm: str | None = None  # "watchlist" when a watch-listed person presents anything
+    # What the console shows beside the person, in the guard's language: a msgid with {fields} and its values
+    # (times already local, a direction as its code, translated when shown).
+    note: str = ""
+    params: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 def who(person: Person) -> str:
@@ -93,6 +97,11 @@ def _what(credential: Credential) -> str:
 
 def _local(at: datetime, tz: tzinfo) -> str:
     return at.astimezone(tz).strftime("%H:%M on %Y-%m-%d")
+
+
+def _short(at: datetime, tz: tzinfo) -> str:
+    """A time for any language: 2026-09-01 16:20."""
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
 def _require_aware(name: str, value: datetime | None) -> None:
@@ -110,44 +119,54 @@ def decide(point: AccessPoint, credential: Credential | None, person: Person | N
     checked in the site's time zone `tz`, pass windows as instants (valid_from <= now < valid_until)."""
     _require_aware("now", now)
     if credential is None:
-        return Decision(False, "unknown_credential", "card or code not registered")
+        return Decision(False, "unknown_credential", "card or code not registered",
+                        note="card or code not registered")
     if person is None or person.id != credential.person_id:
-        return Decision(False, "unknown_credential", f"{_what(credential)} is not assigned to anyone")
+        return Decision(False, "unknown_credential", f"{_what(credential)} is not assigned to anyone",
+                        note="not assigned to anyone")
     for name in ("valid_from", "valid_until"):
         _require_aware(f"credential {credential.value!r} {name}", getattr(credential, name))
     _require_aware(f"person {person.id} exit_permit_until", person.exit_permit_until)
 
     alarm = "watchlist" if person.watchlisted else None
 
-    def deny(reason: str, detail: str) -> Decision:
-        return Decision(False, reason, detail, alarm=alarm)
+    def deny(reason: str, detail: str, note: str, **params: str) -> Decision:
+        return Decision(False, reason, detail, alarm=alarm, note=note, params=params)
 
     if credential.revoked:
-        return deny("revoked", f"{_what(credential)} of {who(person)} has been revoked")
+        return deny("revoked", f"{_what(credential)} of {who(person)} has been revoked", "the card has been revoked")
     if not person.active:
-        return deny("inactive", f"{who(person)} is no longer active")
+        return deny("inactive", f"{who(person)} is no longer active", "no longer active")
     if person.watchlisted:
-        return deny("watchlist", f"{who(person)} is on the watch list: do not admit, alert the leader on duty")
+        return deny("watchlist", f"{who(person)} is on the watch list: do not admit, alert the leader on duty",
+                    "on the watch list: do not admit, alert the leader on duty")
     if credential.valid_from is not None and now < credential.valid_from:
-        return deny("not_yet_valid", f"{_what(credential)} of {who(person)} is valid from "
-                                     f"{_local(credential.valid_from, tz)}")
+        at = _local(credential.valid_from, tz)
+        return deny("not_yet_valid", f"{_what(credential)} of {who(person)} is valid from {at}", "valid from {at}",
+                    at=_short(credential.valid_from, tz))
     if credential.valid_until is not None and now >= credential.valid_until:
-        return deny("expired", f"{_what(credential)} of {who(person)} expired at {_local(credential.valid_until, tz)}")
+        at = _local(credential.valid_until, tz)
+        return deny("expired", f"{_what(credential)} of {who(person)} expired at {at}", "expired at {at}",
+                    at=_short(credential.valid_until, tz))
     if person.kind == "visitor":
         if credential.valid_from is None or credential.valid_until is None:
             return deny("no_pass", f"{who(person)} has no visitor pass with a visit window: register the visit "
-                                   f"at the gatehouse")
+                                   f"at the gatehouse", "no visitor pass with a visit window: register the visit")
         if point.direction == "entry" and last_direction == "exit":
-            return deny("visit_closed", f"{who(person)} has already left: the visit is closed, register a new one")
+            return deny("visit_closed", f"{who(person)} has already left: the visit is closed, register a new one",
+                        "already left: the visit is closed, register a new one")
 
     violation = point.passback != "off" and last_direction == point.direction
     if violation and point.passback == "hard":
-        return deny("anti_passback", f"{who(person)}'s last passage was also an {point.direction} (anti-passback)")
+        return deny("anti_passback", f"{who(person)}'s last passage was also an {point.direction} (anti-passback)",
+                    "the last passage was also an {direction} (anti-passback)", direction=point.direction)
     note = f"; last passage was also an {point.direction} (logged)" if violation else ""
     verb = "enter" if point.direction == "entry" else "leave"
 
-    def grant(detail: str = "") -> Decision:
-        return Decision(True, "granted", f"{who(person)} may {verb}{detail}{note}", passback_violation=violation)
+    def grant(detail: str = "", said: str = "", **params: str) -> Decision:
+        # a soft anti-passback violation is its own mark in the log (passback_violation), not part of the note
+        return Decision(True, "granted", f"{who(person)} may {verb}{detail}{note}", passback_violation=violation,
+                        note=said, params=params)
 
     if person.kind != "student":
         return grant()  # staff always; visitors per their pass (checked above)
@@ -156,18 +175,25 @@ def decide(point: AccessPoint, credential: Credential | None, person: Person | N
     if day in hours.holidays:
         if point.direction == "entry" and not hours.students_on_holidays:
             return Decision(False, "holiday", f"{who(person)} may not enter on a holiday ({day})",
-                            passback_violation=violation)
+                            passback_violation=violation, note="may not enter on a holiday ({day})",
+                            params={"day": day})
         return grant()
     if not in_windows(hours.lessons, local):
         return grant()
     if point.direction == "entry":
-        return grant(" (late arrival during lessons)")
+        return grant(" (late arrival during lessons)", "late arrival during lessons")
     permit = person.exit_permit_until
     if permit is not None and permit >= now:
-        return grant(f" with an exit permission until {_local(permit, tz)}")
-    detail = (f"{who(person)} may not leave during lessons without an exit permission" if permit is None else
-              f"{who(person)} may not leave during lessons: the exit permission ended at {_local(permit, tz)}")
-    return Decision(False, "closed_campus", detail, passback_violation=violation)
+        return grant(f" with an exit permission until {_local(permit, tz)}", "with an exit permission until {at}",
+                     at=_short(permit, tz))
+    if permit is None:
+        return Decision(False, "closed_campus", f"{who(person)} may not leave during lessons without an exit "
+                        "permission", passback_violation=violation,
+                        note="may not leave during lessons without an exit permission")
+    return Decision(False, "closed_campus", f"{who(person)} may not leave during lessons: the exit permission ended "
+                    f"at {_local(permit, tz)}", passback_violation=violation,
+                    note="may not leave during lessons: the exit permission ended at {at}",
+                    params={"at": _short(permit, tz)})
 
 
 def count_failures(previous: int, decision: Decision, *, threshold: int = FAILURE_THRESHOLD) -> tuple[int, bool]:

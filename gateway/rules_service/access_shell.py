@@ -82,6 +82,7 @@ class Gate:
                              person_kind=person.kind if person else None,
                              visit_id=visit.id if visit else None, granted=decision.granted,
                              reason=decision.reason, detail=decision.detail,
+                             note={"msg": decision.note, "params": decision.params} if decision.note else None,
                              passback=decision.passback_violation)
         session.add(logged)
         if visit is not None and decision.granted:
@@ -179,5 +180,5 @@ def access_view(row: AccessEvent, tz: tzinfo) -> dict[str, Any]:
     return {"id": row.id, "at": row.at.astimezone(tz).isoformat(timespec="seconds"), "reader": row.reader,
             "direction": row.direction, "credential": row.credential, "person_id": row.person_id,
             "person": row.person_name, "kind": row.person_kind, "visit_id": row.visit_id, "granted": row.granted,
-            "reason": row.reason, "detail": row.detail, "passback": row.passback}
+            "reason": row.reason, "detail": row.detail, "note": row.note, "passback": row.passback}
 

@@ -7,6 +7,7 @@ SQLite, once on Mosquitto and PostgreSQL."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ TZ = ZoneInfo(TIMEZONE)
 KEY_ENV = "CAMPUSGW_TEST_DEMO_OSDP_KEY"
 DB_ENV = "CAMPUSGW_TEST_DEMO_DB"
 ROOT = Path(__file__).resolve().parents[2]
+CODE = re.compile(r"(?<![\w.@/-])[a-z]+(?:_[a-z]+)+(?![\w.@/(-])")  # alarm_input, active_unack; not key.paths
 SCREENSHOTS = ROOT / "docs" / "screenshots"  # refreshed when CAMPUSGW_UPDATE_SCREENSHOTS=1 (the README shows them)
 
 
@@ -254,6 +256,10 @@ def test_every_console_page_shows_the_day_in_a_browser(day: Day, browser: Any, t
         page.wait_for_load_state("networkidle")
         text = page.locator("main").inner_text() if page.locator("main").count() else page.inner_text("body")
         shown[key] = text
+        # Words, not codes (issue 19): no snake_case code or routing string in a table a guard reads.
+        cells = " | ".join(page.locator("main td").all_inner_texts())
+        codes = sorted(set(CODE.findall(cells)) | set(re.findall(r"linkage:alarm:\d+", cells)))
+        assert not codes, f"{key}: codes shown instead of words: {codes[:12]}"
         for empty in ("No cameras are configured", "No bollards are configured", "No rounds planned",
                       "No passages match", "not configured", "add duty.shifts"):
             assert empty not in text, f"{key}: {empty}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def used_messages() -> set[str]:
     for module in ("people", "visits", "watchlist"):
         text = (ROOT / "gateway" / "records" / f"{module}.py").read_text(encoding="utf-8")
         found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', text)}
+    found |= access_notes()
+    from drivers.registry import manifests
+    found |= {f"kind_{kind}" for m in manifests().values() for kind in m.kinds}  # the Devices page
     plans_text = (ROOT / "gateway" / "records" / "plans.py").read_text(encoding="utf-8")
     found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'PlanError\(\s*"((?:[^"]|"\s+")+)"', plans_text)}
     found |= set(visits.ID_TYPES) | set(visits.VISIT_STATES) | set(access.REASONS)
@@ -52,6 +56,21 @@ def used_messages() -> set[str]:
     found |= set(LAYER_WORDS.values())  # the alarm layer on every page (gateway.console.web)
     found |= {step for spec in ALARMS.values() for step in spec.procedure}  # the steps on an alarm's page
     return found
+
+
+def access_notes() -> set[str]:
+    """The notes of gateway.rules.access's decisions (shown in the access log in the guard's language): note=...,
+    deny()'s third argument and grant()'s second."""
+    tree = ast.parse((ROOT / "gateway" / "rules" / "access.py").read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", "")
+            found |= {k.value.value for k in node.keywords if k.arg == "note" and isinstance(k.value, ast.Constant)}
+            index = {"deny": 2, "grant": 1}.get(name)
+            if index is not None and len(node.args) > index and isinstance(node.args[index], ast.Constant):
+                found.add(node.args[index].value)
+    return {f for f in found if f}
 
 
 @pytest.mark.parametrize("language", sorted(i18n.LANGUAGES))
