@@ -274,3 +274,36 @@ def test_board_screenshots_in_both_languages_at_the_gatehouse_and_wall_sizes(
             page.screenshot(path=str(path))
             assert path.stat().st_size > 10_000
             page.context.close()
+
+
+def test_a_guard_on_patrol_sees_the_round_now_on_a_phone_and_can_add_the_console_to_the_home_screen(
+        browser: Any, tmp_path: Path, sim: ModbusDISimulator) -> None:
+    data = site_config(tmp_path, sim.port).model_dump(mode="json", by_alias=True, exclude_none=True)
+    checkpoints = [{"id": f"cp-{n}", "name": name, "tag": f"CP-{n}"} for n, name in
+                   enumerate(("教学楼东", "宿舍", "食堂"), 1)]
+    data["duty"] = {"shifts": [{"id": "day", "name": "白班", "from": "07:00", "to": "19:00"},
+                               {"id": "night", "name": "夜班", "from": "19:00", "to": "07:00"}]}
+    data["patrol"] = {"checkpoints": checkpoints,
+                      "routes": [{"id": "campus", "name": "校园巡逻", "checkpoints": [c["id"] for c in checkpoints],
+                                  "expected_min": 30, "tolerance_min": 15}],
+                      "plan": [{"route": "campus", "shift": "day", "rounds": 3},
+                               {"route": "campus", "shift": "night", "rounds": 3}]}
+    running = Running(validate_config(data))
+    add_users(running.gateway)
+    try:
+        phone = log_in(browser, running.gateway.console_url, "guard1", "patrols", viewport=(390, 844))
+        mine = phone.locator("#my-round")
+        expect(mine).to_be_visible(timeout=10_000)
+        expect(mine.locator(".next")).to_contain_text("教学楼东")  # the first checkpoint of the round
+        box = mine.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 844, "on the first screen, no scrolling"
+        expect(phone.locator("#all-rounds")).not_to_have_attribute("open", "")  # the whole day one tap away
+        for page in ("patrols", "visitors", "alarms", "access"):
+            phone.goto(running.gateway.console_url + page)
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390, f"{page}: nothing off to the side"
+        manifest = phone.locator("link[rel=manifest]").get_attribute("href")
+        assert manifest
+        answer = logged_in(running.gateway.console_url, "guard1", PASSWORD).get(manifest)
+        assert answer.status_code == 200 and answer.json()["start_url"] == "/alarms"
+    finally:
+        running.stop()

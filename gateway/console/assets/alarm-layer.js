@@ -37,7 +37,8 @@
   }
   const label = a => LABELS[a.alarm_type] || a.alarm_type;
   const zoneName = a => (a.zone && ZONES[a.zone]) || a.zone || "";
-  const latest = a => a.last_event_at || a.raised_at;
+  const latest = a => (typeof a.last_event_at === "string" && !Number.isNaN(Date.parse(a.last_event_at))
+    ? a.last_event_at : a.raised_at);  // valid() checked raised_at; an odd last_event_at must not break sorting
   // What needs a person now, worst first: unacknowledged before acknowledged, then priority, then the newest.
   function waiting() {
     return [...alarms.values()].filter(a => a.state.endsWith("_unack") && !a.test)

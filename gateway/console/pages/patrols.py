@@ -62,7 +62,22 @@ def board(request: Request, day: date) -> dict[str, Any]:
     key_areas = [{"checkpoint": k.checkpoint, "name": k.name, "rounds": k.rounds, "target": k.target, "met": k.met}
                  for k in key_area_counts(checkpoints, same_day, target)]
     return {"day": day.isoformat(), "today": day == today, "rounds": rounds, "key_areas": key_areas,
-            "refresh_s": REFRESH_S, "updated": ctx.local_time(utcnow(), "%H:%M:%S")}
+            "refresh_s": REFRESH_S, "updated": ctx.local_time(utcnow(), "%H:%M:%S"),
+            "now": round_now(rounds) if day == today else None}
+
+
+def round_now(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The round a guard on patrol needs now: the one being walked, else the next one due; with its next
+    checkpoint (the first not yet scanned, in the route's order) and how far it has got."""
+    walking = [r for r in rounds if r["state"] == "in_progress"]
+    waiting = [r for r in rounds if r["state"] == "pending"]
+    chosen = (walking or waiting or [None])[0]
+    if chosen is None:
+        return None
+    points = chosen["checkpoints"]
+    following = next((c for c in points if c["status"] in ("waiting", "skipped")), None)
+    return {**chosen, "next": following, "done": sum(1 for c in points if c["status"] == "visited"),
+            "total": len(points)}
 
 
 def round_view(ctx: Console, row: PatrolRound) -> dict[str, Any]:
