@@ -307,3 +307,34 @@ def test_a_guard_on_patrol_sees_the_round_now_on_a_phone_and_can_add_the_console
         assert answer.status_code == 200 and answer.json()["start_url"] == "/alarms"
     finally:
         running.stop()
+
+
+def test_eight_tabs_of_one_browser_share_one_stream_and_survive_the_leaders_close(
+        browser: Any, site: Running, sim: ModbusDISimulator) -> None:
+    """A browser keeps six connections to a host: a stream per tab left the seventh tab loading for ever. The
+    tabs share one stream (a leader relays it); when the leader's tab closes another takes over."""
+    url = site.gateway.console_url
+    first = log_in(browser, url, "guard1", "visitors")
+    tabs = [first] + [first.context.new_page() for _ in range(7)]
+    for n, tab in enumerate(tabs[1:]):
+        tab.goto(url + OTHER_PAGES[n % len(OTHER_PAGES)], timeout=10_000)  # the seventh and eighth load too
+    for tab in tabs:
+        expect(tab.locator("body")).to_have_attribute("data-stream", "up", timeout=10_000)
+    sim.press(1)
+    for tab in tabs:
+        expect(tab.locator("#alarm-bar")).to_be_visible(timeout=3000)
+    api = logged_in(url, "super1", PASSWORD)
+    alarm = open_alarms(site)[0]
+    api.post(f"/api/alarms/{alarm.id}/ack", headers={"X-CSRF-Token": api.csrf}, json={})
+    sim.release(1)
+    for tab in tabs:
+        expect(tab.locator("#alarm-bar")).to_be_hidden(timeout=3000)
+    leaders = [tab for tab in tabs if tab.locator("body").get_attribute("data-leader") == "1"]
+    assert len(leaders) == 1, "one stream for the browser"
+    leaders[0].close()
+    rest = [tab for tab in tabs if tab is not leaders[0]]
+    wait_for(lambda: sum(tab.locator("body").get_attribute("data-leader") == "1" for tab in rest) == 1, 6,
+             "another tab leading")
+    sim.press(1)
+    for tab in rest:
+        expect(tab.locator("#alarm-bar")).to_be_visible(timeout=6000)

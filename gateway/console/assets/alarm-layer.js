@@ -190,27 +190,84 @@
     if (serverNow) { const t = Date.parse(serverNow); if (!Number.isNaN(t)) clockOffset = t - Date.now(); }
     if (body.dataset.stream !== "up") setLink(true);
   }
-  function connect() {
-    stream = new EventSource("/api/alarms/stream");
-    stream.addEventListener("snapshot", e => {
-      const list = parsed(e.data);
+  // One stream per browser, not per tab: a browser keeps at most six connections to one host (HTTP/1.1), and a
+  // stream per tab would leave the seventh tab's pages loading for ever. The tabs elect a leader (a lease in
+  // localStorage, renewed every second); the leader holds the stream and relays it to the others on a
+  // BroadcastChannel; when it closes, another takes over within LEASE_MS.
+  const LEASE_KEY = "campusgw.stream-leader", LEASE_MS = 3000, ME = Math.random().toString(36).slice(2);
+  const channel = window.BroadcastChannel ? new BroadcastChannel("campusgw-alarms") : null;
+  let leading = false, claimedAt = 0;
+  function handle(type, data) {
+    if (type === "snapshot") {
+      const list = parsed(data);
       if (!Array.isArray(list)) return;
       alarms.clear(); for (const a of list) accept(a);
       heard(null); changed();
-    });
-    stream.addEventListener("clock", e => { const c = parsed(e.data); heard(c && c.now); });
-    stream.addEventListener("alarm", e => { heard(null); if (accept(parsed(e.data))) changed(); });
-    stream.addEventListener("police", e => {
+    } else if (type === "clock") {
+      const c = parsed(data); heard(c && c.now);
+    } else if (type === "alarm") {
+      heard(null); if (accept(parsed(data))) changed();
+    } else if (type === "police") {
       heard(null);
-      const paths = parsed(e.data);
+      const paths = parsed(data);
       if (Array.isArray(paths)) for (const fn of listeners) fn("police", paths.filter(p => p !== null && typeof p === "object"));
-    });
-    stream.onerror = () => { if (stream.readyState !== EventSource.OPEN) setLink(false); };
+    } else if (type === "down") {
+      setLink(false);
+    }
   }
-  // A gateway that hangs keeps the connection open and says nothing: the clock pings stop.
+  function relay(type, data) { if (channel && leading) channel.postMessage({type, data}); }
+  function openStream() {
+    if (stream) stream.close();
+    stream = new EventSource("/api/alarms/stream");
+    for (const type of ["snapshot", "clock", "alarm", "police"]) {
+      stream.addEventListener(type, e => { handle(type, e.data); relay(type, e.data); });
+    }
+    stream.onerror = () => { if (stream.readyState !== EventSource.OPEN) { setLink(false); relay("down", null); } };
+  }
+  function lease() { try { return JSON.parse(localStorage.getItem(LEASE_KEY) || "null"); } catch (e) { return null; } }
+  function elect() {
+    if (!channel) { if (!stream) openStream(); return; }  // no channel: this tab keeps its own stream
+    const held = lease();
+    if (leading && held && held.id !== ME && held.at > claimedAt) {  // two claimed at once: the later one leads
+      leading = false; if (stream) { stream.close(); stream = null; }
+      channel.postMessage({type: "hello"});
+      return;
+    }
+    if (leading || !held || held.id === ME || Date.now() - held.at > LEASE_MS) {
+      claimedAt = Date.now();
+      localStorage.setItem(LEASE_KEY, JSON.stringify({id: ME, at: claimedAt}));
+      if (!leading) { leading = true; openStream(); }
+    }
+    body.dataset.leader = leading ? "1" : "0";  // which tab holds the stream (the tests close it)
+  }
+  if (channel) {
+    channel.onmessage = m => {
+      const msg = m.data || {};
+      if (msg.type === "hello") {  // a tab just opened: the leader tells it what is open now
+        if (leading && body.dataset.stream === "up") {
+          channel.postMessage({type: "snapshot", data: JSON.stringify([...alarms.values()])});
+          channel.postMessage({type: "clock", data: JSON.stringify({now: new Date(now()).toISOString()})});
+        }
+      } else if (msg.type === "leader-gone") {
+        elect();
+      } else if (!leading) {
+        handle(msg.type, msg.data);
+      }
+    };
+    addEventListener("pagehide", () => {
+      if (!leading) return;
+      leading = false;
+      if (lease()?.id === ME) localStorage.removeItem(LEASE_KEY);
+      channel.postMessage({type: "leader-gone"});
+    });
+  }
+  // A gateway that hangs keeps the connection open and says nothing: the clock pings stop. A follower that hears
+  // nothing has lost its leader as well, or the leader the gateway: both show it, and the election goes on.
   setInterval(() => {
+    elect();
     if (body.dataset.stream === "up" && lastMessage && Date.now() - lastMessage > STALE_S * 1000) {
-      setLink(false); stream.close(); connect();
+      setLink(false);
+      if (leading) openStream();
     }
     renderDown();
     if (!bar.hidden) renderBar();
@@ -223,5 +280,6 @@
     changed,
   };
   body.dataset.stream = "connecting";
-  connect();
+  elect();
+  if (channel && !leading) channel.postMessage({type: "hello"});
 })();
