@@ -170,11 +170,21 @@ def layer_config(request: Request, language: str) -> dict[str, Any]:
 TRANSLATED_PARAMS = frozenset({"direction", "kind", "command", "state"})  # codes among a note's values
 
 
-def said(language: str, note: dict[str, Any]) -> str:
+NAMED_PARAMS = frozenset({"device", "camera"})  # device ids among a note's values: shown by their names
+
+
+def said(language: str, note: dict[str, Any], names: dict[str, str] | None = None) -> str:
     """A stored note ({"msg": msgid with {fields}, "params": {...}}) in `language`; codes among its values are
-    translated too. A note that does not fit its message is shown as it was written, never an error page."""
-    params = {k: i18n.gettext(language, str(v)) if k in TRANSLATED_PARAMS else v
-              for k, v in (note.get("params") or {}).items()}
+    translated and device ids named (`names`). A note that does not fit its message is shown as it was
+    written, never an error page."""
+    def shown(key: str, value: Any) -> Any:
+        if key in TRANSLATED_PARAMS:
+            return i18n.gettext(language, str(value))
+        if key in NAMED_PARAMS and names:
+            return names.get(str(value)) or value
+        return value
+
+    params = {k: shown(k, v) for k, v in (note.get("params") or {}).items()}
     message = i18n.gettext(language, str(note.get("msg", "")))
     try:
         return message.format(**params)

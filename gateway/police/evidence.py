@@ -75,7 +75,8 @@ class EvidenceSender:
         if self.config.url:
             results.append(self._post(document))
         with self.sessions.begin() as session:
-            store.note(session, alarm_id, "police", f"evidence: {'; '.join(results)}", utcnow())
+            store.note(session, alarm_id, "police", "evidence: {results}", utcnow(),
+                       params={"results": "; ".join(results)})
 
     def _post(self, document: dict[str, Any]) -> str:
         assert self.config.url is not None

@@ -269,8 +269,8 @@ class PoliceLink:
             session.execute(update(PoliceMessage).where(PoliceMessage.id == message.id).values(
                 attempts=attempts, next_try_at=self.clock.wall() + timedelta(seconds=wait), last_error=error))
             if message.alarm_id is not None and attempts == 1:
-                store.note(session, message.alarm_id, "police",
-                           f"the alarm centre has not acknowledged ({error}); trying again", self.clock.wall())
+                store.note(session, message.alarm_id, "police", "the alarm centre has not acknowledged ({error}); "
+                           "trying again", self.clock.wall(), params={"error": error})
         log.error("police link: %s message %d not acknowledged on any path (%s); again in %.0f s",
                   message.kind, message.id, error, wait)
         if escalate.alert:
@@ -318,9 +318,10 @@ class PoliceLink:
             session.execute(update(PoliceMessage).where(PoliceMessage.id == message.id).values(
                 state="acked", acked_at=at, acked_path=path.config.name, attempts=message.attempts + 1))
             if message.alarm_id is not None:
-                what = {"alarm": "the alarm", "restore": "the restore", "test": "the test report"}[message.kind]
-                store.note(session, message.alarm_id, "police",
-                           f"the alarm centre acknowledged {what} ({path.config.name})", at)
+                text = {"alarm": "the alarm centre acknowledged the alarm ({path})",
+                        "restore": "the alarm centre acknowledged the restore ({path})",
+                        "test": "the alarm centre acknowledged the test report ({path})"}[message.kind]
+                store.note(session, message.alarm_id, "police", text, at, params={"path": path.config.name})
         log.info("police link: %s message %d acknowledged on %s", message.kind, message.id, path.config.name)
         if message.alarm_id is not None:
             self._publish_alarm(message.alarm_id)

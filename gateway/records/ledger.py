@@ -136,7 +136,8 @@ def promote_alarm(session: Session, config: IncidentsConfig, alarm_id: int, acto
                                       .order_by(AlarmAttachment.id)):
         _entry(session, incident.id, attachment.at, SYSTEM, "attachment", attachment.kind,
                f"{attachment.camera}/{attachment.ref}")
-    store.note(session, alarm_id, "incident", f"in the incident ledger as incident #{incident.id}", now, actor)
+    store.note(session, alarm_id, "incident", "in the incident ledger as incident #{n}", now, actor,
+               params={"n": incident.id})
     alarm.last_note = f"{actor}: incident #{incident.id}"
     store.audit(session, actor, "incident.promote", target, "ok", {"incident_id": incident.id}, now, client)
     return incident, [alarm_id]

@@ -132,6 +132,8 @@ class AlarmTransition(Base):
     at: Mapped[datetime]
     note: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[str | None] = mapped_column(String(36))
+    # The system's note as a msgid and its values ({"msg", "params"}), shown in the guard's language
+    said: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class AuditEntry(Base):

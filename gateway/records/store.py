@@ -112,12 +112,17 @@ def apply_effects(session: Session, effects: list[Effect], raised: list[tuple[Ra
     return changed
 
 
-def note(session: Session, alarm_id: int, action: str, text: str, at: datetime, actor: str = SYSTEM) -> None:
-    """A line in the alarm's history that changes no state (linkage sent, someone notified, a result)."""
+def note(session: Session, alarm_id: int, action: str, text: str, at: datetime, actor: str = SYSTEM,
+         params: dict[str, Any] | None = None) -> None:
+    """A line in the alarm's history that changes no state (linkage sent, someone notified, a result). With
+    `params`, `text` is an English msgid with {fields}: the history keeps it in English and the console shows it
+    in the guard's language."""
     alarm = session.get(Alarm, alarm_id)
     if alarm is not None:
+        params = {k: str(v) for k, v in params.items()} if params is not None else None
         session.add(AlarmTransition(alarm_id=alarm_id, action=action, from_state=alarm.state, to_state=alarm.state,
-                                    actor=actor, at=at, note=text))
+                                    actor=actor, at=at, note=text.format(**params) if params is not None else text,
+                                    said={"msg": text, "params": params} if params is not None else None))
 
 
 def purge_events(session: Session, older_than: datetime, limit: int = 10_000) -> int:

@@ -127,8 +127,8 @@ class PeriodicJobs:
             for step in steps:
                 session.execute(update(Alarm).where(Alarm.id == step.alarm_id, Alarm.state == "active_unack")
                                 .values(escalation_level=step.level))
-                store.note(session, step.alarm_id, "escalate",
-                           f"not acknowledged: notified {step.person.name} (step {step.level})", now)
+                store.note(session, step.alarm_id, "escalate", "not acknowledged: notified {person} (step {level})",
+                           now, params={"person": step.person.name, "level": step.level})
         for step in steps:
             contact = step.person.details() if isinstance(step.person, DutyContact) else {}
             self.bus.publish_json(topics.notify(self.site, step.person.id), {
@@ -193,7 +193,7 @@ class PeriodicJobs:
             effect = RaiseAlarm(key=alarm.key, device_id=alarm.device_id, alarm_type=alarm.alarm_type,
                                 priority=alarm.priority, latching=alarm.latching, zone=alarm.zone, place=alarm.place,
                                 test=alarm.test, event_id=alarm.raised_event_id, at=alarm.raised_at)
-            store.note(session, alarm.id, "linkage_checked", "linkage: checked by the rules service", now)
+            store.note(session, alarm.id, "linkage_checked", "linkage: checked by the rules service", now, params={})
             found.append((effect, alarm.id))
         return found
 

@@ -331,7 +331,8 @@ class RulesService(PeriodicJobs):
                     topic, body = self._command("bollard", action.device, action.command, alarm_id,
                                                 f"linkage:alarm:{alarm_id}")
                     outgoing.append((topic, body))
-                    text = f"linkage: '{action.command}' sent to bollard {action.device}"
+                    said = ("linkage: '{command}' sent to bollard {device}",
+                            {"command": action.command, "device": action.device})
                 elif isinstance(action, SnapshotRequest):
                     outgoing.append((topics.snapshot_requests(self.site), {
                         "alarm_id": alarm_id, "camera": action.camera, "pre_s": action.pre_s,
@@ -340,7 +341,8 @@ class RulesService(PeriodicJobs):
                         outgoing.append(self._command("camera", action.camera, "clip", alarm_id,
                                                       f"linkage:alarm:{alarm_id}",
                                                       {"alarm_id": alarm_id, "pre_s": action.pre_s}))
-                    text = f"linkage: snapshot and the {action.pre_s} s before requested from camera {action.camera}"
+                    said = ("linkage: snapshot and the {seconds} s before requested from camera {camera}",
+                            {"seconds": f"{action.pre_s:g}", "camera": action.camera})
                 else:
                     assert police is not None  # config check: police: true needs the police section
                     kind = "test" if action.test else "alarm"
@@ -353,10 +355,10 @@ class RulesService(PeriodicJobs):
                         "alarm_id": alarm_id, "kind": kind, "contact_id": code.contact_id,
                         "alarm_type": effect.alarm_type, "zone": effect.zone, "zone_number": zone,
                         "place": effect.place, "at": effect.at.isoformat()}))
-                    text = (f"linkage: test report to the alarm centre (Contact ID {code.contact_id}, zone {zone})"
-                            if action.test else
-                            f"linkage: to the alarm centre (Contact ID {code.contact_id}, zone {zone})")
-                store.note(session, alarm_id, "linkage", text, at)
+                    said = ("linkage: test report to the alarm centre (Contact ID {code}, zone {zone})" if action.test
+                            else "linkage: to the alarm centre (Contact ID {code}, zone {zone})",
+                            {"code": str(code.contact_id), "zone": str(zone)})
+                store.note(session, alarm_id, "linkage", said[0], at, params=said[1])
         return outgoing
 
     def _publish(self, topic: str, body: dict[str, Any]) -> None:
@@ -388,9 +390,15 @@ class RulesService(PeriodicJobs):
         with self.sessions.begin() as session:
             for correlation_id, body in results:
                 alarm_id, what, _ = self._pending_commands.pop(correlation_id)
-                outcome = "done" if body.get("status") == "ok" else f"refused: {body.get('detail')}"
+                device, command = what.split(" ", 1)
                 if alarm_id is not None:
-                    store.note(session, alarm_id, "linkage_result", f"{what}: {outcome}", utcnow())
+                    if body.get("status") == "ok":
+                        store.note(session, alarm_id, "linkage_result", "{device} {command}: done", utcnow(),
+                                   params={"device": device, "command": command})
+                    else:
+                        store.note(session, alarm_id, "linkage_result", "{device} {command}: refused: {reason}",
+                                   utcnow(), params={"device": device, "command": command,
+                                                     "reason": body.get("detail")})
                     data = body.get("data")
                     if body.get("status") == "ok" and isinstance(data, dict) and what.endswith(" clip"):
                         store.attach_evidence(session, alarm_id, what.split(" ", 1)[0], data, utcnow())

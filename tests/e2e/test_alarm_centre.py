@@ -236,7 +236,8 @@ def test_the_alarm_page_shows_the_camera_live_the_linkage_and_the_steps(browser:
         expect(guard.locator("#card .what")).to_have_text("一键报警")
         live = guard.locator(".camera[data-camera='gate-cam'] img.live")
         wait_for(lambda: live.evaluate("img => img.naturalWidth") > 0, 10, "the live picture")
-        expect(guard.locator("#done")).to_contain_text("联动", timeout=10_000)  # what the linkage did
+        # What the linkage did, in the guard's language, naming the camera by its name (not gate-cam)
+        expect(guard.locator("#done")).to_contain_text("已请求摄像机 南门摄像机 抓拍", timeout=10_000)
         expect(guard.locator("#evidence .snapshot img")).to_be_visible(timeout=15_000)
         guard.locator("#steps input").first.check()
         expect(guard.locator("#steps li").first.locator(".by")).to_contain_text("guard1", timeout=3000)

@@ -39,7 +39,7 @@ def used_messages() -> set[str]:
     for module in ("people", "visits", "watchlist"):
         text = (ROOT / "gateway" / "records" / f"{module}.py").read_text(encoding="utf-8")
         found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'VisitError\(\s*"((?:[^"]|"\s+")+)"', text)}
-    found |= access_notes()
+    found |= access_notes() | history_notes()
     from drivers.registry import manifests
     found |= {f"kind_{kind}" for m in manifests().values() for kind in m.kinds}  # the Devices page
     plans_text = (ROOT / "gateway" / "records" / "plans.py").read_text(encoding="utf-8")
@@ -71,6 +71,36 @@ def access_notes() -> set[str]:
             if index is not None and len(node.args) > index and isinstance(node.args[index], ast.Constant):
                 found.add(node.args[index].value)
     return {f for f in found if f}
+
+
+def history_notes() -> set[str]:
+    """The system's notes in an alarm's history with values (store.note(..., params=...)), shown in the guard's
+    language: the text argument, a `said = (text, values)` pair's text, a `text = {...}[kind]` table's texts."""
+    def strings(node: ast.AST | None) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, ast.IfExp):
+            return strings(node.body) | strings(node.orelse)
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Dict):
+            return set().union(*(strings(v) for v in node.value.values))
+        return set()
+
+    found: set[str] = set()
+    for path in (ROOT / "gateway").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if "store.note(" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "note" \
+                    and any(k.arg == "params" for k in node.keywords) and len(node.args) > 3:
+                found |= strings(node.args[3])
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                if name == "said" and isinstance(node.value, ast.Tuple):
+                    found |= strings(node.value.elts[0])
+                elif name == "text" and isinstance(node.value, ast.Subscript):
+                    found |= strings(node.value)
+    return found
 
 
 @pytest.mark.parametrize("language", sorted(i18n.LANGUAGES))

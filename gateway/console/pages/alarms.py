@@ -28,7 +28,18 @@ from gateway import topics
 from gateway.catalogue import ALARMS
 from gateway.console import auth, speech
 from gateway.console.auth import LoggedIn
-from gateway.console.web import PING_S, attempt, console, language_of, refuse, render, require, served_file, tr
+from gateway.console.web import (
+    PING_S,
+    attempt,
+    console,
+    language_of,
+    refuse,
+    render,
+    require,
+    said,
+    served_file,
+    tr,
+)
 from gateway.records import roster, store
 from gateway.records.models import Alarm, AlarmAttachment, AlarmTransition, Device, utcnow
 from gateway.rules.alarms import RefusedAction, note_long_enough
@@ -188,9 +199,11 @@ async def alarm_detail(alarm_id: int, request: Request,
             raise HTTPException(404, tr(request, "There is no such alarm."))
         steps = session.scalars(select(AlarmTransition).where(AlarmTransition.alarm_id == alarm_id)
                                 .order_by(AlarmTransition.id)).all()
+        language = language_of(request)
+        names = {d: n for d, n in session.execute(select(Device.id, Device.name)).tuples() if n}
         return {**store.alarm_views(session, [alarm])[0], "history": [
             {"action": s.action, "from": s.from_state, "to": s.to_state, "actor": s.actor, "at": s.at.isoformat(),
-             "note": s.note} for s in steps]}
+             "note": s.note, "text": said(language, s.said, names) if s.said else s.note} for s in steps]}
 
 
 @router.get("/alarms/{alarm_id}", response_class=HTMLResponse)

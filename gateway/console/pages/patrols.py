@@ -71,9 +71,9 @@ def round_now(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
     checkpoint (the first not yet scanned, in the route's order) and how far it has got."""
     walking = [r for r in rounds if r["state"] == "in_progress"]
     waiting = [r for r in rounds if r["state"] == "pending"]
-    chosen = (walking or waiting or [None])[0]
-    if chosen is None:
+    if not walking and not waiting:
         return None
+    chosen = (walking or waiting)[0]
     points = chosen["checkpoints"]
     following = next((c for c in points if c["status"] in ("waiting", "skipped")), None)
     return {**chosen, "next": following, "done": sum(1 for c in points if c["status"] == "visited"),
