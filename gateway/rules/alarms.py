@@ -126,8 +126,9 @@ def evaluate(event: Event, open_alarms: Mapping[str, OpenAlarm], at: datetime) -
             return _activate(event, key, current, kind, None, data.get("detail"), at)
         return _restore(event, current, at)
     if event.type == "campus.camera.tamper":
-        if data["active"]:
-            return _activate(event, key, current, kind, None, data.get("detail"), at)
+        if data["active"]:  # the detector's reasoning ("92 % of the picture featureless ...") is no place for a
+            # guard to read: the board names the camera, and its page shows it live (the reason stays in the event)
+            return _activate(event, key, current, kind, data.get("zone"), None, at)
         return _restore(event, current, at)
     if event.type in ("campus.reader.tamper", "campus.reader.power"):
         if data["active"]:

@@ -168,8 +168,8 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
 
     async def events() -> AsyncIterator[str]:
         try:
+            yield clock()  # first: the ages the snapshot is drawn with go by the site's clock
             yield f"retry: 2000\nevent: snapshot\ndata: {json.dumps(snapshot, ensure_ascii=False)}\n\n"
-            yield clock()
             if paths:
                 yield f"event: police\ndata: {json.dumps(paths, ensure_ascii=False)}\n\n"
             while True:
