@@ -10,6 +10,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -75,18 +76,12 @@ SUMMARY_COLUMNS = ("Figure", "This period", "Period before", "Change")
 def file_name(report: Report, language: str, fmt: str) -> str:
     """Site, report and period, readable: 示范中学-月度安全报告-2026-12.pdf, Demo-Daily-duty-log-2026-12-07.csv."""
     first = report.start.astimezone(report.tz).date()
-    last = (report.end.astimezone(report.tz) - _day()).date()
+    last = (report.end.astimezone(report.tz) - timedelta(days=1)).date()
     span = {"daily": first.isoformat(), "monthly": first.strftime("%Y-%m")}.get(
         report.kind, f"{first.isoformat()}_{last.isoformat()}")
     title = gettext(language, KIND_TITLES[report.kind])
     name = "-".join(re.sub(r"[\\/:*?\"<>|\s]+", "-", part).strip("-") for part in (report.site, title, span))
     return f"{name}.{fmt}"
-
-
-def _day() -> Any:
-    from datetime import timedelta
-
-    return timedelta(days=1)
 
 
 def report_font() -> tuple[str, bool]:
