@@ -27,6 +27,7 @@ ConnectHook = Callable[[], object]
 
 
 MAX_HELD = 10_000  # alarm views and health events while the broker is away; device events wait in the outbox
+OWNER_RESENDS_KEPT = 4096  # publish_now's messages remembered before the acknowledged ones are forgotten
 
 
 def match_topic(topic_filter: str, topic: str) -> bool:
@@ -86,6 +87,8 @@ class Bus:
         # socket it has just opened, before its CONNECT, and the broker drops such a connection.
         self._publish_lock = threading.Lock()
         self._held: list[tuple[str, bytes | str, int, bool]] = []
+        # publish_now's messages by mid (its MQTTMessageInfo, to tell a reused mid apart): not resent by paho
+        self._owner_resends: dict[int, mqtt.MQTTMessageInfo] = {}
         self._stopping = False
         self._ever_connected = False
         self._suback_mid: int | None = None
@@ -175,12 +178,31 @@ class Bus:
             return info
 
     def publish_now(self, topic: str, payload: bytes | str, *, qos: int = 1) -> mqtt.MQTTMessageInfo | None:
-        """Publish only if connected now (None otherwise): for the outbox, which sends again what did not go."""
+        """Publish only if connected now (None otherwise): for the outbox, which sends again what did not go.
+        What the broker has not acknowledged when the connection goes is not resent by paho after the
+        reconnect (_drop_owner_resends): the outbox sends it again itself, in order, once the rules service
+        listens."""
         with self._publish_lock:
             if not self.connected.is_set():
                 return None
             info = self.client.publish(topic, payload, qos=qos)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS and qos > 0:
+                self._owner_resends[info.mid] = info
+                if len(self._owner_resends) > OWNER_RESENDS_KEPT:  # forget the acknowledged, now and then
+                    self._owner_resends = {m: i for m, i in self._owner_resends.items() if not i.is_published()}
         return info if info.rc == mqtt.MQTT_ERR_SUCCESS else None
+
+    def _drop_owner_resends(self) -> None:
+        """On CONNACK, before paho resends what was unacknowledged on the last connection: leave out publish_now's.
+        paho would send them right away, ahead of the outbox's ordered replay and before anyone may have
+        subscribed on a broker that lost its sessions; part of them reaching the rules service before the
+        older events of the replay put a device's events out of order."""
+        with self._publish_lock:
+            owned, self._owner_resends = self._owner_resends, {}
+            client: Any = self.client
+            with client._out_message_mutex:  # paho's own lock over its queue of outgoing messages
+                for mid in [mid for mid, m in client._out_messages.items() if owned.get(mid) is m.info]:
+                    del client._out_messages[mid]
 
     def publish_json(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> mqtt.MQTTMessageInfo:
         return self.publish(topic, json.dumps(body, ensure_ascii=False, separators=(",", ":")), retain=retain)
@@ -197,6 +219,7 @@ class Bus:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._drop_owner_resends()  # paho calls this before it resends (paho 2's _handle_connack)
         if reason.is_failure:
             self.log.error("broker %s:%s refused the connection: %s", self.host, self.port, reason)
             return

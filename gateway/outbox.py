@@ -11,6 +11,18 @@ order and marked `historical`: after a reconnect, when the rules service comes
 online, and when confirmations stall (with backoff); the rules service drops
 the duplicates by event id. The broker's durability no longer matters.
 
+After each (re)connect nothing is sent until the rules service's availability
+has been heard on the new connection: its retained `online` or `offline` (a
+broker that kept its session, which queues for it), or its `online` once it
+has subscribed again. A broker that lost its sessions (the embedded one
+restarted, or a Mosquitto replaced) has no subscriber for events until then:
+what went before its subscription went to nobody and came again only in the
+resend, after later events had reached it, so a device's events reached it
+out of order (a replay the rules service joined half-way). For the same
+reason paho does not resend what the broker had not acknowledged when the
+connection went (gateway.bus.Bus.publish_now): the outbox sends it again, in
+order, once the rules service listens.
+
 When the file cannot be written (disk full, I/O error, locked), `put` does not
 raise into the driver: events wait in memory (telemetry dropped first past a
 bound, alarms never) and are written, and sent, once it can write again.
@@ -121,6 +133,7 @@ class Outbox:
         self._confirmed: deque[str] = deque()
         self._resend_wanted: str | None = None
         self._connected = False
+        self._rules_heard = False  # the rules service's availability came on this connection: send
         self._bus: Bus | None = None
         self._guard: Guarded | None = None
 
@@ -159,8 +172,11 @@ class Outbox:
     def put_many(self, items: list[tuple[str, Event]]) -> None:
         if not items:
             return
+        # The bus's own flag, not ours: it is cleared before the on-disconnect hooks run and set before the
+        # on-connect ones, so an event put once the connection is known to be gone is never taken as live.
+        live = self._bus is not None and self._bus.connected.is_set()
         with self._lock:
-            if not self._connected:
+            if not live:
                 items = [(topic, replace(event, historical=True)) for topic, event in items]
             over = False
             if self._waiting:  # keep order: nothing overtakes what is waiting in memory
@@ -258,9 +274,9 @@ class Outbox:
         """Alarms held in memory go out now, unless older events are still to be sent (order per device)."""
         with self._lock:
             live, self._live = self._live, []
-            after = self._last_handed
-        if not live or self._bus is None:
-            return
+            after, heard = self._last_handed, self._rules_heard
+        if not live or self._bus is None or not heard:
+            return  # with no rules service listening yet, they go in order once written and it listens
         if (reader.execute("SELECT MAX(id) FROM outbox").fetchone()[0] or 0) > after:
             return  # they go in order once written
         for topic, event in live:
@@ -320,6 +336,7 @@ class Outbox:
     def _on_disconnect(self) -> None:
         with self._lock:
             self._connected = False
+            self._rules_heard = False  # a broker that restarted may have lost the rules service's session
 
     def _on_committed(self, message: mqtt.MQTTMessage) -> None:
         try:
@@ -336,14 +353,19 @@ class Outbox:
     def _on_rules_availability(self, message: mqtt.MQTTMessage) -> None:
         """The rules service (re)connected: what it has not confirmed may have gone to nobody."""
         try:
-            online = json.loads(message.payload).get("state") == "online"
+            state = json.loads(message.payload).get("state")
         except (ValueError, AttributeError):
             return
-        if online:
-            with self._lock:
+        if state not in ("online", "offline"):
+            return
+        with self._lock:
+            # Either says the broker knows the rules service (its session, offline, queues what it is sent);
+            # none comes from a broker that lost it, until it has subscribed again and says so.
+            self._rules_heard = True
+            if state == "online":
                 self._resend_wanted = "the rules service came online"
-            with self._wake:
-                self._wake.notify()
+        with self._wake:
+            self._wake.notify()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         # Wake the publisher only when paho's window needs refilling (waking per PUBACK costs a context switch).
@@ -409,7 +431,12 @@ class Outbox:
         if why is None and self._unconfirmed and now - self._last_progress > self._stall_s:
             why = f"no confirmation from the rules service for {now - self._last_progress:.0f} s"
             self._stall_s = min(self._stall_s * 2, RESEND_MAX_S)
-        if why is None or not self._unconfirmed:
+        if why is None:
+            return
+        # After a reconnect paho holds none of what we handed it (gateway.bus.Bus.publish_now): those never
+        # complete, whether or not they are still unconfirmed.
+        self._in_flight.clear()
+        if not self._unconfirmed:
             return
         log.warning("sending %d unconfirmed events again: %s", len(self._unconfirmed), why)
         self.resent += len(self._unconfirmed)
@@ -417,14 +444,13 @@ class Outbox:
         with self._lock:
             self._last_handed = 0
         self._unconfirmed.clear()
-        self._in_flight.clear()
         self._last_progress = now
 
     def _hand_over(self, reader: sqlite3.Connection) -> bool:
         """Hand the next rows to paho; True if there may be more to hand right away."""
         room = min(WINDOW - len(self._in_flight), MAX_UNCONFIRMED - len(self._unconfirmed))
         with self._lock:
-            connected, after = self._connected, self._last_handed
+            connected, after = self._connected and self._rules_heard, self._last_handed
         if not connected or room <= 0 or (room < REFILL and self._in_flight):
             return False
         assert self._bus is not None

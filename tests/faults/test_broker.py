@@ -21,5 +21,6 @@ def test_broker_killed_after_the_outbox_drained(tmp_path: Path, mosquitto: Mosqu
 
 def test_broker_restarted_without_the_rules_session(tmp_path: Path, mosquitto: MosquittoBroker,
                                                     sqlite_url: str) -> None:
-    """Events published to a fresh broker before the rules service subscribed again arrive by the resend."""
+    """Events generated while a fresh broker has nobody subscribed are held, and recorded once the rules service
+    is subscribed again."""
     harness.broker_restarted_without_session(tmp_path, mosquitto, sqlite_url, EVENTS).check()

@@ -4,8 +4,11 @@ the outbox only once the rules service (here a test client playing it) confirms 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,7 +19,7 @@ from gateway import topics
 from gateway.bus import Bus
 from gateway.events import make_event
 from gateway.outbox import Outbox
-from tests.support import TEST_LOGIN, broker_config, wait_for
+from tests.support import TEST_LOGIN, MosquittoBroker, broker_config, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = "s1"
@@ -24,11 +27,13 @@ SITE = "s1"
 
 class Subscriber:
     """A plain paho client playing the rules service: collects every event, confirms it on
-    rules/committed (unless `confirm` is off), announces itself online, re-subscribes after each reconnect."""
+    rules/committed (unless `confirm` is off), announces itself online (unless `announce` is off, until
+    announce_online()), re-subscribes after each reconnect."""
 
     def __init__(self, port: int, confirm: bool = True) -> None:
         self.received: list[dict[str, Any]] = []
         self.confirm = confirm
+        self.announce = True
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber",
@@ -43,8 +48,13 @@ class Subscriber:
         self.client.loop_start()
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        client.publish(f"campus/v1/{SITE}/rules/availability", '{"state":"online"}', qos=1, retain=True)
+        if self.announce:
+            self.announce_online()
         self.subscribed.set()
+
+    def announce_online(self) -> None:
+        self.announce = True
+        self.client.publish(f"campus/v1/{SITE}/rules/availability", '{"state":"online"}', qos=1, retain=True)
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         body = json.loads(message.payload)
@@ -120,6 +130,52 @@ def test_broker_outage_loses_nothing_and_replays_in_order(any_broker: Any, tmp_p
     by_id = {e["id"]: e for e in got}
     assert not any(by_id[i]["historical"] for i in live), "live events are not historical"
     assert all(by_id[i]["historical"] for i in queued), "replayed events are marked historical"
+
+
+def test_a_broker_that_lost_its_sessions_gets_nothing_before_the_rules_service_listens(
+        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """A broker that lost its sessions (the embedded one restarted, a Mosquitto replaced) has nobody subscribed
+    to events until the rules service has subscribed again. Whatever went out before that went to nobody and
+    came again only with the resend, after later events: a replay the rules service joined half-way reached it
+    out of order (box-a's seq 12 before 11). So after a reconnect nothing goes out, neither the outbox's replay
+    nor paho's own resend of what the broker had not acknowledged, until the rules service's availability is
+    heard; then all of it goes, in order."""
+    rules = Subscriber(mosquitto.port)  # reconnects after 1 s
+    wait_for(rules.subscribed.is_set, 10, "the rules service")
+    outbox = Outbox(tmp_path / "outbox.db", max_telemetry_bytes=10_000_000)
+    # The producer reconnects after 2 s: the rules service is subscribed again by then, so anything sent
+    # before it says it is online would reach it.
+    config = broker_config(mosquitto.port).model_copy(update={"reconnect_min_s": 2})
+    bus = Bus(config, "producer", name="producer")
+    outbox.attach(bus, SITE)
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        before = produce(outbox, "box-a", 3, "campus.device.offline")
+        wait_for(lambda: outbox.stats().queued == 0, 10, "the first events confirmed")
+        assert mosquitto.proc is not None
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # the broker hangs: what is sent now is never acknowledged
+        unacked = produce(outbox, "box-a", 3, "campus.device.offline")
+        wait_for(lambda: outbox.stats().unconfirmed == 3, 5, "the events handed to paho")
+        rules.announce = False  # back, it subscribes but says nothing until told
+        mosquitto.proc.kill()
+        mosquitto.proc.wait(10)
+        wait_for(lambda: not rules.subscribed.is_set() and not bus.connected.is_set(), 10, "both to see it gone")
+        mosquitto.start(fresh=True)  # no session, no retained message: nobody is subscribed to events
+        wait_for(rules.subscribed.is_set, 10, "the rules service subscribed again, not yet saying so")
+        wait_for(bus.connected.is_set, 10, "the producer back")
+        later = produce(outbox, "box-a", 3, "campus.device.offline")
+        time.sleep(0.5)  # not a wait for a condition: the rules service's moment between subscribing and saying so
+        assert rules.count() == len(before), "nothing goes out before the rules service says it listens"
+        rules.announce_online()
+        wait_for(lambda: outbox.stats().queued == 0, 15, "every event confirmed")
+    finally:
+        bus.stop()
+        outbox.close()
+        rules.close()
+    got = rules.first_arrivals()
+    assert [e["id"] for e in got] == before + unacked + later, "every event, once, in order"
+    assert [e["seq"] for e in got] == list(range(1, 10))
 
 
 def test_events_queued_before_a_restart_are_sent_after_it(amqtt_broker: Any, tmp_path: Path) -> None:
