@@ -52,6 +52,7 @@ def site(tmp: Path, urls: list[str]) -> Any:
         "gateway": {"id": "gw1", "data_dir": str(tmp / "data")},
         "broker": {"url": "embedded", "embedded_port": 0},
         "devices": [{"id": f"cam-{i + 1}", "kind": "camera", "driver": "opencv", "url": url, "fps": 5,
+                     "worker": f"cam-{i + 1}",  # a process each: its CPU and memory are the camera's
                      "video_loss_s": LOSS_S, "motion": {"zones": [GATE]}} for i, url in enumerate(urls)],
     })
 
@@ -59,7 +60,8 @@ def site(tmp: Path, urls: list[str]) -> Any:
 def health(running: Any, camera: str) -> dict[str, Any]:
     host = running.gateway.host
     assert host is not None
-    return dict(host.health()[f"opencv.{camera}"])
+    worker = host.health()[f"opencv.{camera}"]  # a worker each (see site())
+    return {"pid": worker["pid"], **worker["cameras"][camera]}
 
 
 def timed(condition: Any, timeout: float) -> float:

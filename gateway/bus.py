@@ -200,9 +200,13 @@ class Bus:
         with self._publish_lock:
             owned, self._owner_resends = self._owner_resends, {}
             client: Any = self.client
-            with client._out_message_mutex:  # paho's own lock over its queue of outgoing messages
-                for mid in [mid for mid, m in client._out_messages.items() if owned.get(mid) is m.info]:
-                    del client._out_messages[mid]
+            mutex, out = getattr(client, "_out_message_mutex", None), getattr(client, "_out_messages", None)
+            if mutex is None or out is None:  # another paho: resends may come early; never fail the connect
+                self.log.warning("paho has no _out_messages: unacknowledged events may be resent out of order")
+                return
+            with mutex:  # paho's own lock over its queue of outgoing messages
+                for mid in [mid for mid, m in out.items() if owned.get(mid) is m.info]:
+                    del out[mid]
 
     def publish_json(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> mqtt.MQTTMessageInfo:
         return self.publish(topic, json.dumps(body, ensure_ascii=False, separators=(",", ":")), retain=retain)

@@ -76,12 +76,12 @@ class GatewayCollector(Collector):
         if drivers is not None:
             restarts = CounterMetricFamily("campusgw_driver_restarts", "driver restarts by the supervisor",
                                            labels=["driver"])
-            fps = GaugeMetricFamily("campusgw_camera_fps", "frames a camera's worker analyses per second",
-                                    labels=["driver"])
+            fps = GaugeMetricFamily("campusgw_camera_fps", "frames analysed per second of a camera",
+                                    labels=["camera"])
             for name, health in drivers.items():
                 restarts.add_metric([name], health.get("restarts", 0))
-                if "fps" in health:
-                    fps.add_metric([name], float(health["fps"]))
+                for camera, state in health.get("cameras", {}).items():
+                    fps.add_metric([camera], float(state["fps"]))
             yield restarts
             yield fps
         with self.sessions() as session:

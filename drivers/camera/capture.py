@@ -1,19 +1,22 @@
-"""The camera worker: one process per camera, so image work never holds the gateway's interpreter lock.
+"""The camera worker: a process apart from the gateway's (image work never holds its interpreter lock),
+reading the cameras of one `worker` group, each in a thread of its own (serve).
 
-It opens the stream with OpenCV's FFmpeg backend (whose timeouts only apply with that API preference) and
-grabs every frame as it arrives, so nothing stale queues up. FFmpeg decodes inside grab(); for MJPEG the
-worker asks for the raw packets instead and decodes only the frames it analyses (about 0.7 ms each at
-640x360, against 0.8 ms for every frame the camera sends). H.264/H.265 must be decoded frame by frame:
-give such cameras a substream of 5-10 fps. It tells the parent the time of the last frame through a
-shared value (the parent's watchdog kills a worker whose reads never return) and sends events and
-snapshots through a queue.
-Any failure ends the worker with a reason; the parent restarts it with backoff.
+A camera's reader opens the stream with OpenCV's FFmpeg backend (whose timeouts only apply with that API
+preference) and grabs every frame as it arrives, so nothing stale queues up. FFmpeg decodes inside grab();
+for MJPEG the reader asks for the raw packets instead, decodes only the frames it analyses (about 0.7 ms
+each at 640x360, against 0.8 ms for every frame the camera sends) and keeps the camera's own JPEGs for its
+pictures. H.264/H.265 must be decoded frame by frame: give such cameras a substream of 5-10 fps. Each
+reader tells the parent the time of its last frame through a shared value (the parent's watchdog kills a
+worker with a read that never returns) and sends events and snapshots through the worker's queue. A
+reader that fails ends with a reason; the parent reads its camera again with backoff.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -78,18 +81,17 @@ class SnapshotStore:
         self.quality = quality
         self._n = 0
 
-    def save(self, frame: Any, at: float, snapshot_id: str | None = None) -> str:
-        import cv2
-
+    def save(self, frame: Any, at: float, snapshot_id: str | None = None, jpeg: bytes | None = None) -> str:
+        """`jpeg`: the camera's own picture of this frame, kept as it came (no second loss, no encoding)."""
         self._n += 1
         day = time.strftime("%Y%m%d", time.gmtime(at))
         snapshot_id = snapshot_id or snapshot_name(self.device, at, self._n)
         folder = self.root / day
         folder.mkdir(parents=True, exist_ok=True)
-        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if ok:
+        data = jpeg or _jpeg(frame, self.quality)
+        if data:
             tmp = folder / f".{snapshot_id}.tmp"
-            tmp.write_bytes(data.tobytes())
+            tmp.write_bytes(data)
             tmp.replace(folder / f"{snapshot_id}.jpg")  # never a half-written file for the console
         return snapshot_id
 
@@ -100,14 +102,12 @@ class SnapshotStore:
         except OSError:
             return 0.0
 
-    def latest(self, frame: Any) -> None:
-        import cv2
-
-        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if ok:
+    def latest(self, frame: Any, jpeg: bytes | None = None) -> None:
+        data = jpeg or _jpeg(frame, self.quality)
+        if data:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = self.root / ".latest.tmp"
-            tmp.write_bytes(data.tobytes())
+            tmp.write_bytes(data)
             tmp.replace(self.root / "latest.jpg")
 
 
@@ -166,15 +166,48 @@ def snapshot_name(device: str, at: float, n: int) -> str:
 
 
 def run(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any = None) -> None:
-    """The worker's main: runs until the stream fails, then exits with the reason on `out`."""
+    """One camera read until its stream fails, then the reason on `out` as ("ended", {"reason": ...})."""
     import cv2
 
     cv2.setNumThreads(1)
     try:
         reason = _capture(settings, last_frame, out, commands)
-    except Exception as exc:  # the parent logs it and restarts the worker
+    except Exception as exc:  # the parent logs it and reads the camera again
         reason = f"{type(exc).__name__}: {exc}"
     out.put(("ended", {"reason": reason}))
+
+
+class _Tagged:
+    """A camera's view of the worker's shared queue: what it puts goes out as (device, kind, data)."""
+
+    def __init__(self, out: Any, device: str) -> None:
+        self.out, self.device = out, device
+
+    def put(self, item: tuple[str, dict[str, Any]]) -> None:
+        self.out.put((self.device, *item))
+
+
+def serve(last_frames: dict[str, Any], out: Any, commands: Any) -> None:
+    """A worker process's main: the cameras of one `worker` group, each read in a thread of its own (OpenCV
+    decodes and analyses outside the interpreter lock), so the group has one Python, one OpenCV and one
+    set of imported pages instead of one per camera (21-25 MB of each worker was that, bench/school_day).
+    ("start", settings) reads a camera (again), ("clip" | "relearn", device, args) goes to its thread; every
+    message out is (device, kind, data). Runs until the parent kills it (its watchdog, or the gateway's stop)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    inboxes: dict[str, queue.SimpleQueue[tuple[str, dict[str, Any]]]] = {}
+    while True:
+        message = commands.get()
+        if message[0] == "start":
+            settings: WorkerSettings = message[1]
+            inbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+            inboxes[settings.device] = inbox
+            threading.Thread(target=run, args=(settings, last_frames[settings.device],
+                                               _Tagged(out, settings.device), inbox),
+                             name=f"camera-{settings.device}", daemon=True).start()
+        elif message[1] in inboxes:
+            inboxes[message[1]].put((message[0], message[2]))
 
 
 def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any) -> str:
@@ -231,23 +264,26 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
                 continue
             next_analysis = max(next_analysis + period, now)  # never catch up on missed analyses
             ok, frame = cap.retrieve()
+            packet: bytes | None = None  # the camera's own JPEG of this frame (MJPEG), kept for pictures
             if raw and ok and frame is not None:
+                packet = frame.tobytes()
                 frame = cv2.imdecode(frame, cv2.IMREAD_COLOR)
             if not ok or frame is None:
                 continue
             if (frame.shape[1], frame.shape[0]) != (width, height):
                 frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+                packet = None  # pictures at the configured size, as the substream would send them
             analysed += 1
             for kind, data in pipeline.update(frame, time.monotonic(), now):  # holds: monotonic; schedules: wall
-                data["snapshot_id"] = store.save(frame, now)
+                data["snapshot_id"] = store.save(frame, now, jpeg=packet)
                 out.put((kind, {**data, "at": now}))
-            for clip in clips.add(partial(_jpeg, frame, settings.jpeg_quality), now):
+            for clip in clips.add(partial(_jpeg, frame, settings.jpeg_quality, packet), now):
                 out.put(("clip", {**clip, "at": now}))
             while commands is not None and not commands.empty():
                 name, args = commands.get_nowait()
                 if name == "clip":  # the alarm's picture now, and its clip when post_s has passed
                     clips.start(args["clip_id"], args.get("alarm_id"), args["pre_s"], args["post_s"], now)
-                    store.save(frame, now, args["snapshot_id"])
+                    store.save(frame, now, args["snapshot_id"], jpeg=packet)
                 elif name == "relearn" and pipeline.tamper is not None:  # re-aimed on purpose
                     pipeline.tamper.relearn()
                     view_file.unlink(missing_ok=True)
@@ -257,7 +293,7 @@ def _capture(settings: WorkerSettings, last_frame: Any, out: Any, commands: Any)
             if now >= next_watch_check:  # someone watching live: every analysed frame, else one now and then
                 live_until, next_watch_check = store.watched_until(), now + 1.0
             if now >= next_latest or now < live_until:
-                store.latest(frame)
+                store.latest(frame, packet)
             if now >= next_latest:
                 next_latest = now + settings.snapshot_every_s
                 out.put(("stats", {"grabbed": grabbed, "analysed": analysed, "at": now}))
@@ -299,7 +335,10 @@ def _restore_view(tamper: Any, path: Path) -> None:
         pass  # none yet, or unreadable: learn the view afresh
 
 
-def _jpeg(frame: Any, quality: int) -> bytes:
+def _jpeg(frame: Any, quality: int, packet: bytes | None = None) -> bytes:
+    """The frame as a JPEG: the camera's own (`packet`) if there is one, else encoded here."""
+    if packet:
+        return packet
     import cv2
 
     ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -37,11 +37,11 @@ TARGET = "camera"
 
 
 def _camera_defaults() -> dict[str, float]:
-    from drivers.camera.schema import CameraConfig
+    from drivers.camera.schema import MOVING_FPS, CameraConfig
 
     fields = CameraConfig.model_fields
-    return {name: float(fields[name].default) for name in ("fps", "width", "height", "open_timeout_s",
-                                                           "read_timeout_s")}
+    return {"fps": MOVING_FPS, **{name: float(fields[name].default) for name in ("width", "height", "open_timeout_s",
+                                                                                 "read_timeout_s")}}
 
 
 SUBSTREAM_MAX_FPS = 10.0  # more is decoded for nothing: the gateway analyses 5 frames a second by default

@@ -1,10 +1,12 @@
-"""The camera driver: a worker process per camera (drivers.camera.capture) and a watchdog over it.
+"""The camera driver: the cameras of one `worker` group read in one worker process (a thread each, in
+drivers.camera.capture.serve), and a watchdog over each camera.
 
-The watchdog lives here, outside the reader: no frame for `video_loss_s` -> the camera is offline
-(video loss, a device-offline alarm) and its worker is killed, since a read that never returns cannot
-be interrupted from inside; the worker is started again with exponential backoff, and the first frame
-after that brings the camera back online (the restore). Events the worker finds (motion, tamper) are
-emitted with the id of the snapshot taken of them.
+The watchdog lives here, outside the reader: no frame for `video_loss_s` -> the camera is offline (video
+loss, a device-offline alarm). A camera whose stream ended is read again with exponential backoff; one
+whose read never returns (it cannot be interrupted from inside) gets its worker process killed, and the
+other cameras of the group are read again at once, well within their own video_loss_s. The first frame
+after that brings a camera back online (the restore). Events a camera finds (motion, tamper) are emitted
+with the id of the snapshot taken of them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import multiprocessing
 import queue
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from drivers.base import CommandResult, Driver, DriverContext
-from drivers.camera.capture import WorkerSettings, redact, run, snapshot_name
+from drivers.camera.capture import WorkerSettings, redact, serve, snapshot_name
 from drivers.camera.schema import CameraConfig
 from gateway.config import DeviceConfig
 
@@ -44,12 +46,15 @@ def frame_rate(previous: tuple[float, int] | None, at: float, analysed: int, cur
 
 
 @dataclass
-class Worker:
+class Camera:
     cfg: CameraConfig
-    process: Any = None
-    last_frame: Any = None
-    out: Any = None
-    commands: Any = None
+    active_file: Path
+    # Conditions (motion, tamper, loitering) the camera has reported active and not yet ended: kept on disk,
+    # so a reader started after a crash, a video loss or a gateway restart ends or keeps them.
+    active: dict[str, dict[str, Any]] = field(default_factory=dict)
+    address: tuple[str, int] | None = None
+    reading: bool = False  # a thread of the worker process reads it
+    last_frame: Any = None  # wall time of its last frame, shared with the worker process
     started: float = 0.0
     restart_at: float = 0.0
     backoff: float = RESTART_MIN_S
@@ -60,13 +65,13 @@ class Worker:
     last_stats: tuple[float, int] | None = None
     events: int = 0
     last_reason: str | None = None
-    last_seen: float = 0.0  # wall time of the last frame any worker read
+    last_seen: float = 0.0  # wall time of the last frame any reader of it read
     first_try: float = 0.0
     started_wall: float = 0.0
     next_probe: float = 0.0
-    codec: str | None = None  # as the worker's stream reports it: h264, hevc, MJPG
+    codec: str | None = None  # as the stream reports it: h264, hevc, MJPG
     stream_size: tuple[int, ...] | None = None
-    first_frame_s: float | None = None  # the current worker: from its start to its first frame
+    first_frame_s: float | None = None  # the current reader: from its start to its first frame
     port_closed: bool = False  # a probe found the camera's port closed during this backoff
 
 
@@ -77,71 +82,81 @@ class CameraDriver(Driver):
 
     def __init__(self, devices: list[DeviceConfig], ctx: DriverContext) -> None:
         super().__init__(devices, ctx)
-        (device,) = devices
-        assert isinstance(device, CameraConfig)
-        self.worker = Worker(device)
+        self.cameras: dict[str, Camera] = {}
+        for device in devices:
+            assert isinstance(device, CameraConfig)
+            active_file = ctx.data_dir / "snapshots" / device.id / "active.json"
+            self.cameras[device.id] = Camera(device, active_file, _load_active(active_file),
+                                             network_address(device.url))
+        self.group = next(iter(self.cameras.values())).cfg.worker
         self._mp = worker_context()
         self._stop = asyncio.Event()
         self._clips = 0
-        self.address = network_address(device.url)
-        # Conditions (motion, tamper, loitering) the camera has reported active and not yet ended: kept on
-        # disk, so a worker started after a crash, a video loss or a gateway restart ends or keeps them.
-        self._active_file = ctx.data_dir / "snapshots" / device.id / "active.json"
-        self.active: dict[str, dict[str, Any]] = _load_active(self._active_file)
+        self._process: Any = None
+        self._out: Any = None
+        self._commands: Any = None
+        self.process_starts = 0
+
+    @classmethod
+    def group_key(cls, device: DeviceConfig) -> str:
+        assert isinstance(device, CameraConfig)
+        return device.worker
 
     async def start(self) -> None:
-        w = self.worker
         while not self._stop.is_set():
             self.ctx.heartbeat()
             now = time.monotonic()
-            if w.process is None and (now >= w.restart_at or await self._back_early(now)):
-                self._spawn()
-            if w.process is not None:
-                self._drain()
-            self._watch_loss()
-            if w.process is not None:
+            for cam in self.cameras.values():
+                if not cam.reading and (now >= cam.restart_at or await self._back_early(cam, now)):
+                    self._read(cam)
+            self._drain()
+            for cam in self.cameras.values():
+                self._watch_loss(cam)
+            if self._process is not None:
                 self._watch(now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), WATCH_S)
 
-    async def _back_early(self, now: float) -> bool:
+    async def _back_early(self, cam: Camera, now: float) -> bool:
         """During the restart backoff (up to a minute), knock on the camera's port now and then: a port
         that refused and now answers is a camera back from a power cut, read at once rather than at the end
         of the backoff. A port that stayed open (a wrong path, a stalled camera) waits out the backoff."""
-        w = self.worker
-        if self.address is None or now < w.next_probe:
+        if cam.address is None or now < cam.next_probe:
             return False
-        w.next_probe = now + PROBE_S
+        cam.next_probe = now + PROBE_S
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(*self.address), PROBE_TIMEOUT_S)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(*cam.address), PROBE_TIMEOUT_S)
         except (OSError, TimeoutError):
-            w.port_closed = True
+            cam.port_closed = True
             return False
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        if w.port_closed:
-            self.ctx.log.info("%s: the camera answers again: reading now", w.cfg.id)
+        if cam.port_closed:
+            self.ctx.log.info("%s: the camera answers again: reading now", cam.cfg.id)
             return True
         return False
 
     async def stop(self) -> None:
         self._stop.set()
-        await asyncio.to_thread(self._kill, "stopping")
+        await asyncio.to_thread(self._kill)
 
     async def handle_command(self, device_id: str, name: str, args: dict[str, Any], issued_by: str) -> CommandResult:
         """`clip`: the alarm's snapshot now, and a clip of clip_pre_s before and clip_post_s after, named in
         the result so the alarm can point at them before they are finished."""
-        w, cfg = self.worker, self.worker.cfg
+        cam = self.cameras.get(device_id)
+        if cam is None:
+            return await super().handle_command(device_id, name, args, issued_by)
+        cfg = cam.cfg
         if name == "relearn":  # after the camera was re-aimed or refocused on purpose
-            if w.process is None:
+            if not cam.reading:
                 return CommandResult(False, f"{cfg.id} has no video now: nothing to learn from")
-            w.commands.put(("relearn", {}))
+            self._commands.put(("relearn", cfg.id, {}))
             self.ctx.log.info("%s: tamper detection learns the view again (%s)", cfg.id, issued_by)
             return CommandResult(True, "tamper detection learns the view again from the next frames")
         if name != "clip":
             return await super().handle_command(device_id, name, args, issued_by)
-        if w.process is None or not w.online:
+        if not cam.reading or not cam.online:
             return CommandResult(False, f"{cfg.id} has no video now: no snapshot or clip")
         at = time.time()
         self._clips += 1
@@ -149,84 +164,116 @@ class CameraDriver(Driver):
         clip_id = f"{snapshot_id}-clip"
         pre_s = min(float(args.get("pre_s", cfg.clip_pre_s)), cfg.clip_pre_s)
         post_s = min(float(args.get("post_s", cfg.clip_post_s)), cfg.clip_post_s)
-        w.commands.put(("clip", {"clip_id": clip_id, "snapshot_id": snapshot_id, "alarm_id": args.get("alarm_id"),
-                                 "pre_s": pre_s, "post_s": post_s}))
+        self._commands.put(("clip", cfg.id, {"clip_id": clip_id, "snapshot_id": snapshot_id,
+                                             "alarm_id": args.get("alarm_id"), "pre_s": pre_s, "post_s": post_s}))
         return CommandResult(True, f"snapshot, and a clip of {pre_s:g} s before and {post_s:g} s after",
                              data={"snapshot_id": snapshot_id, "clip_id": clip_id})
 
     def health(self) -> dict[str, Any]:
-        w = self.worker
-        return {"online": w.online, "restarts": w.restarts, "fps": round(w.fps, 2), "events": w.events,
-                "last_reason": w.last_reason, "pid": w.process.pid if w.process is not None else None,
-                "codec": w.codec, "stream_size": w.stream_size, "port_closed": w.port_closed,
-                "first_frame_s": None if w.first_frame_s is None else round(w.first_frame_s, 2)}
+        return {"pid": self._process.pid if self._process is not None else None,
+                "worker_starts": self.process_starts, "cameras": {
+                    cam.cfg.id: {"online": cam.online, "restarts": cam.restarts, "fps": round(cam.fps, 2),
+                                 "events": cam.events, "last_reason": cam.last_reason, "codec": cam.codec,
+                                 "stream_size": cam.stream_size, "port_closed": cam.port_closed,
+                                 "first_frame_s": None if cam.first_frame_s is None else round(cam.first_frame_s, 2)}
+                    for cam in self.cameras.values()}}
 
-    # -- the worker ------------------------------------------------------------------
+    # -- the worker process and its cameras ------------------------------------------
 
     def _spawn(self) -> None:
-        w, cfg = self.worker, self.worker.cfg
+        """The group's worker process, with a frame clock for each of its cameras."""
+        last_frames = {cid: self._mp.Value("d", 0.0, lock=False) for cid in self.cameras}
+        for cid, cam in self.cameras.items():
+            cam.last_frame = last_frames[cid]
+        self._out = self._mp.Queue()
+        self._commands = self._mp.Queue()
+        self._process = self._mp.Process(target=serve, args=(last_frames, self._out, self._commands), daemon=True,
+                                         name=f"cameras-{self.group}")
+        with _main_left_alone():
+            self._process.start()
+        self.process_starts += 1
+        self.ctx.log.info("camera worker %d for %s", self._process.pid, ", ".join(self.cameras))
+
+    def _read(self, cam: Camera) -> None:
+        """Start (again) reading one camera in the worker process."""
+        if self._process is None:
+            self._spawn()
+        cfg = cam.cfg
         settings = WorkerSettings(
-            device=cfg.id, source=cfg.source(), fps=cfg.fps, size=(cfg.width, cfg.height),
+            device=cfg.id, source=cfg.source(), fps=cfg.analysis_fps(), size=(cfg.width, cfg.height),
             open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
             snapshot_dir=str(self.ctx.data_dir / "snapshots"), snapshot_every_s=cfg.snapshot_every_s,
             jpeg_quality=cfg.jpeg_quality, loop_file=cfg.loop_file, clip_fps=cfg.clip_fps, clip_pre_s=cfg.clip_pre_s,
             rtsp_transport=cfg.rtsp_transport,
             analytics={"motion": asdict_or_none(cfg.motion), "tamper": asdict_or_none(cfg.tamper),
                        "loitering": asdict_or_none(cfg.loitering), "timezone": str(self.ctx.tz)})
-        settings.analytics["carried"] = {"tamper": self._carry_over(cfg)}
-        w.last_reason = None
-        w.port_closed = False
-        w.first_frame_s = None
-        w.last_frame = self._mp.Value("d", 0.0, lock=False)
-        w.out = self._mp.Queue()
-        w.commands = self._mp.Queue()
-        w.process = self._mp.Process(target=run, args=(settings, w.last_frame, w.out, w.commands), daemon=True,
-                                     name=f"camera-{cfg.id}")
-        with _main_left_alone():
-            w.process.start()
-        w.started, w.started_wall = time.monotonic(), time.time()
-        w.first_try = w.first_try or time.time()
-        self.ctx.log.info("%s: worker %d reading %s", cfg.id, w.process.pid, redact(cfg.url))
+        settings.analytics["carried"] = {"tamper": self._carry_over(cam)}
+        cam.last_reason = None
+        cam.port_closed = False
+        cam.first_frame_s = None
+        cam.last_frame.value = 0.0  # its previous reader ended: this clock is the new one's
+        self._commands.put(("start", settings))
+        cam.reading = True
+        cam.started, cam.started_wall = time.monotonic(), time.time()
+        cam.first_try = cam.first_try or time.time()
+        self.ctx.log.info("%s: reading %s", cfg.id, redact(cfg.url))
 
     def _drain(self) -> None:
-        w = self.worker
-        while True:
+        while self._out is not None:
             try:
-                kind, data = w.out.get_nowait()
-            except (queue.Empty, EOFError, OSError):
+                device, kind, data = self._out.get_nowait()
+            except (queue.Empty, EOFError, OSError, ValueError):
                 return
-            if kind == "ended":
-                w.last_reason = data["reason"]
-            elif kind == "opened":
-                w.codec, w.stream_size = data["codec"], tuple(data["size"])
-            elif kind == "stats":
-                w.fps = frame_rate(w.last_stats, data["at"], data["analysed"], w.fps)
-                w.last_stats = (data["at"], data["analysed"])
-                w.frames_analysed = data["analysed"]
-                self.ctx.set_state(w.cfg.id, {"online": bool(w.online), "fps": round(w.fps, 2),
-                                              "latest": f"{w.cfg.id}/latest.jpg", "at": data["at"]})
-            elif kind == "clip":
-                at = data.pop("at")
-                self.ctx.emit(w.cfg.id, "campus.camera.clip", data, at)
-            elif kind in ("motion", "tamper", "loitering"):
-                w.events += 1
-                at = data.pop("at")
-                self._track(kind, data)
-                self.ctx.emit(w.cfg.id, f"campus.camera.{kind}", data, at)
+            cam = self.cameras.get(device)
+            if cam is not None:
+                self._handle(cam, kind, data)
 
-    def _track(self, kind: str, data: dict[str, Any]) -> None:
+    def _handle(self, cam: Camera, kind: str, data: dict[str, Any]) -> None:
+        if kind == "ended":
+            self._failed(cam, data["reason"])
+        elif kind == "opened":
+            cam.codec, cam.stream_size = data["codec"], tuple(data["size"])
+        elif kind == "stats":
+            cam.fps = frame_rate(cam.last_stats, data["at"], data["analysed"], cam.fps)
+            cam.last_stats = (data["at"], data["analysed"])
+            cam.frames_analysed = data["analysed"]
+            self.ctx.set_state(cam.cfg.id, {"online": bool(cam.online), "fps": round(cam.fps, 2),
+                                            "latest": f"{cam.cfg.id}/latest.jpg", "at": data["at"]})
+        elif kind == "clip":
+            at = data.pop("at")
+            self.ctx.emit(cam.cfg.id, "campus.camera.clip", data, at)
+        elif kind in ("motion", "tamper", "loitering"):
+            cam.events += 1
+            at = data.pop("at")
+            self._track(cam, kind, data)
+            self.ctx.emit(cam.cfg.id, f"campus.camera.{kind}", data, at)
+
+    def _failed(self, cam: Camera, reason: str) -> None:
+        """Its reader ended or was killed: read it again after the backoff."""
+        if not cam.reading:
+            return
+        cam.reading = False
+        cam.last_reason = cam.last_reason or reason
+        self.ctx.log.warning("%s: %s; reading again in %.0f s", cam.cfg.id, reason, cam.backoff)
+        cam.restart_at = time.monotonic() + cam.backoff
+        cam.next_probe = 0.0  # is the camera still there? (see _back_early)
+        cam.backoff = min(cam.backoff * 2, RESTART_MAX_S)
+        cam.restarts += 1
+
+    def _track(self, cam: Camera, kind: str, data: dict[str, Any]) -> None:
         key = f"{kind}:{data.get('zone') or data.get('kind')}"
         if data["active"]:
-            self.active[key] = {k: v for k, v in data.items() if k in ("zone", "kind")}
-        elif self.active.pop(key, None) is None:
+            cam.active[key] = {k: v for k, v in data.items() if k in ("zone", "kind")}
+        elif cam.active.pop(key, None) is None:
             return
-        _save_active(self._active_file, self.active)
+        _save_active(cam.active_file, cam.active)
 
-    def _carry_over(self, cfg: CameraConfig) -> list[str]:
-        """Before a worker starts: the tamper kinds it must start raised (it ends them once the view is
-        normal); motion and loitering, which a new worker must first learn to see, are ended here."""
+    def _carry_over(self, cam: Camera) -> list[str]:
+        """Before a reader starts: the tamper kinds it must start raised (it ends them once the view is
+        normal); motion and loitering, which a new reader must first learn to see, are ended here."""
+        cfg = cam.cfg
         carried = []
-        for key, data in list(self.active.items()):
+        for key, data in list(cam.active.items()):
             kind = key.split(":", 1)[0]
             if kind == "tamper" and cfg.tamper is not None:
                 carried.append(str(data["kind"]))
@@ -234,62 +281,77 @@ class CameraDriver(Driver):
             ended = {**data, "active": False}
             if kind == "tamper":
                 ended["detail"] = "tamper detection is off in the config"
-            self._track(kind, ended)
+            self._track(cam, kind, ended)
             self.ctx.emit(cfg.id, f"campus.camera.{kind}", ended, time.time())
         return carried
 
-    def _watch_loss(self) -> None:
-        """Video loss is time without a frame, whatever the worker is doing (reading, stuck, or not running
+    def _watch_loss(self, cam: Camera) -> None:
+        """Video loss is time without a frame, whatever its reader is doing (reading, stuck, or not running
         during its restart backoff): a camera that reboots and is back within `video_loss_s` was never lost."""
-        w, cfg = self.worker, self.worker.cfg
-        if w.process is not None:
-            w.last_seen = max(w.last_seen, w.last_frame.value)
-        silent = time.time() - (w.last_seen or w.first_try)
-        if silent >= cfg.video_loss_s and w.online is not False:
-            w.online = False
+        cfg = cam.cfg
+        if cam.last_frame is not None:
+            cam.last_seen = max(cam.last_seen, cam.last_frame.value)
+        silent = time.time() - (cam.last_seen or cam.first_try)
+        if silent >= cfg.video_loss_s and cam.online is not False:
+            cam.online = False
             self.ctx.set_online(cfg.id, False, f"video loss: no frame for {silent:.0f} s"
-                                + (f" ({w.last_reason})" if w.last_reason else ""))
+                                + (f" ({cam.last_reason})" if cam.last_reason else ""))
 
     def _watch(self, now: float) -> None:
-        """A worker that has read nothing for `video_loss_s` since it started or since its last frame is
-        stuck (a read that never returns) and is killed; one that ended is restarted with backoff."""
-        w, cfg = self.worker, self.worker.cfg
-        own = w.last_frame.value
-        stuck = time.time() - max(own, w.started_wall)
-        alive = w.process.is_alive()
-        if alive and stuck < cfg.video_loss_s:
-            if own and w.first_frame_s is None:
-                w.first_frame_s = own - w.started_wall
-            if own and w.online is not True:
-                w.online = True
-                self.ctx.set_online(cfg.id, True)
-                self.ctx.log.info("%s: video", cfg.id)
-            if own and now - w.started > RESTART_MAX_S:
-                w.backoff = RESTART_MIN_S  # it ran well: the next failure starts the backoff afresh
+        """A camera that has read nothing for `video_loss_s` since its reader started or since its last frame
+        is stuck in a read that never returns: the worker process is killed for it, and its other cameras
+        are read again at once. A worker that died takes its cameras' readers with it (backoff for each)."""
+        if not self._process.is_alive():
+            self._drain()
+            self._kill()
+            for cam in self.cameras.values():
+                self._failed(cam, "the camera worker stopped")
+            return
+        stuck_cams = []
+        for cam in self.cameras.values():
+            if not cam.reading:
+                continue
+            own = cam.last_frame.value
+            stuck = time.time() - max(own, cam.started_wall)
+            if stuck >= cam.cfg.video_loss_s:
+                stuck_cams.append((cam, f"no frame for {stuck:.0f} s"))
+                continue
+            if own and cam.first_frame_s is None:
+                cam.first_frame_s = own - cam.started_wall
+            if own and cam.online is not True:
+                cam.online = True
+                self.ctx.set_online(cam.cfg.id, True)
+                self.ctx.log.info("%s: video", cam.cfg.id)
+            if own and now - cam.started > RESTART_MAX_S:
+                cam.backoff = RESTART_MIN_S  # it ran well: the next failure starts the backoff afresh
+        if not stuck_cams:
             return
         self._drain()
-        reason = (w.last_reason or "the camera worker stopped") if not alive else f"no frame for {stuck:.0f} s"
-        self._kill(reason)
-        self.ctx.log.warning("%s: %s; reading again in %.0f s", cfg.id, reason, w.backoff)
-        w.restart_at = time.monotonic() + w.backoff
-        w.next_probe = 0.0  # is the camera still there? (see _back_early)
-        w.backoff = min(w.backoff * 2, RESTART_MAX_S)
-        w.restarts += 1
+        self._kill()
+        stuck_ids = {cam.cfg.id for cam, _ in stuck_cams}
+        for cam, reason in stuck_cams:
+            self._failed(cam, reason)
+        for cam in self.cameras.values():
+            if cam.reading and cam.cfg.id not in stuck_ids:  # read again now, in the new worker
+                cam.reading = False
+                cam.restarts += 1
+                cam.restart_at = 0.0
+                self.ctx.log.info("%s: reading again: its worker was restarted for %s", cam.cfg.id,
+                                  ", ".join(sorted(stuck_ids)))
 
-    def _kill(self, why: str) -> None:
-        w = self.worker
-        process = w.process
+    def _kill(self) -> None:
+        process = self._process
         if process is None:
             return
         if process.is_alive():
             process.kill()  # a hung read ignores anything gentler
         process.join(5)
+        for channel in (self._commands, self._out):
+            with contextlib.suppress(Exception):
+                channel.close()
         with contextlib.suppress(Exception):
-            w.commands.close()
-        with contextlib.suppress(Exception):
-            w.out.close()
-            w.out.join_thread()
-        w.process, w.last_reason = None, w.last_reason or why
+            self._out.join_thread()
+        self._process = self._out = self._commands = None
 
 
 def network_address(url: str) -> tuple[str, int] | None:
@@ -338,7 +400,7 @@ def _main_left_alone() -> Any:
     """Start a worker without it importing the gateway's __main__: multiprocessing re-imports the parent's main
     module in every child (to find the target), which for `python -m gateway.cli` is the whole gateway
     (FastAPI, SQLAlchemy, the drivers): 35-45 MB more in each camera's worker (bench/school_day). The target is
-    drivers.camera.capture.run, found without it."""
+    drivers.camera.capture.serve, found without it."""
     main = sys.modules["__main__"]
     spec, path = getattr(main, "__spec__", None), main.__dict__.get("__file__")
     main.__spec__ = None

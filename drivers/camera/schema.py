@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.config import DeviceConfig, SecretRef, Window
 
 Point = tuple[float, float]  # a corner as fractions of the frame, 0..1 from top left
+MOVING_FPS = 5.0  # frames analysed a second by default where motion or loitering is watched
+STILL_FPS = 2.0  # ... and for tamper alone
 
 
 class _Strict(BaseModel):
@@ -77,9 +79,15 @@ class CameraConfig(DeviceConfig):
     username: str | None = None
     password_env: str | None = None
     password_file: Path | None = None
-    fps: float = Field(default=5.0, gt=0, le=30)  # frames analysed per second
+    # Frames analysed a second; by default 5 where motion or loitering is watched, and 2 for tamper alone (its
+    # holds are seconds long): a yard's overview camera then costs half as much (bench/school_day).
+    fps: float | None = Field(default=None, gt=0, le=30)
     width: int = Field(default=640, ge=64, le=1920)  # the substream, or what the frame is scaled to
     height: int = Field(default=360, ge=48, le=1080)
+    # Cameras with the same worker share one worker process (a thread each): one Python and one OpenCV for the
+    # group instead of one per camera. A camera whose read hangs gets its worker restarted, and the group's
+    # other cameras with it (read again at once, within their video_loss_s): give a doubtful camera its own.
+    worker: str = Field(default="cameras", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"  # RTP over TCP passes NATs and firewalls; UDP only on a clean LAN
     open_timeout_s: float = Field(default=5.0, gt=0, le=60)
     read_timeout_s: float = Field(default=5.0, gt=0, le=60)
@@ -101,6 +109,11 @@ class CameraConfig(DeviceConfig):
             raise ValueError("the url holds a password: give 'username' and 'password_env' (or "
                              "'password_file') instead")
         return self
+
+    def analysis_fps(self) -> float:
+        if self.fps is not None:
+            return self.fps
+        return MOVING_FPS if self.motion is not None or self.loitering is not None else STILL_FPS
 
     def source(self) -> str:
         """The URL to open, with the credentials from the secrets store."""

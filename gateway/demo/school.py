@@ -192,7 +192,7 @@ class SimulatedSchool:
             label = "南门摄像机 South gate camera" if zone == "south-gate" else "操场摄像机 Yard"
             label += f" {name.rsplit('-', 1)[1]}" if name[-1].isdigit() else ""
             entry: dict[str, Any] = {"id": name, "kind": "camera", "driver": "opencv", "zone": zone, "name": label,
-                                     "url": camera.url, "fps": 5, "video_loss_s": 10}
+                                     "url": camera.url, "video_loss_s": 10}
             if zone == "south-gate":
                 entry["loitering"] = {"zones": [{"name": "gate-front",
                                                  "polygon": [[0.05, 0.3], [0.95, 0.3], [0.95, 1], [0.05, 1]]}],

@@ -35,6 +35,12 @@ def site(tmp_path: Path, url: str, **camera: Any) -> Config:
     })
 
 
+def camera_health(host: Any, camera: str = "gate-cam") -> dict[str, Any]:
+    """A camera's state as its driver reports it, with its worker process's pid."""
+    worker = host.health()["opencv.cameras"]
+    return {"pid": worker["pid"], **worker["cameras"][camera]}
+
+
 class Records:
     def __init__(self, config: Config) -> None:
         self.sessions = db.make_sessions(db.make_engine(config.database_url()))
@@ -73,7 +79,7 @@ def test_a_camera_comes_online_with_a_live_snapshot(tmp_path: Path, camera: Came
         assert latest.read_bytes()[:2] == b"\xff\xd8", "a JPEG"
         host = running.gateway.host
         assert host is not None
-        wait_for(lambda: 3.5 <= host.health()["opencv.gate-cam"]["fps"] <= 6, 10, "about 5 frames analysed a second")
+        wait_for(lambda: 3.5 <= camera_health(host)["fps"] <= 6, 10, "about 5 frames analysed a second")
 
         url = running.gateway.console_url
         assert url and running.gateway.first_admin_password
@@ -88,7 +94,7 @@ def test_a_camera_comes_online_with_a_live_snapshot(tmp_path: Path, camera: Came
         page = client.get("/cameras").text
         assert 'data-id="gate-cam"' in page and "/snapshots/gate-cam/latest.jpg" in page
         fps = [s.value for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples
-               if s.name == "campusgw_camera_fps" and s.labels == {"driver": "opencv.gate-cam"}]
+               if s.name == "campusgw_camera_fps" and s.labels == {"camera": "gate-cam"}]
         assert fps and 3.5 <= fps[0] <= 6, "/metrics has the camera's analysis rate"
     finally:
         running.stop()
@@ -103,7 +109,7 @@ def test_a_stalled_stream_is_video_loss_the_hung_read_is_killed_and_video_comes_
         wait_for(lambda: records.online() is True, 15, "the camera online")
         host = running.gateway.host
         assert host is not None
-        pid = host.health()["opencv.gate-cam"]["pid"]
+        pid = camera_health(host)["pid"]
         camera.stall(True)  # the connection stays open and FFmpeg's read (30 s timeout) never returns
         stalled = time.monotonic()
         wait_for(lambda: records.online() is False, 6, "video loss")
@@ -111,12 +117,54 @@ def test_a_stalled_stream_is_video_loss_the_hung_read_is_killed_and_video_comes_
         wait_for(lambda: records.alarms("device_offline"), 5, "the video-loss alarm")
         (offline,) = records.events("campus.device.offline")
         assert offline.data["reason"].startswith("video loss: no frame for")
-        assert host.health()["opencv.gate-cam"]["pid"] != pid, "the hung worker was killed"
+        assert camera_health(host)["pid"] != pid, "the hung worker was killed"
         camera.stall(False)
         wait_for(lambda: records.online() is True, 10, "video back (the restore)")
         wait_for(lambda: records.alarms("device_offline")[0].condition_active is False, 5, "the alarm restored")
     finally:
         running.stop()
+
+
+def test_cameras_share_a_worker_and_one_hung_read_does_not_lose_the_others(tmp_path: Path,
+                                                                          camera: CameraSimulator) -> None:
+    """The group's cameras are read in one process; a read that never returns on one gets the process
+    killed, and the other camera is read again at once: no video loss for it, its frames keep coming."""
+    yard = CameraSimulator(fps=10)
+    yard.start()
+    config = validate_config({
+        "site": {"id": "school-1", "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0},
+        "devices": [{"id": "gate-cam", "kind": "camera", "driver": "opencv", "url": camera.url, "video_loss_s": 2,
+                     "read_timeout_s": 30, "tamper": None},
+                    {"id": "yard-cam", "kind": "camera", "driver": "opencv", "url": yard.url, "video_loss_s": 5,
+                     "read_timeout_s": 30, "tamper": None}]})
+    running = Running(config)
+    records = Records(config)
+    try:
+        host = running.gateway.host
+        assert host is not None
+        wait_for(lambda: all(camera_health(host, c)["online"] for c in ("gate-cam", "yard-cam")), 15,
+                 "both cameras online")
+        pid = camera_health(host)["pid"]
+        assert camera_health(host, "yard-cam")["pid"] == pid, "one worker process for both"
+        camera.stall(True)  # gate-cam's read never returns (30 s timeout)
+        wait_for(lambda: records.online() is False, 6, "gate-cam's video loss")
+        wait_for(lambda: camera_health(host)["pid"] not in (None, pid), 5, "the worker with the hung read killed")
+        sent = yard.frames_sent
+        wait_for(lambda: camera_health(host, "yard-cam")["restarts"] >= 1 and yard.clients >= 1, 5,
+                 "yard-cam read again in the new worker")
+        wait_for(lambda: yard.frames_sent >= sent + 20, 5, "yard-cam's frames")
+        camera.stall(False)
+        wait_for(lambda: records.online() is True, 10, "gate-cam's video back")
+        with records.sessions() as session:
+            yard_device = session.get(Device, "yard-cam")
+            assert yard_device is not None and yard_device.online is True
+        offline = [e.device_id for e in records.events("campus.device.offline")]
+        assert offline and set(offline) == {"gate-cam"}, "yard-cam was never lost"
+    finally:
+        running.stop()
+        yard.stop()
 
 
 def test_a_camera_that_reboots_quickly_is_not_lost(tmp_path: Path, camera: CameraSimulator) -> None:
@@ -128,7 +176,7 @@ def test_a_camera_that_reboots_quickly_is_not_lost(tmp_path: Path, camera: Camer
         host = running.gateway.host
         assert host is not None
         camera.close_connections()
-        wait_for(lambda: host.health()["opencv.gate-cam"]["restarts"] >= 1, 5, "the worker reading again")
+        wait_for(lambda: camera_health(host)["restarts"] >= 1, 5, "the worker reading again")
         wait_for(lambda: camera.clients >= 1, 5, "reconnected")
         assert records.online() is True and not records.alarms("device_offline")
     finally:
