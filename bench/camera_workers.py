@@ -70,7 +70,7 @@ import numpy.typing as npt
 import paho.mqtt.client as mqtt
 import yaml
 
-from bench.common import cpu_of, gateway_config, rss_mib, wait_until
+from bench.common import NoAliases, cpu_of, gateway_config, rss_mib, wait_until
 from gateway import topics
 from gateway.broker import login
 
@@ -213,6 +213,7 @@ def site_config(data_dir: Path, urls: list[str]) -> dict[str, Any]:
     config["devices"] = [{
         "id": f"cam-{i + 1}", "name": f"Camera {i + 1}", "kind": "camera", "driver": "opencv", "url": url,
         "fps": ANALYSIS_FPS, "width": WIDTH, "height": HEIGHT, "motion": {"zones": [GATE]},
+        "worker": f"cam-{i + 1}",  # a worker process each, so a worker's figures are its camera's
     } for i, url in enumerate(urls)]  # tamper: the default TamperConfig
     return config
 
@@ -222,7 +223,7 @@ class GatewayProcess:
 
     def __init__(self, workdir: Path, urls: list[str]) -> None:
         path = workdir / "site.yaml"
-        path.write_text(yaml.safe_dump(site_config(workdir / "data", urls), sort_keys=False))
+        path.write_text(yaml.dump(site_config(workdir / "data", urls), Dumper=NoAliases, sort_keys=False))
         script = Path(sys.executable).parent / "campusgw"
         command = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
         self.log_path = workdir / "gateway.log"

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import yaml
+
 from tests.support import MosquittoBroker
 
 T = TypeVar("T")
@@ -182,3 +184,10 @@ class SseClient:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(5)
+
+
+class NoAliases(yaml.SafeDumper):
+    """Site files refuse YAML anchors (gateway.config_file): every repeated value written out."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

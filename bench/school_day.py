@@ -47,7 +47,7 @@ import yaml
 from sqlalchemy import func, select
 
 from bench.alarm_latency import AlarmSseClient, console_token
-from bench.common import percentile, start_mosquitto, wait_matching, wait_until
+from bench.common import NoAliases, percentile, start_mosquitto, wait_matching, wait_until
 from gateway.broker import login
 from gateway.clock import SiteClock, site_time, use_site_clock
 from gateway.config_file import validate_config
@@ -61,13 +61,6 @@ from tests.support import free_port
 KEY_ENV = "CAMPUSGW_BENCH_OSDP_KEY"
 PRESS_BOX, PRESS_POINT = "north-gate-box", "door"
 LEAD_S = 40.0  # real seconds from now to the day's first step: start-up, every device online, the idle baseline
-
-
-class NoAliases(yaml.SafeDumper):
-    """Site files refuse YAML anchors (gateway.config_file): every repeated value written out."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
 
 
 @dataclass
@@ -157,11 +150,11 @@ def _role(proc: psutil.Process, root: psutil.Process) -> str:
     if proc.pid == root.pid:
         return "gateway (drivers, rules, console, broker)"
     line = " ".join(proc.cmdline())
-    if "forkserver" in line:
-        return "camera worker forkserver"
     if "resource_tracker" in line:
         return "multiprocessing resource tracker"
-    return "camera worker"
+    if "forkserver" in line and proc.ppid() == root.pid:  # the workers are its children, same command line
+        return "camera worker fork server"
+    return "camera worker (its cameras, a thread each)"
 
 
 class EventCounter:

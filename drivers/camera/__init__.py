@@ -1,5 +1,5 @@
-"""IP cameras' low-resolution substreams (RTSP, HTTP MJPEG), video files and local cameras, through OpenCV in a
-worker process per camera."""
+"""IP cameras' low-resolution substreams (RTSP, HTTP MJPEG), video files and local cameras, through OpenCV in
+worker processes (the cameras of a `worker` group in one, a thread each)."""
 
 from __future__ import annotations
 

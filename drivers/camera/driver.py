@@ -216,7 +216,7 @@ class CameraDriver(Driver):
         cam.reading = True
         cam.started, cam.started_wall = time.monotonic(), time.time()
         cam.first_try = cam.first_try or time.time()
-        self.ctx.log.info("%s: reading %s", cfg.id, redact(cfg.url))
+        self.ctx.log.info("%s: worker %d reading %s", cfg.id, self._process.pid, redact(cfg.url))
 
     def _drain(self) -> None:
         while self._out is not None:
