@@ -166,6 +166,7 @@ EVENT_TABLE: tuple[EventSpec, ...] = (
     EventSpec("campus.bollard.state_changed", "record"),
     EventSpec("campus.bollard.command", "record"),
     EventSpec("campus.bollard.fault", "alarm"),
+    EventSpec("campus.output.changed", "record"),
     EventSpec("campus.camera.motion", "record"),
     EventSpec("campus.camera.tamper", "alarm"),
     EventSpec("campus.camera.loitering", "record"),

@@ -465,7 +465,7 @@ class DeviceConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     id: Id
-    kind: Literal["alarm_input", "bollard", "reader", "camera", "checkpoint", "test"]
+    kind: Literal["alarm_input", "bollard", "reader", "camera", "checkpoint", "output", "test"]
     driver: str
     name: str | None = None
     zone: str | None = None

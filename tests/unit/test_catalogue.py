@@ -60,6 +60,7 @@ ESCALATE_AFTER_S = {"panic": 30, "duress": 30, "silent_panic": 30, "fire": 30, "
 EVENT_CLASSES = {
     "campus.alarm_input.triggered": "alarm", "campus.alarm_input.restored": "alarm",
     "campus.bollard.state_changed": "record", "campus.bollard.command": "record", "campus.bollard.fault": "alarm",
+    "campus.output.changed": "record",
     "campus.camera.motion": "record", "campus.camera.tamper": "alarm", "campus.camera.loitering": "record",
     "campus.camera.clip": "record", "campus.reader.card_read": "record", "campus.reader.code_scanned": "record",
     "campus.reader.keypad": "record", "campus.reader.tamper": "alarm", "campus.reader.power": "alarm",
@@ -157,6 +158,17 @@ def test_home_assistant_shows_bollard_and_reader_conditions_with_todays_classes(
         "position": None, "fault": "problem"}
     assert {n: b["device_class"] for n, b in homeassistant._entities(reader, "base")} == {
         "tamper": "tamper", "power": "problem"}
+
+
+def test_home_assistant_shows_each_relay_of_an_output_module() -> None:
+    module = gwconfig.DeviceConfig.model_validate({
+        "id": "relays", "kind": "output", "driver": "modbus_do", "connection": {"host": "192.0.2.9"},
+        "relays": [{"name": "siren", "coil": 0, "role": "siren", "label": "门卫室警号"},
+                   {"name": "strobe", "coil": 1}]})
+    entities = dict(homeassistant._entities(module, "base"))
+    assert set(entities) == {"siren", "strobe"} and entities["siren"]["name"] == "门卫室警号"
+    assert entities["siren"]["component"] == "binary_sensor" and entities["siren"]["state_topic"] == "base"
+    assert "value_json.relays['siren']" in entities["siren"]["value_template"]
 
 
 # --- the catalogue: today's values come from its rows ----------------------------------------------------------

@@ -168,10 +168,10 @@ def test_unknown_zone() -> None:
 
 
 def test_unknown_driver_lists_known_ones() -> None:
-    text = replace_once(DEMO, "driver: modbus_di", "driver: modbus_do")
+    text = replace_once(DEMO, "driver: modbus_di", "driver: modbus_dio")
     problem = only_problem(text)
     assert problem.startswith(f"site.yaml line {line_of(text, 'driver:')}: devices[0].driver:")
-    assert "unknown driver 'modbus_do'" in problem
+    assert "unknown driver 'modbus_dio'" in problem
     assert "modbus_di" in problem.split("expected", 1)[1]
 
 

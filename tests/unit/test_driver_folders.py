@@ -46,7 +46,8 @@ MANIFESTS = sorted(manifests().values(), key=lambda m: m.name)
 
 
 def test_every_driver_folder_is_found() -> None:
-    assert [m.name for m in MANIFESTS] == ["modbus_bollard", "modbus_di", "opencv", "osdp", "serial_reader"]
+    assert [m.name for m in MANIFESTS] == ["modbus_bollard", "modbus_di", "modbus_do", "opencv", "osdp",
+                                           "serial_reader"]
     with_init = {p.parent.name for p in (ROOT / "drivers").glob("*/__init__.py")}
     assert {folder(m).name for m in MANIFESTS} == with_init, "a driver folder without a MANIFEST"
 
