@@ -46,12 +46,13 @@ class RelayOutputConfig(DeviceConfig):
     @model_validator(mode="after")
     def _distinct(self) -> RelayOutputConfig:
         names = [r.name for r in self.relays]
-        coils = [r.coil for r in self.relays]
+        coils = [str(r.coil) for r in self.relays]
         for what, values in (("name", names), ("coil", coils)):
-            twice = sorted({str(v) for v in values if values.count(v) > 1})
+            twice = sorted({v for v in values if values.count(v) > 1})
             if twice:
                 raise ValueError(f"relay {what} {', '.join(twice)} is used twice")
-        if max(coils) - min(coils) >= MAX_RELAYS:
+        coil_numbers = [r.coil for r in self.relays]
+        if max(coil_numbers) - min(coil_numbers) >= MAX_RELAYS:
             raise ValueError(f"relay coils must lie within {MAX_RELAYS} of each other (one Modbus read)")
         if self.watchdog_s * 1000 <= self.poll_ms * 2:
             raise ValueError(f"watchdog_s ({self.watchdog_s}) must be longer than two polls ({self.poll_ms} ms "
