@@ -1,0 +1,1 @@
+"""Notification channels: SMS, WeCom / DingTalk robots, e-mail."""
