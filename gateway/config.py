@@ -225,11 +225,24 @@ class LinkageBollards(Strict):
     command: Literal["raise", "lower", "efo"]
 
 
+class LinkageOutputs(Strict):
+    """Relays of an output module (kind output) an alarm switches on: for `pulse_s` (pulse), while it is not
+    acknowledged (until_ack), or until it is reset or closed (until_reset). Sounders (roles siren, pa) stop
+    when a guard silences the alarm; the rest keep on."""
+
+    device: Id
+    relays: list[str] = Field(min_length=1)
+    mode: Literal["pulse", "until_ack", "until_reset"] = "until_reset"
+    pulse_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class LinkageRule(Strict):
-    """On an alarm of these types (in these zones): move bollards, ask cameras for evidence, tell the police."""
+    """On an alarm of these types (in these zones): move bollards, sound and light the outputs, ask cameras for
+    evidence, tell the police."""
 
     when: LinkageWhen
     bollards: LinkageBollards | None = None
+    outputs: list[LinkageOutputs] = []
     cameras: list[str] = []
     police: bool = False
 

@@ -102,17 +102,22 @@ class RelayOutputDriver(Driver):
         for name, at in list(self.off_at.items()):
             if now >= at:
                 del self.off_at[name]
-                if self.wanted[name]:
+                relay = self.cfg.relay(name)
+                if self.wanted[name] and relay is not None:
                     self.wanted[name] = False
                     self._changed(name, False, "timer", "its time is up")
+                    if not await self._write(relay, False):
+                        return False
+                    if self.actual is not None:
+                        self.actual[name] = False
         actual = await self._read()
         if actual is None:
             return False
         self._came_online()
         for relay in self.cfg.relays:
             if actual[relay.name] != self.wanted[relay.name]:
-                if self.actual is not None and self.actual[relay.name] == actual[relay.name]:
-                    self.counters["rewrites"] += 1  # not a write still on its way: the module lost it
+                if self.actual is not None and self.actual[relay.name] != actual[relay.name]:
+                    self.counters["rewrites"] += 1  # not as we left it: the module lost it (a power blip, a reset)
                     self.ctx.log.warning("%s: relay %s found %s, written again", self.cfg.id, relay.name,
                                          "on" if actual[relay.name] else "off")
                 if not await self._write(relay, self.wanted[relay.name]):
@@ -269,6 +274,8 @@ class RelayOutputDriver(Driver):
                     return CommandResult(False, f"the relay module at {self._where()} did not take the write of "
                                                 f"{relay_name}: {self.last_error}", self.state())
                 was, self.wanted[relay_name] = self.wanted[relay_name], on
+                if self.actual is not None:
+                    self.actual[relay_name] = on
                 self.off_at.pop(relay_name, None)
                 limit = [float(args["for_s"])] if on and args.get("for_s") else []
                 limit += [relay.max_on_s] if on and relay.max_on_s else []

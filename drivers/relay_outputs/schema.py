@@ -61,3 +61,10 @@ class RelayOutputConfig(DeviceConfig):
 
     def relay(self, name: str) -> RelayConfig | None:
         return next((r for r in self.relays if r.name == name), None)
+
+
+def relay_roles(device: DeviceConfig) -> dict[str, str]:
+    """Relay name -> role of an output module as the site config holds it (the rules and check-config read
+    devices untyped: each driver's model validates its own keys)."""
+    typed = device if isinstance(device, RelayOutputConfig) else RelayOutputConfig.model_validate(device.model_dump())
+    return {r.name: r.role for r in typed.relays}

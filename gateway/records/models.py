@@ -116,6 +116,9 @@ class Alarm(Base):
     closed_by: Mapped[str | None] = mapped_column(String(64))
     last_note: Mapped[str | None] = mapped_column(Text)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A guard silenced its sounders (sirens, the PA) without acknowledging it; a new trigger sounds them again.
+    silenced_at: Mapped[datetime | None]
+    silenced_by: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("alarms_open", "state", "priority"), Index("alarms_key", "key"))
 

@@ -95,6 +95,7 @@ def apply_effects(session: Session, effects: list[Effect], raised: list[tuple[Ra
                                       "last_event_at": effect.at}
             if effect.action == "retrigger":
                 values["occurrences"] = Alarm.occurrences + 1
+                values["silenced_at"] = values["silenced_by"] = None  # pressed again: the sirens sound again
             if effect.priority is not None:
                 values["priority"] = effect.priority
             if effect.action == "clear":
@@ -190,6 +191,22 @@ def operator_action(session: Session, alarm_id: int, action: Action | Literal["n
                                 from_state=from_state, to_state=to_state, actor=actor, at=at, note=note))
     audit(session, actor, f"alarm.{action}", f"alarm:{alarm_id}", "ok",
           {"from": from_state, "to": to_state, **({"note": note} if note else {}), **forced}, at, client)
+    return alarm
+
+
+def silence(session: Session, alarm_id: int, actor: str, at: datetime, client: str | None = None) -> Alarm:
+    """A guard silences an alarm's sirens (linkage's sounders) without acknowledging it; audited either way."""
+    lock_alarms(session, Alarm.id == alarm_id)
+    alarm = session.get(Alarm, alarm_id, populate_existing=True)
+    why = ("there is no such alarm" if alarm is None else "the alarm is closed" if alarm.state == "closed"
+           else "the alarm is silenced already" if alarm.silenced_at is not None else None)
+    if why is not None or alarm is None:
+        audit(session, actor, "alarm.silence", f"alarm:{alarm_id}", "refused", {"why": why}, at, client)
+        raise RefusedAction(why or "there is no such alarm")
+    alarm.silenced_at, alarm.silenced_by = at, actor
+    session.add(AlarmTransition(alarm_id=alarm.id, action="silence", from_state=alarm.state, to_state=alarm.state,
+                                actor=actor, at=at))
+    audit(session, actor, "alarm.silence", f"alarm:{alarm_id}", "ok", {"state": alarm.state}, at, client)
     return alarm
 
 
@@ -305,6 +322,7 @@ def _alarm_view(alarm: Alarm) -> dict[str, Any]:
         "occurrences": alarm.occurrences, "condition_active": alarm.condition_active,
         "acked_by": alarm.acked_by, "acked_at": alarm.acked_at.isoformat() if alarm.acked_at else None,
         "last_note": alarm.last_note, "escalation_level": alarm.escalation_level,
+        "silenced_by": alarm.silenced_by, "silenced_at": alarm.silenced_at.isoformat() if alarm.silenced_at else None,
     }
 
 

@@ -36,6 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from drivers.relay_outputs.schema import SOUNDERS, relay_roles
 from gateway import topics
 from gateway.bus import Bus
 from gateway.clock import ClockGuard, site_time
@@ -46,7 +47,17 @@ from gateway.guard import Guarded
 from gateway.records import store
 from gateway.records.models import Alarm, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
-from gateway.rules.linkage import BollardCommand, SnapshotRequest, linked_actions
+from gateway.rules.linkage import (
+    BollardCommand,
+    OpenAlarm,
+    OutputPulse,
+    Relay,
+    SnapshotRequest,
+    applies,
+    held_relays,
+    linked_actions,
+    outputs_wanted,
+)
 from gateway.rules_service.access_shell import READ_TYPES, Gate
 from gateway.rules_service.jobs import TICK_S, PeriodicJobs
 from gateway.rules_service.patrol_shell import Patrols
@@ -57,6 +68,9 @@ BATCH = 500
 HEALTH_DETAIL_MAX = 200  # a health alarm's detail becomes its place, which holds 200 characters
 RETRY_MIN_S = 0.2  # a batch that hit a temporary error is tried again after this, doubling
 RETRY_MAX_S = 10.0
+OUTPUTS_REFRESH_S = 10.0  # held relays told again this often: a module back from an outage, a lost command
+HELD = {"until_ack": "linkage: {relays} of {device} on until the alarm is acknowledged",
+        "until_reset": "linkage: {relays} of {device} on until the alarm is reset"}
 POISON_QUIET_S = 600.0  # no quarantined event for this long ends a poison episode (its alarm clears)
 
 
@@ -103,6 +117,13 @@ class RulesService(PeriodicJobs):
         self._last_poison: float | None = None  # monotonic time of the last quarantined event in this episode
         self._last_seen: dict[str, datetime] = {}  # what the devices table already says, to skip needless updates
         self._cameras = {d.id for d in config.devices if d.kind == "camera"} if config else set()
+        # Relays linkage holds on while alarms are open, what each was last told, and the sounders among them.
+        self._held: set[Relay] = held_relays(config.linkage) if config else set()
+        self._sounders: set[Relay] = {(d.id, name) for d in (config.devices if config else []) if d.kind == "output"
+                                      for name, role in relay_roles(d).items() if role in SOUNDERS}
+        self._outputs: dict[Relay, bool] = {}
+        self._outputs_lock = threading.Lock()
+        self._outputs_refresh = 0.0  # monotonic time to tell every held relay again (a module back from an outage)
         self.gate = Gate(site, config.access, self.tz) if config else None
         self.patrols = Patrols(site, config, self.tz) if config and config.patrol.checkpoints else None
 
@@ -110,6 +131,8 @@ class RulesService(PeriodicJobs):
         self.bus.subscribe(topics.events_filter(self.site), self._queue.put, qos=1)
         # Results of the commands linkage and schedules send; they go into the alarms' history.
         self.bus.subscribe(topics.results_filter(self.site), self._queue.put, qos=1)
+        if self._held:  # an acknowledgement, a reset or a silence from the console: the outputs follow
+            self.bus.subscribe(topics.alarms_filter(self.site), lambda message: self._drive_outputs(), qos=1)
         self._guard.start()
 
     def alive(self) -> bool:
@@ -333,6 +356,12 @@ class RulesService(PeriodicJobs):
                     outgoing.append((topic, body))
                     said = ("linkage: '{command}' sent to bollard {device}",
                             {"command": action.command, "device": action.device})
+                elif isinstance(action, OutputPulse):
+                    outgoing.append(self._command("output", action.device, "set", alarm_id, f"linkage:alarm:{alarm_id}",
+                                                  {"relay": action.relay, "on": True, "for_s": action.seconds,
+                                                   "reason": f"alarm {alarm_id}"}))
+                    said = ("linkage: {relay} of {device} on for {seconds} s",
+                            {"relay": action.relay, "device": action.device, "seconds": f"{action.seconds:g}"})
                 elif isinstance(action, SnapshotRequest):
                     outgoing.append((topics.snapshot_requests(self.site), {
                         "alarm_id": alarm_id, "camera": action.camera, "pre_s": action.pre_s,
@@ -359,7 +388,41 @@ class RulesService(PeriodicJobs):
                             else "linkage: to the alarm centre (Contact ID {code}, zone {zone})",
                             {"code": str(code.contact_id), "zone": str(zone)})
                 store.note(session, alarm_id, "linkage", said[0], at, params=said[1])
+            if not effect.test:  # the relays it holds on: switched by _drive_outputs once it is recorded
+                for rule in self.config.linkage:
+                    if applies(rule, effect.alarm_type, effect.zone):
+                        for out in rule.outputs:
+                            if out.mode != "pulse":
+                                store.note(session, alarm_id, "linkage", HELD[out.mode], at,
+                                           params={"relays": ", ".join(out.relays), "device": out.device})
         return outgoing
+
+    def _drive_outputs(self) -> None:
+        """The held relays made to match the open alarms: on while one holds them, off once none does. Called
+        after every alarm change (the rules' own, and the console's as they are announced) and every tick."""
+        if not self._held or self.config is None:
+            return
+        try:
+            with self.sessions() as session:
+                rows = session.execute(select(Alarm.alarm_type, Alarm.zone, Alarm.state, Alarm.test,
+                                              Alarm.silenced_at).where(Alarm.state != "closed")).all()
+        except Exception as exc:  # the database away: the next change or tick tries again
+            log.warning("could not read the open alarms for the outputs: %s", exc)
+            return
+        alarms = [OpenAlarm(t, z, st, bool(test), silenced is not None) for t, z, st, test, silenced in rows]
+        wanted = outputs_wanted(alarms, self.config.linkage, self._sounders)
+        with self._outputs_lock:
+            if time.monotonic() >= self._outputs_refresh:
+                self._outputs.clear()
+                self._outputs_refresh = time.monotonic() + OUTPUTS_REFRESH_S
+            for device, relay in sorted(self._held):
+                on = (device, relay) in wanted
+                if self._outputs.get((device, relay)) == on:
+                    continue
+                self._outputs[(device, relay)] = on
+                reason = "an open alarm holds it" if on else "no open alarm holds it"
+                self._publish(*self._command("output", device, "set", None, "linkage",
+                                             {"relay": relay, "on": on, "reason": reason}))
 
     def _publish(self, topic: str, body: dict[str, Any]) -> None:
         """Publish what the rules decided; a command is signed, so the driver can tell it is ours."""
@@ -433,6 +496,7 @@ class RulesService(PeriodicJobs):
             alarms = [a for a in (session.get(Alarm, i) for i in dict.fromkeys(alarm_ids)) if a is not None]
             for view in store.alarm_views(session, alarms):
                 self.bus.publish_json(topics.alarm(self.site, view["id"]), view)
+        self._drive_outputs()
 
     def stats(self) -> dict[str, Any]:
         return {"processed": self.processed, "duplicates": self.duplicates, "failed_batches": self.failed_batches,

@@ -25,7 +25,8 @@ EVENTS = [("alarm_input", "box-1", "campus.alarm_input.triggered"),
           ("reader", "gate-reader", "campus.reader.card_read"), ("bollard", "gate-1", "campus.bollard.state_changed"),
           ("camera", "cam-1", "campus.camera.clip"), ("checkpoint", "cp-1", "campus.reader.code_scanned")]
 COMMANDS = [("bollard", "gate-1", "raise"), ("bollard", "gate-1", "lower"), ("bollard", "gate-1", "efo"),
-            ("bollard", "gate-1", "reset"), ("reader", "gate-reader", "feedback"), ("camera", "cam-1", "clip")]
+            ("bollard", "gate-1", "reset"), ("reader", "gate-reader", "feedback"), ("camera", "cam-1", "clip"),
+            ("output", "relays-1", "set")]
 
 # What each part publishes, as the code does it today.
 PUBLISHES: dict[str, Uses] = {
@@ -55,6 +56,7 @@ PUBLISHES: dict[str, Uses] = {
         (topics.command(SITE, "bollard", "gate-1", "lower"), "RulesService._follow_schedules"),
         (topics.command(SITE, "reader", "gate-reader", "feedback"), "Gate.on_read"),
         (topics.command(SITE, "camera", "cam-1", "clip"), "RulesService._linkage"),
+        (topics.command(SITE, "output", "relays-1", "set"), "RulesService._linkage, RulesService._drive_outputs"),
         (topics.police_paths(SITE), "PoliceLink.publish_paths"),
         (topics.police_evidence(SITE), "police.evidence"),
         (topics.event(SITE, topics.GATEWAY, f"{GW}-police", "campus.gateway.health"), "PoliceLink._health"),
@@ -70,7 +72,8 @@ PUBLISHES: dict[str, Uses] = {
 SUBSCRIBES: dict[str, Uses] = {
     "drivers": [(topics.commands_filter(SITE), "DriverHost.run"), (topics.committed(SITE), "Outbox.attach"),
                 (topics.rules_availability(SITE), "Outbox.attach")],
-    "rules": [(topics.events_filter(SITE), "RulesService.start"), (topics.results_filter(SITE), "RulesService.start")],
+    "rules": [(topics.events_filter(SITE), "RulesService.start"), (topics.results_filter(SITE), "RulesService.start"),
+              (topics.alarms_filter(SITE), "RulesService.start (the outputs follow the console's actions)")],
     "console": [(topics.alarms_filter(SITE), "pages.alarms.attach"), (topics.police_paths(SITE), "pages.alarms.attach"),
                 (topics.states_filter(SITE, "bollard"), "pages.bollards.attach"),
                 (topics.results_filter(SITE), "CommandClient")],
@@ -104,9 +107,9 @@ WIDER: dict[tuple[str, str], Callable[[Access, str], bool]] = {
         lambda access, topic: _under_rules(topic),
     ("rules", "the police link's health events come from gateway/<gw>-police: an ACL cannot match a suffix"):
         lambda access, topic: access == "write" and _kind_is(topic, topics.EventTopic, {topics.GATEWAY}),
-    ("rules", "linkage and schedules may send any command to bollards, readers and cameras"):
+    ("rules", "linkage and schedules may send any command to bollards, readers, cameras and outputs"):
         lambda access, topic: access == "write" and _kind_is(topic, topics.CommandTopic,
-                                                             {"bollard", "reader", "camera"}),
+                                                             {"bollard", "reader", "camera", "output"}),
     ("console", "the console may read whatever the rules service publishes"):
         lambda access, topic: access == "read" and _under_rules(topic),
     ("console", "the console may read every device's state (it shows the bollards' today)"):

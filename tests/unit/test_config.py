@@ -344,3 +344,13 @@ def test_an_unknown_alarm_type_in_the_police_codes() -> None:
     codes = "  codes: {panik: {contact_id: 120, sia: PA, sia_restore: PH}}\n"
     text = replace_once(EXAMPLE, "  test_alarms: test_code", codes + "  test_alarms: test_code")
     assert "police.codes.panik: unknown alarm type 'panik'" in only_problem(text)
+
+
+def test_linkage_names_an_output_module_and_its_relays_as_they_are() -> None:
+    text = (CONFIG_DIR / "example-site.yaml").read_text(encoding="utf-8")
+    wrong = text.replace("relays: [siren, strobe], mode: until_reset", "relays: [siren, strobo], mode: until_reset")
+    problem = only_problem(wrong)
+    assert "linkage[0].outputs[0].relays[1]" in problem and "no relay 'strobo'" in problem
+    assert "expected one of: siren, strobe, pa, gate-lock" in problem
+    wrong = text.replace("- {device: gatehouse-relays, relays: [pa]", "- {device: gatehouse-relay, relays: [pa]")
+    assert "unknown output 'gatehouse-relay'" in only_problem(wrong)

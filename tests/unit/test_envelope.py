@@ -37,6 +37,8 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
     "campus.gateway.command_refused": {"kind": "bollard", "device": "gate-box", "command": "set_test_mode",
                                        "issued_by": "console:wang", "reason": "unsigned command"},
     "campus.bollard.state_changed": {"from": "lowered", "to": "raising", "reason": "raise commanded by guard-wang"},
+    "campus.output.changed": {"relay": "siren", "on": True, "issued_by": "linkage:alarm:12",
+                              "reason": "an open alarm holds it"},
     "campus.bollard.command": {"command": "raise", "issued_by": "guard-wang", "accepted": False,
                                "reason": "vehicle on loop 1 (since 07:58:12)", "state": "lowered"},
     "campus.bollard.fault": {"reason": "travel timeout: commanded raise 8.0 s ago, up-limit not reached",

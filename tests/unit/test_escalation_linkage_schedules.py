@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -10,7 +11,16 @@ import pytest
 from gateway.config import BollardSchedule, EscalationConfig, LinkageRule, RosterEntry, Window
 from gateway.rules.alarms import RaiseAlarm
 from gateway.rules.escalation import Unacknowledged, escalations_due
-from gateway.rules.linkage import BollardCommand, PoliceForward, SnapshotRequest, linked_actions
+from gateway.rules.linkage import (
+    BollardCommand,
+    OpenAlarm,
+    OutputPulse,
+    PoliceForward,
+    SnapshotRequest,
+    held_relays,
+    linked_actions,
+    outputs_wanted,
+)
 from gateway.rules.schedules import wanted
 from gateway.windows import in_windows
 
@@ -128,3 +138,52 @@ def test_camera_schedules_with_windows_past_midnight(local: str, inside: bool) -
 def test_a_holiday_is_watched_all_day() -> None:
     noon = datetime(2026, 10, 1, 12, 0, tzinfo=SHANGHAI)  # a Thursday, National Day
     assert not in_windows(NIGHTS, noon) and in_windows(NIGHTS, noon, ["2026-10-01"])
+
+
+# --- outputs: which held relays an open alarm keeps on --------------------------------------------------------
+
+GATEHOUSE = LinkageRule.model_validate({"when": {"alarm_type": ["panic", "duress"], "zone": ["gate"]}, "outputs": [
+    {"device": "relays", "relays": ["siren", "strobe"], "mode": "until_reset"},
+    {"device": "relays", "relays": ["pa"], "mode": "until_ack"},
+    {"device": "relays", "relays": ["bell"], "mode": "pulse", "pulse_s": 5}]})
+SOUNDERS = {("relays", "siren"), ("relays", "pa")}
+
+
+def open_alarm(state: str = "active_unack", alarm_type: str = "panic", zone: str | None = "gate",
+               test: bool = False, silenced: bool = False) -> OpenAlarm:
+    return OpenAlarm(alarm_type, zone, state, test, silenced)
+
+
+def on(*alarms: OpenAlarm) -> set[str]:
+    return {relay for _, relay in outputs_wanted(list(alarms), [GATEHOUSE], SOUNDERS)}
+
+
+def test_held_relays_follow_the_alarm_until_its_ack_or_reset() -> None:
+    assert on(open_alarm()) == {"siren", "strobe", "pa"}
+    assert on(open_alarm("active_ack")) == {"siren", "strobe"}, "the PA stops at the acknowledgement"
+    assert on(open_alarm("cleared_unack")) == {"siren", "strobe", "pa"}, "restored but nobody has seen it"
+    assert on(open_alarm("cleared_ack")) == set(), "reset"
+    assert on(open_alarm("closed")) == set()
+    assert held_relays([GATEHOUSE]) == {("relays", r) for r in ("siren", "strobe", "pa")}, "a pulse is not held"
+
+
+def test_silence_stops_the_sounders_only_and_another_alarm_keeps_them() -> None:
+    assert on(open_alarm(silenced=True)) == {"strobe"}
+    assert on(open_alarm(silenced=True), open_alarm("active_ack", "duress")) == {"siren", "strobe"}, \
+        "a second alarm that nobody silenced still sounds"
+    assert on(open_alarm("cleared_ack"), open_alarm("active_ack")) == {"siren", "strobe"}, "one reset, one open"
+
+
+def test_tests_other_types_and_other_zones_hold_nothing() -> None:
+    assert on(open_alarm(test=True)) == set()
+    assert on(open_alarm(alarm_type="fire")) == set()
+    assert on(open_alarm(zone="yard")) == set()
+
+
+def test_a_pulse_is_sent_at_the_raise_and_not_for_a_test() -> None:
+    raised = RaiseAlarm(key="box:panic", device_id="box", alarm_type="panic", priority=1, latching=True,
+                        zone="gate", place=None, test=False, event_id="e1", at=datetime(2026, 12, 7, 8, tzinfo=UTC))
+    assert [a for a in linked_actions(raised, [GATEHOUSE]) if isinstance(a, OutputPulse)] == [
+        OutputPulse("relays", "bell", 5.0)]
+    test = replace(raised, test=True)
+    assert not [a for a in linked_actions(test, [GATEHOUSE]) if isinstance(a, OutputPulse)]

@@ -376,3 +376,22 @@ def _route(action: Action) -> None:
 
 for _action in ("ack", "note", "reset", "close"):
     _route(_action)
+
+
+@router.post("/api/alarms/{alarm_id}/silence")
+async def alarm_silence(request: Request, alarm_id: int,
+                        user: LoggedIn = Depends(require("alarm.ack"))) -> dict[str, Any]:  # noqa: B008
+    """Silence an alarm's sirens (linkage's sounders; strobes keep flashing) without acknowledging it (guard and
+    up); audited. The rules service switches the relays; a new press sounds them again."""
+    ctx = console(request)
+    client = request.client.host if request.client else None
+
+    def do(session: Session) -> dict[str, Any]:
+        alarm = store.silence(session, alarm_id, user.username, utcnow(), client)
+        return store.alarm_views(session, [alarm])[0]
+
+    view = attempt(request, do)
+    if isinstance(view, RefusedAction):
+        raise HTTPException(404 if str(view) == "there is no such alarm" else 409, tr(request, str(view)))
+    ctx.bus.publish_json(topics.alarm(ctx.site, alarm_id), view)
+    return view

@@ -1,0 +1,152 @@
+"""An alarm sounds the gatehouse's siren and strobe (声光报警): linkage through the whole gateway to a simulated
+Modbus relay module, a guard silencing the siren from the console, the reset ending the strobe, and a button
+test that sounds nothing. What reached the module is checked, with its times."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from gateway.config import Config
+from gateway.config_file import validate_config
+from gateway.records import db
+from gateway.records.models import Alarm, AlarmTransition, AuditEntry
+from simulators.modbus_di import ModbusDISimulator
+from simulators.relay_outputs import RelayOutputSimulator
+from tests.integration.helpers import Running, logged_in
+from tests.support import wait_for
+
+SITE = "school-1"
+SIREN, STROBE, BELL = 0, 1, 2
+
+
+@pytest.fixture
+def relays() -> Iterator[RelayOutputSimulator]:
+    module = RelayOutputSimulator()
+    module.start()
+    yield module
+    module.stop()
+
+
+def site(tmp_path: Path, sim: ModbusDISimulator, relays: RelayOutputSimulator) -> Config:
+    return validate_config({
+        "site": {"id": SITE, "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "broker": {"url": "embedded", "embedded_port": 0},
+        "zones": [{"id": "gate", "name": "Main gate"}],
+        "devices": [
+            {"id": "gate-box", "kind": "alarm_input", "driver": "modbus_di", "zone": "gate",
+             "connection": {"host": "127.0.0.1", "port": sim.port}, "poll_ms": 50,
+             "points": [{"input": 1, "name": "gatehouse-panic", "type": "panic"},
+                        {"input": 3, "name": "test-button", "type": "panic", "test_mode": True}]},
+            {"id": "gatehouse-relays", "kind": "output", "driver": "modbus_do", "zone": "gate",
+             "connection": {"host": "127.0.0.1", "port": relays.port}, "poll_ms": 100,
+             "relays": [{"name": "siren", "coil": SIREN, "role": "siren"},
+                        {"name": "strobe", "coil": STROBE, "role": "strobe"},
+                        {"name": "bell", "coil": BELL, "role": "other"}]},
+        ],
+        "linkage": [{"when": {"alarm_type": ["panic"], "zone": ["gate"]}, "outputs": [
+            {"device": "gatehouse-relays", "relays": ["siren", "strobe"], "mode": "until_reset"},
+            {"device": "gatehouse-relays", "relays": ["bell"], "mode": "pulse", "pulse_s": 0.5}]}],
+    })
+
+
+def panic(cfg: Config) -> Alarm | None:
+    engine = db.make_engine(cfg.database_url())
+    try:
+        with db.make_sessions(engine)() as session:
+            return session.scalars(select(Alarm).where(Alarm.alarm_type == "panic", Alarm.test.is_(False))).first()
+    finally:
+        engine.dispose()
+
+
+def rows(cfg: Config, model: Any, *where: Any) -> list[Any]:
+    engine = db.make_engine(cfg.database_url())
+    try:
+        with db.make_sessions(engine)() as session:
+            return list(session.scalars(select(model).where(*where)))
+    finally:
+        engine.dispose()
+
+
+def test_a_panic_sounds_the_siren_and_strobe_a_guard_silences_the_siren_and_the_reset_ends_it(
+        tmp_path: Path, sim: ModbusDISimulator, relays: RelayOutputSimulator) -> None:
+    cfg = site(tmp_path, sim, relays)
+    running = Running(cfg)
+    try:
+        wait_for(lambda: relays.watchdog_s > 0, 10, "the relay module connected")
+        wait_for(lambda: sim.reads >= 2, 10, "the alarm box polled")
+        pressed = sim.press(1)
+        wait_for(lambda: relays.relay(SIREN) and relays.relay(STROBE), 2, "the siren and the strobe")
+        for relay in (SIREN, STROBE):
+            assert relays.switched(relay, True)[0].at - pressed < 1.0, "within 1 s of the press"
+        wait_for(lambda: relays.switched(BELL, False), 3, "the bell's pulse over")
+        assert relays.switched(BELL, True) and relays.switched(BELL, False)[0].by == "master"
+
+        alarm = wait_for(lambda: panic(cfg), 5, "the panic recorded")
+        url = running.gateway.console_url
+        assert url and running.gateway.first_admin_password
+        client = logged_in(url, "admin", running.gateway.first_admin_password)
+        headers = {"x-csrf-token": client.csrf}  # type: ignore[attr-defined]
+        silenced = client.post(f"/api/alarms/{alarm.id}/silence", headers=headers)
+        assert silenced.status_code == 200 and silenced.json()["silenced_by"] == "admin"
+        assert silenced.json()["state"] == "active_unack", "silenced, not acknowledged"
+        wait_for(lambda: not relays.relay(SIREN), 2, "the siren silenced")
+        assert relays.relay(STROBE), "the strobe keeps flashing until the reset"
+        again = client.post(f"/api/alarms/{alarm.id}/silence", headers=headers)
+        assert again.status_code == 409
+        assert [e.result for e in rows(cfg, AuditEntry, AuditEntry.action == "alarm.silence")] == ["ok", "refused"]
+
+        for action in ("ack", "reset"):
+            assert client.post(f"/api/alarms/{alarm.id}/{action}", headers=headers, json={}).status_code == 200
+        wait_for(lambda: not relays.relay(STROBE), 2, "the strobe off at the reset")
+        assert not relays.relay(SIREN)
+        said = [t.said["msg"] for t in rows(cfg, AlarmTransition, AlarmTransition.alarm_id == alarm.id)
+                if t.said]
+        assert "linkage: {relays} of {device} on until the alarm is reset" in said
+        assert "linkage: {relay} of {device} on for {seconds} s" in said
+        assert [t.actor for t in rows(cfg, AlarmTransition, AlarmTransition.action == "silence")] == ["admin"]
+    finally:
+        running.stop()
+
+
+def test_a_button_test_sounds_nothing(tmp_path: Path, sim: ModbusDISimulator, relays: RelayOutputSimulator) -> None:
+    cfg = site(tmp_path, sim, relays)
+    running = Running(cfg)
+    try:
+        wait_for(lambda: relays.watchdog_s > 0, 10, "the relay module connected")
+        wait_for(lambda: sim.reads >= 2, 10, "the alarm box polled")
+        sim.press(3)
+        wait_for(lambda: rows(cfg, Alarm, Alarm.test.is_(True)), 5, "the test alarm recorded")
+        requests = relays.requests
+        wait_for(lambda: relays.requests >= requests + 10, 5, "a second of the module's polls")
+        assert not any(c.on for c in relays.changes), "no relay switched on for a test"
+    finally:
+        running.stop()
+
+
+def test_the_outputs_follow_a_rules_restart(tmp_path: Path, sim: ModbusDISimulator,
+                                            relays: RelayOutputSimulator) -> None:
+    """The siren of a panic still open sounds after the gateway restarts (the relays were off at its stop)."""
+    cfg = site(tmp_path, sim, relays)
+    running = Running(cfg)
+    try:
+        wait_for(lambda: relays.watchdog_s > 0, 10, "the relay module connected")
+        wait_for(lambda: sim.reads >= 2, 10, "the alarm box polled")
+        sim.press(1)
+        wait_for(lambda: relays.relay(SIREN), 2, "the siren")
+    finally:
+        running.stop()
+    assert not relays.relay(SIREN), "off at the stop"
+    started = time.time()
+    running = Running(cfg)
+    try:
+        wait_for(lambda: relays.relay(SIREN) and relays.relay(STROBE), 10, "sounding again for the open panic")
+        assert relays.switched(SIREN, True)[-1].at > started
+    finally:
+        running.stop()
