@@ -247,6 +247,69 @@ class LinkageRule(Strict):
     police: bool = False
 
 
+Channel = Literal["sms", "wecom", "dingtalk", "email"]
+
+
+class SmsChannel(Strict):
+    """A GSM modem on a serial port (AT commands; Chinese text in PDU mode, UCS2)."""
+
+    port: str
+    baudrate: int = Field(default=115200, ge=1200, le=921600)
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+
+class RobotChannel(Strict):
+    """A WeCom (企业微信) or DingTalk (钉钉) group robot: its webhook URL holds a key, so it is a secret."""
+
+    webhook: SecretRef
+    secret: SecretRef | None = None  # DingTalk's 加签 secret
+    ca_file: Path | None = None  # a private CA to trust (an intranet relay); the system's CAs otherwise
+
+
+class EmailChannel(Strict):
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    sender: str
+    username: str | None = None
+    password: SecretRef | None = None
+
+
+class NotifyPerson(Strict):
+    """How to reach one person (their id on the duty roster or in `roster`); the roster's phone is used when
+    no phone is given here."""
+
+    id: Id
+    phone: str | None = None
+    email: str | None = None
+    language: Literal["zh_CN", "en"] = "zh_CN"
+    channels: list[Channel] | None = None  # in the order tried; None: notify.channels
+
+
+class NotifyConfig(Strict):
+    """Reaching people on their phones: escalation steps (and `alarm_types` at once, to the people on duty)
+    go out through the channels set up here, each tried in turn until one delivers; the receipts go into
+    the alarm's history."""
+
+    sms: SmsChannel | None = None
+    wecom: RobotChannel | None = None
+    dingtalk: RobotChannel | None = None
+    email: EmailChannel | None = None
+    channels: list[Channel] = ["sms", "wecom", "dingtalk", "email"]  # the order for people not listed
+    people: list[NotifyPerson] = []
+    alarm_types: list[AlarmType] = []
+    attempts: int = Field(default=3, ge=1, le=20)  # rounds through a person's channels before giving up
+    retry_s: float = Field(default=30.0, gt=0, le=3600)
+    per_minute: int = Field(default=20, ge=1, le=600)  # per channel (WeCom's robot takes 20 a minute)
+    console_url: str | None = None  # put in the message, so the phone opens the alarm
+
+    def configured(self) -> list[Channel]:
+        return [c for c in ("sms", "wecom", "dingtalk", "email") if getattr(self, c) is not None]
+
+    def person(self, person_id: str) -> NotifyPerson | None:
+        return next((p for p in self.people if p.id == person_id), None)
+
+
 class PoliceCode(Strict):
     contact_id: int = Field(ge=0, le=999)  # ADM-CID event code (SIA DC-05)
     sia: str = Field(pattern=r"^[A-Z]{2}$")  # SIA-DCS event code, and the code of its restore
@@ -537,6 +600,7 @@ class Config(Strict):
     linkage: list[LinkageRule] = []
     bollard_schedules: list[BollardSchedule] = []
     police: PoliceConfig | None = None
+    notify: NotifyConfig = NotifyConfig()
     access: AccessConfig = AccessConfig()
     duty: DutyConfig = DutyConfig()
     patrol: PatrolConfig = PatrolConfig()

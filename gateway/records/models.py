@@ -207,6 +207,28 @@ class ApiToken(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class Notification(Base):
+    """A person to reach about an alarm (an escalation step, or an alarm type sent at once), written in the same
+    transaction as the step, so a restart loses none; sent through the person's channels in turn until one
+    delivers. Each try's receipt goes into the alarm's history."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    person_id: Mapped[str] = mapped_column(String(64))
+    person_name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    level: Mapped[int] = mapped_column(Integer, default=0)  # the escalation step; 0: sent at the raise
+    created_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+    channel: Mapped[str | None] = mapped_column(String(16))  # the one that delivered
+    detail: Mapped[str | None] = mapped_column(Text)  # its receipt, or the last failure
+
+
 class PoliceMessage(Base):
     """A report for the alarm receiving centre (SIA DC-09), written in the same transaction as what
     caused it, so nothing is lost between the alarm and the link; sent until a receiver acknowledges it."""

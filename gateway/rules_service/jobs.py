@@ -22,8 +22,9 @@ from gateway import topics
 from gateway.bus import Bus
 from gateway.clock import ClockGuard, site_monotonic
 from gateway.config import Config
+from gateway.notify.sender import NotificationSender
 from gateway.records import ledger, roster, store, visits
-from gateway.records.models import Alarm, AlarmTransition, utcnow
+from gateway.records.models import Alarm, AlarmTransition, Notification, utcnow
 from gateway.rules.alarms import RaiseAlarm
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.roster import DutyContact
@@ -59,6 +60,7 @@ class PeriodicJobs:
     _clock_trusted: bool | None
     _next_ntp_check: float
     _health_seq: int
+    notifier: NotificationSender | None
 
     if TYPE_CHECKING:  # RulesService's own
         def _publish(self, topic: str, body: dict[str, Any]) -> None: ...
@@ -131,6 +133,10 @@ class PeriodicJobs:
                                 .values(escalation_level=step.level))
                 store.note(session, step.alarm_id, "escalate", "not acknowledged: notified {person} (step {level})",
                            now, params={"person": step.person.name, "level": step.level})
+                if self.notifier is not None:  # sent by gateway.notify.sender; written here, so none is lost
+                    session.add(Notification(alarm_id=step.alarm_id, person_id=step.person.id,
+                                             person_name=step.person.name, phone=getattr(step.person, "phone", None),
+                                             level=step.level, created_at=now, state="pending", attempts=0))
         for step in steps:
             contact = step.person.details() if isinstance(step.person, DutyContact) else {}
             self.bus.publish_json(topics.notify(self.site, step.person.id), {
@@ -140,6 +146,8 @@ class PeriodicJobs:
                         step.level)
         if steps:
             self._publish_alarms([s.alarm_id for s in steps])
+            if self.notifier is not None:
+                self.notifier.wake()
 
     def _watch_gate(self) -> None:
         """Doors held open past their time, visitors past theirs."""

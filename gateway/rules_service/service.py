@@ -44,8 +44,9 @@ from gateway.command_auth import sign_topic
 from gateway.config import Config
 from gateway.events import Event, make_event, new_id
 from gateway.guard import Guarded
-from gateway.records import store
-from gateway.records.models import Alarm, PoliceMessage, QuarantinedEvent, utcnow
+from gateway.notify.sender import NotificationSender
+from gateway.records import roster, store
+from gateway.records.models import Alarm, Notification, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.linkage import (
     BollardCommand,
@@ -124,6 +125,8 @@ class RulesService(PeriodicJobs):
         self._outputs: dict[Relay, bool] = {}
         self._outputs_lock = threading.Lock()
         self._outputs_refresh = 0.0  # monotonic time to tell every held relay again (a module back from an outage)
+        self.notifier = NotificationSender(config, sessions, self._raise_health) \
+            if config and config.notify.configured() else None
         self.gate = Gate(site, config.access, self.tz) if config else None
         self.patrols = Patrols(site, config, self.tz) if config and config.patrol.checkpoints else None
 
@@ -134,6 +137,8 @@ class RulesService(PeriodicJobs):
         if self._held:  # an acknowledgement, a reset or a silence from the console: the outputs follow
             self.bus.subscribe(topics.alarms_filter(self.site), lambda message: self._drive_outputs(), qos=1)
         self._guard.start()
+        if self.notifier is not None:
+            self.notifier.start()
 
     def alive(self) -> bool:
         return self._guard.alive()
@@ -142,6 +147,8 @@ class RulesService(PeriodicJobs):
         self._guard.stopping.set()
         self._queue.put(None)
         self._guard.stop(10)
+        if self.notifier is not None:
+            self.notifier.stop()
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -388,6 +395,11 @@ class RulesService(PeriodicJobs):
                             else "linkage: to the alarm centre (Contact ID {code}, zone {zone})",
                             {"code": str(code.contact_id), "zone": str(zone)})
                 store.note(session, alarm_id, "linkage", said[0], at, params=said[1])
+            if not effect.test and self.notifier is not None and effect.alarm_type in self.config.notify.alarm_types:
+                for person in roster.escalation_people(session, at, self.config.roster):
+                    session.add(Notification(alarm_id=alarm_id, person_id=person.id, person_name=person.name,
+                                             phone=getattr(person, "phone", None), level=0, created_at=at,
+                                             state="pending", attempts=0))
             if not effect.test:  # the relays it holds on: switched by _drive_outputs once it is recorded
                 for rule in self.config.linkage:
                     if applies(rule, effect.alarm_type, effect.zone):
