@@ -8,6 +8,8 @@ Create Date: 2026-12-06
 import sqlalchemy as sa
 from alembic import op
 
+import gateway.records.models
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -16,7 +18,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("alarms", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("silenced_at", sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column("silenced_at", gateway.records.models.UtcDateTime(timezone=True),
+                                      nullable=True))
         batch_op.add_column(sa.Column("silenced_by", sa.String(length=64), nullable=True))
 
 
