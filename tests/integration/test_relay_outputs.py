@@ -6,6 +6,8 @@ module, with the time it switched.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from gateway.records import db
 from gateway.records.models import Device, IngestedEvent
 from simulators.relay_outputs import RelayOutputSimulator
 from tests.integration.helpers import Running
-from tests.support import broker_config, wait_for
+from tests.support import broker_config, missing, wait_for
 
 SITE = "school-1"
 SIREN, STROBE, LOCK = 0, 1, 4
@@ -160,5 +162,46 @@ def test_an_unplugged_module_refuses_commands_and_gets_its_relays_back(tmp_path:
         wait_for(lambda: module.relay(SIREN), 2, "the siren of the open alarm sounding again")
         assert not module.relay(STROBE), "a refused command did nothing"
         commands.close()
+    finally:
+        running.stop()
+
+
+def mbpoll(port: int, *args: str) -> dict[str, str]:
+    """One run of mbpoll (Debian's Modbus master) against the module on `port`, unit 1, coils (-t 0, references
+    1-based); the values it printed by reference ("[1]" -> "1")."""
+    out = subprocess.run(["mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-t", "0", *args],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in out.stdout.splitlines() if line.startswith("["))}
+
+
+def test_mbpoll_reads_and_writes_the_relay_simulators_coils(tmp_path: Path, module: RelayOutputSimulator) -> None:
+    """mbpoll, a Modbus master apart from pymodbus, reads the siren the gateway switched on and writes coils the
+    simulator reports: one the gateway does not manage stays as written, a managed one the gateway writes back."""
+    if not shutil.which("mbpoll"):
+        missing("mbpoll is not installed (apt-get install mbpoll)")
+    config = site(tmp_path, module.port)
+    running = Running(config)
+    try:
+        wait_for(lambda: online(config) is True, 10, "the module online")
+        commands = Commands(running)
+        assert commands.send("set", {"relay": "siren", "on": True})["status"] == "ok"
+        commands.close()
+        assert mbpoll(module.port, "-r", "1", "-c", "5", "-1", "127.0.0.1") == {
+            "[1]": "1", "[2]": "0", "[3]": "0", "[4]": "0", "[5]": "0"}, "coil 0 (the siren) on, the rest off"
+
+        written = time.time()
+        mbpoll(module.port, "-r", "8", "127.0.0.1", "1")  # coil 7: no relay of the gateway's
+        [change] = module.switched(7, True)
+        assert module.relay(7) and change.by == "master" and change.at >= written
+        mbpoll(module.port, "-r", "2", "127.0.0.1", "1")  # coil 1, the strobe, which the gateway wants off
+        assert module.switched(STROBE, True), "the simulator took mbpoll's write"
+        wait_for(lambda: module.switched(STROBE, False), 2, "the strobe written off again by the gateway")
+        host = running.gateway.host
+        assert host is not None and host.health()["modbus_do.gatehouse-relays"]["rewrites"] >= 1
+        requests = module.requests
+        wait_for(lambda: module.requests >= requests + 5, 5, "half a second of the gateway's polls")
+        assert module.relay(7) and module.relay(SIREN) and not module.relay(STROBE)
+        assert mbpoll(module.port, "-r", "1", "-c", "8", "-1", "127.0.0.1")["[8]"] == "1"
     finally:
         running.stop()
