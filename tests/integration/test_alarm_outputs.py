@@ -4,14 +4,17 @@ test that sounds nothing. What reached the module is checked, with its times."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
+from gateway import topics
 from gateway.config import Config
 from gateway.config_file import validate_config
 from gateway.records import db
@@ -19,7 +22,7 @@ from gateway.records.models import Alarm, AlarmTransition, AuditEntry
 from simulators.modbus_di import ModbusDISimulator
 from simulators.relay_outputs import RelayOutputSimulator
 from tests.integration.helpers import Running, logged_in
-from tests.support import wait_for
+from tests.support import TEST_LOGIN, MosquittoBroker, broker_section, missing, wait_for
 
 SITE = "school-1"
 SIREN, STROBE, BELL = 0, 1, 2
@@ -150,3 +153,35 @@ def test_the_outputs_follow_a_rules_restart(tmp_path: Path, sim: ModbusDISimulat
         assert relays.switched(SIREN, True)[-1].at > started
     finally:
         running.stop()
+
+
+def test_alarm_views_do_not_stall_the_rules_service_on_mosquitto(tmp_path: Path, sim: ModbusDISimulator,
+                                                                  relays: RelayOutputSimulator) -> None:
+    """The rules service acknowledges by hand; the alarm views it follows for the outputs must be acknowledged
+    too, or Mosquitto stops delivering to it once its in-flight window is full, events and all."""
+    broker = MosquittoBroker(tmp_path / "mosquitto")
+    if broker.binary is None:
+        missing("mosquitto is not installed")
+    (tmp_path / "mosquitto").mkdir()
+    broker.start()
+    try:
+        cfg = validate_config({**site(tmp_path, sim, relays).model_dump(mode="json", exclude_unset=True),
+                               "broker": broker_section(broker.port)})
+        running = Running(cfg)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="console-like")
+        client.username_pw_set(*TEST_LOGIN)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        try:
+            wait_for(lambda: relays.watchdog_s > 0, 10, "the relay module connected")
+            wait_for(lambda: sim.reads >= 2, 10, "the alarm box polled")
+            for n in range(300):  # views announced by a console: far more than any in-flight window
+                client.publish(topics.alarm(SITE, 9000 + n), json.dumps({"id": 9000 + n}), qos=1).wait_for_publish(5)
+            sim.press(1)
+            wait_for(lambda: relays.relay(SIREN), 5, "the siren for a press after 300 alarm views")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            running.stop()
+    finally:
+        broker.stop()
