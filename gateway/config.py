@@ -310,6 +310,22 @@ class NotifyConfig(Strict):
         return next((p for p in self.people if p.id == person_id), None)
 
 
+class OutputRelays(Strict):
+    device: Id
+    relays: list[str] = Field(min_length=1)
+
+
+class LockdownConfig(Strict):
+    """Campus lockdown (封校 / 一键锁闭): while it lasts every reader refuses everyone but the responders, these
+    relays are on (door locks locked, the PA playing), these bollards are raised at its start. Started and
+    ended by a supervisor, or started by an alarm of `alarm_types`; a drill does all of it, marked a drill."""
+
+    responders: list[str] = []  # staff numbers or departments (a person's group) let through
+    outputs: list[OutputRelays] = []
+    bollards: list[Id] = []
+    alarm_types: list[AlarmType] = []
+
+
 class PoliceCode(Strict):
     contact_id: int = Field(ge=0, le=999)  # ADM-CID event code (SIA DC-05)
     sia: str = Field(pattern=r"^[A-Z]{2}$")  # SIA-DCS event code, and the code of its restore
@@ -601,6 +617,7 @@ class Config(Strict):
     bollard_schedules: list[BollardSchedule] = []
     police: PoliceConfig | None = None
     notify: NotifyConfig = NotifyConfig()
+    lockdown: LockdownConfig = LockdownConfig()
     access: AccessConfig = AccessConfig()
     duty: DutyConfig = DutyConfig()
     patrol: PatrolConfig = PatrolConfig()

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from drivers.registry import driver_config_model, driver_names
 from drivers.relay_outputs.schema import relay_roles
-from gateway.config import INCIDENT_CATEGORIES, POLICE_CODES, Config, ConfigError
+from gateway.config import INCIDENT_CATEGORIES, POLICE_CODES, Config, ConfigError, LinkageOutputs, OutputRelays
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,8 @@ def _check_references(config: Config, filename: str, located: Located) -> list[s
                  for j, d in enumerate(rule.bollards.devices if rule.bollards else [])]
         refs += [("camera", ("linkage", i, "cameras", j), d) for j, d in enumerate(rule.cameras)]
         refs += [("output", ("linkage", i, "outputs", j, "device"), o.device) for j, o in enumerate(rule.outputs)]
+    refs += [("bollard", ("lockdown", "bollards", j), d) for j, d in enumerate(config.lockdown.bollards)]
+    refs += [("output", ("lockdown", "outputs", j, "device"), o.device) for j, o in enumerate(config.lockdown.outputs)]
     for i, schedule in enumerate(config.bollard_schedules):
         refs += [("bollard", ("bollard_schedules", i, "bollards", j), d) for j, d in enumerate(schedule.bollards)]
     for i, door in enumerate(config.access.doors):
@@ -252,13 +254,17 @@ def _check_references(config: Config, filename: str, located: Located) -> list[s
                 relays[d.id] = list(relay_roles(d))
             except ValidationError:
                 continue  # its own problems are reported with the device
+    named: list[tuple[tuple[str | int, ...], LinkageOutputs | OutputRelays]] = [
+        (("linkage", i, "outputs", j), out)
+        for i, rule in enumerate(config.linkage) for j, out in enumerate(rule.outputs)]
+    named += [(("lockdown", "outputs", j), out) for j, out in enumerate(config.lockdown.outputs)]
+    for where, out in named:
+        for k, relay in enumerate(out.relays):
+            if out.device in relays and relay not in relays[out.device]:
+                problems.append(_problem(filename, located, (*where, "relays", k),
+                                         f"output module '{out.device}' has no relay '{relay}', expected one "
+                                         f"of: {', '.join(relays[out.device])}"))
     for i, rule in enumerate(config.linkage):
-        for j, out in enumerate(rule.outputs):
-            for k, relay in enumerate(out.relays):
-                if out.device in relays and relay not in relays[out.device]:
-                    problems.append(_problem(filename, located, ("linkage", i, "outputs", j, "relays", k),
-                                             f"output module '{out.device}' has no relay '{relay}', expected one "
-                                             f"of: {', '.join(relays[out.device])}"))
         if rule.police and config.police is None:
             problems.append(_problem(filename, located, ("linkage", i, "police"),
                                      "forwards to the police, but there is no 'police' section (SIA DC-09 link)"))

@@ -27,10 +27,10 @@ GATEWAY: Final = "gateway"  # the kind under which the gateway itself speaks: it
 RULES: Final = "rules"  # campus/v1/<site>/rules/...: no device kind is called that
 
 RulesWhat = Literal["committed", "availability", "snapshot_requests", "access/events", "police/alarms",
-                    "police/paths", "police/evidence", "alarms", "visits", "notify"]
+                    "police/paths", "police/evidence", "lockdown", "alarms", "visits", "notify"]
 # rules/<what>, and rules/<what>/<id> (the alarm, the visit, the person notified)
 RULES_FIXED: Final = frozenset({"committed", "availability", "snapshot_requests", "access/events", "police/alarms",
-                                "police/paths", "police/evidence"})
+                                "police/paths", "police/evidence", "lockdown"})
 RULES_BY_ID: Final = frozenset({"alarms", "visits", "notify"})
 
 _PREFIX: Final = ROOT + "/"
@@ -246,6 +246,11 @@ def snapshot_requests(site: str) -> str:
 def police_alarms(site: str) -> str:
     """A report for the alarm centre, written: wakes the police link."""
     return _rules(site, "police/alarms")
+
+
+def lockdown(site: str) -> str:
+    """The site's lockdown state (retained): whether it is locked down, since when, by whom, a drill or not."""
+    return _rules(site, "lockdown")
 
 
 def police_paths(site: str) -> str:

@@ -41,6 +41,7 @@ PERMISSIONS: dict[str, Role] = {
     "incident.close": "supervisor",
     "hazard.supervise": "supervisor",  # sign off (checks the repair), reopen, escalate
     "bollard.lower": "supervisor",
+    "lockdown.manage": "supervisor",  # start and end a campus lockdown (封校) or its drill
     "bollard.reset": "supervisor",
     "personal_data.full": "supervisor",
     "watchlist.manage": "supervisor",

@@ -229,6 +229,25 @@ class Notification(Base):
     detail: Mapped[str | None] = mapped_column(Text)  # its receipt, or the last failure
 
 
+class Lockdown(Base):
+    """A campus lockdown (封校) or its drill: who started it and why, who ended it with what note, and for a
+    drill the seed's drill record (scenario, participants, findings). At most one is open (ended_at empty)."""
+
+    __tablename__ = "lockdowns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    drill: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text)  # a drill's scenario
+    started_at: Mapped[datetime]
+    started_by: Mapped[str] = mapped_column(String(64))
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"))  # started by this alarm's linkage
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    participants: Mapped[str | None] = mapped_column(Text)
+    findings: Mapped[str | None] = mapped_column(Text)
+
+
 class PoliceMessage(Base):
     """A report for the alarm receiving centre (SIA DC-09), written in the same transaction as what
     caused it, so nothing is lost between the alarm and the link; sent until a receiver acknowledges it."""

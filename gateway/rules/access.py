@@ -26,7 +26,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 FAILURE_THRESHOLD = 5  # GB 50396: alarm after <= 5 consecutive failures
 
 REASONS = ("granted", "unknown_credential", "revoked", "not_yet_valid", "expired", "inactive", "closed_campus",
-           "holiday", "no_pass", "watchlist", "anti_passback", "visit_closed")
+           "holiday", "no_pass", "watchlist", "anti_passback", "visit_closed", "lockdown")
 
 # Denials that count as wrong attempts at a reader (GB 50396): the card or pass itself is no good. Policy
 # denials of a good card (closed campus, holiday, anti-passback) say nothing about someone trying cards and,
@@ -45,6 +45,7 @@ class Person:
     active: bool = True
     exit_permit_until: datetime | None = None  # a student's permission to leave during lessons (aware UTC)
     watchlisted: bool = False  # a high-risk person (visitors are matched by ID number upstream)
+    responder: bool = False  # let through during a lockdown (lockdown.responders: a staff number or department)
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,13 @@ def _require_aware(name: str, value: datetime | None) -> None:
 
 def decide(point: AccessPoint, credential: Credential | None, person: Person | None,
            last_direction: Direction | None, hours: CampusHours, now: datetime, *,
-           tz: tzinfo = SHANGHAI) -> Decision:
+           tz: tzinfo = SHANGHAI, lockdown: bool = False) -> Decision:
     """Whether to open for this credential at this reader now, and why, in a fixed order: the credential and
     the person first (unknown, revoked, inactive, watch list, pass window), then the passage (anti-passback),
     then the campus (closed during lessons, holidays). The first denial wins, so a guard sees the reason that
     matters most. A watch-listed person sets the alarm whatever the reason. `now` is aware; lessons are
-    checked in the site's time zone `tz`, pass windows as instants (valid_from <= now < valid_until)."""
+    checked in the site's time zone `tz`, pass windows as instants (valid_from <= now < valid_until). During a
+    `lockdown` only responders pass, whatever else would let a card through."""
     _require_aware("now", now)
     if credential is None:
         return Decision(False, "unknown_credential", "card or code not registered",
@@ -148,6 +150,9 @@ def decide(point: AccessPoint, credential: Credential | None, person: Person | N
         at = _local(credential.valid_until, tz)
         return deny("expired", f"{_what(credential)} of {who(person)} expired at {at}", "expired at {at}",
                     at=_short(credential.valid_until, tz))
+    if lockdown and not person.responder:
+        return deny("lockdown", f"the campus is locked down: only responders pass ({who(person)} is not one)",
+                    "the campus is locked down: only responders pass")
     if person.kind == "visitor":
         if credential.valid_from is None or credential.valid_until is None:
             return deny("no_pass", f"{who(person)} has no visitor pass with a visit window: register the visit "

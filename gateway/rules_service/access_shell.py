@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from gateway import topics
 from gateway.config import AccessConfig, Door
 from gateway.events import Event, new_id
+from gateway.records import lockdowns
 from gateway.records.models import AccessEvent, Credential, Person, Visit, WatchEntry
 from gateway.rules import access
 from gateway.rules.alarms import Effect, OpenAlarm, clear_condition, raise_condition
@@ -28,10 +29,11 @@ Outgoing = list[tuple[str, dict[str, Any]]]
 
 
 class Gate:
-    def __init__(self, site: str, cfg: AccessConfig, tz: tzinfo) -> None:
+    def __init__(self, site: str, cfg: AccessConfig, tz: tzinfo, responders: frozenset[str] = frozenset()) -> None:
         self.site = site
         self.cfg = cfg
         self.tz = tz
+        self.responders = responders  # staff numbers and departments let through during a lockdown
         self.hours = access.CampusHours(cfg.lessons, cfg.holidays, cfg.students_on_holidays)
         self.failures: dict[str, int] = {}  # reader -> consecutive failed reads
         self.doors: dict[str, access.DoorState] = {d.id: access.DoorState() for d in cfg.doors}
@@ -65,14 +67,16 @@ class Gate:
                                            valid_until=row.valid_until, revoked=row.revoked)
             person = access.Person(id=person_row.id, kind=person_row.kind, name=person_row.name,  # type: ignore[arg-type]
                                    group=person_row.group_name, active=person_row.active,
-                                   exit_permit_until=person_row.exit_permit_until, watchlisted=watchlisted)
+                                   exit_permit_until=person_row.exit_permit_until, watchlisted=watchlisted,
+                                   responder=person_row.kind == "staff" and bool(
+                                       {person_row.external_id, person_row.group_name} & self.responders))
         last = None
         if person is not None:
             last = session.scalar(select(AccessEvent.direction).where(
                 AccessEvent.person_id == person.id, AccessEvent.granted).order_by(AccessEvent.at.desc()).limit(1))
         point = access.AccessPoint(reader=reader, direction=direction, passback=self.cfg.anti_passback)
         decision = access.decide(point, credential, person, "exit" if last == "exit" else "entry" if last else None,
-                                 self.hours, at, tz=self.tz)
+                                 self.hours, at, tz=self.tz, lockdown=lockdowns.active(session) is not None)
         self.decisions += 1
 
         shown = value if event.type == "campus.reader.card_read" else None  # a pass token is a secret

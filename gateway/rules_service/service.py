@@ -45,7 +45,7 @@ from gateway.config import Config
 from gateway.events import Event, make_event, new_id
 from gateway.guard import Guarded
 from gateway.notify.sender import NotificationSender
-from gateway.records import roster, store
+from gateway.records import lockdowns, roster, store
 from gateway.records.models import Alarm, Notification, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.linkage import (
@@ -69,6 +69,7 @@ BATCH = 500
 HEALTH_DETAIL_MAX = 200  # a health alarm's detail becomes its place, which holds 200 characters
 RETRY_MIN_S = 0.2  # a batch that hit a temporary error is tried again after this, doubling
 RETRY_MAX_S = 10.0
+LOCKDOWN_RAISE_S = 2.0  # a lockdown's bollard that refused to rise is told again this often
 OUTPUTS_REFRESH_S = 10.0  # held relays told again this often: a module back from an outage, a lost command
 HELD = {"until_ack": "linkage: {relays} of {device} on until the alarm is acknowledged",
         "until_reset": "linkage: {relays} of {device} on until the alarm is reset"}
@@ -119,7 +120,12 @@ class RulesService(PeriodicJobs):
         self._last_seen: dict[str, datetime] = {}  # what the devices table already says, to skip needless updates
         self._cameras = {d.id for d in config.devices if d.kind == "camera"} if config else set()
         # Relays linkage holds on while alarms are open, what each was last told, and the sounders among them.
-        self._held: set[Relay] = held_relays(config.linkage) if config else set()
+        self._lockdown_relays: set[Relay] = {(o.device, r) for o in config.lockdown.outputs for r in o.relays} \
+            if config else set()
+        self._held: set[Relay] = (held_relays(config.linkage) | self._lockdown_relays) if config else set()
+        self._lockdown_seen: int | None = None  # the lockdown being carried out
+        self._lockdown_raise: dict[str, float] = {}  # bollard -> monotonic time to tell it again to rise
+        self._lockdown_commands: dict[str, str] = {}  # correlation id -> the bollard told to rise
         self._sounders: set[Relay] = {(d.id, name) for d in (config.devices if config else []) if d.kind == "output"
                                       for name, role in relay_roles(d).items() if role in SOUNDERS}
         self._outputs: dict[Relay, bool] = {}
@@ -127,7 +133,7 @@ class RulesService(PeriodicJobs):
         self._outputs_refresh = 0.0  # monotonic time to tell every held relay again (a module back from an outage)
         self.notifier = NotificationSender(config, sessions, self._raise_health) \
             if config and config.notify.configured() else None
-        self.gate = Gate(site, config.access, self.tz) if config else None
+        self.gate = Gate(site, config.access, self.tz, frozenset(config.lockdown.responders)) if config else None
         self.patrols = Patrols(site, config, self.tz) if config and config.patrol.checkpoints else None
 
     def start(self) -> None:
@@ -136,6 +142,8 @@ class RulesService(PeriodicJobs):
         self.bus.subscribe(topics.results_filter(self.site), self._queue.put, qos=1)
         if self._held:  # an acknowledgement, a reset or a silence from the console: the outputs follow
             self.bus.subscribe(topics.alarms_filter(self.site), self._on_alarm_view, qos=1)
+        if self.config and (self.config.lockdown.outputs or self.config.lockdown.bollards):
+            self.bus.subscribe(topics.lockdown(self.site), self._on_lockdown, qos=1)
         self._guard.start()
         if self.notifier is not None:
             self.notifier.start()
@@ -350,7 +358,8 @@ class RulesService(PeriodicJobs):
     def _linkage(self, session: Session, raised: list[tuple[RaiseAlarm, int]], at: datetime,
                  ) -> list[tuple[str, dict[str, Any]]]:
         """What new alarms set in motion, recorded in their history; returns the messages to send."""
-        if not self.config or not self.config.linkage:
+        if not self.config or not (self.config.linkage or self.config.lockdown.alarm_types
+                                   or self.config.notify.alarm_types):
             return []
         police = self.config.police
         test_reports = police is not None and police.test_alarms == "test_code"
@@ -395,6 +404,12 @@ class RulesService(PeriodicJobs):
                             else "linkage: to the alarm centre (Contact ID {code}, zone {zone})",
                             {"code": str(code.contact_id), "zone": str(zone)})
                 store.note(session, alarm_id, "linkage", said[0], at, params=said[1])
+            if not effect.test and effect.alarm_type in self.config.lockdown.alarm_types \
+                    and lockdowns.active(session) is None:
+                started = lockdowns.start(session, f"linkage:alarm:{alarm_id}",
+                                          f"{effect.alarm_type} alarm {alarm_id}", False, at, alarm_id=alarm_id)
+                outgoing.append((topics.lockdown(self.site), lockdowns.view(started)))
+                store.note(session, alarm_id, "linkage", "linkage: the campus locked down", at, params={})
             if not effect.test and self.notifier is not None and effect.alarm_type in self.config.notify.alarm_types:
                 for person in roster.escalation_people(session, at, self.config.roster):
                     session.add(Notification(alarm_id=alarm_id, person_id=person.id, person_name=person.name,
@@ -408,6 +423,35 @@ class RulesService(PeriodicJobs):
                                 store.note(session, alarm_id, "linkage", HELD[out.mode], at,
                                            params={"relays": ", ".join(out.relays), "device": out.device})
         return outgoing
+
+    def _on_lockdown(self, message: mqtt.MQTTMessage) -> None:
+        """A lockdown began (at the console, or by an alarm's linkage) or ended: its bollards raised once at its
+        start, its relays switched with the outputs."""
+        try:
+            state = json.loads(message.payload)
+            if isinstance(state, dict) and state.get("active") and state.get("id") != self._lockdown_seen:
+                self._lockdown_seen = state.get("id")
+                assert self.config is not None
+                self._lockdown_raise = dict.fromkeys(self.config.lockdown.bollards, 0.0)
+            elif isinstance(state, dict) and not state.get("active"):
+                self._lockdown_seen, self._lockdown_raise = None, {}
+            self._raise_for_lockdown()
+            self._drive_outputs()
+        except ValueError:
+            log.warning("an unreadable lockdown state on %s", message.topic)
+        finally:
+            self.bus.ack(message.mid, message.qos)
+
+    def _raise_for_lockdown(self) -> None:
+        """The lockdown's bollards told to rise until each has: one refused (a car on its loop, the interlock's
+        clear delay, the controller offline) is told again every LOCKDOWN_RAISE_S."""
+        now = time.monotonic()
+        for bollard, due in list(self._lockdown_raise.items()):
+            if now >= due:
+                self._lockdown_raise[bollard] = now + LOCKDOWN_RAISE_S
+                topic, body = self._command("bollard", bollard, "raise", None, f"lockdown:{self._lockdown_seen}")
+                self._lockdown_commands[body["correlation_id"]] = bollard
+                self._publish(topic, body)
 
     def _on_alarm_view(self, message: mqtt.MQTTMessage) -> None:
         """An alarm changed (here or at the console): the outputs follow. Acknowledged at once, as this bus
@@ -427,11 +471,14 @@ class RulesService(PeriodicJobs):
             with self.sessions() as session:
                 rows = session.execute(select(Alarm.alarm_type, Alarm.zone, Alarm.state, Alarm.test,
                                               Alarm.silenced_at).where(Alarm.state != "closed")).all()
+                locked = self._lockdown_relays and lockdowns.active(session) is not None
         except Exception as exc:  # the database away: the next change or tick tries again
             log.warning("could not read the open alarms for the outputs: %s", exc)
             return
         alarms = [OpenAlarm(t, z, st, bool(test), silenced is not None) for t, z, st, test, silenced in rows]
         wanted = outputs_wanted(alarms, self.config.linkage, self._sounders)
+        if locked:
+            wanted |= self._lockdown_relays
         with self._outputs_lock:
             if time.monotonic() >= self._outputs_refresh:
                 self._outputs.clear()
@@ -449,7 +496,7 @@ class RulesService(PeriodicJobs):
         """Publish what the rules decided; a command is signed, so the driver can tell it is ours."""
         if self.command_key is not None and isinstance(topics.parse(topic), topics.CommandTopic):
             body = sign_topic(self.command_key, topic, body)
-        self.bus.publish_json(topic, body)
+        self.bus.publish_json(topic, body, retain=topic == topics.lockdown(self.site))
 
     def _command(self, kind: str, device: str, name: str, alarm_id: int | None, issued_by: str,
                  args: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -474,6 +521,9 @@ class RulesService(PeriodicJobs):
         with self.sessions.begin() as session:
             for correlation_id, body in results:
                 alarm_id, what, _ = self._pending_commands.pop(correlation_id)
+                bollard = self._lockdown_commands.pop(correlation_id, None)
+                if bollard is not None and body.get("status") == "ok":
+                    self._lockdown_raise.pop(bollard, None)  # it rises: the lockdown needs nothing more of it
                 device, command = what.split(" ", 1)
                 if alarm_id is not None:
                     if body.get("status") == "ok":

@@ -64,6 +64,7 @@ PUBLISHES: dict[str, Uses] = {
     "console": [
         (topics.alarm(SITE, 1), "pages.alarms.act, pages.visitors.publish, pages.incidents"),
         (topics.visit(SITE, 7), "pages.visitors.publish"),
+        (topics.lockdown(SITE), "pages.alarms.lockdown_start, lockdown_end"),
         *[(topics.command(SITE, "bollard", "gate-1", name), "CommandClient.send (pages.bollards)")
           for name in ("raise", "lower", "efo", "reset")],
     ],
@@ -73,7 +74,8 @@ SUBSCRIBES: dict[str, Uses] = {
     "drivers": [(topics.commands_filter(SITE), "DriverHost.run"), (topics.committed(SITE), "Outbox.attach"),
                 (topics.rules_availability(SITE), "Outbox.attach")],
     "rules": [(topics.events_filter(SITE), "RulesService.start"), (topics.results_filter(SITE), "RulesService.start"),
-              (topics.alarms_filter(SITE), "RulesService.start (the outputs follow the console's actions)")],
+              (topics.alarms_filter(SITE), "RulesService.start (the outputs follow the console's actions)"),
+              (topics.lockdown(SITE), "RulesService.start (a lockdown's bollards and relays)")],
     "console": [(topics.alarms_filter(SITE), "pages.alarms.attach"), (topics.police_paths(SITE), "pages.alarms.attach"),
                 (topics.states_filter(SITE, "bollard"), "pages.bollards.attach"),
                 (topics.results_filter(SITE), "CommandClient")],

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -40,7 +40,7 @@ from gateway.console.web import (
     served_file,
     tr,
 )
-from gateway.records import roster, store
+from gateway.records import lockdowns, roster, store
 from gateway.records.models import Alarm, AlarmAttachment, AlarmTransition, Device, utcnow
 from gateway.rules.alarms import RefusedAction, note_long_enough
 
@@ -395,3 +395,55 @@ async def alarm_silence(request: Request, alarm_id: int,
         raise HTTPException(404 if str(view) == "there is no such alarm" else 409, tr(request, str(view)))
     ctx.bus.publish_json(topics.alarm(ctx.site, alarm_id), view)
     return view
+
+
+# -- campus lockdown (封校 / 一键锁闭): started and ended at the alarm centre --------------------------------------
+
+
+class LockdownStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)  # for a drill, its scenario
+    drill: bool = False
+
+
+class LockdownEnd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(max_length=4000)
+    participants: str | None = Field(default=None, max_length=4000)  # a drill's record
+    findings: str | None = Field(default=None, max_length=4000)
+
+
+@router.get("/api/lockdown")
+async def lockdown_state(request: Request, user: LoggedIn = Depends(require("view"))) -> dict[str, Any]:  # noqa: B008
+    """Whether the campus is locked down (or in a lockdown drill), since when and by whom."""
+    with console(request).sessions() as session:
+        return lockdowns.view(lockdowns.active(session))
+
+
+def _lockdown(request: Request, do: Callable[[Session], Any]) -> dict[str, Any]:
+    ctx = console(request)
+    done = attempt(request, lambda session: lockdowns.view(do(session)))
+    if isinstance(done, RefusedAction):
+        raise HTTPException(409, tr(request, str(done)))
+    ctx.bus.publish_json(topics.lockdown(ctx.site), done, retain=True)  # every console, the rules, the district
+    return dict(done)
+
+
+@router.post("/api/lockdown")
+async def lockdown_start(request: Request, body: LockdownStart,
+                         user: LoggedIn = Depends(require("lockdown.manage"))) -> dict[str, Any]:  # noqa: B008
+    """Lock the campus down (supervisor and up; audited): every reader refuses everyone but the responders,
+    the lockdown's relays lock the doors and play the PA, its bollards rise. `drill`: all of it, as a drill."""
+    client = request.client.host if request.client else None
+    return _lockdown(request, lambda session: lockdowns.start(session, user.username, body.reason, body.drill,
+                                                              utcnow(), client=client))
+
+
+@router.post("/api/lockdown/end")
+async def lockdown_end(request: Request, body: LockdownEnd,
+                       user: LoggedIn = Depends(require("lockdown.manage"))) -> dict[str, Any]:  # noqa: B008
+    """End the lockdown with a note (supervisor and up; audited); a drill also with its findings."""
+    client = request.client.host if request.client else None
+    return _lockdown(request, lambda session: lockdowns.end(session, user.username, body.note, utcnow(),
+                                                            participants=body.participants, findings=body.findings,
+                                                            client=client))
