@@ -156,7 +156,9 @@ def tr(request: Request, message: str) -> str:
 
 
 LAYER_WORDS = {"s": "s", "min": "min", "h": "h", "more": "and {n} more waiting",
-               "last_update": "last update {s} s ago"}
+               "last_update": "last update {s} s ago",
+               "lockdown": "CAMPUS LOCKED DOWN: only responders pass the gates", "drill": "LOCKDOWN DRILL",
+               "lockdown_since": "since {time}, by {who}"}
 
 
 def layer_config(request: Request, language: str) -> dict[str, Any]:

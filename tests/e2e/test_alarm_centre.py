@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from gateway.config import Config
 from gateway.config_file import validate_config
-from gateway.records.models import Alarm, AuditEntry
+from gateway.records.models import Alarm, AuditEntry, Lockdown
 from simulators.camera import CameraSimulator
 from simulators.modbus_di import ModbusDISimulator
 from tests.e2e.test_console_browser import PASSWORD, add_users  # the same guard1 and super1
@@ -333,3 +333,31 @@ def test_eight_tabs_of_one_browser_share_one_stream_and_survive_the_leaders_clos
     sim.press(1)
     for tab in rest:
         expect(tab.locator("#alarm-bar")).to_be_visible(timeout=6000)
+
+
+def test_a_lockdown_started_at_the_board_is_loud_on_every_page_and_ends_with_a_note(
+        browser: Any, site: Running) -> None:
+    url = site.gateway.console_url
+    supervisor = log_in(browser, url, "super1")
+    guard = log_in(browser, url, "guard1", "visitors")
+    banner = guard.locator("#lockdown")
+    expect(banner).to_be_hidden()
+    expect(guard.locator("#lockdown-start")).to_have_count(0)  # not a guard's to start
+    supervisor.locator("#lockdown-drill").check()
+    supervisor.once("dialog", lambda dialog: dialog.accept("防暴演练：歹徒持刀闯入"))
+    supervisor.locator("#lockdown-start").click()
+    expect(banner).to_be_visible(timeout=2000)
+    expect(banner.locator(".what")).to_have_text("封校演练")
+    expect(banner.locator(".why")).to_have_text("防暴演练：歹徒持刀闯入")
+    expect(banner.locator(".since")).to_contain_text("super1")
+    guard.goto(url + "patrols")  # a page opened during the lockdown shows it from its first moment
+    expect(guard.locator("#lockdown")).to_be_visible(timeout=2000)
+    answers = iter(["演练结束，全员到位", "保安3人", "北门广播听不清"])
+    supervisor.on("dialog", lambda dialog: dialog.accept(next(answers)))
+    supervisor.locator("#lockdown-end").click()
+    expect(guard.locator("#lockdown")).to_be_hidden(timeout=2000)
+    expect(supervisor.locator("#lockdown-start")).to_be_visible()
+    with site.gateway.sessions() as session:
+        (record,) = session.scalars(select(Lockdown)).all()
+    assert (record.drill, record.started_by, record.ended_by) == (True, "super1", "super1")
+    assert (record.note, record.participants, record.findings) == ("演练结束，全员到位", "保安3人", "北门广播听不清")

@@ -211,15 +211,36 @@
       heard(null);
       const paths = parsed(data);
       if (Array.isArray(paths)) for (const fn of listeners) fn("police", paths.filter(p => p !== null && typeof p === "object"));
+    } else if (type === "lockdown") {
+      heard(null); showLockdown(parsed(data));
     } else if (type === "down") {
       setLink(false);
     }
+  }
+  // A campus lockdown (or its drill) on every page, as loud as the gateway's own trouble.
+  const lockdownBanner = document.getElementById("lockdown");
+  let lockdownState = null;
+  function showLockdown(state) {
+    if (state === null || typeof state !== "object") return;
+    lockdownState = state;
+    const on = state.active === true;
+    lockdownBanner.hidden = !on;
+    body.dataset.lockdown = on ? (state.drill ? "drill" : "on") : "off";
+    for (const fn of listeners) { try { fn("lockdown", state); } catch (e) { console.error(e); } }
+    if (!on) return;
+    lockdownBanner.classList.toggle("drill", state.drill === true);
+    lockdownBanner.querySelector(".what").textContent = state.drill ? W.drill : W.lockdown;
+    lockdownBanner.querySelector(".why").textContent = typeof state.reason === "string" ? state.reason : "";
+    const at = Date.parse(state.started_at);
+    lockdownBanner.querySelector(".since").textContent = Number.isNaN(at) ? "" : W.lockdown_since
+      .replace("{time}", new Date(at).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hour12: false}))
+      .replace("{who}", String(state.started_by || ""));
   }
   function relay(type, data) { if (channel && leading) channel.postMessage({type, data}); }
   function openStream() {
     if (stream) stream.close();
     stream = new EventSource("/api/alarms/stream");
-    for (const type of ["snapshot", "clock", "alarm", "police"]) {
+    for (const type of ["snapshot", "clock", "alarm", "police", "lockdown"]) {
       stream.addEventListener(type, e => { handle(type, e.data); relay(type, e.data); });
     }
     stream.onerror = () => { if (stream.readyState !== EventSource.OPEN) { setLink(false); relay("down", null); } };
@@ -247,6 +268,7 @@
         if (leading && body.dataset.stream === "up") {
           channel.postMessage({type: "snapshot", data: JSON.stringify([...alarms.values()])});
           channel.postMessage({type: "clock", data: JSON.stringify({now: new Date(now()).toISOString()})});
+          if (lockdownState) channel.postMessage({type: "lockdown", data: JSON.stringify(lockdownState)});
         }
       } else if (msg.type === "leader-gone") {
         elect();

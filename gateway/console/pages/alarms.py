@@ -125,8 +125,15 @@ def attach(app: Any) -> None:
             with ctx.sessions() as session:
                 broadcaster.publish(store.police_paths(session), "police")
 
+    def on_lockdown(message: mqtt.MQTTMessage) -> None:
+        """The campus was locked down or let go: every page's banner follows, as the database has it."""
+        if broadcaster.clients:
+            with ctx.sessions() as session:
+                broadcaster.publish(lockdowns.view(lockdowns.active(session)), "lockdown")
+
     ctx.bus.subscribe(topics.alarms_filter(ctx.site), on_alarm)
     ctx.bus.subscribe(topics.police_paths(ctx.site), on_paths)
+    ctx.bus.subscribe(topics.lockdown(ctx.site), on_lockdown)
 
 
 def open_alarms(request: Request) -> list[dict[str, Any]]:
@@ -162,6 +169,7 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
     snapshot = open_alarms(request)
     with console(request).sessions() as session:
         paths = store.police_paths(session)
+        locked = lockdowns.view(lockdowns.active(session))
 
     def clock() -> str:  # the site's time: the pages count alarm ages on it, and its silence means a hung gateway
         return f"event: clock\ndata: {json.dumps({'now': utcnow().isoformat()})}\n\n"
@@ -172,6 +180,7 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
             yield f"retry: 2000\nevent: snapshot\ndata: {json.dumps(snapshot, ensure_ascii=False)}\n\n"
             if paths:
                 yield f"event: police\ndata: {json.dumps(paths, ensure_ascii=False)}\n\n"
+            yield f"event: lockdown\ndata: {json.dumps(locked, ensure_ascii=False)}\n\n"
             while True:
                 try:
                     async with asyncio.timeout(PING_S):  # not wait_for, which makes a task per message per browser
