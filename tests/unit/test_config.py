@@ -358,9 +358,10 @@ def test_linkage_names_an_output_module_and_its_relays_as_they_are() -> None:
 
 def test_a_lockdown_names_bollards_outputs_and_relays_that_exist() -> None:
     text = (CONFIG_DIR / "example-site.yaml").read_text(encoding="utf-8")
-    lockdown = ("lockdown:\n  responders: [T001, 保卫处]\n  bollards: [gate-bolard]\n"
-                "  outputs: [{device: gatehouse-relays, relays: [gate-lock, door-lock]}]\n")
-    problems = problems_of(text + "\n" + lockdown)
+    wrong = text.replace("  bollards: [gate-bollard]\n  alarm_types: [duress]",
+                         "  bollards: [gate-bolard]\n  alarm_types: [duress]")
+    wrong = wrong.replace("relays: [gate-lock, pa]}]", "relays: [gate-lock, door-lock]}]")
+    problems = problems_of(wrong)
     assert any("lockdown.bollards[0]" in p and "unknown bollard 'gate-bolard'" in p for p in problems), problems
     assert any("lockdown.outputs[0].relays[1]" in p and "no relay 'door-lock'" in p for p in problems), problems
     assert len(problems) == 2, problems
