@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -223,6 +223,27 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
 
 
 T = TypeVar("T")
+
+
+def client_host(request: Request) -> str | None:
+    """The client's address, for the audit trail."""
+    return request.client.host if request.client else None
+
+
+def parse_day(text: str | None) -> date | None:
+    """A date field (YYYY-MM-DD); empty -> None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise RefusedAction("a date is written as YYYY-MM-DD") from None
+
+
+def day_start(ctx: Console, day: date) -> datetime:
+    """Midnight of a day in the site's zone."""
+    return datetime.combine(day, datetime.min.time(), tzinfo=ctx.tz)
 
 
 def attempt(request: Request, do: Callable[[Session], T]) -> T | RefusedAction:

@@ -1,36 +1,45 @@
 """The Incidents pages: the safety ledger (安全台账) with its filters, an incident (timeline, procedure checklist,
 countdown to the reporting deadlines, "reported" buttons), the new-incident form and the alarm board's "promote
-to incident", hazards through their lifecycle (隐患排查), the inspection tasks and the maintenance items.
+to incident". Hazards, inspections and maintenance are the ledger's other registers (pages.ledgers).
 
-Guards ("incident.manage") enter incidents, notes, checklist ticks and reports, and find and fix hazards;
-supervisors promote alarms ("incident.promote"), close incidents ("incident.close") and sign hazards off
-("hazard.supervise"). The records side, with the audit of every action, is gateway.records.ledger; the rules
-(deadlines, lifecycle, refusals) are gateway.rules.incidents.
+Guards ("incident.manage") enter incidents, notes, checklist ticks and reports; supervisors promote alarms
+("incident.promote") and close incidents ("incident.close"). The records side, with the audit of every action,
+is gateway.records.ledger; the rules (deadlines, lifecycle, refusals) are gateway.rules.incidents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import topics
 from gateway.config import INCIDENT_CATEGORIES
 from gateway.console.auth import LoggedIn
-from gateway.console.web import Console, attempt, console, form_action, render, require, tr
+from gateway.console.pages import ledgers
+from gateway.console.web import (
+    Console,
+    attempt,
+    client_host,
+    console,
+    day_start,
+    form_action,
+    parse_day,
+    render,
+    require,
+    tr,
+)
 from gateway.records import ledger, store
-from gateway.records.models import Alarm, Hazard, Incident, IncidentEntry, Inspection, MaintenanceItem, utcnow
+from gateway.records.models import Alarm, Incident, IncidentEntry, utcnow
 from gateway.rules.alarms import RefusedAction
 from gateway.rules.incidents import (
     ALARM_CATEGORY,
     COUNTDOWN_MESSAGES,
-    HAZARD_ACTIONS,
     HAZARD_SEVERITIES,
     HAZARD_SOURCES,
     HAZARD_STATES,
@@ -38,14 +47,10 @@ from gateway.rules.incidents import (
     INSPECTION_KINDS,
     MAINTENANCE_FAULTS,
     SEVERITIES,
-    HazardAction,
     countdown,
 )
 
 router = APIRouter()
-HAZARD_PERMISSION = {"assign": "incident.manage", "fix": "incident.manage", "sign_off": "hazard.supervise",
-                     "escalate": "hazard.supervise", "reopen": "hazard.supervise"}
-FIXED_SHOWN_DAYS = 30  # fixed maintenance items and signed-off hazards listed this far back
 # Timeline lines the system writes: a msgid per kind (or per alert), shown before the entry's own text.
 ENTRY_LABELS = {"created": "Incident recorded", "alarm": "Promoted from alarm", "attachment": "Camera evidence",
                 "step": "Step done:", "report": "Reported to the centre school", "written": "Written report sent",
@@ -64,10 +69,6 @@ MSGIDS = frozenset({
     *(f"inspection_{k}" for k in INSPECTION_KINDS), *(f"fault_{f}" for f in MAINTENANCE_FAULTS),
     "maintenance_open", "maintenance_fixed", *COUNTDOWN_MESSAGES,
     *(label for label in (*ENTRY_LABELS.values(), *ALERT_LABELS.values()) if label)})
-
-
-def _client(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _refused(request: Request, exc: RefusedAction) -> str:
@@ -89,20 +90,6 @@ def _parse_local(ctx: Console, text: str | None) -> datetime | None:
     except ValueError:
         raise RefusedAction("a time is written as YYYY-MM-DD HH:MM") from None
     return value.replace(tzinfo=ctx.tz) if value.tzinfo is None else value
-
-
-def _parse_day(text: str | None) -> date | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise RefusedAction("a date is written as YYYY-MM-DD") from None
-
-
-def _day_start(ctx: Console, day: date) -> datetime:
-    return datetime.combine(day, datetime.min.time(), tzinfo=ctx.tz)
 
 
 def publish(request: Request, alarm_ids: list[int]) -> None:
@@ -159,33 +146,6 @@ def entry_view(entry: IncidentEntry) -> dict[str, Any]:
     return view
 
 
-def hazard_view(hazard: Hazard, now: datetime) -> dict[str, Any]:
-    return {"id": hazard.id, "inspection_id": hazard.inspection_id, "source": hazard.source, "place": hazard.place,
-            "description": hazard.description, "severity": hazard.severity, "state": hazard.state,
-            "found_at": hazard.found_at.isoformat(), "found_by": hazard.found_by, "assigned_to": hazard.assigned_to,
-            "measures": hazard.measures, "due_at": hazard.due_at.isoformat() if hazard.due_at else None,
-            "fixed_at": hazard.fixed_at.isoformat() if hazard.fixed_at else None, "fixed_by": hazard.fixed_by,
-            "signed_off_at": hazard.signed_off_at.isoformat() if hazard.signed_off_at else None,
-            "signed_off_by": hazard.signed_off_by,
-            "overdue": hazard.due_at is not None and hazard.state in ("found", "assigned", "escalated")
-            and now > hazard.due_at}
-
-
-def inspection_view(inspection: Inspection, hazards: int, now: datetime) -> dict[str, Any]:
-    return {"id": inspection.id, "kind": inspection.kind, "period": inspection.period,
-            "due_at": inspection.due_at.isoformat(),
-            "done_at": inspection.done_at.isoformat() if inspection.done_at else None, "done_by": inspection.done_by,
-            "notes": inspection.notes, "hazards": hazards,
-            "overdue": inspection.done_at is None and now > inspection.due_at}
-
-
-def maintenance_view(item: MaintenanceItem, place: str | None, now: datetime) -> dict[str, Any]:
-    return {"id": item.id, "device_id": item.device_id, "alarm_id": item.alarm_id, "fault": item.fault,
-            "place": place, "opened_at": item.opened_at.isoformat(), "due_at": item.due_at.isoformat(),
-            "fixed_at": item.fixed_at.isoformat() if item.fixed_at else None, "fixed_by": item.fixed_by,
-            "state": item.state, "overdue": item.state == "open" and now > item.due_at}
-
-
 # -- the ledger -----------------------------------------------------------------------------------
 
 
@@ -197,13 +157,13 @@ def _filters(request: Request, category: str | None, state: str | None, start: s
     query: dict[str, Any] = {"category": category if category in INCIDENT_CATEGORIES else None,
                              "state": state if state in INCIDENT_STATES else None}
     try:
-        first, last = _parse_day(start), _parse_day(end)
+        first, last = parse_day(start), parse_day(end)
     except RefusedAction as exc:
         return query, typed, _refused(request, exc)
     if first is not None:
-        query["since"] = _day_start(ctx, first)
+        query["since"] = day_start(ctx, first)
     if last is not None:
-        query["until"] = _day_start(ctx, last + timedelta(days=1))
+        query["until"] = day_start(ctx, last + timedelta(days=1))
     return query, typed, None
 
 
@@ -282,7 +242,7 @@ async def create_form(request: Request, user: LoggedIn = Depends(require("incide
             title=values["title"], place=values["place"], people=values["people"],
             occurred_at=_parse_local(ctx, values["occurred_at"]) or now,
             confirmed_at=_parse_local(ctx, values["confirmed_at"]), actor=user.username, now=now,
-            client=_client(request)).id
+            client=client_host(request)).id
 
     return form_action(request, do, lambda incident_id: f"/incidents/{incident_id}",
                        lambda refused: _form_page(request, user, 422, form=values, error=refused))
@@ -338,7 +298,7 @@ async def promote(alarm_id: int, request: Request,
             incident, changed = ledger.promote_alarm(
                 session, ctx.incidents, alarm_id, user.username, now, category=values["category"] or None,
                 severity=values["severity"] or None, title=values["title"] or None, people=values["people"] or None,
-                client=_client(request))
+                client=client_host(request))
         except RefusedAction as exc:
             refused: RefusedAction | None = exc
             existing = ledger.incident_for_alarm(session, alarm_id)
@@ -365,140 +325,11 @@ async def promote(alarm_id: int, request: Request,
     return RedirectResponse(f"/incidents/{incident_id}", 303)
 
 
-# -- hazards --------------------------------------------------------------------------------------
+# -- hazards, inspections, maintenance (pages.ledgers): before /incidents/{incident_id}, which would take
+# their paths for an incident's id
 
+router.include_router(ledgers.router)
 
-def _hazards_page(request: Request, user: LoggedIn, status: int = 200, show_all: bool = False,
-                  error: str | None = None, form: dict[str, str] | None = None,
-                  inspection: int | None = None) -> HTMLResponse:
-    ctx = console(request)
-    now = utcnow()
-    with ctx.sessions() as session:
-        if show_all:
-            rows = ledger.hazards(session)
-        else:  # open ones, and those signed off lately
-            recent = ledger.hazards(session, since=now - timedelta(days=FIXED_SHOWN_DAYS))
-            rows = ledger.hazards(session, open_only=True)
-            rows += [h for h in recent if h.state == "signed_off"]
-        hazards = [hazard_view(h, now) for h in rows]
-        tasks = [inspection_view(i, 0, now) for i in ledger.inspections(session, 6)]
-    form = form or {"severity": "general", "source": "inspection" if inspection else "patrol",
-                    "inspection_id": str(inspection or "")}
-    return render(request, "hazards.html", status, hazards=hazards, inspections=tasks, error=error, form=form,
-                  severities=HAZARD_SEVERITIES, sources=HAZARD_SOURCES, show_all=show_all, csrf=user.csrf,
-                  today=now.astimezone(ctx.tz).date().isoformat(), section="hazards")
-
-
-@router.get("/incidents/hazards", response_class=HTMLResponse)
-async def hazards_page(request: Request, all: bool = False, inspection: int | None = None,
-                       user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    return _hazards_page(request, user, show_all=all, inspection=inspection)
-
-
-@router.post("/incidents/hazards", response_model=None)
-async def add_hazard_form(request: Request,
-                          user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
-    form = await request.form()
-    values = {k: str(form.get(k) or "").strip() for k in ("place", "description", "severity", "source",
-                                                           "inspection_id")}
-    inspection_id = int(values["inspection_id"]) if values["inspection_id"].isdigit() else None
-
-    def do(session: Session) -> None:
-        ledger.add_hazard(session, place=values["place"], description=values["description"],
-                          severity=values["severity"], source=values["source"], inspection_id=inspection_id,
-                          actor=user.username, now=utcnow(), client=_client(request))
-
-    return form_action(request, do, "/incidents/hazards",
-                       lambda refused: _hazards_page(request, user, 422, error=refused, form=values))
-
-
-def _hazard_route(action: HazardAction) -> None:
-    async def endpoint(hazard_id: int, request: Request,
-                       user: LoggedIn = Depends(require(HAZARD_PERMISSION[action]))) -> Response:  # noqa: B008
-        form = await request.form()
-        values = {k: str(form.get(k) or "").strip() for k in ("assigned_to", "measures", "due", "reason")}
-        ctx = console(request)
-
-        def do(session: Session) -> None:
-            due = _parse_day(values["due"])
-            ledger.hazard_action(
-                session, hazard_id, action, user.username, utcnow(), assigned_to=values["assigned_to"],
-                measures=values["measures"], reason=values["reason"], client=_client(request),
-                due_at=_day_start(ctx, due + timedelta(days=1)) - timedelta(seconds=1) if due else None)
-
-        return form_action(request, do, f"/incidents/hazards#hazard-{hazard_id}",
-                           lambda refused: _hazards_page(request, user, 409, error=refused))
-
-    endpoint.__name__ = f"hazard_{action}_form"
-    router.post(f"/incidents/hazards/{{hazard_id}}/{action}", response_model=None)(endpoint)
-
-
-for _action in HAZARD_ACTIONS:
-    _hazard_route(_action)
-
-
-# -- inspections ----------------------------------------------------------------------------------
-
-
-def _inspections_page(request: Request, user: LoggedIn, status: int = 200, error: str | None = None) -> HTMLResponse:
-    now = utcnow()
-    with console(request).sessions() as session:
-        counts = {inspection: n for inspection, n in session.execute(select(Hazard.inspection_id, func.count()).where(
-            Hazard.inspection_id.is_not(None)).group_by(Hazard.inspection_id))}
-        rows = [inspection_view(i, counts.get(i.id, 0), now) for i in ledger.inspections(session)]
-    return render(request, "inspections.html", status, inspections=rows, error=error, csrf=user.csrf,
-                  section="inspections")
-
-
-@router.get("/incidents/inspections", response_class=HTMLResponse)
-async def inspections_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    return _inspections_page(request, user)
-
-
-@router.post("/incidents/inspections/{inspection_id}/done", response_model=None)
-async def inspection_done_form(inspection_id: int, request: Request,
-                               user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
-    notes = str((await request.form()).get("notes") or "")
-
-    def do(session: Session) -> None:
-        ledger.complete_inspection(session, inspection_id, user.username, utcnow(), notes, _client(request))
-
-    return form_action(request, do, "/incidents/inspections",
-                       lambda refused: _inspections_page(request, user, 409, error=refused))
-
-
-# -- maintenance ----------------------------------------------------------------------------------
-
-
-def _maintenance_page(request: Request, user: LoggedIn, status: int = 200, error: str | None = None) -> HTMLResponse:
-    now = utcnow()
-    with console(request).sessions() as session:
-        rows = ledger.maintenance_items(session, open_only=True)
-        rows += [m for m in ledger.maintenance_items(session) if m.state == "fixed" and m.fixed_at is not None
-                 and m.fixed_at > now - timedelta(days=FIXED_SHOWN_DAYS)]
-        places = {alarm_id: place for alarm_id, place in session.execute(select(Alarm.id, Alarm.place).where(
-            Alarm.id.in_([m.alarm_id for m in rows if m.alarm_id is not None])))}
-        items = [maintenance_view(m, places.get(m.alarm_id or 0), now) for m in rows]
-    items.sort(key=lambda m: (m["state"] != "open", not m["overdue"], m["due_at"]))
-    return render(request, "maintenance.html", status, items=items, error=error, csrf=user.csrf,
-                  section="maintenance")
-
-
-@router.get("/incidents/maintenance", response_class=HTMLResponse)
-async def maintenance_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    return _maintenance_page(request, user)
-
-
-@router.post("/incidents/maintenance/{item_id}/fix", response_model=None)
-async def maintenance_fix_form(item_id: int, request: Request,
-                               user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
-    note = str((await request.form()).get("note") or "")
-
-    def do(session: Session) -> None:
-        ledger.fix_maintenance(session, item_id, user.username, utcnow(), note, _client(request))
-
-    return form_action(request, do, "/incidents/maintenance",
-                       lambda refused: _maintenance_page(request, user, 409, error=refused))
 
 
 # -- one incident ---------------------------------------------------------------------------------
@@ -567,7 +398,7 @@ async def note_form(incident_id: int, request: Request,
     text = str((await request.form()).get("text") or "")[:4000]
 
     def do(session: Session) -> list[int]:
-        ledger.add_note(session, incident_id, text, user.username, utcnow(), _client(request))
+        ledger.add_note(session, incident_id, text, user.username, utcnow(), client_host(request))
         return []
 
     return _incident_action(request, user, incident_id, do)
@@ -579,7 +410,7 @@ async def step_form(incident_id: int, index: int, request: Request,
     ctx = console(request)
 
     def do(session: Session) -> list[int]:
-        ledger.tick_step(session, ctx.incidents, incident_id, index, user.username, utcnow(), _client(request))
+        ledger.tick_step(session, ctx.incidents, incident_id, index, user.username, utcnow(), client_host(request))
         return []
 
     return _incident_action(request, user, incident_id, do)
@@ -595,7 +426,7 @@ def _report_route(name: str, written: bool) -> None:
             at = _parse_local(ctx, str(form.get("at") or ""))
             _, changed = ledger.record_report(session, incident_id, user.username, utcnow(), at=at,
                                               note=str(form.get("note") or "")[:2000], written=written,
-                                              client=_client(request))
+                                              client=client_host(request))
             return changed
 
         return _incident_action(request, user, incident_id, do)
@@ -614,7 +445,7 @@ async def close_form(incident_id: int, request: Request,
     note = str((await request.form()).get("note") or "")[:2000]
 
     def do(session: Session) -> list[int]:
-        _, changed = ledger.close_incident(session, incident_id, user.username, utcnow(), note, _client(request))
+        _, changed = ledger.close_incident(session, incident_id, user.username, utcnow(), note, client_host(request))
         return changed
 
     return _incident_action(request, user, incident_id, do)
