@@ -20,12 +20,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
-
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
 from drivers.bollard.machine import COMMANDS, BollardMachine, Coil, Inputs, Settings, Step
 from drivers.bollard.schema import BollardConfig
+from drivers.modbus_tcp import ModbusTcpLink
 from gateway.config import DeviceConfig
 
 
@@ -46,77 +44,48 @@ class BollardDriver(Driver):
         self._first_input = min(device.inputs.addresses())
         self._input_count = max(device.inputs.addresses()) - self._first_input + 1
         self._stop = asyncio.Event()
-        self._io = asyncio.Lock()  # one Modbus transaction at a time: polls and commands interleave
-        self._client: AsyncModbusTcpClient | None = None
-        self._online: bool | None = None
         self._coils_on: dict[Coil, float] = {}  # coil -> monotonic time to switch it off
         self._published: dict[str, Any] | None = None
         self.last_command: dict[str, Any] | None = None
         self.counters = {"polls": 0, "errors": 0, "reconnects": 0, "commands": 0, "refused": 0,
                          "coil_writes": 0, "transitions": 0}
-        self.last_error: str | None = None
+        # polls and commands interleave, one Modbus transaction at a time (link.io)
+        self.link = ModbusTcpLink(ctx, device.id, device.connection, self.counters)
 
     def _clock(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.tz).strftime("%H:%M:%S")
 
-    def _where(self) -> str:
-        c = self.cfg.connection
-        return f"{c.host}:{c.port} unit {c.unit}"
-
     # -- connection --------------------------------------------------------------------
 
     async def start(self) -> None:
-        await run_with_reconnect(self.ctx, self._stop, self._connect, self._poll_until_failure, self._close)
+        await run_with_reconnect(self.ctx, self._stop, self._connect, self._poll_until_failure, self.link.close)
 
     async def _connect(self) -> bool:
-        c = self.cfg.connection
-        self._client = AsyncModbusTcpClient(c.host, port=c.port, timeout=c.timeout_s, retries=0,
-                                            reconnect_delay=0, reconnect_delay_max=0)
-        try:
-            ok = await asyncio.wait_for(self._client.connect(), c.timeout_s * 2)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            ok, self.last_error = False, f"{type(exc).__name__}: {exc}"
+        ok = await self.link.connect()
         # A coil left on by a pulse the outage cut short must not keep driving the bollard.
         if ok:
-            async with self._io:
+            async with self.link.io:
                 self._coils_on.clear()
                 for coil in ("raise", "lower", "efo"):
                     ok = ok and await self._write(coil, False)
         if not ok:
             self.counters["errors"] += 1
-            self._went_offline(f"no answer from {self._where()} ({self.last_error or 'connection refused'})")
-            self._close()
+            self._went_offline(f"no answer from {self.link.where()} ({self.link.last_error or 'connection refused'})")
+            self.link.close()
             return False
         self.counters["reconnects"] += 1
         return True
 
     async def _poll_until_failure(self) -> None:
-        period = self.cfg.poll_ms / 1000
-        failures = 0
-        next_poll = time.monotonic()
-        while not self._stop.is_set():
-            self.ctx.heartbeat()
-            async with self._io:
-                ok = await self._poll()
-            if ok:
-                failures = 0
-            else:
-                failures += 1
-                if failures >= self.cfg.offline_after:
-                    self._went_offline(f"{self._where()} stopped answering: {self.last_error}")
-                    return
-            next_poll += period
-            delay = next_poll - time.monotonic()
-            if delay < 0:  # fell behind (slow controller): do not try to catch up with a burst
-                next_poll, delay = time.monotonic(), 0
-            await asyncio.sleep(delay)  # cheaper than wait_for(stop.wait()) at 20 polls/s; stop is seen next cycle
+        await self.link.poll_until_failure(self._stop, self.cfg.poll_ms / 1000, self.cfg.offline_after, self._poll,
+                                           self._went_offline)
 
     async def _poll(self) -> bool:
-        """One read, the machine updated, due coils switched off, the state published. Hold `_io`."""
+        """One read, the machine updated, due coils switched off, the state published. Hold `link.io`."""
         inputs = await self._read()
         if inputs is None:
             return False
-        self._came_online()
+        self.link.came_online()
         await self._run(self.machine.update(inputs, time.time()))
         now = time.monotonic()
         for coil, off_at in list(self._coils_on.items()):
@@ -126,25 +95,17 @@ class BollardDriver(Driver):
         return True
 
     async def _read(self) -> Inputs | None:
-        if self._client is None:
+        if self.link.client is None:
             return None
-        c = self.cfg.connection
         self.counters["polls"] += 1
-        try:
-            async with asyncio.timeout(c.timeout_s * 2):  # bounds a hung transport; cheaper than wait_for
-                response = await self._client.read_discrete_inputs(self._first_input, count=self._input_count,
-                                                                   device_id=c.unit)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            self._failed(exc)
-            return None
-        if response.isError():
-            self.counters["errors"] += 1
-            self.last_error = f"Modbus exception response {response}"
+        response = await self.link.call(lambda client, unit: client.read_discrete_inputs(
+            self._first_input, count=self._input_count, device_id=unit), "reading the inputs")
+        if response is None:
             return None
         bits = list(response.bits[: self._input_count])
         if len(bits) < self._input_count:
             self.counters["errors"] += 1
-            self.last_error = f"short read: {len(bits)} of {self._input_count} inputs"
+            self.link.last_error = f"short read: {len(bits)} of {self._input_count} inputs"
             return None
         cfg = self.cfg.inputs
 
@@ -156,26 +117,13 @@ class BollardDriver(Driver):
                       efo_active=bit(cfg.efo_active), fire=bit(cfg.fire) if cfg.fire is not None else False)
 
     async def _write(self, coil: Coil, value: bool) -> bool:
-        if self._client is None:
-            self.last_error = "not connected"
+        if self.link.client is None:
+            self.link.last_error = "not connected"
             return False
-        c = self.cfg.connection
         self.counters["coil_writes"] += 1
-        try:
-            response = await asyncio.wait_for(
-                self._client.write_coil(self.cfg.coils.address(coil), value, device_id=c.unit), c.timeout_s * 2)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            self._failed(exc)
-            return False
-        if response.isError():
-            self.counters["errors"] += 1
-            self.last_error = f"Modbus exception response {response} writing the {coil} coil"
-            return False
-        return True
-
-    def _failed(self, exc: BaseException) -> None:
-        self.counters["errors"] += 1
-        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        address = self.cfg.coils.address(coil)
+        return await self.link.call(lambda client, unit: client.write_coil(address, value, device_id=unit),
+                                    f"writing the {coil} coil") is not None
 
     async def _pulse(self, coil: Coil) -> bool:
         """Switch the opposite motion off, then hold `coil` on for `pulse_ms` (the poll loop ends it)."""
@@ -197,7 +145,7 @@ class BollardDriver(Driver):
             ok = await self._pulse(action.coil)
             self._command_event(action.coil, action.issued_by, ok,
                                 action.reason if ok else f"{action.reason}; the controller did not take the "
-                                                         f"write: {self.last_error}")
+                                                         f"write: {self.link.last_error}")
         self._report(step)
 
     def _report(self, step: Step) -> None:
@@ -232,7 +180,7 @@ class BollardDriver(Driver):
         return {
             "state": m.state,
             "reason": m.reason,
-            "online": bool(self._online),
+            "online": bool(self.link.online),
             "vehicle_present": list(inputs.vehicle_present) if inputs else None,
             "limits": {"up": inputs.up_limit, "down": inputs.down_limit} if inputs else None,
             "fault": m.fault,
@@ -248,31 +196,18 @@ class BollardDriver(Driver):
             self._published = state
             self.ctx.set_state(self.cfg.id, state)
 
-    def _came_online(self) -> None:
-        if self._online is not True:
-            self._online = True
-            self.ctx.set_online(self.cfg.id, True)
-
     def _went_offline(self, reason: str) -> None:
         self._coils_on.clear()
         self._report(self.machine.lost_contact(time.time(), f"controller not answering: {reason}"))
-        if self._online is not False:
-            self._online = False
-            self.ctx.log.warning("%s offline: %s", self.cfg.id, reason)
-            self.ctx.set_online(self.cfg.id, False, reason)
+        self.link.went_offline(reason)
         self._publish_state()
-
-    def _close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     async def stop(self) -> None:
         self._stop.set()
 
     def health(self) -> dict[str, Any]:
-        return {"online": bool(self._online), "state": self.machine.state, **self.counters,
-                "last_error": self.last_error}
+        return {"online": bool(self.link.online), "state": self.machine.state, **self.counters,
+                "last_error": self.link.last_error}
 
     # -- commands ----------------------------------------------------------------------
 
@@ -281,15 +216,16 @@ class BollardDriver(Driver):
             return CommandResult(True, data=self.state())
         if name not in COMMANDS:
             return await super().handle_command(device_id, name, args, issued_by)
-        async with self._io:
-            if not self._online or self._client is None:
-                reason = f"the bollard controller at {self._where()} is offline ({self.last_error or 'not connected'})"
+        async with self.link.io:
+            if not self.link.online or self.link.client is None:
+                reason = (f"the bollard controller at {self.link.where()} is offline "
+                          f"({self.link.last_error or 'not connected'})")
                 self._command_event(name, issued_by, False, reason)
                 self._publish_state()
                 return CommandResult(False, reason, {"state": self.machine.state})
             # Decide on a reading taken now, not on the last poll: a car may have reached the loop since.
             if not await self._poll():
-                reason = f"no answer from the bollard controller at {self._where()}: {self.last_error}"
+                reason = f"no answer from the bollard controller at {self.link.where()}: {self.link.last_error}"
                 self._command_event(name, issued_by, False, reason)
                 self._publish_state()
                 return CommandResult(False, reason, {"state": self.machine.state})
@@ -298,8 +234,8 @@ class BollardDriver(Driver):
             for action in decision.actions:
                 if not await self._pulse(action.coil):
                     decision = replace(decision, accepted=False, actions=(),
-                                       reason=f"the controller at {self._where()} did not take the {action.coil} "
-                                              f"coil write: {self.last_error}")
+                                       reason=f"the controller at {self.link.where()} did not take the {action.coil} "
+                                              f"coil write: {self.link.last_error}")
                     break
             step = self.machine.apply(decision, now)
             self._command_event(name, issued_by, decision.accepted, decision.reason)

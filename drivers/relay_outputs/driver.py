@@ -18,10 +18,8 @@ import contextlib
 import time
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
-
 from drivers.base import CommandResult, Driver, DriverContext, run_with_reconnect
+from drivers.modbus_tcp import ModbusTcpLink
 from drivers.relay_outputs.schema import RelayConfig, RelayOutputConfig
 from gateway.config import DeviceConfig
 
@@ -44,60 +42,35 @@ class RelayOutputDriver(Driver):
         self._first = min(r.coil for r in device.relays)
         self._count = max(r.coil for r in device.relays) - self._first + 1
         self._stop = asyncio.Event()
-        self._io = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | None = None
-        self._online: bool | None = None
         self._published: dict[str, Any] | None = None
         self.counters = {"polls": 0, "errors": 0, "reconnects": 0, "writes": 0, "rewrites": 0, "commands": 0,
                          "refused": 0}
-        self.last_error: str | None = None
-
-    def _where(self) -> str:
-        c = self.cfg.connection
-        return f"{c.host}:{c.port} unit {c.unit}"
+        self.link = ModbusTcpLink(ctx, device.id, device.connection, self.counters)
 
     # -- connection --------------------------------------------------------------------
 
     async def start(self) -> None:
-        await run_with_reconnect(self.ctx, self._stop, self._connect, self._poll_until_failure, self._close)
+        await run_with_reconnect(self.ctx, self._stop, self._connect, self._poll_until_failure, self.link.close)
 
     async def _connect(self) -> bool:
-        c = self.cfg.connection
-        self._client = AsyncModbusTcpClient(c.host, port=c.port, timeout=c.timeout_s, retries=0,
-                                            reconnect_delay=0, reconnect_delay_max=0)
-        try:
-            ok = await asyncio.wait_for(self._client.connect(), c.timeout_s * 2)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            ok, self.last_error = False, f"{type(exc).__name__}: {exc}"
+        ok = await self.link.connect()
         if ok:
-            async with self._io:
+            async with self.link.io:
                 ok = await self._arm_watchdog() and await self._write_all()
         if not ok:
             self.counters["errors"] += 1
-            self._went_offline(f"no answer from {self._where()} ({self.last_error or 'connection refused'})")
-            self._close()
+            self._went_offline(f"no answer from {self.link.where()} ({self.link.last_error or 'connection refused'})")
+            self.link.close()
             return False
         self.counters["reconnects"] += 1
         return True
 
     async def _poll_until_failure(self) -> None:
-        period = self.cfg.poll_ms / 1000
-        failures = 0
-        next_poll = time.monotonic()
-        while not self._stop.is_set():
-            self.ctx.heartbeat()
-            async with self._io:
-                ok = await self._poll()
-            failures = 0 if ok else failures + 1
-            if failures >= self.cfg.offline_after:
-                self._went_offline(f"{self._where()} stopped answering: {self.last_error}")
-                return
-            next_poll = max(next_poll + period, time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), next_poll - time.monotonic())
+        await self.link.poll_until_failure(self._stop, self.cfg.poll_ms / 1000, self.cfg.offline_after, self._poll,
+                                           self._went_offline)
 
     async def _poll(self) -> bool:
-        """Relays past their time off, the module read back and made to match. Hold `_io`."""
+        """Relays past their time off, the module read back and made to match. Hold `link.io`."""
         now = time.monotonic()
         for name, at in list(self.off_at.items()):
             if now >= at:
@@ -113,7 +86,7 @@ class RelayOutputDriver(Driver):
         actual = await self._read()
         if actual is None:
             return False
-        self._came_online()
+        self.link.came_online()
         for relay in self.cfg.relays:
             if actual[relay.name] != self.wanted[relay.name]:
                 if self.actual is not None and self.actual[relay.name] != actual[relay.name]:
@@ -128,70 +101,37 @@ class RelayOutputDriver(Driver):
         return True
 
     async def _arm_watchdog(self) -> bool:
-        if self._client is None or self.cfg.watchdog_register is None:
-            return self._client is not None
-        c = self.cfg.connection
-        try:
-            response = await asyncio.wait_for(self._client.write_register(
-                self.cfg.watchdog_register, self.cfg.watchdog_s, device_id=c.unit), c.timeout_s * 2)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            self._failed(exc)
-            return False
-        if response.isError():
-            self.counters["errors"] += 1
-            self.last_error = f"Modbus exception response {response} setting the watchdog"
-            return False
-        return True
+        register = self.cfg.watchdog_register
+        if register is None:
+            return self.link.client is not None
+        return await self.link.call(lambda client, unit: client.write_register(
+            register, self.cfg.watchdog_s, device_id=unit), "setting the watchdog") is not None
 
     async def _read(self) -> dict[str, bool] | None:
-        if self._client is None:
+        if self.link.client is None:
             return None
-        c = self.cfg.connection
         self.counters["polls"] += 1
-        try:
-            async with asyncio.timeout(c.timeout_s * 2):
-                response = await self._client.read_coils(self._first, count=self._count, device_id=c.unit)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            self._failed(exc)
-            return None
-        if response.isError():
-            self.counters["errors"] += 1
-            self.last_error = f"Modbus exception response {response}"
+        response = await self.link.call(lambda client, unit: client.read_coils(
+            self._first, count=self._count, device_id=unit), "reading the relays")
+        if response is None:
             return None
         bits = list(response.bits[: self._count])
         if len(bits) < self._count:
             self.counters["errors"] += 1
-            self.last_error = f"short read: {len(bits)} of {self._count} coils"
+            self.link.last_error = f"short read: {len(bits)} of {self._count} coils"
             return None
         return {r.name: bool(bits[r.coil - self._first]) for r in self.cfg.relays}
 
     async def _write(self, relay: RelayConfig, on: bool) -> bool:
-        if self._client is None:
-            self.last_error = "not connected"
-            return False
-        c = self.cfg.connection
         self.counters["writes"] += 1
-        try:
-            response = await asyncio.wait_for(self._client.write_coil(relay.coil, on, device_id=c.unit),
-                                              c.timeout_s * 2)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            self._failed(exc)
-            return False
-        if response.isError():
-            self.counters["errors"] += 1
-            self.last_error = f"Modbus exception response {response} writing relay {relay.name}"
-            return False
-        return True
+        return await self.link.call(lambda client, unit: client.write_coil(relay.coil, on, device_id=unit),
+                                    f"writing relay {relay.name}") is not None
 
     async def _write_all(self) -> bool:
         for relay in self.cfg.relays:
             if not await self._write(relay, self.wanted[relay.name]):
                 return False
         return True
-
-    def _failed(self, exc: BaseException) -> None:
-        self.counters["errors"] += 1
-        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     # -- state and events ----------------------------------------------------------------
 
@@ -201,7 +141,7 @@ class RelayOutputDriver(Driver):
                       {"relay": relay, "on": on, "issued_by": issued_by[:200], "reason": reason[:500]})
 
     def state(self) -> dict[str, Any]:
-        return {"online": bool(self._online), "relays": dict(self.wanted),
+        return {"online": bool(self.link.online), "relays": dict(self.wanted),
                 "roles": {r.name: r.role for r in self.cfg.relays}}
 
     def _publish_state(self) -> None:
@@ -210,23 +150,10 @@ class RelayOutputDriver(Driver):
             self._published = state
             self.ctx.set_state(self.cfg.id, state)
 
-    def _came_online(self) -> None:
-        if self._online is not True:
-            self._online = True
-            self.ctx.set_online(self.cfg.id, True)
-
     def _went_offline(self, reason: str) -> None:
         self.actual = None
-        if self._online is not False:
-            self._online = False
-            self.ctx.log.warning("%s offline: %s", self.cfg.id, reason)
-            self.ctx.set_online(self.cfg.id, False, reason)
+        self.link.went_offline(reason)
         self._publish_state()
-
-    def _close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     async def stop(self) -> None:
         """The safe state: every relay off before the gateway goes (the watchdog does it if this cannot)."""
@@ -234,14 +161,14 @@ class RelayOutputDriver(Driver):
             self.wanted[name] = False
         self.off_at.clear()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(STOP_TIMEOUT_S), self._io:
-                if self._client is not None and self._online:
+            async with asyncio.timeout(STOP_TIMEOUT_S), self.link.io:
+                if self.link.client is not None and self.link.online:
                     await self._write_all()
         self._stop.set()  # after the writes: the poll loop closes the connection once it sees this
 
     def health(self) -> dict[str, Any]:
-        return {"online": bool(self._online), "relays": dict(self.wanted), **self.counters,
-                "last_error": self.last_error}
+        return {"online": bool(self.link.online), "relays": dict(self.wanted), **self.counters,
+                "last_error": self.link.last_error}
 
     # -- commands ----------------------------------------------------------------------
 
@@ -260,10 +187,10 @@ class RelayOutputDriver(Driver):
                 return CommandResult(False, f"{self.cfg.id} has no relay '{args.get('relay')}' (it has {names})")
             targets = {relay.name: bool(args.get("on", True))}
         self.counters["commands"] += 1
-        async with self._io:
-            if not self._online or self._client is None:
+        async with self.link.io:
+            if not self.link.online or self.link.client is None:
                 self.counters["refused"] += 1
-                why = f"the relay module at {self._where()} is offline ({self.last_error or 'not connected'})"
+                why = f"the relay module at {self.link.where()} is offline ({self.link.last_error or 'not connected'})"
                 self.ctx.log.warning("%s: %s from %s refused: %s", self.cfg.id, name, issued_by, why)
                 return CommandResult(False, why, self.state())
             for relay_name, on in targets.items():
@@ -271,8 +198,8 @@ class RelayOutputDriver(Driver):
                 assert relay is not None
                 if not await self._write(relay, on):
                     self.counters["refused"] += 1
-                    return CommandResult(False, f"the relay module at {self._where()} did not take the write of "
-                                                f"{relay_name}: {self.last_error}", self.state())
+                    return CommandResult(False, f"the relay module at {self.link.where()} did not take the write of "
+                                                f"{relay_name}: {self.link.last_error}", self.state())
                 was, self.wanted[relay_name] = self.wanted[relay_name], on
                 if self.actual is not None:
                     self.actual[relay_name] = on
