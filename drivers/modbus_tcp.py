@@ -44,6 +44,21 @@ class ModbusTcpLink:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False
 
+    async def open(self, prepare: Callable[[], Awaitable[bool]], offline: Callable[[str], None]) -> bool:
+        """Connect and `prepare` the controller (holding io: its first writes); on failure `offline(reason)`,
+        the client closed, False: run_with_reconnect tries again with backoff."""
+        ok = await self.connect()
+        if ok:
+            async with self.io:
+                ok = await prepare()
+        if not ok:
+            self.counters["errors"] += 1
+            offline(f"no answer from {self.where()} ({self.last_error or 'connection refused'})")
+            self.close()
+            return False
+        self.counters["reconnects"] += 1
+        return True
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()

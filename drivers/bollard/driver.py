@@ -61,19 +61,14 @@ class BollardDriver(Driver):
         await run_with_reconnect(self.ctx, self._stop, self._connect, self._poll_until_failure, self.link.close)
 
     async def _connect(self) -> bool:
-        ok = await self.link.connect()
-        # A coil left on by a pulse the outage cut short must not keep driving the bollard.
-        if ok:
-            async with self.link.io:
-                self._coils_on.clear()
-                for coil in ("raise", "lower", "efo"):
-                    ok = ok and await self._write(coil, False)
-        if not ok:
-            self.counters["errors"] += 1
-            self._went_offline(f"no answer from {self.link.where()} ({self.link.last_error or 'connection refused'})")
-            self.link.close()
-            return False
-        self.counters["reconnects"] += 1
+        return await self.link.open(self._all_coils_off, self._went_offline)
+
+    async def _all_coils_off(self) -> bool:
+        """A coil left on by a pulse the outage cut short must not keep driving the bollard."""
+        self._coils_on.clear()
+        for coil in ("raise", "lower", "efo"):
+            if not await self._write(coil, False):
+                return False
         return True
 
     async def _poll_until_failure(self) -> None:

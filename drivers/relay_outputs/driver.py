@@ -53,17 +53,11 @@ class RelayOutputDriver(Driver):
         await run_with_reconnect(self.ctx, self._stop, self._connect, self._poll_until_failure, self.link.close)
 
     async def _connect(self) -> bool:
-        ok = await self.link.connect()
-        if ok:
-            async with self.link.io:
-                ok = await self._arm_watchdog() and await self._write_all()
-        if not ok:
-            self.counters["errors"] += 1
-            self._went_offline(f"no answer from {self.link.where()} ({self.link.last_error or 'connection refused'})")
-            self.link.close()
-            return False
-        self.counters["reconnects"] += 1
-        return True
+        return await self.link.open(self._arm_and_restore, self._went_offline)
+
+    async def _arm_and_restore(self) -> bool:
+        """At every connect: the module's watchdog armed, every relay written as it should be."""
+        return await self._arm_watchdog() and await self._write_all()
 
     async def _poll_until_failure(self) -> None:
         await self.link.poll_until_failure(self._stop, self.cfg.poll_ms / 1000, self.cfg.offline_after, self._poll,
