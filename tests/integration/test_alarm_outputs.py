@@ -22,7 +22,7 @@ from gateway.records.models import Alarm, AlarmTransition, AuditEntry
 from simulators.modbus_di import ModbusDISimulator
 from simulators.relay_outputs import RelayOutputSimulator
 from tests.integration.helpers import Running, logged_in
-from tests.support import TEST_LOGIN, MosquittoBroker, broker_section, missing, wait_for
+from tests.support import ROOT, TEST_LOGIN, MosquittoBroker, broker_section, missing, wait_for
 
 SITE = "school-1"
 SIREN, STROBE, BELL = 0, 1, 2
@@ -185,3 +185,38 @@ def test_alarm_views_do_not_stall_the_rules_service_on_mosquitto(tmp_path: Path,
             running.stop()
     finally:
         broker.stop()
+
+
+def test_a_gateway_killed_while_the_siren_sounds_leaves_it_to_the_modules_watchdog(
+        tmp_path: Path, sim: ModbusDISimulator, relays: RelayOutputSimulator) -> None:
+    """SIGKILL: nothing in the gateway can switch the siren off; the module's watchdog (armed by the driver at
+    connect, 2 s here) drops every relay once the gateway has gone quiet."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    site_file = tmp_path / "site.yaml"
+    body = site(tmp_path, sim, relays).model_dump(mode="json", exclude_unset=True)
+    body["devices"][1]["watchdog_s"] = 2
+    body["console"] = {"port": 0}  # never a fixed port
+    site_file.write_text(yaml.safe_dump(body, allow_unicode=True), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(site_file)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: relays.watchdog_s == 2, 30, "the relay module connected, its watchdog armed")
+        wait_for(lambda: sim.reads >= 2, 10, "the alarm box polled")
+        sim.press(1)
+        wait_for(lambda: relays.relay(SIREN), 5, "the siren")
+        proc.send_signal(signal.SIGKILL)
+        killed = time.time()
+        proc.wait(10)
+        wait_for(lambda: not relays.relay(SIREN), 5, "the watchdog dropping the siren")
+        dropped = relays.switched(SIREN, False)[-1]
+        assert dropped.by == "watchdog" and dropped.at - killed <= 2 + 1.0
+        assert not any(relays.relays()), "every relay dropped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
