@@ -134,3 +134,53 @@ def test_a_modem_that_refuses_falls_back_to_wecom_and_nobody_reached_is_a_health
         assert [n.state for n in rows(cfg, Notification)] == ["sent", "failed"]
     finally:
         running.stop()
+
+
+def test_a_busy_channel_passes_to_the_next_and_the_message_is_in_the_persons_language(tmp_path: Path) -> None:
+    """Past per_minute sends in the last minute a channel is passed over for the person's next one; an English
+    speaker gets English. The sender alone, on its own database, with the channels played by a function."""
+    from datetime import UTC, datetime
+
+    from gateway.notify.robots import Receipt
+    from gateway.notify.sender import NotificationSender
+
+    cfg = validate_config({
+        "site": {"id": "school-1", "name": "Test School"},
+        "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "zones": [{"id": "gate", "name": "Main gate"}],
+        "notify": {"sms": {"port": "/dev/null"}, "wecom": {"webhook": {"env": WEBHOOK_ENV}}, "per_minute": 2,
+                   "people": [{"id": "li-qiang", "language": "en", "channels": ["sms", "wecom"]}]},
+    })
+    engine = db.make_engine(cfg.database_url())
+    db.upgrade(engine)
+    sessions = db.make_sessions(engine)
+    raised = datetime(2026, 12, 7, 0, 5, tzinfo=UTC)  # 08:05 in Shanghai
+    with sessions.begin() as session:
+        alarm = Alarm(key="box:panic", device_id="gate-box", alarm_type="panic", priority=1, latching=True,
+                      state="active_unack", zone="gate", place=None, test=False, raised_at=raised,
+                      raised_event_id="e1", last_event_at=raised)
+        session.add(alarm)
+        session.flush()
+        for level in (1, 2, 3):
+            session.add(Notification(alarm_id=alarm.id, person_id="li-qiang", person_name="Li Qiang",
+                                     phone=PHONE, level=level, created_at=raised, state="pending", attempts=0))
+    sent: list[tuple[str, str]] = []
+
+    def send(channel: str, row: Notification, person: Any, text: str) -> Receipt:
+        sent.append((channel, text))
+        return Receipt(True, channel, "accepted")
+
+    health: list[tuple[str, bool, str]] = []
+    NotificationSender(cfg, sessions, lambda *a: health.append(a), send=send).send_due()
+    assert [channel for channel, _ in sent] == ["sms", "sms", "wecom"], "the third within the minute: the next"
+    assert sent[0][1] == "Test School: One-key alarm at Main gate, raised 08:05, not acknowledged (step 1)."
+    lines = [t.note for t in session_rows(sessions, AlarmTransition) if t.action == "notify"]
+    assert "could not reach Li Qiang by sms: more than 2 a minute: the next" in lines
+    assert [n.channel for n in session_rows(sessions, Notification)] == ["sms", "sms", "wecom"]
+    assert not health
+    engine.dispose()
+
+
+def session_rows(sessions: Any, model: Any) -> list[Any]:
+    with sessions() as session:
+        return list(session.scalars(select(model).order_by(model.id)))
