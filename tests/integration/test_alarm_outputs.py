@@ -101,6 +101,8 @@ def test_a_panic_sounds_the_siren_and_strobe_a_guard_silences_the_siren_and_the_
         assert silenced.json()["state"] == "active_unack", "silenced, not acknowledged"
         wait_for(lambda: not relays.relay(SIREN), 2, "the siren silenced")
         assert relays.relay(STROBE), "the strobe keeps flashing until the reset"
+        shown = 'data-relay="siren" data-on="off"', 'data-relay="strobe" data-on="on"'
+        wait_for(lambda: all(s in client.get("/devices").text for s in shown), 5, "the outputs on the devices page")
         again = client.post(f"/api/alarms/{alarm.id}/silence", headers=headers)
         assert again.status_code == 409
         assert [e.result for e in rows(cfg, AuditEntry, AuditEntry.action == "alarm.silence")] == ["ok", "refused"]
