@@ -237,8 +237,8 @@ def test_the_console_subscribes_to_alarms_paths_states_and_results(tmp_path: Pat
                                                                         sessions=None)))
     alarms.attach(app)
     bollards.attach(app)
-    assert bus.subscribed == [PINNED["alarms filter"], PINNED["police paths"], PINNED["results filter"],
-                              PINNED["bollard states filter"]]
+    assert bus.subscribed == [PINNED["alarms filter"], PINNED["police paths"], "campus/v1/s1/rules/lockdown",
+                              PINNED["results filter"], PINNED["bollard states filter"]]
     bus.deliver(PINNED["state"], json.dumps({"state": "raised"}).encode())
     bus.deliver("campus/v1/s1/bollard//state", json.dumps({"state": "lowered"}).encode())
     assert app.state.bollard_states.by_device == {"gate-1": {"state": "raised"}, "": {"state": "lowered"}}
