@@ -40,10 +40,9 @@ from drivers.reader_common import FEEDBACK_RESULTS, card_event, code_event
 from gateway.config import DeviceConfig
 
 # libosdp's own loop sleeps 20 ms between refreshes, which would add up to 20 ms to every exchange. The
-# control panel waits for the reader's bytes (or a command to send) instead, at most IDLE_S: a reply is
-# handled as it arrives. Two readers on a bus: 0.73 % of a core against 1.0 % refreshing every 5 ms, card
-# -> feedback p50 48.8 ms, p99 89.3 ms against 44.5 / 83.6 (bench/reader_feedback). At 20 ms it was 0.6 %
-# but p50 78 ms: libosdp sends its polls and queued commands only on a refresh.
+# control panel waits for the reader's bytes (or a command to send) instead, at most IDLE_S, and turns again at
+# once after a reply came in: libosdp sends what is next (the other reader's poll, a queued command) only on
+# its next turn, so waiting there slowed every exchange on the bus (a crowd of cards queued up behind it).
 IDLE_S = 0.01
 CHECK_S = 0.1  # online status and kicks
 # A reader not yet online since the control panel started is given this long for its handshake (the secure
@@ -114,13 +113,17 @@ class _ControlPanel(osdp.ControlPanel):
         os.set_blocking(self._wake_w, False)
 
     def refresh(self, event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
-        port = self._channel.port.fileno()
+        channel = self._channel
+        port = channel.port.fileno()
         while not event.is_set():
+            heard = channel.bytes_in
             with lock:
                 ctx.refresh()
-            if self._channel.error:  # a failed port reads as always ready: wait for the driver to reopen it
+            if channel.error:  # a failed port reads as always ready: wait for the driver to reopen it
                 time.sleep(IDLE_S)
                 continue
+            if channel.bytes_in != heard:
+                continue  # a reply taken in: libosdp sends what is next only on its next turn
             ready, _, _ = select.select([port, self._wake_r], [], [], IDLE_S)
             if self._wake_r in ready:
                 os.read(self._wake_r, 64)

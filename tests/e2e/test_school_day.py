@@ -180,8 +180,11 @@ def test_a_school_day_is_in_the_records_as_it_happened(day: Day) -> None:
     assert all(e.granted for e in morning), [(e.reason, site(e.at)) for e in morning if not e.granted]
     assert min(site(e.at) for e in morning) >= "07:25", "stamped with the site's time"
     refused = [e for e in log if not e.granted]
-    assert [(e.reader, site(e.at)) for e in refused] == [("south-gate-reader-out", "08:20")], \
+    assert [e.reader for e in refused] == ["south-gate-reader-out"], \
         "the one student leaving during lessons is refused, nobody else"
+    # At 600x a site minute is 100 ms: the read's way through the reader, the broker and the database may take
+    # more. Stamped with the site's time: within 5 site minutes of the scripted 08:20.
+    assert "08:20" <= site(refused[0].at) <= "08:25", site(refused[0].at)
     evening = [e for e in log if e.reader == "south-gate-reader-out" and e.granted]
     assert len(evening) == 35 and min(site(e.at) for e in evening) >= "16:25"
 
