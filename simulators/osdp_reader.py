@@ -42,6 +42,7 @@ from typing import Any
 import osdp
 
 from drivers.card_formats import Card, encode
+from drivers.osdp_reader.driver import refresh_every
 from simulators.serial_reader import card_from_text
 
 log = logging.getLogger("campusgw.sim.osdp_reader")
@@ -206,19 +207,6 @@ class _Tap(osdp.Channel):
 
     def flush(self) -> None:
         pass
-
-
-def refresh_every(period_s: float) -> Callable[[threading.Event, threading.Lock, Any], None]:
-    """A loop for libosdp's PeripheralDevice thread (its `refresh`): the Python wrapper's own
-    sleeps 20 ms between turns, which would add up to 20 ms to every exchange."""
-
-    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
-        while not event.is_set():
-            with lock:
-                ctx.refresh()
-            time.sleep(period_s)
-
-    return refresh
 
 
 class _Device(osdp.PeripheralDevice):

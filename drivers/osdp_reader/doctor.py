@@ -362,7 +362,7 @@ def _session(line: Any, bus: BusProbe, readers: Sequence[ReaderProbe], key: byte
     # send the reader our key, which is install mode's job, not the doctor's).
     flags = [osdp.LibFlag.EnableNotification] + ([osdp.LibFlag.EnforceSecure] if key is not None else [])
     infos = [osdp.PDInfo(r.address, channel, scbk=key, name=f"address-{r.address}", flags=flags) for r in readers]
-    cp = _ControlPanel(infos, channel, log_level=osdp.LogLevel.Info, event_handler=on_event)
+    cp = _ControlPanel(infos, log_level=osdp.LogLevel.Info, event_handler=on_event)
     cp.start()
     try:
         since: dict[int, float] = {}

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import osdp
@@ -39,11 +38,7 @@ from drivers.osdp_reader.schema import OsdpReaderConfig, Signal
 from drivers.reader_common import FEEDBACK_RESULTS, card_event, code_event
 from gateway.config import DeviceConfig
 
-# libosdp's own loop sleeps 20 ms between refreshes, which would add up to 20 ms to every exchange. The
-# control panel waits for the reader's bytes (or a command to send) instead, at most IDLE_S, and turns again at
-# once after a reply came in: libosdp sends what is next (the other reader's poll, a queued command) only on
-# its next turn, so waiting there slowed every exchange on the bus (a crowd of cards queued up behind it).
-IDLE_S = 0.01
+REFRESH_S = 0.005  # libosdp's own loop sleeps 20 ms between refreshes; this is a quarter of the latency
 CHECK_S = 0.1  # online status and kicks
 # A reader not yet online since the control panel started is given this long for its handshake (the secure
 # channel takes a few exchanges per reader on a shared bus) before it is reported offline: a start-up is not
@@ -102,45 +97,24 @@ class _SerialChannel(osdp.Channel):
             self.port.flush()
 
 
-class _ControlPanel(osdp.ControlPanel):
-    """libosdp's ControlPanel refreshing as soon as the bus has bytes or a command is submitted (else every
-    IDLE_S), and without its per-reader event queues (nobody reads them here; they would grow for ever)."""
+def refresh_every(period_s: float) -> Callable[[threading.Event, threading.Lock, Any], None]:
+    """A loop for libosdp's ControlPanel / PeripheralDevice thread (its `refresh`): the Python wrapper's own
+    sleeps 20 ms between turns, which would add up to 20 ms to every exchange."""
 
-    def __init__(self, infos: list[osdp.PDInfo], channel: _SerialChannel, **kwargs: Any) -> None:
-        super().__init__(infos, **kwargs)
-        self._channel = channel
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-
-    def refresh(self, event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
-        channel = self._channel
-        port = channel.port.fileno()
+    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
         while not event.is_set():
-            heard = channel.bytes_in
             with lock:
                 ctx.refresh()
-            if channel.error:  # a failed port reads as always ready: wait for the driver to reopen it
-                time.sleep(IDLE_S)
-                continue
-            if channel.bytes_in != heard:
-                continue  # a reply taken in: libosdp sends what is next only on its next turn
-            ready, _, _ = select.select([port, self._wake_r], [], [], IDLE_S)
-            if self._wake_r in ready:
-                os.read(self._wake_r, 64)
+            time.sleep(period_s)
 
-    def submit_command(self, address: int, command: dict[str, Any]) -> bool:
-        ok = bool(super().submit_command(address, command))
-        with contextlib.suppress(BlockingIOError):  # a wake-up is already pending
-            os.write(self._wake_w, b"!")
-        return ok
+    return refresh
 
-    def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+
+class _ControlPanel(osdp.ControlPanel):
+    """libosdp's ControlPanel refreshing every REFRESH_S, and without its per-reader event queues (nobody
+    reads them here; they would grow for ever)."""
+
+    refresh = staticmethod(refresh_every(REFRESH_S))
 
     def _internal_event_handler(self, pd: int, event: dict[str, Any]) -> int:
         if self.user_event_handler:
@@ -214,7 +188,7 @@ class OsdpDriver(Driver):
                                      flags=flags))
         self._disabled.clear()
         self._keyed.clear()
-        self._cp = _ControlPanel(infos, self._channel, log_level=osdp.LogLevel.Error, event_handler=self._on_event)
+        self._cp = _ControlPanel(infos, log_level=osdp.LogLevel.Error, event_handler=self._on_event)
         self._cp.start()
         self._cp_started = time.monotonic()
         self.counters["reconnects"] += 1

@@ -57,8 +57,7 @@ class Bus:
         self.reader = OsdpReaderSimulator(ADDRESS, None, line=self.line, log_level=osdp.LogLevel.Error)
         self.reader.start()
         self.port = serial.Serial(self.line.port, 115200, timeout=0, write_timeout=0.5)
-        channel = _SerialChannel(self.port)
-        self.cp = _ControlPanel([osdp.PDInfo(ADDRESS, channel, scbk=None, name="r")], channel,
+        self.cp = _ControlPanel([osdp.PDInfo(ADDRESS, _SerialChannel(self.port), scbk=None, name="r")],
                                 log_level=osdp.LogLevel.Error)
         self.cp.start()
         wait_for(lambda: self.cp.is_online(ADDRESS), 10, "the reader online")
