@@ -84,6 +84,21 @@ def telemetry(n: int, devices: int, seq: Any) -> list[tuple[str, Event]]:
     return items
 
 
+def presses(n: int, devices: int, seq: Any) -> list[tuple[str, Event]]:
+    """N alarm button events, round robin over `devices` alarm boxes: each button pressed, then released, as
+    the DI driver reports them. Each changes an alarm (raise, clear, retrigger), the rules' costliest path."""
+    items = []
+    now = time.time()
+    for i in range(n):
+        device = f"box-{i % devices + 1:02d}"
+        kind = "campus.alarm_input.triggered" if (i // devices) % 2 == 0 else "campus.alarm_input.restored"
+        data = {"point": "panic", "input": 1, "point_type": "panic", "zone": "gate", "place": "gatehouse"}
+        event = make_event(SITE, "alarm_input", device, kind, data,
+                           seq(topics.source(SITE, "alarm_input", device)), now + i / 1e4, TZ)
+        items.append((topics.event(SITE, "alarm_input", device, kind), event))
+    return items
+
+
 # -- brokers and databases ---------------------------------------------------------------
 
 
@@ -188,11 +203,19 @@ def baseline(port: int, items: list[tuple[str, Event]]) -> Result:
 # -- the pipeline ------------------------------------------------------------------------
 
 
+def make_rules_bus(config: BrokerConfig, client_id: str) -> Bus:
+    """The rules service's bus as gateway/app.py makes it: its availability is what lets the outboxes send."""
+    availability = topics.rules_availability(SITE)
+    bus = Bus(config, client_id, name="rules", clean_session=False, manual_ack=True,
+              will=(availability, b'{"state":"offline"}'))
+    bus.on_connect(lambda: bus.publish_json(availability, {"state": "online", "ts": time.time()}, retain=True))
+    return bus
+
+
 def rules_process(port: int, db_url: str, tag: str, ready: Any, stop: Any, stats: Any) -> None:
     """The rules service in a process of its own, as `campusgw run --only rules` runs it."""
     engine = db.make_engine(db_url)
-    rules_bus = Bus(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), f"bench-rules-{tag}", name="rules",
-                    clean_session=False, manual_ack=True)
+    rules_bus = make_rules_bus(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), f"bench-rules-{tag}")
     rules_bus.on_connect(ready.set)  # a Bus is connected once its subscriptions are confirmed
     rules = RulesService(SITE, rules_bus, db.make_sessions(engine))
     rules.start()
@@ -205,7 +228,7 @@ def rules_process(port: int, db_url: str, tag: str, ready: Any, stop: Any, stats
 
 
 def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int, batch: int | None,
-             db_kind: str, split: bool = False) -> Result:
+             db_kind: str, split: bool = False, make: Any = telemetry) -> Result:
     tag = uuid.uuid4().hex[:8]
     config = BrokerConfig(url=f"mqtt://127.0.0.1:{port}")
     sessions = db.make_sessions(engine)
@@ -217,7 +240,7 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
             port, engine.url.render_as_string(hide_password=False), tag, subscribed, stop_rules, stats_queue))
         worker.start()
     else:
-        rules_bus = Bus(config, f"bench-rules-{tag}", name="rules", clean_session=False, manual_ack=True)
+        rules_bus = make_rules_bus(config, f"bench-rules-{tag}")
         subscribed = threading.Event()  # type: ignore[assignment]
         rules_bus.on_connect(subscribed.set)  # a Bus is connected once its subscriptions are confirmed
         rules = RulesService(SITE, rules_bus, sessions)
@@ -233,10 +256,10 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
     try:
         wait_until(subscribed.is_set, 30, "the rules service's subscription")
         wait_until(outbox_live.is_set, 10, "the outbox's connection")
-        items = telemetry(events, devices, outbox.next_seq)
+        items = make(events, devices, outbox.next_seq)
         ids = {event.id for _, event in items}
 
-        first = time.perf_counter()
+        first, cpu = time.perf_counter(), time.process_time()
         if batch:
             for i in range(0, len(items), batch):
                 outbox.put_many(items[i:i + batch])
@@ -261,6 +284,7 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
                 seconds = now - first
                 break
             time.sleep(POLL_S)
+        cpu = time.process_time() - cpu
         with engine.connect() as conn:
             stored = list(conn.execute(text("SELECT id FROM events")).scalars())
     finally:
@@ -280,6 +304,9 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
     name = f"outbox {how} -> {db_kind}{' (rules apart)' if split else ''}"
     result = Result(name, events, seconds, count, put_s=put_s, sent_s=sent_s, lost=len(ids - stored_ids),
                     extra=len(stored) - len(stored_ids) + len(stored_ids - ids))
+    if not split:
+        result.notes.append(f"CPU of this process (outbox, broker if embedded, rules): "
+                            f"{cpu / max(count, 1) * 1000:.2f} ms an event")
     if stats["rejected"] or stats["failed_batches"]:
         result.notes.append(f"rejected {stats['rejected']}, failed batches {stats['failed_batches']}")
     return result
@@ -302,7 +329,8 @@ def forget_session(port: int, client_id: str) -> None:
 def report(args: argparse.Namespace, base: Result, runs: list[Result]) -> None:
     broker_name = "Mosquitto (own process)" if args.broker == "mosquitto" else "embedded amqtt (in this process)"
     print()
-    print(f"ingest: {args.events} campus.device.telemetry events from {args.devices} devices, QoS 1, "
+    what = "alarm button presses and releases" if args.presses else "campus.device.telemetry events"
+    print(f"ingest: {args.events} {what} from {args.devices} devices, QoS 1, "
           f"broker {broker_name}; {os.cpu_count()} cores")
     print(f"{'run':50}{'events/s':>9}{'x paho':>8}{'total s':>9}{'put s':>7}{'sent s':>8}{'stored':>8}"
           f"{'lost':>6}{'dup':>5}")
@@ -329,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-single", action="store_true", help="skip the put()-one-by-one runs")
     parser.add_argument("--split", action="store_true",
                         help="also run with the rules service in a process of its own (campusgw run --only rules)")
+    parser.add_argument("--presses", action="store_true",
+                        help="alarm button presses and releases instead of telemetry: each changes an alarm")
     args = parser.parse_args(argv)
+    make = presses if args.presses else telemetry
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     db_kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     modes: list[int | None] = [args.batch] if args.no_single else [args.batch, None]
@@ -344,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             seqs[source] = seqs.get(source, 0) + 1
             return seqs[source]
 
-        base = baseline(port, telemetry(args.events, args.devices, seq))
+        base = baseline(port, make(args.events, args.devices, seq))
         for db_kind in db_kinds:
             for batch in modes:
                 how = f"put_many({batch})" if batch else "put() one by one"
@@ -352,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 for split in ([False, True] if args.split else [False]):
                     with database(db_kind, workdir, f"records-{len(runs)}") as engine:
                         runs.append(pipeline(port, engine, workdir, args.events, args.devices, batch, db_kind,
-                                             split))
+                                             split, make))
     report(args, base, runs)
     return 0 if all(r.lost == 0 and r.extra == 0 and r.received == r.events for r in [base, *runs]) else 1
 

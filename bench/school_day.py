@@ -60,7 +60,7 @@ from tests.support import free_port
 
 KEY_ENV = "CAMPUSGW_BENCH_OSDP_KEY"
 PRESS_BOX, PRESS_POINT = "north-gate-box", "door"
-LEAD_S = 40.0  # real seconds from now to the day's first step: start-up, every device online, the idle baseline
+START_UP_S = 30.0  # real seconds for start-up and every device online, before the idle baseline
 
 
 @dataclass
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         data["console"] = {"host": "127.0.0.1", "port": console_port}
         config = validate_config(data, "bench school")
         (tmp / "site.yaml").write_text(yaml.dump(data, Dumper=NoAliases, allow_unicode=True), encoding="utf-8")
-        clock: SiteClock = site_clock_for(start, args.speed, time.monotonic() + LEAD_S - 8.0)
+        clock: SiteClock = site_clock_for(start, args.speed, time.monotonic() + START_UP_S + args.idle_s - 8.0)
         use_site_clock(clock)  # seeded on the site's clock, and the gateway inherits it (CAMPUSGW_SITE_CLOCK)
 
         engine = db.make_engine(config.database_url())
