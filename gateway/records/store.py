@@ -44,14 +44,16 @@ def known_event_ids(session: Session, ids: Iterable[str]) -> set[str]:
     return set(session.scalars(select(IngestedEvent.id).where(IngestedEvent.id.in_(ids))))
 
 
-def open_alarms(session: Session, keys: Iterable[str]) -> dict[str, OpenAlarm]:
+def open_alarms(session: Session, keys: Iterable[str], lock: bool = True) -> dict[str, OpenAlarm]:
     """The open alarms with these keys, locked until the transaction ends: the rules decide from this state and
     write their effects in the same transaction, so a person's acknowledgement cannot fall in between (it
-    was: an ack between the read and the write of a release put the alarm back to unacknowledged)."""
+    was: an ack between the read and the write of a release put the alarm back to unacknowledged).
+    `lock=False` reads again what this transaction has locked (or raised) already."""
     keys = list(set(keys))
     if not keys:
         return {}
-    lock_alarms(session, Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES))
+    if lock:
+        lock_alarms(session, Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES))
     rows = session.scalars(select(Alarm).where(Alarm.key.in_(keys), Alarm.state.in_(OPEN_STATES))
                            .execution_options(populate_existing=True))
     return {a.key: OpenAlarm(a.id, a.key, a.state, a.latching, a.condition_active, a.priority,  # type: ignore[arg-type]
@@ -59,12 +61,14 @@ def open_alarms(session: Session, keys: Iterable[str]) -> dict[str, OpenAlarm]:
 
 
 def lock_alarms(session: Session, *where: Any) -> None:
-    """Lock these alarm rows for the rest of the transaction before reading them: a no-op UPDATE, which takes
-    the rows' locks on PostgreSQL and the database's write lock on SQLite (where SELECT ... FOR UPDATE does
-    nothing and a plain read is not part of the transaction that writes). Rows are locked in id order, as
-    every caller takes them, so two transactions never wait on each other in a circle."""
-    session.execute(select(Alarm.id).where(*where).order_by(Alarm.id).with_for_update())  # in one order: no deadlock
-    session.execute(update(Alarm).where(*where).values(id=Alarm.id).execution_options(synchronize_session=False))
+    """Lock these alarm rows for the rest of the transaction before reading them. PostgreSQL: SELECT ... FOR
+    UPDATE, in id order, as every caller takes them, so two transactions never wait on each other in a circle.
+    SQLite: a no-op UPDATE, which takes the database's write lock (FOR UPDATE does not exist there, and a
+    plain read is not part of the transaction that writes)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Alarm.id).where(*where).order_by(Alarm.id).with_for_update())
+    else:
+        session.execute(update(Alarm).where(*where).values(id=Alarm.id).execution_options(synchronize_session=False))
 
 
 PLACE_MAX = 200  # alarms.place: a long detail (a health alarm's, a fault's reason) is cut, never refused

@@ -301,7 +301,7 @@ class RulesService(PeriodicJobs):
                 if effects:
                     changed += store.apply_effects(session, effects, raised)
                     # later events in this batch must see what this one did
-                    alarms.update(store.open_alarms(session, self._keys(event)))
+                    alarms.update(store.open_alarms(session, self._keys(event), lock=False))  # locked above
             # "Last seen" to the second is enough: skip the update when the table is already that fresh.
             stale = {d: at for d, at in last_seen.items()
                      if d not in self._last_seen or (at - self._last_seen[d]).total_seconds() >= 1}
