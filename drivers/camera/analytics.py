@@ -644,6 +644,15 @@ HOG_PYRAMID = 1.1  # the step between pyramid levels (OpenCV's 1.05 costs twice 
 NMS_OVERLAP = 0.6  # a box sharing more than this of its area with a stronger one is the same person
 FEET_MARGIN = 16 / 128  # the window leaves 16 of its 128 px below the person's feet
 MAX_ASPECT = 8.0  # a frame more than this many times as wide as high (or as high as wide) is no camera picture
+# A picture that has not changed since the detector last looked gets its last answer instead of another run
+# (about 16 ms): compared at GLANCE_WIDTH px wide (sensor noise averages out), a pixel changed by GLANCE_LEVELS
+# grey levels counts, and GLANCE_SHARE of the pixels is a change (a person a third of the frame high is about
+# 2 % of it; an OSD clock's ticking digits well under 0.5 %). It looks again anyway every
+# GLANCE_RECHECK_S, for what the comparison cannot see (a slow change of light, a person it missed).
+GLANCE_WIDTH = 80
+GLANCE_LEVELS = 12
+GLANCE_SHARE = 0.005
+GLANCE_RECHECK_S = 5.0
 
 
 @dataclass
@@ -710,7 +719,9 @@ class LoiterDetector:
 
     The detector is costly (about 14 ms a 640x360 frame, see HOG_HEIGHT), so it runs at most every
     `detect_every_s`, and only on a frame the motion detector saw motion in (`motion`) or while a person is
-    being tracked (seen in a zone within `grace_s`); a still, empty scene costs nothing. The boxes (score at
+    being tracked (seen in a zone within `grace_s`); a still, empty scene costs nothing. A picture that has
+    not changed since it last ran gets the same answer without running it (see GLANCE_WIDTH), which keeps
+    a scene's light or a person standing still cheap too. The boxes (score at
     least `hit_threshold`, at least `min_height` of the frame high) are thinned by non-maximum suppression, and
     each box's feet point (bottom centre, less the window's margin below the feet) puts the person in the zones
     it falls in. One stay per zone, not per person: a zone with anybody in it for `dwell_s` (sightings less than
@@ -720,6 +731,7 @@ class LoiterDetector:
     def __init__(self, settings: LoiterSettings | None = None) -> None:
         self.settings = settings or LoiterSettings()
         self.hog_runs = 0  # times the people detector ran
+        self.looks = 0  # times it was due: it ran, or the picture had not changed since it last ran
         self.people: list[Person] = []  # what its last run found
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
@@ -727,6 +739,8 @@ class LoiterDetector:
         self._stays = [_Stay(z.name, np.nan_to_num(np.array(z.polygon, np.float32)).reshape(-1, 1, 2))
                        for z in zones]
         self._last_run: float | None = None
+        self._glanced: Image | None = None  # the picture the detector last ran on, GLANCE_WIDTH wide
+        self._glanced_at = 0.0
 
     @property
     def tracking(self) -> bool:
@@ -746,12 +760,27 @@ class LoiterDetector:
         due = self._last_run is None or at - self._last_run >= s.detect_every_s - EPS or at < self._last_run
         if not due or not (motion or self.tracking):
             return []
+        glance = grey_small(frame, GLANCE_WIDTH) if frame.ndim in (2, 3) else None
+        if glance is not None and self._unchanged(glance) and 0 <= at - self._glanced_at < GLANCE_RECHECK_S - EPS:
+            self._last_run = at
+            self.looks += 1
+            return self._step(self.people, at)  # the same picture: the same people
         people = self._detect(frame)
         if people is None:
             return []
-        self._last_run = at
+        self._last_run = self._glanced_at = at
+        self._glanced = glance
+        self.looks += 1
         self.people = people
         return self._step(people, at)
+
+    def _unchanged(self, glance: Image) -> bool:
+        """The picture looks as it did when the detector last ran."""
+        last = self._glanced
+        if last is None or last.shape != glance.shape:
+            return False
+        changed = np.count_nonzero(np.abs(glance.astype(np.int16) - last) > GLANCE_LEVELS)
+        return changed < GLANCE_SHARE * glance.size
 
     def _detect(self, frame: Image) -> list[Person] | None:
         """The people in the frame, strongest first; None if it is no image."""

@@ -413,13 +413,13 @@ Loitering = list[tuple[str, bool, float, float]]
 def loiter(detector: LoiterDetector, frame_at: FrameAt, frames: int, first: int = 0,
            motion: Callable[[int], bool] = lambda i: True) -> tuple[Loitering, list[float]]:
     """Feed frames first..first+frames-1 at i * DT with noise: (zone, active, at, dwell_s) of every event, and
-    the times the people detector ran and found somebody."""
+    the times the people detector looked (ran, or had its answer for an unchanged picture) and found somebody."""
     events: list[LoiterEvent] = []
     seen: list[float] = []
     for i in range(first, first + frames):
-        runs = detector.hog_runs
+        looks = detector.looks
         events += detector.update(noisy(frame_at(i), i), i * DT, motion(i))
-        if detector.hog_runs > runs and detector.people:
+        if detector.looks > looks and detector.people:
             seen.append(round(i * DT, 6))
     return [(e.zone, e.active, round(e.at, 6), round(e.dwell_s, 6)) for e in events], seen
 
@@ -446,7 +446,8 @@ def test_the_simulators_person_is_found_where_it_stands(what: str, x: float, y: 
 def test_an_empty_scene_has_nobody_in_it() -> None:
     detector = LoiterDetector(QUICK)
     assert loiter(detector, street(lambda t: None), 25) == ([], [])
-    assert detector.hog_runs == 5  # motion in every frame: once a second
+    assert detector.looks == 5  # motion in every frame: once a second
+    assert detector.hog_runs == 1  # the same still picture each time: its answer is kept
 
 
 def test_a_person_who_walks_in_and_stands_is_loitering_after_dwell_s() -> None:
@@ -491,7 +492,8 @@ def test_loitering_ends_grace_s_after_the_person_is_last_seen() -> None:
     # Motion only in the first second: the detector keeps running because it tracks the person.
     assert events == [("door", True, 3.0, 3.0), ("door", False, 12.0, 7.0)]  # 7 s + grace_s; in the zone 0-7 s
     assert detector.active_zones == [] and not detector.tracking
-    assert detector.hog_runs == 13  # at 0, 1, ... 12 s; then neither motion nor a person to track
+    assert detector.looks == 13  # at 0, 1, ... 12 s; then neither motion nor a person to track
+    assert detector.hog_runs == 3  # at 0, at 5 (GLANCE_RECHECK_S) and at 8 s (gone): the rest, the same picture
 
 
 @pytest.mark.parametrize("every", [1.0, 0.5, 2.5])
@@ -501,20 +503,33 @@ def test_the_people_detector_runs_at_most_every_detect_every_s(every: float) -> 
     at, runs = 0.0, []
     frame = noisy(street(standing())(0), 0)
     while at < 12.0:  # frames 0.1-0.35 s apart, as a busy worker delivers them
-        before = detector.hog_runs
+        before = detector.looks
         detector.update(frame, at, True)
-        if detector.hog_runs > before:
+        if detector.looks > before:
             runs.append(at)
         at += float(rng.uniform(0.1, 0.35))
     assert min(np.diff(runs)) >= every - 1e-9
     assert len(runs) >= 12.0 / (every + 0.35)
 
 
+def test_the_people_detector_runs_again_only_on_a_changed_picture_or_after_glance_recheck_s() -> None:
+    detector = LoiterDetector(QUICK)
+    events, seen = loiter(detector, street(standing()), 70)  # motion in every frame, a person standing still
+    assert events == [("door", True, 3.0, 3.0)]
+    assert seen == [float(t) for t in range(14)]  # looked at once a second, found every time
+    assert detector.hog_runs == 3  # run at 0, 5 and 10 s; the rest, the same picture: the same answer
+    # The person walks off: the picture changed, so the detector runs at its next look (14.2 s) and nobody is
+    # found; then once more at 19.2 s (GLANCE_RECHECK_S).
+    events, seen = loiter(detector, street(hidden(71, 10**6, standing())), 40, first=71)
+    assert detector.hog_runs == 5 and seen == []
+    assert events == [("door", False, 18.2, 13.0)]  # last seen at 13 s: gone at the first look grace_s after
+
+
 def test_the_people_detector_runs_only_on_motion_or_while_tracking() -> None:
     detector = LoiterDetector(QUICK)
     # A person already standing in the zone, but the motion detector sees nothing: not looked at.
     assert loiter(detector, street(standing()), 25, motion=lambda i: False) == ([], [])
-    assert detector.hog_runs == 0
+    assert detector.looks == 0
     # Motion in one frame (2 s in): found, and tracked from then on without motion.
     events, seen = loiter(detector, street(standing()), 40, first=10, motion=lambda i: i == 10)
     assert events == [("door", True, 5.0, 3.0)]
@@ -522,7 +537,7 @@ def test_the_people_detector_runs_only_on_motion_or_while_tracking() -> None:
     # Motion with nobody in the zone: one look per detect_every_s while it lasts, and nothing after.
     detector = LoiterDetector(QUICK)
     assert loiter(detector, street(standing(0.12)), 50, motion=lambda i: 10 <= i < 20) == ([], [2.0, 3.0])
-    assert detector.hog_runs == 2
+    assert detector.looks == 2
 
 
 def test_the_pipeline_reports_loitering_but_not_while_tampered() -> None:
