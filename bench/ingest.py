@@ -37,14 +37,13 @@ from sqlalchemy import Engine, text
 
 from bench.common import start_mosquitto, wait_until
 from gateway import topics
-from gateway.broker import EmbeddedBroker
 from gateway.bus import Bus
 from gateway.config import BrokerConfig
 from gateway.events import Event, make_event
 from gateway.outbox import Outbox
 from gateway.records import db
 from gateway.rules_service.service import RulesService
-from tests.support import PG_ADMIN_URL
+from tests.support import PG_ADMIN_URL, TEST_LOGIN, AmqttBroker, broker_config
 
 SITE = "bench-school"
 KIND = "reader"
@@ -105,10 +104,10 @@ def presses(n: int, devices: int, seq: Any) -> list[tuple[str, Event]]:
 @contextlib.contextmanager
 def broker(kind: str, workdir: Path) -> Iterator[int]:
     if kind == "embedded":
-        embedded = EmbeddedBroker("127.0.0.1", 0)
-        port = embedded.start()
+        embedded = AmqttBroker()  # it lets nobody in anonymously: every client here logs in as TEST_LOGIN
+        embedded.start()
         try:
-            yield port
+            yield embedded.port
         finally:
             embedded.stop()
         return
@@ -169,11 +168,13 @@ def baseline(port: int, items: list[tuple[str, Event]]) -> Result:
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"campus/v1/{SITE}/+/+/evt/#", qos=1)
     sub.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
     sub.on_message = on_message
+    sub.username_pw_set(*TEST_LOGIN)
     sub.connect("127.0.0.1", port)
     sub.loop_start()
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-base-pub-{tag}")
     pub.max_inflight_messages_set(200)  # as gateway.bus.Bus sets it
     pub.max_queued_messages_set(0)
+    pub.username_pw_set(*TEST_LOGIN)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     try:
@@ -215,7 +216,7 @@ def make_rules_bus(config: BrokerConfig, client_id: str) -> Bus:
 def rules_process(port: int, db_url: str, tag: str, ready: Any, stop: Any, stats: Any) -> None:
     """The rules service in a process of its own, as `campusgw run --only rules` runs it."""
     engine = db.make_engine(db_url)
-    rules_bus = make_rules_bus(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), f"bench-rules-{tag}")
+    rules_bus = make_rules_bus(broker_config(port), f"bench-rules-{tag}")
     rules_bus.on_connect(ready.set)  # a Bus is connected once its subscriptions are confirmed
     rules = RulesService(SITE, rules_bus, db.make_sessions(engine))
     rules.start()
@@ -230,7 +231,7 @@ def rules_process(port: int, db_url: str, tag: str, ready: Any, stop: Any, stats
 def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int, batch: int | None,
              db_kind: str, split: bool = False, make: Any = telemetry) -> Result:
     tag = uuid.uuid4().hex[:8]
-    config = BrokerConfig(url=f"mqtt://127.0.0.1:{port}")
+    config = broker_config(port)
     sessions = db.make_sessions(engine)
 
     spawn = multiprocessing.get_context("spawn")
@@ -315,6 +316,7 @@ def pipeline(port: int, engine: Engine, workdir: Path, events: int, devices: int
 def forget_session(port: int, client_id: str) -> None:
     """Drop the rules client's persistent session, or the broker queues every later run's events for it."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client.username_pw_set(*TEST_LOGIN)
     client.connect("127.0.0.1", port)
     client.loop_start()
     with contextlib.suppress(RuntimeError):

@@ -780,7 +780,7 @@ class LoiterDetector:
         if last is None or last.shape != glance.shape:
             return False
         changed = np.count_nonzero(np.abs(glance.astype(np.int16) - last) > GLANCE_LEVELS)
-        return changed < GLANCE_SHARE * glance.size
+        return bool(changed < GLANCE_SHARE * glance.size)
 
     def _detect(self, frame: Image) -> list[Person] | None:
         """The people in the frame, strongest first; None if it is no image."""
