@@ -1,6 +1,7 @@
 """Ingest throughput: events through outbox -> broker -> rules service -> database.
 
     python -m bench.ingest [--events 20000] [--db sqlite|postgresql|both] [--broker mosquitto|embedded]
+                           [--presses]
 
 First a baseline through the same broker: plain paho clients, a publisher and a subscriber, the
 same number of QoS 1 messages of the same size (the same payloads), timed from the first publish
