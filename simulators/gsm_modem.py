@@ -4,7 +4,8 @@ It answers the AT commands an SMS sender uses like a real modem: echo on until A
 and +CMS ERROR codes once AT+CMEE=1; +CPIN, +CREG, +CSQ; and AT+CMGS in PDU mode (AT+CMGF=0: the "> " prompt,
 hex until Ctrl-Z, ESC cancels; the PDU's length must match AT+CMGS=<n>) and in text mode (AT+CMGF=1). Each
 submitted PDU is decoded here with a decoder of its own (not the gateway's encoder run backwards), kept in
-`submitted`, and a message whose parts have all arrived is put together in `messages` for the tests.
+`submitted`, and a message whose parts have all arrived is put together in `messages` for the tests; `arrived`
+has each such message with the time.time() its last PDU came in (for benchmarks: when it was handed over).
 
 Faults, switched by attribute or set_fault(name): "no_network" (+CREG stat 2, +CMS ERROR: 331 on a send),
 "sim_full" (322), "error_500" (500), "sim_pin" (+CPIN: SIM PIN, sends refused with 311) and "silent" (reads
@@ -154,6 +155,7 @@ class GsmModemSimulator:
         self.submitted: list[SubmittedPart] = []  # every part accepted, in order
         self._pending: list[SubmittedPart] = []  # parts of concatenated messages still incomplete
         self.messages: list[Message] = []
+        self.arrived: list[tuple[float, Message]] = []  # (time.time() its last PDU came in, the message)
         self.commands: list[str] = []  # every command line received, for tests
         self.on_message: Callable[[Message], None] | None = None
         self._next_ref = 1
@@ -419,6 +421,7 @@ class GsmModemSimulator:
                     self._pending = [p for p in self._pending if p not in same]  # the reference may come again
             if message is not None:
                 self.messages.append(message)
+                self.arrived.append((time.time(), message))
                 self._cond.notify_all()
         if message is not None and self.on_message is not None:
             self.on_message(message)

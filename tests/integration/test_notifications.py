@@ -18,7 +18,7 @@ from gateway.records import db
 from gateway.records.models import Alarm, AlarmTransition, Notification
 from simulators.gsm_modem import GsmModemSimulator
 from simulators.modbus_di import ModbusDISimulator
-from tests.integration.helpers import Running
+from tests.integration.helpers import Running, logged_in
 from tests.integration.test_notify_channels import RobotServer, _serve, _server_context
 from tests.support import wait_for
 
@@ -132,6 +132,25 @@ def test_a_modem_that_refuses_falls_back_to_wecom_and_nobody_reached_is_a_health
         assert any(n.startswith("gave up reaching 王芳 after 2 rounds") for n in notes(cfg))
         assert "could not reach 王芳 by sms: no phone number for 王芳" in notes(cfg)
         assert [n.state for n in rows(cfg, Notification)] == ["sent", "failed"]
+
+        # The console lists both with their receipts (no phone number in clear); a guard's silence is listed too.
+        console = logged_in(running.gateway.console_url, "admin", running.gateway.first_admin_password)
+        console.headers["x-csrf-token"] = console.csrf  # type: ignore[attr-defined]
+        (panic,) = rows(cfg, Alarm, Alarm.alarm_type == "panic")
+        assert console.post(f"/api/alarms/{panic.id}/silence").status_code == 200
+        listed = console.get("/api/notifications").json()
+        assert listed["counts"] == {"pending": 0, "sent": 1, "failed": 1} and listed["total"] == 2
+        failed_row, sent_row = listed["notifications"]  # newest first
+        assert (sent_row["person"], sent_row["state"], sent_row["channel"], sent_row["alarm_type"]) == \
+            ("李强", "sent", "wecom", "panic")
+        assert sent_row["detail"] == "WeCom: ok" and PHONE not in console.get("/notifications").text
+        assert (failed_row["person"], failed_row["state"], failed_row["attempts"]) == ("王芳", "failed", 2)
+        assert "invalid webhook key" in failed_row["detail"]  # the last failure; every try is in the history
+        assert [(s["alarm_id"], s["by"]) for s in listed["silences"]] == [(panic.id, "admin")]
+        assert console.get("/api/notifications", params={"state": "failed"}).json()["total"] == 1
+        assert console.get("/api/notifications", params={"state": "lost"}).status_code == 422
+        page = console.get("/notifications", headers={"accept-language": "zh-CN"}).text
+        assert "企业微信" in page and "未送达" in page and 'id="silences"' in page and "empty-hint" not in page
     finally:
         running.stop()
 

@@ -12,6 +12,7 @@ PAGES: list[tuple[str, str, str | None]] = [
     ("cameras", "Cameras", "gateway.console.pages.cameras"),
     ("patrols", "Patrols", "gateway.console.pages.patrols"),
     ("duty", "Duty roster", "gateway.console.pages.duty"),
+    ("notifications", "Notifications", "gateway.console.pages.notifications"),
     ("incidents", "Incidents", "gateway.console.pages.incidents"),
     ("devices", "Devices", "gateway.console.pages.devices"),
     ("reports", "Reports", "gateway.console.pages.reports"),
