@@ -1,34 +1,55 @@
-"""Alarm outputs: a panic press -> the siren relay on in the module, a guard's reset -> the siren off; and an SMS.
+"""Alarm outputs (#20): a panic press -> the siren relay on and the SMS handed to the modem, a guard's reset ->
+the siren off; an SMS alone; a lockdown -> every gate reader refusing.
 
-    python -m bench.outputs [--presses 100] [--poll-ms 50] [--relay-poll-ms 500] [--sms 50]
+    python -m bench.outputs [--presses 100] [--poll-ms 50] [--relay-poll-ms 500] [--sms 50] [--lockdowns 10]
                             [--broker embedded|mosquitto] [--seed N]
 
-Everything runs in this process: a ModbusDISimulator (the gatehouse alarm box, polled every --poll-ms), a
-RelayOutputSimulator (a Modbus TCP DO module: siren on coil 0, strobe on coil 1, read back every
---relay-poll-ms as the driver's poll_ms) and a full Gateway (drivers, rules, console; the embedded broker,
-or with --broker mosquitto our own Mosquitto process; SQLite in a temp dir; console on a free port), with the
-linkage rule of config/example-site.yaml: a panic at the gate holds siren and strobe `until_reset`. The times
-are the ones the module recorded for its coil changes (`RelayOutputSimulator.switched`), not what the gateway
-says it did. For each press:
+Everything runs in this process. Presses: a ModbusDISimulator (the gatehouse alarm box, polled every --poll-ms),
+a RelayOutputSimulator (a Modbus TCP DO module: siren on coil 0, strobe on coil 1, read back every
+--relay-poll-ms as the driver's poll_ms), a GsmModemSimulator on a pty and a full Gateway (drivers, rules,
+console; the embedded broker, or with --broker mosquitto our own Mosquitto process; SQLite in a temp dir; console
+on a free port), with the linkage rule of config/example-site.yaml (a panic at the gate holds siren and strobe
+`until_reset`) and its notify section (`alarm_types: [panic]`: the person on duty gets an SMS at the raise, no
+escalation wait; one person, sms only, the modem's pty as `notify.sms.port`). The times are the ones the devices
+recorded: the module's coil changes (`RelayOutputSimulator.switched`), the modem's receipt of a message's last
+PDU (`GsmModemSimulator.arrived`), not what the gateway says it did. For each press:
 
   press -> siren on     the siren coil's change to on in the module minus the time `press(1)` returned: the
                         alarm box's poll phase, the driver, the broker, the rules (a new alarm recorded, the
                         outputs worked out), the command to the relay driver and its Modbus write
+  press -> SMS          the modem's receipt of the SMS naming this alarm (its link ends in /alarms/<id>) minus
+                        the same press time: the raise as above, the notification written with the alarm, the
+                        sender picking it up, opening the modem's port, AT / ATE0 / AT+CMEE / AT+CPIN? /
+                        AT+CREG? / AT+CMGF=0 and AT+CMGS with the PDU (each part's, if more than one)
   reset -> siren off    the coil's change to off minus the moment just before the console's reset request
                         (POST /api/alarms/{id}/reset, as admin): the console records the reset and announces
                         it, the rules work out the outputs again, the relay driver writes the coil
 
 Between the two the bench waits a random 0-100 ms and releases the button, waits until the alarm shows its
-input cleared, and acknowledges it (POST .../ack). After the reset it closes the alarm (POST .../close) and
-waits until none is open, so each press raises a new alarm. A random wait of 0 to one poll before each press
-spreads the presses over the poll cycle. The exit status is 1 if the siren did not switch within 5 s.
+input cleared, and acknowledges it (POST .../ack). After the reset it closes the alarm (POST .../close), waits
+until none is open and until the press's SMS came (at most 5 s after the press), so each press raises a new
+alarm. A random wait of 0 to one poll before each press spreads the presses over the poll cycle.
 
-Then SMS: --sms sends of one Chinese alarm text (UCS2, one part) with gateway.notify.sms.send_sms to a
-GsmModemSimulator on a pty, one after another, each timed from the call to its receipt ("handed to the
-modem": the port opened, AT / ATE0 / AT+CMEE / AT+CPIN? / AT+CREG? / AT+CMGF=0 and AT+CMGS with its PDU,
-+CMGS reference back, the port closed). A pty has no baud rate; a real USB modem adds its own answer times.
+Then SMS alone: --sms sends of one Chinese alarm text (UCS2, one part) with gateway.notify.sms.send_sms to
+another GsmModemSimulator, one after another, each timed from the call to its receipt ("handed to the modem":
+the port opened, the AT exchange above, +CMGS reference back, the port closed): the modem exchange of the
+press -> SMS row without the gateway. A pty has no baud rate; a real USB modem adds its own answer times.
 
-The target of issue #20: press -> siren relay on, p99 <= 200 ms at a 50 ms poll.
+Then lockdowns, on a second Gateway (drivers, rules, console; same broker kind; SQLite) with 10 gate readers:
+2 OSDP readers on one RS-485 bus (OsdpLine, libosdp, secure channel, 115200) and 8 serial Wiegand converters
+with feedback lines (@OK / @NO), each with its own student's card; no lessons in `access` (students pass at any
+hour) and anti-passback off (the same card read over and over). Every reader presents its card every 100-150 ms
+(a thread each, staggered) for the whole run. The answer each reader received is taken on the device's side:
+the LED command's time in the OSDP reader (`received_at`; red refused, green granted), the time the serial
+reader read its feedback line. Per --lockdowns trial, after a random 0-150 ms the bench takes t0 and POSTs
+/api/lockdown (as admin, who has `lockdown.manage`); for each reader the first refusal after t0 is its time;
+"every reader refusing" is the latest of the 10. The lockdown is held 1 s more, then ended (POST
+/api/lockdown/end with a note), and the bench waits until every reader is granted again (timed too) before the
+next trial. A grant received between a reader's first refusal and the end is a failure.
+
+Targets of issue #20: press -> siren relay on, p99 <= 200 ms at a 50 ms poll; a lockdown -> every one of 10
+readers refusing within 1 s. The exit status is 1 if the siren did not switch or the SMS did not come within
+5 s, a reader did not refuse within 5 s of the lockdown or was granted after refusing, or a send_sms failed.
 """
 
 from __future__ import annotations

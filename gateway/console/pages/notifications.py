@@ -100,8 +100,8 @@ def silences(session: Session, f: Filters, ctx: Console) -> list[dict[str, Any]]
 
 
 @router.get("/notifications", response_class=HTMLResponse)
-async def page(request: Request, start: str | None = Query(None, alias="from"),  # noqa: B008
-               end: str | None = Query(None, alias="to"), state: str | None = None,  # noqa: B008
+async def page(request: Request, start: str | None = Query(None, alias="from"),
+               end: str | None = Query(None, alias="to"), state: str | None = None,
                person: str | None = None, page: int = 1,
                user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
     ctx = console(request)
@@ -113,8 +113,8 @@ async def page(request: Request, start: str | None = Query(None, alias="from"), 
 
 
 @router.get("/api/notifications")
-async def api(request: Request, start: str | None = Query(None, alias="from"),  # noqa: B008
-              end: str | None = Query(None, alias="to"), state: str | None = None,  # noqa: B008
+async def api(request: Request, start: str | None = Query(None, alias="from"),
+              end: str | None = Query(None, alias="to"), state: str | None = None,
               person: str | None = None, page: int = 1,
               user: LoggedIn = Depends(require("view"))) -> dict[str, Any]:  # noqa: B008
     """Notifications newest first, PAGE_SIZE a page, with the counts by state, and the silences of those days."""
