@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -23,6 +23,7 @@ router = APIRouter()
 PAGE_SIZE = 50
 STATES = ("pending", "sent", "failed")
 SILENCES_SHOWN = 50
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def parse_filters(request: Request, start: str | None, end: str | None, state: s
     return Filters(first, last, state or "", (person or "").strip(), max(1, page))
 
 
-def _window(query: Select[Any], column: Any, f: Filters, ctx: Console) -> Select[Any]:
+def _window(query: Q, column: Any, f: Filters, ctx: Console) -> Q:
     if f.start:
         query = query.where(column >= day_start(ctx, f.start))
     if f.end:
@@ -58,7 +59,7 @@ def _window(query: Select[Any], column: Any, f: Filters, ctx: Console) -> Select
     return query
 
 
-def _where(query: Select[Any], f: Filters, ctx: Console) -> Select[Any]:
+def _where(query: Q, f: Filters, ctx: Console) -> Q:
     query = _window(query, Notification.created_at, f, ctx)
     if f.state:
         query = query.where(Notification.state == f.state)
@@ -83,8 +84,8 @@ def notifications_page(session: Session, f: Filters, ctx: Console) -> dict[str, 
                                                                    isouter=True), f, ctx)
                            .order_by(Notification.created_at.desc(), Notification.id.desc())
                            .offset((f.page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
-    counts = dict(session.execute(_where(select(Notification.state, func.count()), f, ctx)
-                                  .group_by(Notification.state)).tuples().all())
+    counts: dict[str, int] = {state: n for state, n in session.execute(
+        _where(select(Notification.state, func.count()), f, ctx).group_by(Notification.state))}
     return {"total": total, "page": f.page, "pages": max(1, -(-total // PAGE_SIZE)),
             "counts": {s: counts.get(s, 0) for s in STATES},
             "notifications": [notification_view(n, a) for n, a in rows]}
