@@ -322,6 +322,8 @@ class RulesService(PeriodicJobs):
             self._publish(topic, body)
             if self.on_police is not None and topic == topics.police_alarms(self.site):
                 self.on_police()
+        if raised and self.notifier is not None:
+            self.notifier.wake()  # notify.alarm_types go out now, not at the sender's next look (POLL_S)
         self.processed += len(fresh)
         return changed, [e.id for e in events] + rejected
 
