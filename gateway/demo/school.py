@@ -27,8 +27,10 @@ from gateway.records import people, roster, visits, watchlist
 from gateway.records.models import Person, utcnow
 from simulators.bollard import BollardSimulator
 from simulators.camera import CameraSimulator
+from simulators.gsm_modem import GsmModemSimulator
 from simulators.modbus_di import ModbusDISimulator
 from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
+from simulators.relay_outputs import RelayOutputSimulator
 from simulators.serial_reader import SerialReaderSimulator
 
 SITE = "demo-school"
@@ -46,6 +48,7 @@ BOLLARDS = ("south-gate-bollard-east", "south-gate-bollard-west")
 OSDP_READERS = {"south-gate-reader-in": 1, "south-gate-reader-out": 2}  # device -> address, on one RS-485 line
 SCANNERS = ("north-gate-scanner-in", "north-gate-scanner-out", "patrol-wand")  # serial, on ptys
 CAMERAS = ("south-gate-cam", "yard-cam")
+RELAYS = "gatehouse-relays"
 CHECKPOINTS = ("教学楼东 Teaching east", "教学楼西 Teaching west", "宿舍 Dormitory", "食堂 Canteen",
                "配电房 Switch room", "围墙北 North wall")
 VISITOR = {"name": "赵访客 Zhao (visitor)", "id_number": "110101199003074514", "phone": "13800138000",
@@ -105,6 +108,8 @@ class SimulatedSchool:
     osdp: dict[str, OsdpReaderSimulator] = field(default_factory=dict)
     serial: dict[str, SerialReaderSimulator] = field(default_factory=dict)
     cameras: dict[str, CameraSimulator] = field(default_factory=dict)
+    relays: RelayOutputSimulator | None = None  # the gatehouse's siren, strobe, PA trigger and side gate lock
+    modem: GsmModemSimulator | None = None  # the GSM modem the duty people's SMS go out through
     visit_pass: str | None = None  # the expected visitor's pass (a QR code), once seeded
     camera_count: int = len(CAMERAS)  # more than CAMERAS: yard cameras 3, 4, ... (bench/school_day runs 8)
     _ptys: Path | None = None
@@ -131,12 +136,20 @@ class SimulatedSchool:
             camera = CameraSimulator()
             camera.start()
             self.cameras[name] = camera
+        self.relays = RelayOutputSimulator()
+        self.relays.start()
+        self.modem = GsmModemSimulator(self._ptys / "gsm-modem")
+        self.modem.start()
 
     def camera_names(self) -> tuple[str, ...]:
         return CAMERAS + tuple(f"yard-cam-{n}" for n in range(len(CAMERAS) + 1, self.camera_count + 1))
 
     def stop(self) -> None:
         """Every simulator stopped and every pty closed, whatever failed to start."""
+        if self.modem is not None:
+            self.modem.stop()
+        if self.relays is not None:
+            self.relays.stop()
         for camera in self.cameras.values():
             camera.stop()
         for scanner in self.serial.values():
@@ -187,6 +200,15 @@ class SimulatedSchool:
                             "direction": "entry" if name.endswith("-in") else "exit"})
         devices.append({"id": "patrol-wand", "kind": "checkpoint", "driver": "serial_reader", "mode": "qr",
                         "name": "巡更棒 Patrol wand", "port": str(self.serial["patrol-wand"].link)})
+        assert self.relays is not None and self.modem is not None
+        devices.append({"id": RELAYS, "kind": "output", "driver": "modbus_do", "zone": "south-gate",
+                        "name": "门卫室继电器模块 Gatehouse relays",
+                        "connection": {"host": "127.0.0.1", "port": self.relays.port}, "watchdog_s": 5,
+                        "relays": [{"name": "siren", "coil": 0, "role": "siren", "label": "门卫室警号 Siren"},
+                                   {"name": "strobe", "coil": 1, "role": "strobe", "label": "门卫室警灯 Strobe"},
+                                   {"name": "pa", "coil": 2, "role": "pa", "label": "广播触发 PA trigger"},
+                                   {"name": "side-gate-lock", "coil": 3, "role": "lock",
+                                    "label": "侧门电锁 Side gate lock"}]})
         for name, camera in self.cameras.items():
             zone = "south-gate" if name.startswith("south") else "yard"
             label = "南门摄像机 South gate camera" if zone == "south-gate" else "操场摄像机 Yard"
@@ -232,9 +254,14 @@ class SimulatedSchool:
                                         "清点学生 Count the students"]}}},
             "roster": [{"id": "gate-guard", "name": "门卫 Gate guard"},
                        {"id": "duty-leader", "name": "带班领导 Leader"}],
+            "notify": {"sms": {"port": str(self.modem.link)}, "alarm_types": ["panic", "duress"]},
+            "lockdown": {"responders": [staff_id(1)], "bollards": list(self.bollards),
+                         "outputs": [{"device": RELAYS, "relays": ["side-gate-lock", "pa"]}]},
             "linkage": [
                 {"when": {"alarm_type": ["panic", "duress"], "zone": ["south-gate"]},
-                 "bollards": {"devices": list(self.bollards), "command": "efo"}, "cameras": ["south-gate-cam"]},
+                 "bollards": {"devices": list(self.bollards), "command": "efo"}, "cameras": ["south-gate-cam"],
+                 "outputs": [{"device": RELAYS, "relays": ["siren"], "mode": "until_ack"},
+                             {"device": RELAYS, "relays": ["strobe"], "mode": "until_reset"}]},
                 {"when": {"alarm_type": ["panic", "duress"], "zone": ["north-gate"]}, "cameras": ["south-gate-cam"]},
                 {"when": {"alarm_type": ["fire"]}, "bollards": {"devices": list(self.bollards), "command": "lower"}}],
             "bollard_schedules": [{"bollards": list(self.bollards),

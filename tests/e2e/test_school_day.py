@@ -28,7 +28,7 @@ from gateway.console.pages import PAGES
 from gateway.demo import USERS, demo_users, fresh_data_dir, site_clock_for
 from gateway.demo import scenario as sc
 from gateway.demo.school import OSDP_READERS, SCANNERS, TIMEZONE, SimulatedSchool, school_day
-from gateway.records.models import AccessEvent, Alarm, AlarmTransition, Device, PatrolRound, Visit
+from gateway.records.models import AccessEvent, Alarm, AlarmTransition, Device, Notification, PatrolRound, Visit
 from gateway.reports.figures import collect, period
 from tests.integration.helpers import Running, logged_in
 from tests.support import (
@@ -198,6 +198,19 @@ def test_a_school_day_is_in_the_records_as_it_happened(day: Day) -> None:
     for bollard in ("south-gate-bollard-east", "south-gate-bollard-west"):
         assert f"'efo' sent to bollard {bollard}" in linked, linked
     assert "camera south-gate-cam" in linked, linked
+
+    # 声光报警 as the relay module saw it: the siren on at the panic and off once the guard acknowledged it
+    # (until_ack), the strobe on until a reset; and the people on duty told by SMS at the raise, in Chinese.
+    relays, modem = day.school.relays, day.school.modem
+    assert relays is not None and modem is not None
+    siren = [(c.on, c.by) for c in relays.changes if c.relay == 0]
+    assert siren[:1] == [(True, "master")] and siren[-1] == (False, "master"), siren
+    assert [c.on for c in relays.changes if c.relay == 1] == [True], "the strobe stays on until a reset"
+    assert "siren" in linked and "strobe" in linked, linked
+    texts = [m.text for m in modem.messages]
+    assert texts and all("报警" in t for t in texts), texts
+    sent = day.records(Notification, Notification.alarm_id == panic.id)  # at the raise; the escalation's too
+    assert {(n.state, n.channel) for n in sent} == {("sent", "sms")} and min(n.level for n in sent) == 0
 
     # The covered camera and the reader without power: alarms, and they cleared when it was over.
     (covered,) = day.records(Alarm, Alarm.alarm_type == "tamper", Alarm.device_id == "yard-cam")
