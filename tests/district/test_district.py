@@ -1,0 +1,227 @@
+"""The district centre on one machine: three NATS nodes, schools bridged through their own Mosquitto, district
+workers writing to PostgreSQL. Every event a school's Mosquitto acknowledged is held against the district's
+records: nothing missing, duplicates absorbed, whatever node is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, func, select, text
+
+from gateway.district import store
+from gateway.district.worker import DistrictWorker, WorkerSettings
+from tests.district.harness import LightSchool, NatsCluster, SchoolBroker
+from tests.support import drop_postgres_database, new_postgres_database, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto, pytest.mark.timeout(300)]
+
+
+class RunningWorker:
+    """A district worker in a thread of its own, with its own event loop."""
+
+    def __init__(self, settings: WorkerSettings, url: str) -> None:
+        self.engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        self.worker = DistrictWorker(settings, self.engine)
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.worker.connected.is_set(), 60, "the district worker's consumer")
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            await self.worker.run(self.stop_event)
+
+        self.loop.run_until_complete(main())
+
+    def stop(self) -> None:
+        if self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+        self.engine.dispose()
+
+
+@pytest.fixture
+def district_db() -> Iterator[str]:
+    url = new_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    nats = NatsCluster(tmp_path / "nats")
+    try:
+        nats.start()
+        yield nats
+    finally:
+        nats.stop()
+
+
+def schools(tmp_path: Path, cluster: NatsCluster, n: int) -> list[LightSchool]:
+    started = []
+    for i in range(n):
+        broker = SchoolBroker(tmp_path / f"school-{i + 1}", f"school-{i + 1}", cluster.mqtt_addresses)
+        broker.start()
+        school = LightSchool(broker)
+        school.start()
+        started.append(school)
+    return started
+
+
+def stored_ids(url: str) -> list[str]:
+    """The ids in the district's records; none while no worker has made the tables yet."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            if conn.scalar(text("SELECT to_regclass('district_events')")) is None:
+                return []
+            return list(conn.scalars(select(store.events.c.id)))
+    finally:
+        engine.dispose()
+
+
+def all_arrived(url: str, every: list[LightSchool]) -> bool:
+    acked = set().union(*(s.acked for s in every))
+    return acked <= set(stored_ids(url))
+
+
+def stop_all(every: list[LightSchool]) -> None:
+    for school in every:
+        school.stop()
+        school.broker.stop()
+
+
+def test_every_schools_events_reach_the_districts_records_once(tmp_path: Path, cluster: NatsCluster,
+                                                                 district_db: str) -> None:
+    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    every = schools(tmp_path, cluster, 3)
+    try:
+        for _ in range(50):
+            for school in every:
+                school.press()
+        wait_for(lambda: sum(len(s.acked) for s in every) == 150, 20, "each school's Mosquitto acknowledged")
+        wait_for(lambda: all_arrived(district_db, every), 60, "every acknowledged event in the district's records")
+        ids = stored_ids(district_db)
+        assert len(ids) == len(set(ids)) == 150
+        engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:
+            counts = dict(conn.execute(select(store.schools.c.site, store.schools.c.events)).tuples().all())
+            partition = conn.scalar(text("SELECT tableoid::regclass::text FROM district_events LIMIT 1"))
+        engine.dispose()
+        assert counts == {"school-1": 50, "school-2": 50, "school-3": 50}
+        assert partition == store.partition_name(store.month_of(store.datetime.now(store.UTC)))
+    finally:
+        stop_all(every)
+        worker.stop()
+
+
+@pytest.mark.parametrize("victim", ["the bridges' node", "the stream's leader"])
+def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, cluster: NatsCluster, district_db: str,
+                                                           victim: str) -> None:
+    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    every = schools(tmp_path, cluster, 3)
+    try:
+        def send(rounds: int) -> None:
+            for _ in range(rounds):
+                for school in every:
+                    school.press()
+
+        send(100)
+        wait_for(lambda: len(stored_ids(district_db)) >= 100, 60, "the first events stored")
+        index = 0 if victim == "the bridges' node" else cluster.leader_of("$MQTT_msgs")
+        assert index is not None
+        cluster.nodes[index].kill()
+        send(200)  # while the node is down: the bridges fail over (or queue), the stream elects a new leader
+        cluster.restart(index)
+        send(100)
+        wait_for(lambda: sum(s.unacked for s in every) == 0, 60, "every publish acknowledged by its Mosquitto")
+        wait_for(lambda: all_arrived(district_db, every), 120, "every acknowledged event in the district's records")
+        ids = stored_ids(district_db)
+        acked = set().union(*(s.acked for s in every))
+        assert len(acked) == 1200 and set(ids) == acked and len(ids) == len(set(ids))
+    finally:
+        stop_all(every)
+        worker.stop()
+    assert worker.worker.stats.stored == 1200  # the redeliveries and resends counted apart, not stored
+    assert worker.worker.stats.fetched == 1200 + worker.worker.stats.duplicates
+
+
+def test_a_message_that_is_no_event_is_kept_apart_and_the_rest_stored(tmp_path: Path, cluster: NatsCluster,
+                                                                       district_db: str) -> None:
+    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    (school,) = schools(tmp_path, cluster, 1)
+    try:
+        school.press()
+        school.client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b"{not json", qos=1)
+        school.client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b'{"type": "nothing"}', qos=1)
+        school.press()
+        wait_for(lambda: all_arrived(district_db, [school]) and worker.worker.stats.rejected == 2, 60,
+                 "the good events stored and the bad ones kept apart")
+        engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:
+            reasons = sorted(r.split(":")[0] for r in conn.scalars(select(store.rejected.c.reason)))
+            total = conn.scalar(select(func.count()).select_from(store.events))
+        engine.dispose()
+        assert reasons == ["not_json", "unknown_type"] and total == 2
+    finally:
+        stop_all([school])
+        worker.stop()
+
+
+def district_yaml(tmp_path: Path, cluster: NatsCluster, url: str) -> Path:
+    config = tmp_path / "district.yaml"
+    config.write_text(yaml.safe_dump({"district": {"id": "district-1", "name": "示范区教育局"},
+                                      "nats": {"servers": cluster.urls}, "database": {"url": url},
+                                      "worker": {"batch": 50}}, allow_unicode=True))
+    return config
+
+
+def start_worker_process(tmp_path: Path, cluster: NatsCluster, url: str, name: str) -> subprocess.Popen[bytes]:
+    config = district_yaml(tmp_path, cluster, url)
+    log = (tmp_path / f"{name}.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "district", "worker", "-c", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_path: Path, cluster: NatsCluster,
+                                                                            district_db: str) -> None:
+    made = subprocess.run([sys.executable, "-m", "gateway.cli", "district", "init", "-c",
+                           str(district_yaml(tmp_path, cluster, district_db))], capture_output=True, text=True)
+    assert made.returncode == 0 and "consumer district-events ready" in made.stdout, made.stdout + made.stderr
+    workers = [start_worker_process(tmp_path, cluster, district_db, f"worker-{n}") for n in (1, 2)]
+    every = schools(tmp_path, cluster, 2)
+    try:
+        for _ in range(300):
+            for school in every:
+                school.press()
+        wait_for(lambda: len(stored_ids(district_db)) >= 100, 60, "the workers storing")
+        workers[0].send_signal(signal.SIGKILL)  # with fetched, maybe written, unacknowledged batches
+        workers[0].wait(10)
+        for _ in range(100):
+            for school in every:
+                school.press()
+        wait_for(lambda: sum(s.unacked for s in every) == 0, 60, "every publish acknowledged by its Mosquitto")
+        # Its unacknowledged messages come again to the other worker after ack_wait_s (30 s).
+        wait_for(lambda: all_arrived(district_db, every), 120, "every acknowledged event in the district's records")
+        ids = stored_ids(district_db)
+        assert len(ids) == len(set(ids)) == 800
+    finally:
+        stop_all(every)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(20)
+    assert workers[1].returncode == 0, (tmp_path / "worker-2.log").read_text()[-2000:]
+    assert "stored" in (tmp_path / "worker-2.log").read_text()

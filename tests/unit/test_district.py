@@ -1,0 +1,112 @@
+"""The district's sans-IO parts: stream subjects, the bridge section a school gets, decoding fetched messages,
+the month partitions; and the district link in the site config."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway import topics
+from gateway.config import ConfigError
+from gateway.config_file import parse_config
+from gateway.district import store
+from gateway.district.bridge import BridgeSettings, bridge_section
+from gateway.district.subjects import EVENTS_FILTER, StoredTopic, parse_subject, subject_of
+from gateway.district.worker import decode
+from gateway.events import make_event
+from tests.district.harness import TZ
+
+
+def test_an_event_topic_and_its_stream_subject_map_both_ways() -> None:
+    topic = topics.event("school-7", "alarm_input", "gate-box", "campus.alarm_input.triggered")
+    subject = subject_of(topic)
+    assert subject == "$MQTT.msgs.campus.v1.school-7.alarm_input.gate-box.evt.triggered"
+    assert parse_subject(subject) == StoredTopic("school-7", "alarm_input", "gate-box", "triggered")
+    assert parse_subject(subject).topic == topic  # type: ignore[union-attr]
+    assert EVENTS_FILTER == "$MQTT.msgs.campus.v1.*.*.*.evt.>"
+
+
+@pytest.mark.parametrize("subject", [
+    "$MQTT.msgs.campus.v1.school-7.rules.alarms.12",  # an alarm view, not a device event
+    "$MQTT.msgs.campus.v1.school-7.alarm_input.gate-box.availability",
+    "$MQTT.msgs.campus.v1.school-7.alarm_input.gate-box.evt",
+    "$MQTT.msgs.campus.v2.school-7.alarm_input.gate-box.evt.triggered",
+    "$MQTT.msgs.campus.v1..alarm_input.gate-box.evt.triggered",
+    "campus.v1.school-7.alarm_input.gate-box.evt.triggered",
+])
+def test_anything_but_a_device_event_subject_is_refused(subject: str) -> None:
+    assert parse_subject(subject) is None
+
+
+@given(st.text(max_size=200))
+def test_any_subject_parses_or_is_refused_without_error(subject: str) -> None:
+    parse_subject(subject)
+
+
+def test_the_bridge_names_its_own_site_everywhere_and_a_client_id_per_gateway() -> None:
+    section = bridge_section(BridgeSettings("school-7", "gatehouse-2", ["n1.district:1883", "n2.district:1883"],
+                                            username="school-7", password="pw", cafile="/etc/ca.pem"))
+    lines = section.splitlines()
+    assert "address n1.district:1883 n2.district:1883" in lines and "round_robin false" in lines
+    assert "remote_clientid campusgw-school-7-gatehouse-2" in lines
+    assert {"try_private false", "bridge_protocol_version mqttv311", "cleansession false",
+            "notification_topic campus/v1/school-7/bridge/district", "bridge_cafile /etc/ca.pem"} <= set(lines)
+    topics_up = [line for line in lines if line.startswith("topic ")]
+    assert topics_up and all(t.startswith("topic campus/v1/school-7/") and t.endswith(" out 1") for t in topics_up)
+    assert "$SYS" not in section
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    (BridgeSettings("School 7", "gw1", ["h:1883"]), "site id"),
+    (BridgeSettings("s7", "gw/1", ["h:1883"]), "gateway id"),
+    (BridgeSettings("s7", "gw1", []), "no address"),
+    (BridgeSettings("s7", "gw1", ["h"]), "not host:port"),
+])
+def test_a_bridge_that_could_name_other_topics_is_refused(settings: BridgeSettings, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        bridge_section(settings)
+
+
+def test_the_site_config_names_a_broken_district_address() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config("site: {id: s1, name: S}\ndistrict:\n  addresses: [n1.district]\n", "site.yaml")
+    assert any(p.startswith("site.yaml line 3: district.addresses:") and "'n1.district' is not host:port" in p
+               for p in refused.value.problems), refused.value.problems
+
+
+@dataclass
+class Fetched:
+    subject: str
+    data: bytes
+
+
+def press(site: str, device: str = "gate-box") -> tuple[str, bytes, str]:
+    event = make_event(site, "alarm_input", device, "campus.alarm_input.triggered",
+                       {"point": "panic", "input": 1, "point_type": "panic", "zone": None, "place": "gate"},
+                       1, time.time(), TZ)
+    return subject_of(topics.event(site, "alarm_input", device, event.type)), event.to_json(), event.id
+
+
+def test_decoding_keeps_events_and_sets_apart_what_is_not_one() -> None:
+    good_subject, good, good_id = press("s1")
+    other_subject, other, _ = press("s2")
+    now = datetime.now(UTC)
+    rows, bad = decode([Fetched(good_subject, good), Fetched(good_subject, b"{nope"),
+                        Fetched(good_subject, other),  # s2's event on s1's topic: a school speaking for another
+                        Fetched("$MQTT.msgs.campus.v1.s1.rules.alarms.3", good)], now)
+    assert [(r["id"], r["site"], r["device"], r["class"]) for r in rows] == [(good_id, "s1", "gate-box", "alarm")]
+    assert [b["reason"].split(":")[0] for b in bad] == ["not_json", "wrong_topic", "not_an_event_subject"]
+    assert all(b["received_at"] == now for b in bad)
+    assert other_subject != good_subject
+
+
+def test_months_and_their_partitions() -> None:
+    assert store.partition_name((2026, 3)) == "district_events_2026_03"
+    months = store.months_around(datetime(2026, 1, 15, tzinfo=UTC))
+    assert months[0] == (2024, 12) and months[-1] == (2026, 4) and (2026, 1) in months
+    assert store.month_of(datetime(2026, 12, 31, 20, tzinfo=TZ)) == (2026, 12)  # 12:00 UTC that day
