@@ -1,0 +1,154 @@
+"""The district centre under load, with a node killed mid-run.
+
+    python -m bench.district [--schools 100] [--events 10000] [--workers 2] [--kill bridges|leader|none]
+                             [--rate 0]
+
+Everything on this machine (tests/district/harness.py): three nats-server nodes (JetStream, MQTT listeners,
+one cluster), `--schools` schools each with its own Mosquitto bridged up by the section `campusgw district
+bridge` makes and a light school publishing alarm button events into it at QoS 1, `--workers` district worker
+processes (`campusgw district worker`) on one PostgreSQL database. The events are spread over the schools,
+as fast as they go (or `--rate` a second); when a third is sent, one node is SIGKILLed (`bridges`: the node
+every bridge connects to first; `leader`: the `$MQTT_msgs` stream's leader), and restarted when two thirds are.
+
+Figures, all from outside the district's own bookkeeping:
+  events/s      acknowledged events over the time from the first publish to the last of them in the records
+  missing       ids a school's Mosquitto acknowledged that are not in the records (must be 0)
+  duplicates    deliveries the workers absorbed (their `duplicates`, from each worker's exit line)
+  latency       a record's received_at minus the event's own time: the press -> district records path
+  longest gap   the longest time no new record arrived after the kill (the recovery)
+  node memory   the largest RSS of each nats-server process during the run
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from sqlalchemy import create_engine, text
+
+from bench.common import latency_stats, rss_mib, wait_until
+from tests.district.harness import LightSchool, NatsCluster, SchoolBroker
+from tests.support import drop_postgres_database, new_postgres_database
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.district", description=__doc__.split("\n")[0])
+    parser.add_argument("--schools", type=int, default=100)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--kill", choices=["bridges", "leader", "none"], default="bridges")
+    parser.add_argument("--rate", type=float, default=0.0, help="events a second in all (0: as fast as it goes)")
+    args = parser.parse_args(argv)
+
+    url = new_postgres_database()
+    tmp = Path(tempfile.mkdtemp(prefix="campusgw-bench-district-"))
+    cluster = NatsCluster(tmp / "nats")
+    schools: list[LightSchool] = []
+    workers: list[subprocess.Popen[bytes]] = []
+    peak: dict[str, float] = {}
+    sampling = threading.Event()
+    try:
+        cluster.start()
+        config = tmp / "district.yaml"
+        config.write_text(yaml.safe_dump({"district": {"id": "bench", "name": "bench"},
+                                          "nats": {"servers": cluster.urls}, "database": {"url": url}}))
+        cli = [sys.executable, "-m", "gateway.cli", "district"]
+        subprocess.run([*cli, "init", "-c", str(config)], check=True, capture_output=True)
+        workers = [subprocess.Popen([*cli, "worker", "-c", str(config)], stderr=(tmp / f"worker-{n}.log").open("wb"),
+                                    stdout=subprocess.DEVNULL) for n in range(args.workers)]
+        started = time.monotonic()
+        for n in range(args.schools):
+            broker = SchoolBroker(tmp / f"school-{n + 1}", f"school-{n + 1}", cluster.mqtt_addresses)
+            broker.start()
+            school = LightSchool(broker)
+            school.start()
+            schools.append(school)
+        print(f"{args.schools} schools up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+
+        def sample() -> None:
+            while not sampling.wait(0.5):
+                for node in cluster.nodes:
+                    if node.proc is not None:
+                        peak[node.name] = max(peak.get(node.name, 0.0), rss_mib(node.proc.pid))
+
+        threading.Thread(target=sample, daemon=True).start()
+        killed = index = None
+        kill_at = restart_at = None
+        first = time.time()
+        for i in range(args.events):
+            schools[i % len(schools)].press(device=f"box-{i % 7}", restored=bool((i // len(schools)) % 2))
+            if args.rate:
+                time.sleep(max(0.0, first + (i + 1) / args.rate - time.time()))
+            if args.kill != "none" and i == args.events // 3:
+                index = 0 if args.kill == "bridges" else cluster.leader_of("$MQTT_msgs")
+                assert index is not None
+                cluster.nodes[index].kill()
+                killed, kill_at = cluster.nodes[index].name, time.time()
+            if index is not None and i == 2 * args.events // 3:
+                cluster.restart(index)
+                restart_at = time.time()
+            while sum(s.unacked for s in schools) > 20 * len(schools):  # a school's Mosquitto is a queue, not a sink
+                time.sleep(0.001)
+        sent_s = time.time() - first
+        wait_until(lambda: sum(s.unacked for s in schools) == 0, 300, "every publish acknowledged")
+        acked = set().union(*(s.acked for s in schools))
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+
+        def stored() -> int:
+            with engine.connect() as conn:
+                return int(conn.scalar(text("SELECT count(*) FROM district_events")) or 0)
+
+        wait_until(lambda: stored() >= len(acked), 600, "every acknowledged event in the records")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, extract(epoch FROM received_at) AS received, extract(epoch FROM time) AS sent "
+                                     "FROM district_events")).all()
+        engine.dispose()
+        sampling.set()
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(30)
+        for school in schools:
+            school.stop()
+            school.broker.stop()
+        cluster.stop()
+        drop_postgres_database(url)
+
+    ids = {r.id for r in rows}
+    last = max(float(r.received) for r in rows)
+    latencies = [(float(r.received) - float(r.sent)) * 1000 for r in rows]
+    during = [(float(r.received) - float(r.sent)) * 1000 for r in rows
+              if kill_at is not None and kill_at <= float(r.sent) <= (restart_at or kill_at) + 10]
+    arrivals = sorted(float(r.received) for r in rows)
+    gap = max((b - a for a, b in itertools.pairwise(arrivals) if kill_at and a >= kill_at - 1), default=0.0)
+    duplicates = 0
+    for n in range(len(workers)):
+        found = re.search(r"(\d+) duplicates", (tmp / f"worker-{n}.log").read_text())
+        duplicates += int(found.group(1)) if found else 0
+    print(f"district: {args.schools} schools, {len(acked)} events acknowledged by their Mosquitto, "
+          f"{args.workers} workers, 3 nats-server nodes; {datetime.now():%Y-%m-%d}")
+    print(f"  killed {killed or 'no node'}" + (f" ({args.kill}) at a third, restarted at two thirds" if killed else ""))
+    print(f"  sent in {sent_s:.1f} s; in the records {last - first:.1f} s after the first publish: "
+          f"{len(acked) / (last - first):.0f} events/s")
+    print(f"  missing {len(acked - ids)}, not sent but stored {len(ids - acked)}, duplicates absorbed {duplicates}")
+    print(f"  longest gap between records after the kill: {gap:.2f} s")
+    print(f"{'latency, event time -> record, ms':34}{'n':>6}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
+    print(f"  {'all':32}{len(latencies):6d}{latency_stats(latencies)}")
+    if during:
+        print(f"  {'sent while a node was down':32}{len(during):6d}{latency_stats(during)}")
+    print("  node memory, largest RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(peak.items())))
+    return 0 if not acked - ids else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
