@@ -62,8 +62,9 @@ def worker(path: Path, init_only: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = create_engine(config.database.resolved(), pool_pre_ping=True)
     w = config.worker
-    settings = WorkerSettings(list(config.nats.servers), w.durable, w.batch, w.fetch_timeout_s, w.ack_wait_s,
-                              config.nats.username, config.nats.password())
+    settings = WorkerSettings(list(config.nats.servers), durable=w.durable, alarms_durable=w.alarms_durable,
+                              batch=w.batch, fetch_timeout_s=w.fetch_timeout_s, ack_wait_s=w.ack_wait_s,
+                              user=config.nats.username, password=config.nats.password())
     runner = DistrictWorker(settings, engine)
 
     async def main() -> bool:
@@ -79,7 +80,8 @@ def worker(path: Path, init_only: bool = False) -> int:
     try:
         done = asyncio.run(main())
         if init_only:
-            print(f"district tables and consumer {w.durable} {'ready' if done else 'not made (stopped)'}")
+            print(f"district tables and consumers {w.durable}, {w.alarms_durable} "
+                  f"{'ready' if done else 'not made (stopped)'}")
             return 0 if done else 1
     finally:
         engine.dispose()

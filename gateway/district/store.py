@@ -52,6 +52,21 @@ schools = Table(
     Column("last_contact", DateTime(timezone=True), nullable=False),
     Column("events", BigInteger, nullable=False),
 )
+alarms = Table(  # each school's alarms as its rules service last announced them (the newest revision wins)
+    "district_alarms", metadata,
+    Column("site", Text, primary_key=True),
+    Column("alarm_id", BigInteger, primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("alarm_type", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("place", Text),
+    Column("device", Text),
+    Column("test", Boolean, nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("view", JSONB, nullable=False),
+)
 rejected = Table(
     "district_rejected", metadata,
     Column("n", Integer, primary_key=True, autoincrement=True),
@@ -148,17 +163,66 @@ def write(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]
         per_site.setdefault(row["site"], 0)
     for row in stored:
         per_site[row["site"]] += 1
-    if per_site:
-        update = insert(schools).values([{"site": s, "first_contact": now, "last_contact": now, "events": n}
-                                         for s, n in sorted(per_site.items())])
-        conn.execute(update.on_conflict_do_update(index_elements=[schools.c.site], set_={
-            "last_contact": func.greatest(schools.c.last_contact, update.excluded.last_contact),
-            "events": schools.c.events + update.excluded.events}))
+    _touch_schools(conn, per_site, now)
     if bad:
         conn.execute(rejected.insert(), bad)
     return Written(len(stored), len(rows) - len(stored), len(bad))
 
 
+def _touch_schools(conn: Connection, new_events: dict[str, int], now: datetime) -> None:
+    """Each school heard from now: its last contact, and how many new events it sent."""
+    if not new_events:
+        return
+    update = insert(schools).values([{"site": s, "first_contact": now, "last_contact": now, "events": n}
+                                     for s, n in sorted(new_events.items())])
+    conn.execute(update.on_conflict_do_update(index_elements=[schools.c.site], set_={
+        "last_contact": func.greatest(schools.c.last_contact, update.excluded.last_contact),
+        "events": schools.c.events + update.excluded.events}))
+
+
 def count_events(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(events)) or 0)
+
+
+def write_alarms(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> Written:
+    """Alarm views in the caller's transaction: a view replaces the district's copy only if it is newer (views
+    of one alarm may come out of order: a redelivery, a resend after a failover)."""
+    stored = 0
+    newest: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:  # one statement cannot touch a row twice: the newest of a batch per alarm
+        key = (row["site"], row["alarm_id"])
+        if key not in newest or row["revision"] > newest[key]["revision"]:
+            newest[key] = row
+    if newest:
+        upsert = insert(alarms).values(list(newest.values()))
+        changed = {c: upsert.excluded[c] for c in ("revision", "state", "alarm_type", "priority", "place", "device",
+                                                    "test", "raised_at", "received_at", "view")}
+        result = conn.execute(upsert.on_conflict_do_update(index_elements=[alarms.c.site, alarms.c.alarm_id],
+                                                           set_=changed,
+                                                           where=alarms.c.revision < upsert.excluded.revision)
+                              .returning(alarms.c.alarm_id))
+        stored = len(result.all())
+    _touch_schools(conn, {row["site"]: 0 for row in rows}, now)
+    if bad:
+        conn.execute(rejected.insert(), bad)
+    return Written(stored, len(rows) - stored, len(bad))
+
+
+OPEN = ("active_unack", "active_ack", "cleared_unack", "cleared_ack")
+
+
+def schools_overview(conn: Connection) -> list[dict[str, Any]]:
+    """Every school with its last contact and open alarms (tests apart), the worst first: most urgent open alarm
+    (lowest priority number), then the most unacknowledged, then the longest silent."""
+    open_ = (select(alarms.c.site, func.count().label("open"),
+                    func.count().filter(alarms.c.state.in_(("active_unack", "cleared_unack"))).label("unacked"),
+                    func.min(alarms.c.priority).label("worst"))
+             .where(alarms.c.state.in_(OPEN), alarms.c.test.is_(False)).group_by(alarms.c.site).subquery())
+    rows = conn.execute(select(schools.c.site, schools.c.last_contact, schools.c.events, open_.c.open,
+                               open_.c.unacked, open_.c.worst)
+                        .join(open_, open_.c.site == schools.c.site, isouter=True)).all()
+    found = [{"site": r.site, "last_contact": r.last_contact, "events": r.events, "open": r.open or 0,
+              "unacked": r.unacked or 0, "worst_priority": r.worst} for r in rows]
+    return sorted(found, key=lambda s: (s["worst_priority"] is None, s["worst_priority"] or 0, -s["unacked"],
+                                        s["last_contact"]))

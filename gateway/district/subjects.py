@@ -9,6 +9,7 @@ from dataclasses import dataclass
 MQTT_STREAM = "$MQTT_msgs"
 MQTT_PREFIX = "$MQTT.msgs."
 EVENTS_FILTER = MQTT_PREFIX + "campus.v1.*.*.*.evt.>"  # every school's device events, nothing else
+ALARMS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.alarms.*"  # every school's alarm views (retained at the school)
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,13 @@ def parse_subject(subject: str) -> StoredTopic | None:
     if len(levels) != 7 or levels[:2] != ["campus", "v1"] or levels[5] != "evt" or not all(levels):
         return None
     return StoredTopic(levels[2], levels[3], levels[4], levels[6])
+
+
+def parse_alarm_subject(subject: str) -> tuple[str, int] | None:
+    """(site, alarm id) of a school's alarm view subject; None for anything else."""
+    if not subject.startswith(MQTT_PREFIX):
+        return None
+    levels = subject[len(MQTT_PREFIX):].split(".")
+    if len(levels) != 6 or levels[:2] != ["campus", "v1"] or levels[3:5] != ["rules", "alarms"] or not levels[2]:
+        return None
+    return (levels[2], int(levels[5])) if levels[5].isdigit() and len(levels[5]) <= 18 else None

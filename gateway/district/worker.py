@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from gateway.district import store
-from gateway.district.subjects import EVENTS_FILTER, MQTT_STREAM, parse_subject
+from gateway.district.subjects import ALARMS_FILTER, EVENTS_FILTER, MQTT_STREAM, parse_alarm_subject, parse_subject
 from gateway.validation import InvalidEvent, parse_event
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ PARTITIONS_EVERY_S = 3600.0  # the months' partitions made ahead, again this oft
 @dataclass
 class WorkerSettings:
     servers: list[str]
-    durable: str = "district-events"
+    durable: str = "district-events"  # the events' consumer, shared by every worker
+    alarms_durable: str = "district-alarms"  # the alarm views' consumer
     batch: int = 500
     fetch_timeout_s: float = 5.0
     ack_wait_s: float = 30.0
@@ -71,6 +72,42 @@ def decode(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], li
     return rows, bad
 
 
+ALARM_STATES = ("active_unack", "active_ack", "cleared_unack", "cleared_ack", "closed")
+
+
+def decode_alarms(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for the alarms table from fetched alarm views (gateway.records.store.alarm_views, as the school's rules
+    service announces them), and the rejected ones with why."""
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for message in messages:
+        where = parse_alarm_subject(message.subject)
+        try:
+            if where is None:
+                raise ValueError("not an alarm view subject")
+            view = json.loads(bytes(message.data))
+            if not isinstance(view, dict) or view.get("id") != where[1]:
+                raise ValueError("not the view of the alarm its topic names")
+            revision, state, priority = view.get("revision"), view.get("state"), view.get("priority")
+            if not isinstance(revision, int) or state not in ALARM_STATES or not isinstance(priority, int):
+                raise ValueError("revision, state or priority missing or wrong")
+            raised = datetime.fromisoformat(str(view.get("raised_at")))
+            if raised.tzinfo is None:
+                raise ValueError("raised_at without a time zone")
+            rows.append({"site": where[0], "alarm_id": where[1], "revision": revision, "state": state,
+                         "alarm_type": str(view.get("alarm_type"))[:64], "priority": priority,
+                         "place": _text(view.get("place")), "device": _text(view.get("device_id")),
+                         "test": view.get("test") is True, "raised_at": raised, "received_at": now, "view": view})
+        except (ValueError, TypeError, RecursionError) as exc:
+            bad.append({"received_at": now, "subject": message.subject[:500], "reason": f"alarm_view: {exc}"[:500],
+                        "payload": bytes(message.data[:4000]).decode("utf-8", "replace").replace("\x00", "\\0")})
+    return rows, bad
+
+
+def _text(value: Any) -> str | None:
+    return str(value)[:500] if value is not None else None
+
+
 class DistrictWorker:
     def __init__(self, settings: WorkerSettings, engine: Engine) -> None:
         self.settings = settings
@@ -87,64 +124,80 @@ class DistrictWorker:
                                   reconnect_time_wait=1.0, connect_timeout=5, allow_reconnect=True,
                                   name=f"campusgw-district-worker-{s.durable}")
 
+    def _consumers(self) -> list[tuple[str, str, Any, Any]]:
+        """(durable name, filter, decode, write) of each consumer a worker reads."""
+        s = self.settings
+        return [(s.durable, EVENTS_FILTER, decode, store.write),
+                (s.alarms_durable, ALARMS_FILTER, decode_alarms, store.write_alarms)]
+
     async def init(self, stop: asyncio.Event) -> bool:
-        """The tables and the shared consumer, made before any school sends: the `$MQTT_msgs` stream keeps a
+        """The tables and the shared consumers, made before any school sends: the `$MQTT_msgs` stream keeps a
         message only while a consumer is interested in it, so what a school sends before the consumer exists is
-        acknowledged to it and kept by nobody. Returns whether the consumer is there."""
+        acknowledged to it and kept by nobody. Returns whether the consumers are there."""
         await asyncio.to_thread(store.create_schema, self.engine)
         nc = await self._connect()
         try:
-            return await self._subscribe(nc.jetstream(timeout=10), stop) is not None
+            js = nc.jetstream(timeout=10)
+            for durable, subject, _, _ in self._consumers():
+                if await self._subscribe(js, stop, durable, subject) is None:
+                    return False
+            return True
         finally:
             await nc.close()
 
     async def run(self, stop: asyncio.Event) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
-
-        s = self.settings
         await asyncio.to_thread(store.create_schema, self.engine)
         self._next_partitions = time.monotonic() + PARTITIONS_EVERY_S
         nc = await self._connect()
         try:
             js = nc.jetstream(timeout=10)
-            sub = await self._subscribe(js, stop)
-            if sub is None:
-                return
-            log.info("fetching the schools' events from consumer %s on %s", s.durable, MQTT_STREAM)
+            subs = []
+            for durable, subject, decoder, writer in self._consumers():
+                sub = await self._subscribe(js, stop, durable, subject)
+                if sub is None:
+                    return
+                subs.append((sub, decoder, writer))
+            log.info("fetching the schools' events and alarm views from %s", MQTT_STREAM)
             self.connected.set()
-            while not stop.is_set():
-                try:
-                    messages = await sub.fetch(s.batch, timeout=s.fetch_timeout_s)
-                except (TimeoutError, NatsTimeout):
-                    continue
-                except Exception as exc:  # the cluster electing a leader, a node away: fetch again
-                    log.warning("fetch failed (%s); again in 1 s", exc)
-                    await _wait(stop, 1.0)
-                    continue
-                await self._handle(messages)
-                if time.monotonic() >= self._next_partitions:
-                    self._next_partitions = time.monotonic() + PARTITIONS_EVERY_S
-                    await asyncio.to_thread(store.create_schema, self.engine)
+            await asyncio.gather(*(self._fetch(sub, decoder, writer, stop) for sub, decoder, writer in subs))
         finally:
             await nc.close()
 
-    async def _subscribe(self, js: Any, stop: asyncio.Event) -> Any:
-        """The shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the
+    async def _fetch(self, sub: Any, decoder: Any, writer: Any, stop: asyncio.Event) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        s = self.settings
+        while not stop.is_set():
+            try:
+                messages = await sub.fetch(s.batch, timeout=s.fetch_timeout_s)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except Exception as exc:  # the cluster electing a leader, a node away: fetch again
+                log.warning("fetch failed (%s); again in 1 s", exc)
+                await _wait(stop, 1.0)
+                continue
+            await self._handle(messages, decoder, writer)
+            if time.monotonic() >= self._next_partitions:
+                self._next_partitions = time.monotonic() + PARTITIONS_EVERY_S
+                await asyncio.to_thread(store.create_schema, self.engine)
+
+    async def _subscribe(self, js: Any, stop: asyncio.Event, durable: str, subject: str) -> Any:
+        """A shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the
         cluster's MQTT listener has started: until then, try again."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         s = self.settings
-        config = ConsumerConfig(durable_name=s.durable, filter_subject=EVENTS_FILTER, ack_policy=AckPolicy.EXPLICIT,
+        config = ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
                                 ack_wait=s.ack_wait_s, deliver_policy=DeliverPolicy.ALL, max_ack_pending=20_000,
                                 max_deliver=-1)
         delay = 1.0
         while not stop.is_set():
             try:
                 try:
-                    await js.consumer_info(MQTT_STREAM, s.durable)
+                    await js.consumer_info(MQTT_STREAM, durable)
                 except Exception:
                     await js.add_consumer(MQTT_STREAM, config)
-                return await js.pull_subscribe_bind(s.durable, MQTT_STREAM)
+                return await js.pull_subscribe_bind(durable, MQTT_STREAM)
             except Exception as exc:
                 log.warning("no consumer on %s yet (%s): has the cluster's MQTT listener started? again in %.0f s",
                             MQTT_STREAM, exc, delay)
@@ -152,11 +205,11 @@ class DistrictWorker:
                 delay = min(delay * 2, 30.0)
         return None
 
-    async def _handle(self, messages: list[Any]) -> None:
+    async def _handle(self, messages: list[Any], decoder: Any = decode, writer: Any = store.write) -> None:
         now = datetime.now(UTC)
-        rows, bad = decode(messages, now)
+        rows, bad = decoder(messages, now)
         try:
-            written = await asyncio.to_thread(self._write, rows, bad, now)
+            written = await asyncio.to_thread(self._write, writer, rows, bad, now)
         except Exception as exc:  # the database away: nothing acknowledged, all of it comes again
             self.stats.failed_writes += 1
             log.warning("could not write %d events (%s); they come again", len(rows), exc)
@@ -174,9 +227,11 @@ class DistrictWorker:
             reason = row["reason"].split(":", 1)[0]
             self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
 
-    def _write(self, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> store.Written:
+    def _write(self, writer: Any, rows: list[dict[str, Any]], bad: list[dict[str, Any]],
+               now: datetime) -> store.Written:
         with self.engine.begin() as conn:
-            return store.write(conn, rows, bad, now)
+            written: store.Written = writer(conn, rows, bad, now)
+            return written
 
 
 async def _quietly(coro: Any) -> None:

@@ -7,6 +7,7 @@ independent count the district's records are held against."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -272,6 +273,14 @@ class LightSchool:
             else:
                 self._pending[info.mid] = event.id
         return event.id
+
+    def announce(self, alarm_id: int, revision: int, state: str, priority: int = 1, alarm_type: str = "panic",
+                 test: bool = False) -> None:
+        """An alarm view as the school's rules service announces it (retained, QoS 1): only its main fields."""
+        view = {"id": alarm_id, "revision": revision, "state": state, "priority": priority, "alarm_type": alarm_type,
+                "place": "门卫室", "device_id": "gate-box", "test": test,
+                "raised_at": datetime.now(UTC).isoformat()}
+        self.client.publish(topics.alarm(self.site, alarm_id), json.dumps(view).encode(), qos=1, retain=True)
 
     @property
     def unacked(self) -> int:

@@ -199,7 +199,8 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
                                                                             district_db: str) -> None:
     made = subprocess.run([sys.executable, "-m", "gateway.cli", "district", "init", "-c",
                            str(district_yaml(tmp_path, cluster, district_db))], capture_output=True, text=True)
-    assert made.returncode == 0 and "consumer district-events ready" in made.stdout, made.stdout + made.stderr
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "consumers district-events, district-alarms ready" in made.stdout
     workers = [start_worker_process(tmp_path, cluster, district_db, f"worker-{n}") for n in (1, 2)]
     every = schools(tmp_path, cluster, 2)
     try:
@@ -225,3 +226,40 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
                 worker.wait(20)
     assert workers[1].returncode == 0, (tmp_path / "worker-2.log").read_text()[-2000:]
     assert "stored" in (tmp_path / "worker-2.log").read_text()
+
+
+def test_each_schools_alarms_as_last_announced_worst_school_first(tmp_path: Path, cluster: NatsCluster,
+                                                                    district_db: str) -> None:
+    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    calm, alarmed, testing = schools(tmp_path, cluster, 3)
+    try:
+        calm.press()
+        alarmed.announce(1, 10, "active_unack", priority=2, alarm_type="intrusion")
+        alarmed.announce(1, 12, "active_ack", priority=2, alarm_type="intrusion")
+        alarmed.announce(1, 11, "active_unack", priority=2, alarm_type="intrusion")  # older, arriving late
+        alarmed.announce(2, 3, "active_unack", priority=1)
+        alarmed.announce(3, 5, "closed", priority=1)
+        testing.announce(1, 1, "active_unack", priority=1, test=True)  # a button test: not an alarm to show
+        engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
+
+        def overview() -> list[dict[str, object]]:
+            with engine.connect() as conn:
+                if conn.scalar(text("SELECT to_regclass('district_alarms')")) is None:
+                    return []
+                return store.schools_overview(conn)
+
+        wait_for(lambda: len(overview()) == 3 and all_arrived(district_db, [calm])
+                 and worker.worker.stats.stored >= 1 + 5, 60, "every school and its alarms at the district")
+        wait_for(lambda: overview()[0]["open"] == 2, 30, "the alarmed school's newest views")
+        first, *rest = overview()
+        assert (first["site"], first["open"], first["unacked"], first["worst_priority"]) == (alarmed.site, 2, 1, 1)
+        assert sorted(s["site"] for s in rest) == sorted([calm.site, testing.site])
+        assert all(s["open"] == 0 for s in rest)
+        with engine.connect() as conn:
+            state = conn.scalar(select(store.alarms.c.state).where(store.alarms.c.site == alarmed.site,
+                                                                   store.alarms.c.alarm_id == 1))
+        engine.dispose()
+        assert state == "active_ack", "the newest revision wins, whatever the order it came in"
+    finally:
+        stop_all([calm, alarmed, testing])
+        worker.stop()

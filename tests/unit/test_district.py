@@ -3,6 +3,7 @@ the month partitions; and the district link in the site config."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,8 +17,8 @@ from gateway.config import ConfigError
 from gateway.config_file import parse_config
 from gateway.district import store
 from gateway.district.bridge import BridgeSettings, bridge_section
-from gateway.district.subjects import EVENTS_FILTER, StoredTopic, parse_subject, subject_of
-from gateway.district.worker import decode
+from gateway.district.subjects import EVENTS_FILTER, StoredTopic, parse_alarm_subject, parse_subject, subject_of
+from gateway.district.worker import decode, decode_alarms
 from gateway.events import make_event
 from tests.district.harness import TZ
 
@@ -110,3 +111,20 @@ def test_months_and_their_partitions() -> None:
     months = store.months_around(datetime(2026, 1, 15, tzinfo=UTC))
     assert months[0] == (2024, 12) and months[-1] == (2026, 4) and (2026, 1) in months
     assert store.month_of(datetime(2026, 12, 31, 20, tzinfo=TZ)) == (2026, 12)  # 12:00 UTC that day
+
+
+def test_alarm_views_are_decoded_and_a_wrong_one_kept_apart() -> None:
+    view = {"id": 7, "revision": 40, "state": "active_unack", "priority": 1, "alarm_type": "panic", "place": "门卫室",
+            "device_id": "gate-box", "test": False, "raised_at": "2026-12-06T09:15:00+08:00"}
+    subject = subject_of(topics.alarm("s1", 7))
+    assert parse_alarm_subject(subject) == ("s1", 7)
+    assert parse_alarm_subject(subject_of(topics.alarm("s1", 7)) + ".x") is None
+    assert parse_alarm_subject("$MQTT.msgs.campus.v1.s1.rules.alarms.seven") is None
+    now = datetime.now(UTC)
+    rows, bad = decode_alarms([Fetched(subject, json.dumps(view).encode()),
+                               Fetched(subject_of(topics.alarm("s1", 8)), json.dumps(view).encode()),  # not its id
+                               Fetched(subject, json.dumps({**view, "state": "lost"}).encode()),
+                               Fetched(subject, b"[1")], now)
+    assert [(r["site"], r["alarm_id"], r["revision"], r["state"], r["place"]) for r in rows] == [
+        ("s1", 7, 40, "active_unack", "门卫室")]
+    assert len(bad) == 3 and all(b["reason"].startswith("alarm_view: ") for b in bad)
