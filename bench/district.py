@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_until(lambda: stored() >= len(acked), 600, "every acknowledged event in the records")
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, extract(epoch FROM received_at) AS received, extract(epoch FROM time) AS sent "
-                                     "FROM district_events")).all()
+            rows = conn.execute(text("SELECT id, extract(epoch FROM received_at) AS received, "
+                                     "extract(epoch FROM time) AS sent FROM district_events")).all()
         engine.dispose()
         sampling.set()
     finally:
