@@ -64,7 +64,8 @@ def worker(path: Path, init_only: bool = False) -> int:
     w = config.worker
     settings = WorkerSettings(list(config.nats.servers), durable=w.durable, alarms_durable=w.alarms_durable,
                               batch=w.batch, fetch_timeout_s=w.fetch_timeout_s, ack_wait_s=w.ack_wait_s,
-                              user=config.nats.username, password=config.nats.password())
+                              user=config.nats.username, password=config.nats.password(),
+                              retention_months=config.retention_months)
     runner = DistrictWorker(settings, engine)
 
     async def main() -> bool:

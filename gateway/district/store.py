@@ -137,6 +137,13 @@ def ensure_partition(conn: Connection, month: tuple[int, int]) -> None:
                       f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"))
 
 
+def maintain(engine: Engine, retention_months: int, now: datetime | None = None) -> list[str]:
+    """The partitions around now made, and the months past retention dropped; returns the dropped ones."""
+    now = now or datetime.now(UTC)
+    create_schema(engine, now)
+    return drop_months_before(engine, _add(month_of(now), -retention_months))
+
+
 def drop_months_before(engine: Engine, keep_from: tuple[int, int]) -> list[str]:
     """Retention: whole months older than `keep_from` dropped (fast, no row-by-row delete)."""
     dropped = []

@@ -24,7 +24,7 @@ from gateway.district.subjects import ALARMS_FILTER, EVENTS_FILTER, MQTT_STREAM,
 from gateway.validation import InvalidEvent, parse_event
 
 log = logging.getLogger(__name__)
-PARTITIONS_EVERY_S = 3600.0  # the months' partitions made ahead, again this often
+PARTITIONS_EVERY_S = 3600.0  # the months' partitions made ahead and retention applied, again this often
 
 
 @dataclass
@@ -35,6 +35,7 @@ class WorkerSettings:
     batch: int = 500
     fetch_timeout_s: float = 5.0
     ack_wait_s: float = 30.0
+    retention_months: int = 36  # whole months older than this are dropped
     user: str | None = None
     password: str | None = None
 
@@ -179,7 +180,9 @@ class DistrictWorker:
             await self._handle(messages, decoder, writer)
             if time.monotonic() >= self._next_partitions:
                 self._next_partitions = time.monotonic() + PARTITIONS_EVERY_S
-                await asyncio.to_thread(store.create_schema, self.engine)
+                dropped = await asyncio.to_thread(store.maintain, self.engine, s.retention_months)
+                if dropped:
+                    log.info("retention (%d months): dropped %s", s.retention_months, ", ".join(dropped))
 
     async def _subscribe(self, js: Any, stop: asyncio.Event, durable: str, subject: str) -> Any:
         """A shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the
