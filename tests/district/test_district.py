@@ -117,7 +117,7 @@ def test_every_schools_events_reach_the_districts_records_once(tmp_path: Path, c
         assert len(ids) == len(set(ids)) == 150
         engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as conn:
-            counts = dict(conn.execute(select(store.schools.c.site, store.schools.c.events)).tuples().all())
+            counts = {site: n for site, n in conn.execute(select(store.schools.c.site, store.schools.c.events))}
             partition = conn.scalar(text("SELECT tableoid::regclass::text FROM district_events LIMIT 1"))
         engine.dispose()
         assert counts == {"school-1": 50, "school-2": 50, "school-3": 50}
