@@ -154,7 +154,7 @@ class NatsCluster:
         try:
             client.connect("127.0.0.1", self.nodes[0].mqtt_port, keepalive=10)
             client.loop_start()
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 1  # an attempt while JetStream is not ready yet hangs: try again
             while not client.is_connected() and time.monotonic() < deadline:
                 time.sleep(0.05)
             return client.is_connected()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, select, text
 
 from gateway.district import store
 from gateway.district.worker import DistrictWorker, WorkerSettings
@@ -103,33 +103,41 @@ def stop_all(every: list[LightSchool]) -> None:
         school.broker.stop()
 
 
-def test_every_schools_events_reach_the_districts_records_once(tmp_path: Path, cluster: NatsCluster,
-                                                                 district_db: str) -> None:
+def test_every_schools_events_reach_the_districts_records_once_and_what_is_no_event_is_kept_apart(
+        tmp_path: Path, cluster: NatsCluster, district_db: str) -> None:
     worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
     every = schools(tmp_path, cluster, 3)
     try:
-        for _ in range(50):
+        for n in range(50):
             for school in every:
                 school.press()
+            if n == 10:  # among them, two that are no event: bad JSON, and an unknown type
+                every[0].client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b"{not json", qos=1)
+                every[0].client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b'{"type": "x"}',
+                                        qos=1)
         wait_for(lambda: sum(len(s.acked) for s in every) == 150, 20, "each school's Mosquitto acknowledged")
-        wait_for(lambda: all_arrived(district_db, every), 60, "every acknowledged event in the district's records")
+        wait_for(lambda: all_arrived(district_db, every) and worker.worker.stats.rejected == 2, 60,
+                 "every acknowledged event in the district's records, and the two bad ones kept apart")
         ids = stored_ids(district_db)
         assert len(ids) == len(set(ids)) == 150
         engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as conn:
             counts = {site: n for site, n in conn.execute(select(store.schools.c.site, store.schools.c.events))}
             partition = conn.scalar(text("SELECT tableoid::regclass::text FROM district_events LIMIT 1"))
+            reasons = sorted(r.split(":")[0] for r in conn.scalars(select(store.rejected.c.reason)))
         engine.dispose()
         assert counts == {"school-1": 50, "school-2": 50, "school-3": 50}
         assert partition == store.partition_name(store.month_of(store.datetime.now(store.UTC)))
+        assert reasons == ["not_json", "unknown_type"]
     finally:
         stop_all(every)
         worker.stop()
 
 
-@pytest.mark.parametrize("victim", ["the bridges' node", "the stream's leader"])
-def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, cluster: NatsCluster, district_db: str,
-                                                           victim: str) -> None:
+def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, cluster: NatsCluster,
+                                                           district_db: str) -> None:
+    """The node every bridge connects to first. The stream's leader killed instead passed here too; it runs at
+    scale in `python -m bench.district --kill leader` (the suite's time)."""
     worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
     every = schools(tmp_path, cluster, 3)
     try:
@@ -140,8 +148,7 @@ def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, clust
 
         send(100)
         wait_for(lambda: len(stored_ids(district_db)) >= 100, 60, "the first events stored")
-        index = 0 if victim == "the bridges' node" else cluster.leader_of("$MQTT_msgs")
-        assert index is not None
+        index = 0  # the first address of every bridge
         cluster.nodes[index].kill()
         send(200)  # while the node is down: the bridges fail over (or queue), the stream elects a new leader
         cluster.restart(index)
@@ -158,33 +165,11 @@ def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, clust
     assert worker.worker.stats.fetched == 1200 + worker.worker.stats.duplicates
 
 
-def test_a_message_that_is_no_event_is_kept_apart_and_the_rest_stored(tmp_path: Path, cluster: NatsCluster,
-                                                                       district_db: str) -> None:
-    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
-    (school,) = schools(tmp_path, cluster, 1)
-    try:
-        school.press()
-        school.client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b"{not json", qos=1)
-        school.client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b'{"type": "nothing"}', qos=1)
-        school.press()
-        wait_for(lambda: all_arrived(district_db, [school]) and worker.worker.stats.rejected == 2, 60,
-                 "the good events stored and the bad ones kept apart")
-        engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.connect() as conn:
-            reasons = sorted(r.split(":")[0] for r in conn.scalars(select(store.rejected.c.reason)))
-            total = conn.scalar(select(func.count()).select_from(store.events))
-        engine.dispose()
-        assert reasons == ["not_json", "unknown_type"] and total == 2
-    finally:
-        stop_all([school])
-        worker.stop()
-
-
 def district_yaml(tmp_path: Path, cluster: NatsCluster, url: str) -> Path:
     config = tmp_path / "district.yaml"
     config.write_text(yaml.safe_dump({"district": {"id": "district-1", "name": "示范区教育局"},
                                       "nats": {"servers": cluster.urls}, "database": {"url": url},
-                                      "worker": {"batch": 50}}, allow_unicode=True))
+                                      "worker": {"batch": 50, "ack_wait_s": 5}}, allow_unicode=True))
     return config
 
 
@@ -214,7 +199,7 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
             for school in every:
                 school.press()
         wait_for(lambda: sum(s.unacked for s in every) == 0, 60, "every publish acknowledged by its Mosquitto")
-        # Its unacknowledged messages come again to the other worker after ack_wait_s (30 s).
+        # Its unacknowledged messages come again to the other worker after ack_wait_s (5 s here).
         wait_for(lambda: all_arrived(district_db, every), 120, "every acknowledged event in the district's records")
         ids = stored_ids(district_db)
         assert len(ids) == len(set(ids)) == 800
