@@ -83,11 +83,12 @@ from bench.common import (
     start_mosquitto,
     wait_until,
 )
+from bench.reader_feedback import online
 from drivers.card_formats import Card, make_card
 from gateway.config import Config
 from gateway.config_file import validate_config
 from gateway.notify.sms import send_sms
-from gateway.records.models import AccessEvent, Credential, Device, Person
+from gateway.records.models import AccessEvent, Credential, Person
 from simulators.gsm_modem import GsmModemSimulator
 from simulators.modbus_di import ModbusDISimulator
 from simulators.osdp_reader import Command, OsdpLine, OsdpReaderSimulator, led_color_name
@@ -352,12 +353,6 @@ def seed_students(running: Running, cards: list[Card]) -> None:
             s.add(person)
             s.flush()
             s.add(Credential(value=card.credential, kind="card", person_id=person.id, revoked=False, created_at=now))
-
-
-def online(running: Running, device: str) -> bool:
-    with running.gateway.sessions() as s:
-        row = s.get(Device, device)
-        return bool(row and row.online)
 
 
 def present_repeatedly(reader: Reader, every: tuple[float, float], rng: random.Random, stop: threading.Event) -> None:
