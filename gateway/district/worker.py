@@ -69,7 +69,7 @@ def decode(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], li
         rows.append({"id": event.id, "time": datetime.fromisoformat(event.time), "site": stored.site,
                      "kind": stored.kind, "device": stored.device, "type": event.type,
                      "class": event.event_class, "test": event.test, "historical": event.historical,
-                     "received_at": now, "data": json.loads(json.dumps(event.data))})
+                     "received_at": now, "data": event.data})
     return rows, bad
 
 

@@ -151,13 +151,12 @@ class NatsCluster:
         """NATS makes the MQTT streams at the first MQTT connection: connect once."""
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="district-harness-probe",
                              protocol=mqtt.MQTTv311)
+        connected = threading.Event()
+        client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
         try:
             client.connect("127.0.0.1", self.nodes[0].mqtt_port, keepalive=10)
             client.loop_start()
-            deadline = time.monotonic() + 1  # an attempt while JetStream is not ready yet hangs: try again
-            while not client.is_connected() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            return client.is_connected()
+            return connected.wait(1)  # an attempt while JetStream is not ready yet hangs: try again
         except OSError:
             return False
         finally:
