@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from gateway.config import ID_PATTERN
 
-UP_TOPICS = ("{site}/+/+/evt/#", "{site}/+/+/availability", "{site}/rules/alarms/#", "{site}/rules/lockdown")
+UP_TOPICS = ("{site}/+/+/evt/#", "{site}/+/+/availability", "{site}/rules/alarms/#", "{site}/rules/lockdown",
+             "{site}/rules/police/paths")
 
 
 @dataclass(frozen=True)

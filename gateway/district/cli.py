@@ -63,7 +63,8 @@ def worker(path: Path, init_only: bool = False) -> int:
     engine = create_engine(config.database.resolved(), pool_pre_ping=True)
     w = config.worker
     settings = WorkerSettings(list(config.nats.servers), durable=w.durable, alarms_durable=w.alarms_durable,
-                              batch=w.batch, fetch_timeout_s=w.fetch_timeout_s, ack_wait_s=w.ack_wait_s,
+                              state_durable=w.state_durable, batch=w.batch, fetch_timeout_s=w.fetch_timeout_s,
+                              ack_wait_s=w.ack_wait_s,
                               user=config.nats.username, password=config.nats.password(),
                               retention_months=config.retention_months)
     runner = DistrictWorker(settings, engine)
@@ -81,7 +82,7 @@ def worker(path: Path, init_only: bool = False) -> int:
     try:
         done = asyncio.run(main())
         if init_only:
-            print(f"district tables and consumers {w.durable}, {w.alarms_durable} "
+            print(f"district tables and consumers {w.durable}, {w.alarms_durable}, {w.state_durable} "
                   f"{'ready' if done else 'not made (stopped)'}")
             return 0 if done else 1
     finally:

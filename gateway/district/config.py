@@ -36,6 +36,7 @@ class DistrictDatabase(Strict):
 class WorkerConfig(Strict):
     durable: Id = "district-events"  # the events' consumer every worker shares
     alarms_durable: Id = "district-alarms"  # the alarm views' consumer
+    state_durable: Id = "district-state"  # devices' availability, bridge, police paths, lockdown
     batch: int = Field(default=500, ge=1, le=10_000)
     fetch_timeout_s: float = Field(default=5.0, ge=5.0, le=60.0)  # shorter stalled the consumer under load
     ack_wait_s: float = Field(default=30.0, ge=5.0, le=600.0)

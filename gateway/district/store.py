@@ -67,6 +67,24 @@ alarms = Table(  # each school's alarms as its rules service last announced them
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("view", JSONB, nullable=False),
 )
+devices = Table(  # each device's availability (and each gateway's own, kind `gateway`) as last heard
+    "district_devices", metadata,
+    Column("site", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("device", Text, primary_key=True),
+    Column("online", Boolean, nullable=False),
+    Column("since", DateTime(timezone=True)),  # the school's time of the change, when it said
+    Column("seq", BigInteger, nullable=False),  # the stream's sequence: the order the cluster stored them in
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+facts = Table(  # a school's other state, each retained at the school: bridge (up/down), police (paths), lockdown
+    "district_school_facts", metadata,
+    Column("site", Text, primary_key=True),
+    Column("fact", Text, primary_key=True),
+    Column("value", JSONB, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
 rejected = Table(
     "district_rejected", metadata,
     Column("n", Integer, primary_key=True, autoincrement=True),
@@ -210,6 +228,38 @@ def write_alarms(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[st
                                                            where=alarms.c.revision < upsert.excluded.revision)
                               .returning(alarms.c.alarm_id))
         stored = len(result.all())
+    _touch_schools(conn, {row["site"]: 0 for row in rows}, now)
+    if bad:
+        conn.execute(rejected.insert(), bad)
+    return Written(stored, len(rows) - stored, len(bad))
+
+
+def _newest(rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The newest row (by stream sequence) per key: one statement cannot touch a row twice."""
+    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        k = tuple(row[c] for c in key)
+        if k not in newest or row["seq"] > newest[k]["seq"]:
+            newest[k] = row
+    return list(newest.values())
+
+
+def write_state(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> Written:
+    """Devices' availability and the schools' facts in the caller's transaction; a message replaces what the
+    district holds only if the cluster stored it later (a redelivery or a bridge's resend is older)."""
+    stored = 0
+    for table, key, values in ((devices, ("site", "kind", "device"), ("online", "since")),
+                               (facts, ("site", "fact"), ("value",))):
+        chosen = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == table.name]
+        chosen = _newest(chosen, key)
+        if not chosen:
+            continue
+        upsert = insert(table).values(chosen)
+        result = conn.execute(upsert.on_conflict_do_update(
+            index_elements=[table.c[k] for k in key],
+            set_={c: upsert.excluded[c] for c in (*values, "seq", "received_at")},
+            where=table.c.seq < upsert.excluded.seq).returning(table.c.site))
+        stored += len(result.all())
     _touch_schools(conn, {row["site"]: 0 for row in rows}, now)
     if bad:
         conn.execute(rejected.insert(), bad)

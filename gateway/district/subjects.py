@@ -10,6 +10,12 @@ MQTT_STREAM = "$MQTT_msgs"
 MQTT_PREFIX = "$MQTT.msgs."
 EVENTS_FILTER = MQTT_PREFIX + "campus.v1.*.*.*.evt.>"  # every school's device events, nothing else
 ALARMS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.alarms.*"  # every school's alarm views (retained at the school)
+STATE_FILTERS = (  # what a school is like now, each retained at the school: the newest wins
+    MQTT_PREFIX + "campus.v1.*.*.*.availability",  # each device's, and each gateway's own (kind `gateway`)
+    MQTT_PREFIX + "campus.v1.*.rules.police.paths",  # the alarm-centre paths, up or down
+    MQTT_PREFIX + "campus.v1.*.rules.lockdown",  # locked down or not
+    MQTT_PREFIX + "campus.v1.*.bridge.district",  # the school's bridge, 1 up or 0 down (Mosquitto's, its will)
+)
 
 
 @dataclass(frozen=True)
@@ -47,3 +53,28 @@ def parse_alarm_subject(subject: str) -> tuple[str, int] | None:
     if len(levels) != 6 or levels[:2] != ["campus", "v1"] or levels[3:5] != ["rules", "alarms"] or not levels[2]:
         return None
     return (levels[2], int(levels[5])) if levels[5].isdigit() and len(levels[5]) <= 18 else None
+
+
+@dataclass(frozen=True)
+class StateSubject:
+    site: str
+    fact: str  # availability, police, lockdown, bridge
+    kind: str | None = None  # for availability: the device's kind and id
+    device: str | None = None
+
+
+_FACTS = {("rules", "police", "paths"): "police", ("rules", "lockdown"): "lockdown", ("bridge", "district"): "bridge"}
+
+
+def parse_state_subject(subject: str) -> StateSubject | None:
+    """What a school's state subject (STATE_FILTERS) is about; None for anything else."""
+    if not subject.startswith(MQTT_PREFIX):
+        return None
+    levels = subject[len(MQTT_PREFIX):].split(".")
+    if len(levels) < 4 or levels[:2] != ["campus", "v1"] or not all(levels):
+        return None
+    rest = tuple(levels[3:])
+    if len(rest) == 3 and rest[2] == "availability":
+        return StateSubject(levels[2], "availability", rest[0], rest[1])
+    fact = _FACTS.get(rest)
+    return StateSubject(levels[2], fact) if fact else None

@@ -20,7 +20,15 @@ from typing import Any
 from sqlalchemy import Engine
 
 from gateway.district import store
-from gateway.district.subjects import ALARMS_FILTER, EVENTS_FILTER, MQTT_STREAM, parse_alarm_subject, parse_subject
+from gateway.district.subjects import (
+    ALARMS_FILTER,
+    EVENTS_FILTER,
+    MQTT_STREAM,
+    STATE_FILTERS,
+    parse_alarm_subject,
+    parse_state_subject,
+    parse_subject,
+)
 from gateway.validation import InvalidEvent, parse_event
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ class WorkerSettings:
     servers: list[str]
     durable: str = "district-events"  # the events' consumer, shared by every worker
     alarms_durable: str = "district-alarms"  # the alarm views' consumer
+    state_durable: str = "district-state"  # the devices' availability and the schools' facts
     batch: int = 500
     fetch_timeout_s: float = 5.0
     ack_wait_s: float = 30.0
@@ -105,6 +114,46 @@ def decode_alarms(messages: list[Any], now: datetime) -> tuple[list[dict[str, An
     return rows, bad
 
 
+def decode_state(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for the devices and facts tables (each marked with its `table`) from fetched state messages
+    (STATE_FILTERS), ordered by the stream's sequence; an empty payload (a retained message cleared) is skipped."""
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for message in messages:
+        where = parse_state_subject(message.subject)
+        data = bytes(message.data)
+        try:
+            if where is None:
+                raise ValueError("not a state subject")
+            if not data:
+                continue
+            seq = message.metadata.sequence.stream
+            if where.fact == "bridge":
+                if data not in (b"0", b"1"):
+                    raise ValueError("a bridge state is 0 or 1")
+                rows.append({"table": store.facts.name, "site": where.site, "fact": "bridge",
+                             "value": {"up": data == b"1"}, "seq": seq, "received_at": now})
+                continue
+            value = json.loads(data)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+            if where.fact == "availability":
+                if value.get("state") not in ("online", "offline"):
+                    raise ValueError("state is neither online nor offline")
+                ts = value.get("ts")
+                since = datetime.fromtimestamp(ts, UTC) if isinstance(ts, int | float) else None
+                rows.append({"table": store.devices.name, "site": where.site, "kind": where.kind,
+                             "device": where.device, "online": value["state"] == "online", "since": since,
+                             "seq": seq, "received_at": now})
+            else:
+                rows.append({"table": store.facts.name, "site": where.site, "fact": where.fact, "value": value,
+                             "seq": seq, "received_at": now})
+        except (ValueError, TypeError, OverflowError, OSError, RecursionError) as exc:
+            bad.append({"received_at": now, "subject": message.subject[:500], "reason": f"state: {exc}"[:500],
+                        "payload": data[:4000].decode("utf-8", "replace").replace("\x00", "\\0")})
+    return rows, bad
+
+
 def _text(value: Any) -> str | None:
     return str(value)[:500] if value is not None else None
 
@@ -125,11 +174,12 @@ class DistrictWorker:
                                   reconnect_time_wait=1.0, connect_timeout=5, allow_reconnect=True,
                                   name=f"campusgw-district-worker-{s.durable}")
 
-    def _consumers(self) -> list[tuple[str, str, Any, Any]]:
+    def _consumers(self) -> list[tuple[str, tuple[str, ...], Any, Any]]:
         """(durable name, filter, decode, write) of each consumer a worker reads."""
         s = self.settings
-        return [(s.durable, EVENTS_FILTER, decode, store.write),
-                (s.alarms_durable, ALARMS_FILTER, decode_alarms, store.write_alarms)]
+        return [(s.durable, (EVENTS_FILTER,), decode, store.write),
+                (s.alarms_durable, (ALARMS_FILTER,), decode_alarms, store.write_alarms),
+                (s.state_durable, STATE_FILTERS, decode_state, store.write_state)]
 
     async def init(self, stop: asyncio.Event) -> bool:
         """The tables and the shared consumers, made before any school sends: the `$MQTT_msgs` stream keeps a
@@ -158,7 +208,7 @@ class DistrictWorker:
                 if sub is None:
                     return
                 subs.append((sub, decoder, writer))
-            log.info("fetching the schools' events and alarm views from %s", MQTT_STREAM)
+            log.info("fetching the schools' events, alarm views and state from %s", MQTT_STREAM)
             self.connected.set()
             await asyncio.gather(*(self._fetch(sub, decoder, writer, stop) for sub, decoder, writer in subs))
         finally:
@@ -184,13 +234,15 @@ class DistrictWorker:
                 if dropped:
                     log.info("retention (%d months): dropped %s", s.retention_months, ", ".join(dropped))
 
-    async def _subscribe(self, js: Any, stop: asyncio.Event, durable: str, subject: str) -> Any:
+    async def _subscribe(self, js: Any, stop: asyncio.Event, durable: str, subjects: tuple[str, ...]) -> Any:
         """A shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the
         cluster's MQTT listener has started: until then, try again."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         s = self.settings
-        config = ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
+        one = len(subjects) == 1
+        config = ConsumerConfig(durable_name=durable, filter_subject=subjects[0] if one else None,
+                                filter_subjects=None if one else list(subjects), ack_policy=AckPolicy.EXPLICIT,
                                 ack_wait=s.ack_wait_s, deliver_policy=DeliverPolicy.ALL, max_ack_pending=20_000,
                                 max_deliver=-1)
         delay = 1.0

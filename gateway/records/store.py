@@ -301,7 +301,7 @@ def alarm_views(session: Session, alarms: Iterable[Alarm]) -> list[dict[str, Any
     police, evidence = police_status(session, ids), attachments(session, ids)
     revisions = revisions_of(session, ids)
     names = dict(session.execute(select(Device.id, Device.name).where(
-        Device.id.in_({a.device_id for a in alarms}))).tuples().all()) if alarms else {}
+        Device.id.in_({a.device_id for a in alarms}))).all()) if alarms else {}
     return [{**_alarm_view(a), "revision": revisions.get(a.id, 0), "device_name": names.get(a.device_id),
              "police": police.get(a.id), "attachments": evidence.get(a.id, [])} for a in alarms]
 

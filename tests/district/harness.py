@@ -219,6 +219,13 @@ class SchoolBroker:
             self.proc.wait(10)
             self.proc = None
 
+    def kill(self) -> None:
+        """The school's box gone without a word (power cut): the cluster sends its bridge's will."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
 
 class LightSchool:
     """A school reduced to its events: a paho client publishing CloudEvents (alarm box presses and releases) at
@@ -280,6 +287,12 @@ class LightSchool:
                 "place": "门卫室", "device_id": "gate-box", "test": test,
                 "raised_at": datetime.now(UTC).isoformat()}
         self.client.publish(topics.alarm(self.site, alarm_id), json.dumps(view).encode(), qos=1, retain=True)
+
+    def availability(self, device: str, online: bool, kind: str = "alarm_input") -> None:
+        """A device's availability as the gateway's drivers publish it (retained, QoS 1)."""
+        payload = {"state": "online" if online else "offline", "ts": time.time()}
+        self.client.publish(topics.availability(self.site, kind, device), json.dumps(payload).encode(), qos=1,
+                            retain=True)
 
     @property
     def unacked(self) -> int:

@@ -185,7 +185,7 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
     made = subprocess.run([sys.executable, "-m", "gateway.cli", "district", "init", "-c",
                            str(district_yaml(tmp_path, cluster, district_db))], capture_output=True, text=True)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert "consumers district-events, district-alarms ready" in made.stdout
+    assert "consumers district-events, district-alarms, district-state ready" in made.stdout
     workers = [start_worker_process(tmp_path, cluster, district_db, f"worker-{n}") for n in (1, 2)]
     every = schools(tmp_path, cluster, 2)
     try:
@@ -213,12 +213,15 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
     assert "stored" in (tmp_path / "worker-2.log").read_text()
 
 
-def test_each_schools_alarms_as_last_announced_worst_school_first(tmp_path: Path, cluster: NatsCluster,
-                                                                    district_db: str) -> None:
+def test_each_schools_alarms_and_state_as_last_announced_worst_school_first(tmp_path: Path, cluster: NatsCluster,
+                                                                              district_db: str) -> None:
     worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
     calm, alarmed, testing = schools(tmp_path, cluster, 3)
     try:
         calm.press()
+        calm.availability("gate-box", online=True)
+        calm.availability("gate-box", online=False)  # the newest wins
+        calm.availability("north-1", online=True, kind="osdp_reader")
         alarmed.announce(1, 10, "active_unack", priority=2, alarm_type="intrusion")
         alarmed.announce(1, 12, "active_ack", priority=2, alarm_type="intrusion")
         alarmed.announce(1, 11, "active_unack", priority=2, alarm_type="intrusion")  # older, arriving late
@@ -233,9 +236,17 @@ def test_each_schools_alarms_as_last_announced_worst_school_first(tmp_path: Path
                     return []
                 return store.schools_overview(conn)
 
-        wait_for(lambda: len(overview()) == 3 and all_arrived(district_db, [calm])
-                 and worker.worker.stats.stored >= 1 + 5, 60, "every school and its alarms at the district")
-        wait_for(lambda: overview()[0]["open"] == 2, 30, "the alarmed school's newest views")
+        def revisions() -> set[tuple[str, int, int]]:
+            with engine.connect() as conn:
+                if conn.scalar(text("SELECT to_regclass('district_alarms')")) is None:
+                    return set()
+                return {(r.site, r.alarm_id, r.revision) for r in conn.execute(
+                    select(store.alarms.c.site, store.alarms.c.alarm_id, store.alarms.c.revision))}
+
+        # Not the worker's count: views of one alarm in one batch are stored as one (the newest).
+        last = {(alarmed.site, 1, 12), (alarmed.site, 2, 3), (alarmed.site, 3, 5), (testing.site, 1, 1)}
+        wait_for(lambda: revisions() == last and all_arrived(district_db, [calm]) and worker.worker.stats.fetched >= 7,
+                 60, "every school's last alarm views and events at the district (the late, older one too)")
         first, *rest = overview()
         assert (first["site"], first["open"], first["unacked"], first["worst_priority"]) == (alarmed.site, 2, 1, 1)
         assert sorted(s["site"] for s in rest) == sorted([calm.site, testing.site])
@@ -243,8 +254,24 @@ def test_each_schools_alarms_as_last_announced_worst_school_first(tmp_path: Path
         with engine.connect() as conn:
             state = conn.scalar(select(store.alarms.c.state).where(store.alarms.c.site == alarmed.site,
                                                                    store.alarms.c.alarm_id == 1))
-        engine.dispose()
         assert state == "active_ack", "the newest revision wins, whatever the order it came in"
+
+        def devices() -> set[tuple[str, str, bool]]:
+            with engine.connect() as conn:
+                return {(r.site, r.device, r.online) for r in conn.execute(select(store.devices))}
+
+        def bridges() -> dict[str, bool]:
+            with engine.connect() as conn:
+                return {r.site: r.value["up"] for r in conn.execute(select(store.facts).where(
+                    store.facts.c.fact == "bridge"))}
+
+        wait_for(lambda: devices() == {(calm.site, "gate-box", False), (calm.site, "north-1", True)}, 30,
+                 "each device's last availability at the district")
+        wait_for(lambda: bridges() == {calm.site: True, alarmed.site: True, testing.site: True}, 30,
+                 "every school's bridge up, as its Mosquitto says")
+        testing.broker.kill()  # the school's box loses power: the cluster publishes its bridge's will
+        wait_for(lambda: bridges()[testing.site] is False, 30, "the silent school's bridge down at the district")
+        engine.dispose()
     finally:
         stop_all([calm, alarmed, testing])
         worker.stop()

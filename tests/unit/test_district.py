@@ -17,8 +17,15 @@ from gateway.config import ConfigError
 from gateway.config_file import parse_config
 from gateway.district import store
 from gateway.district.bridge import BridgeSettings, bridge_section
-from gateway.district.subjects import EVENTS_FILTER, StoredTopic, parse_alarm_subject, parse_subject, subject_of
-from gateway.district.worker import decode, decode_alarms
+from gateway.district.subjects import (
+    EVENTS_FILTER,
+    StoredTopic,
+    parse_alarm_subject,
+    parse_state_subject,
+    parse_subject,
+    subject_of,
+)
+from gateway.district.worker import decode, decode_alarms, decode_state
 from gateway.events import make_event
 from tests.district.harness import TZ
 
@@ -128,3 +135,54 @@ def test_alarm_views_are_decoded_and_a_wrong_one_kept_apart() -> None:
     assert [(r["site"], r["alarm_id"], r["revision"], r["state"], r["place"]) for r in rows] == [
         ("s1", 7, 40, "active_unack", "门卫室")]
     assert len(bad) == 3 and all(b["reason"].startswith("alarm_view: ") for b in bad)
+
+
+@dataclass
+class Sequence:
+    stream: int
+
+
+@dataclass
+class Metadata:
+    sequence: Sequence
+
+
+@dataclass
+class FetchedState:
+    subject: str
+    data: bytes
+    seq: int
+
+    @property
+    def metadata(self) -> Metadata:
+        return Metadata(Sequence(self.seq))
+
+
+def test_a_schools_state_is_decoded_in_the_streams_order_and_a_wrong_one_kept_apart() -> None:
+    online = {"state": "online", "ts": 1765000000.5}
+    fetched = [
+        FetchedState(subject_of(topics.availability("s1", "osdp_reader", "north-1")), json.dumps(online).encode(), 5),
+        FetchedState(subject_of(topics.availability("s1", topics.GATEWAY, "gw1")), b'{"state":"offline"}', 6),
+        FetchedState(subject_of("campus/v1/s1/bridge/district"), b"0", 7),
+        FetchedState(subject_of(topics.police_paths("s1")), b'{"paths": [{"name": "primary", "up": true}]}', 8),
+        FetchedState(subject_of(topics.lockdown("s1")), b'{"active": true, "drill": true}', 9),
+        FetchedState(subject_of(topics.lockdown("s1")), b"", 10),  # a retained message cleared: nothing to keep
+        FetchedState(subject_of("campus/v1/s1/bridge/district"), b"up", 11),
+        FetchedState(subject_of(topics.availability("s1", "camera", "yard")), b'{"state": "asleep"}', 12),
+        FetchedState(subject_of(topics.alarm("s1", 3)), b"{}", 13),
+    ]
+    rows, bad = decode_state(fetched, datetime(2026, 12, 6, tzinfo=UTC))
+    assert [(r["table"], r["site"], r.get("fact") or r["device"], r["seq"]) for r in rows] == [
+        ("district_devices", "s1", "north-1", 5), ("district_devices", "s1", "gw1", 6),
+        ("district_school_facts", "s1", "bridge", 7), ("district_school_facts", "s1", "police", 8),
+        ("district_school_facts", "s1", "lockdown", 9)]
+    assert rows[0]["online"] is True and rows[0]["since"] == datetime.fromtimestamp(1765000000.5, UTC)
+    assert rows[1]["online"] is False and rows[1]["since"] is None  # the gateway's will has no time
+    assert rows[2]["value"] == {"up": False} and rows[4]["value"] == {"active": True, "drill": True}
+    assert [b["reason"] for b in bad] == ["state: a bridge state is 0 or 1",
+                                          "state: state is neither online nor offline", "state: not a state subject"]
+
+
+@given(st.text(max_size=120))
+def test_any_state_subject_parses_or_is_refused_without_error(subject: str) -> None:
+    parse_state_subject(subject)

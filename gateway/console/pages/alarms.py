@@ -209,7 +209,7 @@ async def alarm_detail(alarm_id: int, request: Request,
         steps = session.scalars(select(AlarmTransition).where(AlarmTransition.alarm_id == alarm_id)
                                 .order_by(AlarmTransition.id)).all()
         language = language_of(request)
-        names = {d: n for d, n in session.execute(select(Device.id, Device.name)).tuples() if n}
+        names = {d: n for d, n in session.execute(select(Device.id, Device.name)) if n}
         return {**store.alarm_views(session, [alarm])[0], "history": [
             {"action": s.action, "from": s.from_state, "to": s.to_state, "actor": s.actor, "at": s.at.isoformat(),
              "note": s.note, "text": said(language, s.said, names) if s.said else s.note} for s in steps]}
