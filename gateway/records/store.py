@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from gateway.records.models import (
     Alarm,
@@ -299,21 +299,33 @@ def alarm_views(session: Session, alarms: Iterable[Alarm]) -> list[dict[str, Any
     alarms = list(alarms)
     ids = [a.id for a in alarms]
     police, evidence = police_status(session, ids), attachments(session, ids)
-    revisions = revisions_of(session, ids)
+    steps = recent_steps(session, ids)
     names = dict(session.execute(select(Device.id, Device.name).where(
         Device.id.in_({a.device_id for a in alarms}))).all()) if alarms else {}
-    return [{**_alarm_view(a), "revision": revisions.get(a.id, 0), "device_name": names.get(a.device_id),
-             "police": police.get(a.id), "attachments": evidence.get(a.id, [])} for a in alarms]
+    return [{**_alarm_view(a), "revision": steps[a.id][-1]["n"] if steps.get(a.id) else 0,
+             "device_name": names.get(a.device_id), "police": police.get(a.id), "attachments": evidence.get(a.id, []),
+             "steps": steps.get(a.id, [])} for a in alarms]
 
 
-def revisions_of(session: Session, ids: list[int]) -> dict[int, int]:
-    """Each alarm's newest history line: grows with every change, so a console that receives two views of one
-    alarm out of order (an action's answer and a relayed update read before it) keeps the newer."""
+STEPS_IN_VIEW = 30  # an alarm's newest history lines in its view: what the district sees of its handling
+
+
+def recent_steps(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each alarm's newest history lines, oldest first. The newest line's number is the alarm's revision: it
+    grows with every change, so a console (or the district) that receives two views of one alarm out of order
+    keeps the newer."""
     if not ids:
         return {}
-    rows = session.execute(select(AlarmTransition.alarm_id, func.max(AlarmTransition.id))
-                           .where(AlarmTransition.alarm_id.in_(ids)).group_by(AlarmTransition.alarm_id))
-    return {alarm_id: revision for alarm_id, revision in rows}
+    newest = func.row_number().over(partition_by=AlarmTransition.alarm_id,
+                                    order_by=AlarmTransition.id.desc()).label("newest")
+    lines = select(AlarmTransition, newest).where(AlarmTransition.alarm_id.in_(ids)).subquery()
+    row = aliased(AlarmTransition, lines)
+    found: dict[int, list[dict[str, Any]]] = {}
+    for line in session.scalars(select(row).where(lines.c.newest <= STEPS_IN_VIEW).order_by(row.id)):
+        found.setdefault(line.alarm_id, []).append({
+            "n": line.id, "at": line.at.isoformat(), "action": line.action, "from": line.from_state,
+            "to": line.to_state, "actor": line.actor, "note": line.note, "said": line.said})
+    return found
 
 
 def _alarm_view(alarm: Alarm) -> dict[str, Any]:

@@ -113,6 +113,12 @@ def test_rules_keep_alarm_records_once_and_audit_operators(db_url: str, amqtt_br
             revisions.append(store.alarm_views(session, [alarm])[0]["revision"])
     assert revisions == sorted(set(revisions)), "every change a newer revision, so consoles keep the newest view"
     with sessions() as session:
+        view = store.alarm_views(session, [session.get(Alarm, panic.id)])[0]
+    steps = [(s["action"], s["actor"], s["to"]) for s in view["steps"]]
+    assert steps[-3:] == [("ack", "guard-li", "active_ack"), ("reset", "supervisor-wang", "cleared_ack"),
+                          ("close", "supervisor-wang", "closed")], "its handling goes with the view (the district)"
+    assert view["steps"][-2]["note"] == "false alarm, tested" and view["steps"][-1]["n"] == view["revision"]
+    with sessions() as session:
         alarm = session.get(Alarm, panic.id)
         assert alarm is not None and alarm.state == "closed"
         assert (alarm.acked_by, alarm.cleared_by, alarm.closed_by) == ("guard-li", "supervisor-wang",
