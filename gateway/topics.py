@@ -7,6 +7,8 @@
     campus/v1/<site>/<kind>/<device>/cmd/<name>/result    its result
     campus/v1/<site>/rules/...                            what the rules service, the console and the police
                                                           link publish (alarms, visits, confirmations, ...)
+    campus/v1/<site>/district/acks/incident-<id>          the district's acknowledgement of a report (down the
+                                                          bridge; no device kind is called `district`)
 
 A builder takes ids and checks them: a config or user id holding '/', '+', '#' or NUL (or none at all) would
 make another topic, or a filter, so it raises TopicError instead. `parse` turns a topic back into a record
@@ -27,11 +29,12 @@ GATEWAY: Final = "gateway"  # the kind under which the gateway itself speaks: it
 RULES: Final = "rules"  # campus/v1/<site>/rules/...: no device kind is called that
 
 RulesWhat = Literal["committed", "availability", "snapshot_requests", "access/events", "police/alarms",
-                    "police/paths", "police/evidence", "lockdown", "alarms", "visits", "notify"]
+                    "police/paths", "police/evidence", "lockdown", "alarms", "visits", "notify", "incidents"]
 # rules/<what>, and rules/<what>/<id> (the alarm, the visit, the person notified)
 RULES_FIXED: Final = frozenset({"committed", "availability", "snapshot_requests", "access/events", "police/alarms",
                                 "police/paths", "police/evidence", "lockdown"})
-RULES_BY_ID: Final = frozenset({"alarms", "visits", "notify"})
+RULES_BY_ID: Final = frozenset({"alarms", "visits", "notify", "incidents"})
+DISTRICT: Final = "district"  # campus/v1/<site>/district/...: what the district sends down (its acknowledgements)
 
 _PREFIX: Final = ROOT + "/"
 _NOT_IN_A_LEVEL = re.compile(r"[/+#\x00]")
@@ -224,6 +227,21 @@ def rules_availability(site: str) -> str:
 def alarm(site: str, alarm_id: int | str) -> str:
     """An alarm as the database now holds it, for the console and other consumers."""
     return _rules(site, "alarms", str(alarm_id))
+
+
+def incident(site: str, incident_id: int | str) -> str:
+    """An incident as the district sees it (gateway.records.ledger.district_view), retained: bridged up."""
+    return _rules(site, "incidents", str(incident_id))
+
+
+def district_ack(site: str, incident_id: int) -> str:
+    """The district's acknowledgement of an incident's report, sent down the school's bridge."""
+    return f"{ROOT}/{_level(site, 'site id')}/{DISTRICT}/acks/incident-{int(incident_id)}"
+
+
+def from_district(site: str) -> str:
+    """Everything the district sends this site (the bridge's `in` topic)."""
+    return f"{ROOT}/{_level(site, 'site id')}/{DISTRICT}/#"
 
 
 def visit(site: str, visit_id: int | str) -> str:

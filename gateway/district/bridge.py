@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from gateway.config import ID_PATTERN
 
 UP_TOPICS = ("{site}/+/+/evt/#", "{site}/+/+/availability", "{site}/rules/alarms/#", "{site}/rules/lockdown",
-             "{site}/rules/police/paths")
+             "{site}/rules/police/paths", "{site}/rules/incidents/#")
 
 
 @dataclass(frozen=True)
@@ -73,4 +73,5 @@ def bridge_section(s: BridgeSettings) -> str:
     lines += [f"topic campus/v1/{pattern.format(site=s.site)} out 1" for pattern in UP_TOPICS]
     if s.police_evidence:
         lines.append(f"topic campus/v1/{s.site}/rules/police/evidence out 1")
+    lines.append(f"topic campus/v1/{s.site}/district/# in 1")  # down: the district's acknowledgements
     return "\n".join(lines) + "\n"

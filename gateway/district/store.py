@@ -9,7 +9,7 @@ time is in the key because PostgreSQL's partitioned tables need the partition co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -23,9 +23,12 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     func,
+    or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
@@ -84,6 +87,42 @@ facts = Table(  # a school's other state, each retained at the school: bridge (u
     Column("value", JSONB, nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+)
+incidents = Table(  # each school's incidents as it reported them up (逐级上报); the newest revision wins
+    "district_incidents", metadata,
+    Column("site", Text, primary_key=True),
+    Column("incident_id", BigInteger, primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("place", Text),
+    Column("state", Text, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("report_due_at", DateTime(timezone=True), nullable=False),
+    Column("reported_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("school_saw_ack_at", DateTime(timezone=True)),  # the school's view shows the district's ack
+    Column("view", JSONB, nullable=False),
+    Column("first_received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    # The district's own: who acknowledged the report, and when it was last sent down to the school.
+    Column("acked_by", Text),
+    Column("acked_at", DateTime(timezone=True)),
+    Column("ack_sent_at", DateTime(timezone=True)),
+)
+alerts = Table(  # the district's own alarms: an incident report overdue (one per incident and kind)
+    "district_alerts", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("site", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # report_overdue
+    Column("ref", Text, nullable=False),  # incident:<id>
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("detail", JSONB, nullable=False),
+    Column("cleared_at", DateTime(timezone=True)),  # the cause gone (the report came)
+    Column("acked_by", Text),
+    Column("acked_at", DateTime(timezone=True)),
+    UniqueConstraint("site", "kind", "ref"),
 )
 rejected = Table(
     "district_rejected", metadata,
@@ -283,3 +322,84 @@ def schools_overview(conn: Connection) -> list[dict[str, Any]]:
               "unacked": r.unacked or 0, "worst_priority": r.worst} for r in rows]
     return sorted(found, key=lambda s: (s["worst_priority"] is None, s["worst_priority"] or 0, -s["unacked"],
                                         s["last_contact"]))
+
+
+INCIDENT_COLUMNS = ("revision", "category", "severity", "title", "place", "state", "occurred_at", "report_due_at",
+                    "reported_at", "closed_at", "school_saw_ack_at", "view", "received_at")
+
+
+def write_incidents(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]],
+                    now: datetime) -> Written:
+    """Incident views in the caller's transaction: the newest revision of each wins; the district's own columns
+    (its acknowledgement) are never touched by a school's view."""
+    newest: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["site"], row["incident_id"])
+        if key not in newest or row["revision"] > newest[key]["revision"]:
+            newest[key] = row
+    stored = 0
+    if newest:
+        upsert = insert(incidents).values([{**r, "first_received_at": now} for r in newest.values()])
+        result = conn.execute(upsert.on_conflict_do_update(
+            index_elements=[incidents.c.site, incidents.c.incident_id],
+            set_={c: upsert.excluded[c] for c in INCIDENT_COLUMNS},
+            where=incidents.c.revision < upsert.excluded.revision).returning(incidents.c.incident_id))
+        stored = len(result.all())
+    _touch_schools(conn, {row["site"]: 0 for row in rows}, now)
+    if bad:
+        conn.execute(rejected.insert(), bad)
+    return Written(stored, len(rows) - stored, len(bad))
+
+
+REPORT_OVERDUE = "report_overdue"
+
+
+def check_deadlines(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """The district's alarms from its incidents: a report not in by its deadline raises one (once per incident);
+    the report's arrival clears it, which a duty officer still acknowledges. Returns the newly raised."""
+    overdue = conn.execute(select(incidents.c.site, incidents.c.incident_id, incidents.c.title,
+                                  incidents.c.report_due_at)
+                           .where(incidents.c.reported_at.is_(None), incidents.c.report_due_at < now,
+                                  incidents.c.state != "closed")).all()
+    raised: list[dict[str, Any]] = []
+    if overdue:
+        values = [{"site": r.site, "kind": REPORT_OVERDUE, "ref": f"incident:{r.incident_id}", "raised_at": now,
+                   "detail": {"incident_id": r.incident_id, "title": r.title,
+                              "report_due_at": r.report_due_at.isoformat()}} for r in overdue]
+        new = conn.execute(insert(alerts).values(values).on_conflict_do_nothing()
+                           .returning(alerts.c.site, alerts.c.ref)).all()
+        raised = [{"site": r.site, "ref": r.ref} for r in new]
+    reported = select(incidents.c.incident_id).where(
+        incidents.c.site == alerts.c.site, func.concat("incident:", incidents.c.incident_id) == alerts.c.ref,
+        or_(incidents.c.reported_at.is_not(None), incidents.c.state == "closed"))
+    conn.execute(update(alerts).where(alerts.c.kind == REPORT_OVERDUE, alerts.c.cleared_at.is_(None),
+                                      reported.exists()).values(cleared_at=now))
+    return raised
+
+
+def acknowledge_incident(conn: Connection, site: str, incident_id: int, actor: str, now: datetime) -> bool:
+    """The district's duty officer acknowledges a school's incident report (sent down by the downward sender).
+    Only a reported incident, once; returns whether this acknowledged it."""
+    done = conn.execute(update(incidents).where(
+        incidents.c.site == site, incidents.c.incident_id == incident_id, incidents.c.acked_at.is_(None),
+        incidents.c.reported_at.is_not(None)).values(acked_by=actor, acked_at=now).returning(incidents.c.site))
+    return done.first() is not None
+
+
+ACK_RESEND_S = 30.0
+
+
+def acks_to_send(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """Acknowledgements the school has not shown yet, not sent within ACK_RESEND_S: sent (again) now. The
+    school keeps one per incident, so a repeat is harmless; its view shows it once recorded."""
+    rows = conn.execute(select(incidents.c.site, incidents.c.incident_id, incidents.c.acked_by,
+                               incidents.c.acked_at).where(
+        incidents.c.acked_at.is_not(None), incidents.c.school_saw_ack_at.is_(None),
+        or_(incidents.c.ack_sent_at.is_(None),
+            incidents.c.ack_sent_at < now - timedelta(seconds=ACK_RESEND_S)))).all()
+    return [{"site": r.site, "incident_id": r.incident_id, "by": r.acked_by, "at": r.acked_at} for r in rows]
+
+
+def ack_sent(conn: Connection, site: str, incident_id: int, now: datetime) -> None:
+    conn.execute(update(incidents).where(incidents.c.site == site, incidents.c.incident_id == incident_id)
+                 .values(ack_sent_at=now))

@@ -10,6 +10,7 @@ MQTT_STREAM = "$MQTT_msgs"
 MQTT_PREFIX = "$MQTT.msgs."
 EVENTS_FILTER = MQTT_PREFIX + "campus.v1.*.*.*.evt.>"  # every school's device events, nothing else
 ALARMS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.alarms.*"  # every school's alarm views (retained at the school)
+INCIDENTS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.incidents.*"  # every school's incidents (逐级上报), retained
 STATE_FILTERS = (  # what a school is like now, each retained at the school: the newest wins
     MQTT_PREFIX + "campus.v1.*.*.*.availability",  # each device's, and each gateway's own (kind `gateway`)
     MQTT_PREFIX + "campus.v1.*.rules.police.paths",  # the alarm-centre paths, up or down
@@ -47,10 +48,19 @@ def parse_subject(subject: str) -> StoredTopic | None:
 
 def parse_alarm_subject(subject: str) -> tuple[str, int] | None:
     """(site, alarm id) of a school's alarm view subject; None for anything else."""
+    return _parse_by_id(subject, "alarms")
+
+
+def parse_incident_subject(subject: str) -> tuple[str, int] | None:
+    """(site, incident id) of a school's incident view subject; None for anything else."""
+    return _parse_by_id(subject, "incidents")
+
+
+def _parse_by_id(subject: str, what: str) -> tuple[str, int] | None:
     if not subject.startswith(MQTT_PREFIX):
         return None
     levels = subject[len(MQTT_PREFIX):].split(".")
-    if len(levels) != 6 or levels[:2] != ["campus", "v1"] or levels[3:5] != ["rules", "alarms"] or not levels[2]:
+    if len(levels) != 6 or levels[:2] != ["campus", "v1"] or levels[3:5] != ["rules", what] or not levels[2]:
         return None
     return (levels[2], int(levels[5])) if levels[5].isdigit() and len(levels[5]) <= 18 else None
 

@@ -17,15 +17,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from gateway import topics
 from gateway.district import store
+from gateway.district.downward import Downward
 from gateway.district.subjects import (
     ALARMS_FILTER,
     EVENTS_FILTER,
+    INCIDENTS_FILTER,
     MQTT_STREAM,
     STATE_FILTERS,
     parse_alarm_subject,
+    parse_incident_subject,
     parse_state_subject,
     parse_subject,
 )
@@ -33,6 +37,8 @@ from gateway.validation import InvalidEvent, parse_event
 
 log = logging.getLogger(__name__)
 PARTITIONS_EVERY_S = 3600.0  # the months' partitions made ahead and retention applied, again this often
+DEADLINES_EVERY_S = 15.0  # incident reports overdue: district alarms (a report is due within the hour)
+DOWNWARD_EVERY_S = 2.0  # acknowledgements waiting to go down to the schools
 
 
 @dataclass
@@ -40,6 +46,7 @@ class WorkerSettings:
     servers: list[str]
     durable: str = "district-events"  # the events' consumer, shared by every worker
     alarms_durable: str = "district-alarms"  # the alarm views' consumer
+    incidents_durable: str = "district-incidents"  # the schools' incident reports
     state_durable: str = "district-state"  # the devices' availability and the schools' facts
     batch: int = 500
     fetch_timeout_s: float = 5.0
@@ -47,6 +54,7 @@ class WorkerSettings:
     retention_months: int = 36  # whole months older than this are dropped
     user: str | None = None
     password: str | None = None
+    mqtt: list[str] = field(default_factory=list)  # the cluster's MQTT listeners (host:port): acks sent down
 
 
 @dataclass
@@ -57,6 +65,7 @@ class WorkerStats:
     rejected: int = 0
     failed_writes: int = 0
     batches: int = 0
+    acks_sent: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -112,6 +121,51 @@ def decode_alarms(messages: list[Any], now: datetime) -> tuple[list[dict[str, An
             bad.append({"received_at": now, "subject": message.subject[:500], "reason": f"alarm_view: {exc}"[:500],
                         "payload": bytes(message.data[:4000]).decode("utf-8", "replace").replace("\x00", "\\0")})
     return rows, bad
+
+
+INCIDENT_STATES = ("open", "reported", "closed")
+
+
+def decode_incidents(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for the incidents table from fetched incident views (gateway.records.ledger.district_view)."""
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for message in messages:
+        where = parse_incident_subject(message.subject)
+        try:
+            if where is None:
+                raise ValueError("not an incident view subject")
+            view = json.loads(bytes(message.data))
+            if not isinstance(view, dict) or view.get("id") != where[1]:
+                raise ValueError("not the view of the incident its topic names")
+            revision, state = view.get("revision"), view.get("state")
+            if not isinstance(revision, int) or state not in INCIDENT_STATES:
+                raise ValueError("revision or state missing or wrong")
+            ack = view.get("district_ack")
+            rows.append({"site": where[0], "incident_id": where[1], "revision": revision, "state": state,
+                         "category": str(view.get("category"))[:64], "severity": str(view.get("severity"))[:16],
+                         "title": str(view.get("title") or "")[:200], "place": _text(view.get("place")),
+                         "occurred_at": _when(view, "occurred_at", required=True),
+                         "report_due_at": _when(view, "report_due_at", required=True),
+                         "reported_at": _when(view, "reported_at"), "closed_at": _when(view, "closed_at"),
+                         "school_saw_ack_at": _when(ack, "at") if isinstance(ack, dict) else None,
+                         "view": view, "received_at": now})
+        except (ValueError, TypeError, RecursionError) as exc:
+            bad.append({"received_at": now, "subject": message.subject[:500], "reason": f"incident: {exc}"[:500],
+                        "payload": bytes(message.data[:4000]).decode("utf-8", "replace").replace("\x00", "\\0")})
+    return rows, bad
+
+
+def _when(view: dict[str, Any], key: str, required: bool = False) -> datetime | None:
+    value = view.get(key)
+    if value is None:
+        if required:
+            raise ValueError(f"{key} missing")
+        return None
+    at = datetime.fromisoformat(str(value))
+    if at.tzinfo is None:
+        raise ValueError(f"{key} without a time zone")
+    return at
 
 
 def decode_state(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -179,7 +233,8 @@ class DistrictWorker:
         s = self.settings
         return [(s.durable, (EVENTS_FILTER,), decode, store.write),
                 (s.alarms_durable, (ALARMS_FILTER,), decode_alarms, store.write_alarms),
-                (s.state_durable, STATE_FILTERS, decode_state, store.write_state)]
+                (s.state_durable, STATE_FILTERS, decode_state, store.write_state),
+                (s.incidents_durable, (INCIDENTS_FILTER,), decode_incidents, store.write_incidents)]
 
     async def init(self, stop: asyncio.Event) -> bool:
         """The tables and the shared consumers, made before any school sends: the `$MQTT_msgs` stream keeps a
@@ -210,7 +265,8 @@ class DistrictWorker:
                 subs.append((sub, decoder, writer))
             log.info("fetching the schools' events, alarm views and state from %s", MQTT_STREAM)
             self.connected.set()
-            await asyncio.gather(*(self._fetch(sub, decoder, writer, stop) for sub, decoder, writer in subs))
+            await asyncio.gather(*(self._fetch(sub, decoder, writer, stop) for sub, decoder, writer in subs),
+                                 self._housekeeping(stop))
         finally:
             await nc.close()
 
@@ -228,11 +284,53 @@ class DistrictWorker:
                 await _wait(stop, 1.0)
                 continue
             await self._handle(messages, decoder, writer)
-            if time.monotonic() >= self._next_partitions:
-                self._next_partitions = time.monotonic() + PARTITIONS_EVERY_S
-                dropped = await asyncio.to_thread(store.maintain, self.engine, s.retention_months)
-                if dropped:
-                    log.info("retention (%d months): dropped %s", s.retention_months, ", ".join(dropped))
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Besides the fetching: the district's deadline alarms, its acknowledgements sent down, the months'
+        partitions and retention. Each step's failure (the database away) is logged and tried again."""
+        s = self.settings
+        down = Downward(s.mqtt, s.user, s.password) if s.mqtt else None
+        if down is None:
+            log.info("acknowledgements are not sent down to the schools: nats.mqtt is not set")
+        next_deadlines = 0.0
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                try:
+                    if now >= next_deadlines:
+                        next_deadlines = now + DEADLINES_EVERY_S
+                        for alert in await asyncio.to_thread(self._check_deadlines):
+                            log.warning("district alarm: %s's report of %s is overdue", alert["site"], alert["ref"])
+                    if down is not None:
+                        await asyncio.to_thread(self._send_down, down)
+                    if now >= self._next_partitions:
+                        self._next_partitions = now + PARTITIONS_EVERY_S
+                        dropped = await asyncio.to_thread(store.maintain, self.engine, s.retention_months)
+                        if dropped:
+                            log.info("retention (%d months): dropped %s", s.retention_months, ", ".join(dropped))
+                except Exception as exc:
+                    log.warning("housekeeping failed (%s); again in %.0f s", exc, DOWNWARD_EVERY_S)
+                await _wait(stop, DOWNWARD_EVERY_S)
+        finally:
+            if down is not None:
+                await asyncio.to_thread(down.close)
+
+    def _check_deadlines(self) -> list[dict[str, Any]]:
+        with self.engine.begin() as conn:
+            if not conn.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext('campusgw district deadlines'))")):
+                return []  # another worker is at it
+            return store.check_deadlines(conn, datetime.now(UTC))
+
+    def _send_down(self, down: Downward) -> None:
+        """Each acknowledgement the school has not shown yet, sent (again after store.ACK_RESEND_S)."""
+        with self.engine.connect() as conn:
+            due = store.acks_to_send(conn, datetime.now(UTC))
+        for ack in due:
+            down.send(topics.district_ack(ack["site"], ack["incident_id"]),
+                      {"by": ack["by"], "at": ack["at"].isoformat()})
+            with self.engine.begin() as conn:
+                store.ack_sent(conn, ack["site"], ack["incident_id"], datetime.now(UTC))
+            self.stats.acks_sent += 1
 
     async def _subscribe(self, js: Any, stop: asyncio.Event, durable: str, subjects: tuple[str, ...]) -> Any:
         """A shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from gateway.config import Config, IncidentsConfig
@@ -220,6 +220,67 @@ def close_incident(session: Session, incident_id: int, actor: str, now: datetime
     _entry(session, incident.id, now, actor, "closed", (note or "").strip())
     store.audit(session, actor, "incident.close", f"incident:{incident.id}", "ok", {}, now, client)
     return incident, _clear_deadline_alarms(session, incident.id, None, now)
+
+
+# -- upward: the incident as the district sees it, and the district's acknowledgement ----------------------
+
+DISTRICT_ACK = "district_ack"
+
+
+def district_view(incident: Incident, revision: int, ack: IncidentEntry | None) -> dict[str, Any]:
+    """What goes up to the district (逐级上报): the incident's facts and deadlines, not the people involved
+    (personal data stays at the school). `revision` is its newest timeline line: the district keeps the newest."""
+    def iso(at: datetime | None) -> str | None:
+        return at.isoformat() if at else None
+
+    return {"id": incident.id, "revision": revision, "category": incident.category, "severity": incident.severity,
+            "title": incident.title, "place": incident.place, "state": incident.state,
+            "occurred_at": iso(incident.occurred_at), "confirmed_at": iso(incident.confirmed_at),
+            "report_due_at": iso(incident.report_due_at), "reported_at": iso(incident.reported_at),
+            "reported_by": incident.reported_by, "written_due_at": iso(incident.written_due_at),
+            "written_at": iso(incident.written_at), "closed_at": iso(incident.closed_at),
+            "alarm_id": incident.alarm_id,
+            "district_ack": {"by": ack.actor.removeprefix("district:"), "at": iso(ack.at)} if ack else None}
+
+
+def district_views_since(session: Session, after: int) -> tuple[list[dict[str, Any]], int]:
+    """The views of the incidents whose timeline grew after entry `after`, and the newest entry's id (the next
+    call's `after`). Cheap when nothing changed: one look at the entries' primary key."""
+    newest = session.scalar(select(func.max(IncidentEntry.id))) or 0
+    if newest <= after:
+        return [], after
+    ids = set(session.scalars(select(IncidentEntry.incident_id).where(IncidentEntry.id > after)))
+    revisions = dict(session.execute(select(IncidentEntry.incident_id, func.max(IncidentEntry.id))
+                                     .where(IncidentEntry.incident_id.in_(ids))
+                                     .group_by(IncidentEntry.incident_id)).all())
+    acks = {e.incident_id: e for e in session.scalars(select(IncidentEntry).where(
+        IncidentEntry.incident_id.in_(ids), IncidentEntry.kind == DISTRICT_ACK).order_by(IncidentEntry.id))}
+    views = [district_view(i, revisions[i.id], acks.get(i.id))
+             for i in session.scalars(select(Incident).where(Incident.id.in_(ids)).order_by(Incident.id))]
+    return views, newest
+
+
+def district_start(session: Session, since: datetime) -> int:
+    """Where district_views_since starts after a (re)connect: the newest timeline line older than `since`."""
+    return session.scalar(select(func.max(IncidentEntry.id)).where(IncidentEntry.at < since)) or 0
+
+
+def record_district_ack(session: Session, incident_id: int, by: str, at: datetime, now: datetime,
+                        note: str | None = None) -> bool:
+    """The district acknowledged the incident's report: a timeline line, once (the district sends again until
+    it sees it in the incident's view). Returns whether it was new."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        store.audit(session, f"district:{by}", "incident.district_ack", f"incident:{incident_id}", "refused",
+                    {"why": "there is no such incident"}, now)
+        return False
+    if session.scalar(select(IncidentEntry.id).where(IncidentEntry.incident_id == incident_id,
+                                                     IncidentEntry.kind == DISTRICT_ACK)) is not None:
+        return False
+    _entry(session, incident_id, at, f"district:{by}"[:64], DISTRICT_ACK, (note or "").strip()[:2000])
+    store.audit(session, f"district:{by}", "incident.district_ack", f"incident:{incident_id}", "ok",
+                {"at": at.isoformat()}, now)
+    return True
 
 
 def _clear_deadline_alarms(session: Session, incident_id: int, deadline: str | None, now: datetime) -> list[int]:

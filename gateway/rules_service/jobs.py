@@ -38,6 +38,8 @@ TICK_S = 1.0  # escalation and schedules are checked this often
 PURGE_EVERY_S = 3600.0
 PATROL_EVERY_S = 5.0  # rounds planned and checked: alerts are due to the minute
 LEDGER_EVERY_S = 15.0  # incident deadlines (warned minutes ahead), inspections, maintenance items
+UPWARD_BACK_DAYS = 31
+UPWARD_EVERY_S = 5.0  # incidents changed are sent up to the district this often (their deadline is an hour)
 NTP_CHECK_EVERY_S = 60.0  # while the clock is suspect, timedatectl is asked this often whether NTP vouches for it
 
 
@@ -60,6 +62,7 @@ class PeriodicJobs:
     _clock_trusted: bool | None
     _next_ntp_check: float
     _health_seq: int
+    _upward_after: int | None  # the newest incident timeline line sent up; None: from UPWARD_BACK_DAYS ago
     notifier: NotificationSender | None
 
     if TYPE_CHECKING:  # RulesService's own
@@ -85,6 +88,8 @@ class PeriodicJobs:
             self._follow_schedules()
             self._watch_gate()
             self._end_poison_episode()
+            if self.config.district is not None and self._due("upward", UPWARD_EVERY_S):
+                self._report_upward()
             # Retention and deadlines believe the wall clock: not while it is suspect (escalation and alarms do).
             wall, mono = self.wall_clock(), site_monotonic()
             if self._clock is None:  # the newest record at start only: later ones are stamped by the clock in doubt
@@ -183,6 +188,17 @@ class PeriodicJobs:
             self._publish(topic, body)
         if changed:
             self._publish_alarms(changed)
+
+    def _report_upward(self) -> None:
+        """The incidents whose timeline grew, retained on rules/incidents/<id> for the bridge up to the district.
+        After a (re)connect, the last UPWARD_BACK_DAYS again: a publish in flight when the broker went is not
+        resent, and the district keeps only the newest of each."""
+        with self.sessions() as session:
+            if self._upward_after is None:
+                self._upward_after = ledger.district_start(session, utcnow() - timedelta(days=UPWARD_BACK_DAYS))
+            views, self._upward_after = ledger.district_views_since(session, self._upward_after)
+        for view in views:
+            self.bus.publish_json(topics.incident(self.site, view["id"]), view, retain=True)
 
     def _keep_ledgers(self) -> None:
         """Incident reporting deadlines (alerts raised as alarms), inspection tasks, maintenance items."""

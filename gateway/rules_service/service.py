@@ -45,7 +45,7 @@ from gateway.config import Config
 from gateway.events import Event, make_event, new_id
 from gateway.guard import Guarded
 from gateway.notify.sender import NotificationSender
-from gateway.records import lockdowns, roster, store
+from gateway.records import ledger, lockdowns, roster, store
 from gateway.records.models import Alarm, Notification, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.linkage import (
@@ -103,6 +103,7 @@ class RulesService(PeriodicJobs):
         self._last_tick = 0.0
         self._next_purge = 0.0  # the first tick purges, then every PURGE_EVERY_S
         self._next_run: dict[str, float] = {}  # job -> monotonic time it is next due
+        self._upward_after: int | None = None
         self.wall_clock: Callable[[], datetime] = lambda: datetime.fromtimestamp(site_time(), self.tz)  # the guard's
         self._clock: ClockGuard | None = None  # made at the first tick, with the newest record's time
         self._clock_trusted: bool | None = None  # what the clock_jumped alarm says (None: nothing yet)
@@ -144,6 +145,9 @@ class RulesService(PeriodicJobs):
             self.bus.subscribe(topics.alarms_filter(self.site), self._on_alarm_view, qos=1)
         if self.config and (self.config.lockdown.outputs or self.config.lockdown.bollards):
             self.bus.subscribe(topics.lockdown(self.site), self._on_lockdown, qos=1)
+        if self.config and self.config.district is not None:
+            self.bus.on_connect(self._report_all_again)
+            self.bus.subscribe(topics.from_district(self.site), self._on_district, qos=1)
         self._guard.start()
         if self.notifier is not None:
             self.notifier.start()
@@ -441,6 +445,34 @@ class RulesService(PeriodicJobs):
             self._drive_outputs()
         except ValueError:
             log.warning("an unreadable lockdown state on %s", message.topic)
+        finally:
+            self.bus.ack(message.mid, message.qos)
+
+    def _report_all_again(self) -> None:
+        self._upward_after = None
+
+    def _on_district(self, message: mqtt.MQTTMessage) -> None:
+        """The district acknowledged an incident's report: a line in its timeline (then its view goes up again,
+        which tells the district to stop sending). Anything else from the district is logged and let go."""
+        try:
+            what = message.topic.rsplit("/", 2)
+            body = json.loads(message.payload)
+            if what[-2] != "acks" or not what[-1].startswith("incident-") or not isinstance(body, dict):
+                log.warning("from the district, not understood: %s", message.topic)
+                return
+            incident_id = int(what[-1].removeprefix("incident-"))
+            at = datetime.fromisoformat(str(body["at"]))
+            if at.tzinfo is None:
+                raise ValueError("a time without its zone")
+            with self.sessions.begin() as session:
+                if ledger.record_district_ack(session, incident_id, str(body.get("by") or "district")[:48], at,
+                                              utcnow(), note=body.get("note") if isinstance(body.get("note"),
+                                                                                             str) else None):
+                    log.info("the district acknowledged incident %d's report", incident_id)
+        except (ValueError, KeyError, TypeError):
+            log.warning("an unreadable message from the district on %s", message.topic)
+        except sa_exc.SQLAlchemyError as exc:  # the district sends it again until the incident's view shows it
+            log.warning("the district's acknowledgement not recorded (%s)", exc)
         finally:
             self.bus.ack(message.mid, message.qos)
 

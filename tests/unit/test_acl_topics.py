@@ -59,6 +59,7 @@ PUBLISHES: dict[str, Uses] = {
         (topics.command(SITE, "output", "relays-1", "set"), "RulesService._linkage, RulesService._drive_outputs"),
         (topics.police_paths(SITE), "PoliceLink.publish_paths"),
         (topics.police_evidence(SITE), "police.evidence"),
+        (topics.incident(SITE, 3), "PeriodicJobs._report_upward (the district's bridge takes it up)"),
         (topics.event(SITE, topics.GATEWAY, f"{GW}-police", "campus.gateway.health"), "PoliceLink._health"),
     ],
     "console": [
@@ -75,7 +76,8 @@ SUBSCRIBES: dict[str, Uses] = {
                 (topics.rules_availability(SITE), "Outbox.attach")],
     "rules": [(topics.events_filter(SITE), "RulesService.start"), (topics.results_filter(SITE), "RulesService.start"),
               (topics.alarms_filter(SITE), "RulesService.start (the outputs follow the console's actions)"),
-              (topics.lockdown(SITE), "RulesService.start (a lockdown's bollards and relays)")],
+              (topics.lockdown(SITE), "RulesService.start (a lockdown's bollards and relays)"),
+              (topics.from_district(SITE), "RulesService.start (the district's acknowledgements, down its bridge)")],
     "console": [(topics.alarms_filter(SITE), "pages.alarms.attach"), (topics.police_paths(SITE), "pages.alarms.attach"),
                 (topics.states_filter(SITE, "bollard"), "pages.bollards.attach"),
                 (topics.results_filter(SITE), "CommandClient")],

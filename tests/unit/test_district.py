@@ -21,11 +21,12 @@ from gateway.district.subjects import (
     EVENTS_FILTER,
     StoredTopic,
     parse_alarm_subject,
+    parse_incident_subject,
     parse_state_subject,
     parse_subject,
     subject_of,
 )
-from gateway.district.worker import decode, decode_alarms, decode_state
+from gateway.district.worker import decode, decode_alarms, decode_incidents, decode_state
 from gateway.events import make_event
 from tests.district.harness import TZ
 
@@ -64,8 +65,10 @@ def test_the_bridge_names_its_own_site_everywhere_and_a_client_id_per_gateway() 
     assert "remote_clientid campusgw-school-7-gatehouse-2" in lines
     assert {"try_private false", "bridge_protocol_version mqttv311", "cleansession false",
             "notification_topic campus/v1/school-7/bridge/district", "bridge_cafile /etc/ca.pem"} <= set(lines)
-    topics_up = [line for line in lines if line.startswith("topic ")]
-    assert topics_up and all(t.startswith("topic campus/v1/school-7/") and t.endswith(" out 1") for t in topics_up)
+    topics_up = [line for line in lines if line.startswith("topic ") and line.endswith(" out 1")]
+    assert topics_up and all(t.startswith("topic campus/v1/school-7/") for t in topics_up)
+    assert [line for line in lines if line.startswith("topic ") and line not in topics_up] == [
+        "topic campus/v1/school-7/district/# in 1"], "down: only what the district sends this school"
     assert "$SYS" not in section
 
 
@@ -186,3 +189,22 @@ def test_a_schools_state_is_decoded_in_the_streams_order_and_a_wrong_one_kept_ap
 @given(st.text(max_size=120))
 def test_any_state_subject_parses_or_is_refused_without_error(subject: str) -> None:
     parse_state_subject(subject)
+
+
+def test_incident_views_are_decoded_and_a_wrong_one_kept_apart() -> None:
+    view = {"id": 4, "revision": 9, "category": "intrusion", "severity": "serious", "title": "校外人员翻墙",
+            "place": "东侧围墙", "state": "reported", "occurred_at": "2026-12-06T09:00:00+08:00",
+            "report_due_at": "2026-12-06T10:05:00+08:00", "reported_at": "2026-12-06T09:30:00+08:00",
+            "closed_at": None, "district_ack": {"by": "duty-wang", "at": "2026-12-06T09:40:00+08:00"}}
+    subject = subject_of(topics.incident("s1", 4))
+    assert parse_incident_subject(subject) == ("s1", 4) and parse_alarm_subject(subject) is None
+    rows, bad = decode_incidents([
+        Fetched(subject, json.dumps(view).encode()),
+        Fetched(subject, json.dumps({**view, "report_due_at": "2026-12-06T10:05:00"}).encode()),  # no zone
+        Fetched(subject, json.dumps({**view, "state": "lost"}).encode()),
+        Fetched(subject_of(topics.incident("s1", 5)), json.dumps(view).encode()),  # not its id
+    ], datetime.now(UTC))
+    assert [(r["incident_id"], r["revision"], r["state"], r["title"]) for r in rows] == [
+        (4, 9, "reported", "校外人员翻墙")]
+    assert rows[0]["school_saw_ack_at"] == datetime.fromisoformat("2026-12-06T09:40:00+08:00")
+    assert [b["reason"].split(":")[0] for b in bad] == ["incident"] * 3

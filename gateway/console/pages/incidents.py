@@ -54,7 +54,7 @@ router = APIRouter()
 # Timeline lines the system writes: a msgid per kind (or per alert), shown before the entry's own text.
 ENTRY_LABELS = {"created": "Incident recorded", "alarm": "Promoted from alarm", "attachment": "Camera evidence",
                 "step": "Step done:", "report": "Reported to the centre school", "written": "Written report sent",
-                "closed": "Incident closed", "note": ""}
+                "closed": "Incident closed", "note": "", "district_ack": "Acknowledged by the district:"}
 ALERT_LABELS = {"report:before": "Alert: the report to the centre school is due soon",
                 "report:due": "Alert: the deadline to report to the centre school has passed",
                 "written:before": "Alert: the written report is due soon",
