@@ -34,7 +34,7 @@ FLOORS: dict[str, int] = {
     "gateway.rules_service": 5, "gateway.police": 5, "gateway.notify": 5, "gateway.supervisor": 5,
     "gateway.homeassistant": 5, "gateway.district": 5,
     "gateway.metrics": 5, "gateway.reports": 5, "gateway.health": 5,
-    "gateway.console": 6,
+    "gateway.console": 6, "gateway.district.console": 6,
     "gateway.app": 7, "gateway.cli": 7, "gateway.district.cli": 7, "gateway.entry": 7, "gateway.doctor": 7,
     "gateway.demo": 7, "simulators": 7,
 }
