@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -42,11 +42,21 @@ class WorkerConfig(Strict):
     ack_wait_s: float = Field(default=30.0, ge=5.0, le=600.0)
 
 
+class DistrictConsoleConfig(Strict):
+    """The district's console (`campusgw district console`): where it listens and its default language."""
+
+    host: str = "127.0.0.1"  # behind a TLS reverse proxy for anything beyond this machine
+    port: int = Field(default=8090, ge=0, le=65535)  # 8080 is the school console's
+    language: Literal["zh_CN", "en"] = "zh_CN"  # the default; each user may choose
+    secure_cookies: bool | None = None  # true behind a TLS proxy; unset: Secure when the request came over https
+
+
 class DistrictConfig(Strict):
     district: SiteConfig  # its id, name and time zone
     nats: NatsConfig
     database: DistrictDatabase
     worker: WorkerConfig = WorkerConfig()
+    console: DistrictConsoleConfig = DistrictConsoleConfig()
     retention_months: int = Field(default=36, ge=1, le=240)
 
 

@@ -1,0 +1,144 @@
+"""What the district console shows, read from the district's records (gateway.district.store): every school
+with its figures, one school, one alarm. The ordering and the figures are worked out here, apart from the web
+app, so they are tested without a browser.
+
+Worst first: the most urgent open alarm (lowest priority number), then the most urgent one nobody has
+acknowledged yet (of two schools with a P1 open, the one where nobody has answered it), then the most
+unacknowledged (so far store.schools_overview's order), then a school in a real lockdown, then the one with the
+most troubles (gateway offline, bridge down, a police path down, devices offline, silent), then the longest
+silent. Button tests are never counted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from gateway.district import store
+
+SILENT_AFTER = timedelta(minutes=15)  # a school not heard from this long is shown as silent, in minutes
+UNACKED = ("active_unack", "cleared_unack")
+
+
+def _facts(conn: Connection, site: str | None = None) -> dict[str, dict[str, Any]]:
+    """site -> fact -> value (bridge, police, lockdown)."""
+    query = select(store.facts.c.site, store.facts.c.fact, store.facts.c.value)
+    if site is not None:
+        query = query.where(store.facts.c.site == site)
+    found: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.site, {})[row.fact] = row.value
+    return found
+
+
+def _devices(conn: Connection, site: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    query = select(store.devices).order_by(store.devices.c.kind, store.devices.c.device)
+    if site is not None:
+        query = query.where(store.devices.c.site == site)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.site, []).append(dict(row._mapping))
+    return found
+
+
+def police_state(value: Any) -> dict[str, Any] | None:
+    """A school's alarm-centre paths as the console shows them: how many, how many down; None if never said."""
+    if not isinstance(value, dict) or not isinstance(value.get("paths"), list):
+        return None
+    paths = [p for p in value["paths"] if isinstance(p, dict)]
+    down = [str(p.get("name")) for p in paths if p.get("up") is not True]
+    return {"paths": len(paths), "down": len(down), "down_names": down}
+
+
+def lockdown_state(value: Any) -> dict[str, Any] | None:
+    """A school's lockdown while it lasts (a drill said so); None when none is on or the school never said."""
+    if not isinstance(value, dict) or value.get("active") is not True:
+        return None
+    return {"drill": value.get("drill") is True, "reason": value.get("reason"), "started_at": value.get("started_at"),
+            "started_by": value.get("started_by")}
+
+
+def _worst_unacked(conn: Connection, site: str | None = None) -> dict[str, int]:
+    """site -> the most urgent priority among its unacknowledged alarms (tests apart)."""
+    a = store.alarms.c
+    query = select(a.site, func.min(a.priority)).where(a.state.in_(UNACKED), a.test.is_(False)).group_by(a.site)
+    if site is not None:
+        query = query.where(a.site == site)
+    return {row[0]: int(row[1]) for row in conn.execute(query)}
+
+
+def summarise(overview: dict[str, Any], facts: dict[str, Any], devices: list[dict[str, Any]],
+              worst_unacked: int | None, now: datetime) -> dict[str, Any]:
+    """One school's line: store.schools_overview's figures and what its devices and facts say."""
+    gateways = [d for d in devices if d["kind"] == "gateway"]
+    bridge = facts.get("bridge")
+    silent = now - overview["last_contact"]
+    row = {**overview, "worst_unacked": worst_unacked,
+           "devices_offline": sum(1 for d in devices if d["kind"] != "gateway" and not d["online"]),
+           "gateway": None if not gateways else "online" if all(d["online"] for d in gateways) else "offline",
+           "bridge": None if not isinstance(bridge, dict) else "up" if bridge.get("up") is True else "down",
+           "police": police_state(facts.get("police")),
+           "lockdown": lockdown_state(facts.get("lockdown")),
+           "silent_min": int(silent.total_seconds() // 60) if silent >= SILENT_AFTER else None}
+    row["troubles"] = sum((row["gateway"] == "offline", row["bridge"] == "down",
+                           bool(row["police"] and row["police"]["down"]), row["devices_offline"] > 0,
+                           row["silent_min"] is not None))
+    return row
+
+
+def worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def key(s: dict[str, Any]) -> tuple[Any, ...]:
+        real_lockdown = bool(s["lockdown"] and not s["lockdown"]["drill"])
+        return (s["worst_priority"] is None, s["worst_priority"] or 0, s["worst_unacked"] is None,
+                s["worst_unacked"] or 0, -s["unacked"], not real_lockdown, -s["troubles"], s["last_contact"])
+
+    return sorted(rows, key=key)
+
+
+def schools(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """Every school the district has heard from, worst first."""
+    facts, devices, unacked = _facts(conn), _devices(conn), _worst_unacked(conn)
+    return worst_first([summarise(o, facts.get(o["site"], {}), devices.get(o["site"], []), unacked.get(o["site"]),
+                                  now) for o in store.schools_overview(conn)])
+
+
+def _alarm_order() -> tuple[Any, ...]:
+    a = store.alarms.c
+    return (a.test, a.priority, case((a.state.in_(UNACKED), 0), else_=1), a.raised_at, a.alarm_id)
+
+
+def school(conn: Connection, site: str, now: datetime) -> dict[str, Any] | None:
+    """One school: its line, its open alarms (worst first, button tests last), its devices offline, its police
+    paths; None for a school the district has never heard from."""
+    overview = next((o for o in store.schools_overview(conn) if o["site"] == site), None)
+    if overview is None:
+        return None
+    facts, devices = _facts(conn, site).get(site, {}), _devices(conn, site).get(site, [])
+    a = store.alarms.c
+    open_alarms = [dict(r._mapping) for r in conn.execute(
+        select(store.alarms).where(a.site == site, a.state.in_(store.OPEN)).order_by(*_alarm_order()))]
+    worst_unacked = _worst_unacked(conn, site).get(site)
+    return {**summarise(overview, facts, devices, worst_unacked, now), "alarms": open_alarms,
+            "offline": [d for d in devices if not d["online"]], "paths": _paths(facts.get("police"))}
+
+
+def _paths(police: Any) -> list[dict[str, Any]]:
+    if not isinstance(police, dict) or not isinstance(police.get("paths"), list):
+        return []
+    return [p for p in police["paths"] if isinstance(p, dict)]
+
+
+def police_paths(conn: Connection, site: str) -> list[dict[str, Any]]:
+    """A school's alarm-centre paths as it last reported them (name, up, since, last_ack_at, last_error)."""
+    return _paths(_facts(conn, site).get(site, {}).get("police"))
+
+
+def alarm(conn: Connection, site: str, alarm_id: int) -> dict[str, Any] | None:
+    """One alarm as the school last announced it, open or closed; None if the district has no such alarm."""
+    if not 0 <= alarm_id < 2**63:  # beyond what the column holds: no such alarm, not a database error
+        return None
+    a = store.alarms.c
+    row = conn.execute(select(store.alarms).where(a.site == site, a.alarm_id == alarm_id)).first()
+    return dict(row._mapping) if row is not None else None
