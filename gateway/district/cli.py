@@ -1,10 +1,11 @@
-"""`campusgw district ...`: the school's bridge section, and the district's workers."""
+"""`campusgw district ...`: the school's bridge section, the district's workers, its console and its users."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,12 +27,148 @@ def add_arguments(sub: Any) -> None:
     w = what.add_parser("worker", help="run a district worker: the schools' events from the NATS cluster into "
                         "PostgreSQL (run several; they share the work)")
     w.add_argument("-c", "--config", type=Path, required=True, help="district.yaml")
+    c = what.add_parser("console", help="serve the district's console: every school worst first, live (host and "
+                        "port from district.yaml's console: section, default 127.0.0.1:8090)")
+    c.add_argument("-c", "--config", type=Path, required=True, help="district.yaml")
+    u = what.add_parser("user", help="the district console's users: add, passwd, list, disable, enable")
+    u.add_argument("action", choices=["add", "passwd", "list", "disable", "enable"])
+    u.add_argument("username", nargs="?")
+    u.add_argument("-c", "--config", type=Path, required=True, help="district.yaml")
+    u.add_argument("--role", help="duty_officer, police_liaison or inspector (read-only, every page it opens "
+                   "audited)")
+    u.add_argument("--name", help="the name shown (default: the user name)")
+    u.add_argument("--language", choices=["zh_CN", "en"])
+    u.add_argument("--password-env", metavar="VAR", help="take the password from this environment variable "
+                   "instead of a prompt")
 
 
 def command(args: argparse.Namespace) -> int:
     if args.district_command == "bridge":
         return bridge(args.config)
+    if args.district_command == "console":
+        return console(args.config)
+    if args.district_command == "user":
+        return user(args)
+    if args.district_command == "init":
+        console_tables(args.config)
     return worker(args.config, init_only=args.district_command == "init")
+
+
+def _engine(path: Path) -> Any:
+    from sqlalchemy import create_engine
+
+    from gateway.district.config import load_district_config
+
+    return create_engine(load_district_config(path).database.resolved(), pool_pre_ping=True)
+
+
+def console_tables(path: Path) -> None:
+    """The console's users, sessions and audit tables (`district init` makes them with the records' tables)."""
+    from gateway.district.console import users
+
+    engine = _engine(path)
+    try:
+        users.create_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def console(path: Path) -> int:
+    """Serve the district console until SIGINT or SIGTERM (uvicorn handles both)."""
+    import uvicorn
+    from sqlalchemy import create_engine
+
+    from gateway.district import store
+    from gateway.district.config import load_district_config
+    from gateway.district.console import users
+    from gateway.district.console.app import create_app
+
+    config = load_district_config(path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = create_engine(config.database.resolved(), pool_pre_ping=True)
+    store.create_schema(engine)  # the console opens on an empty district too, before any worker ran
+    users.create_tables(engine)
+    with engine.connect() as conn:
+        if not users.list_users(conn):
+            print(f"no district console user yet: campusgw district user add NAME --role duty_officer -c {path}",
+                  file=sys.stderr)
+    c = config.console
+    app = create_app(config.district.id, config.district.name, config.district.tz, engine, c.language,
+                     c.secure_cookies)
+    print(f"district console on http://{c.host}:{c.port}/", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=c.host, port=c.port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=2,
+                    # the school console's protections: headers in 10 s (slowloris), 16 KiB of headers at most
+                    http="gateway.console.server:HeaderDeadlineProtocol", timeout_keep_alive=5,
+                    limit_concurrency=1000, h11_max_incomplete_event_size=16 * 1024,
+                    proxy_headers="FORWARDED_ALLOW_IPS" in os.environ)
+    finally:
+        engine.dispose()
+    return 0
+
+
+def user(args: argparse.Namespace) -> int:
+    """Add, list, disable and enable the console's users, and set a password; each change audited as `cli`."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from gateway.console.auth import AuthError, generate_password
+    from gateway.district.console import users
+
+    engine = _engine(args.config)
+    users.create_tables(engine)
+    now = datetime.now(UTC)
+    try:
+        if args.action == "list":
+            with engine.connect() as conn:
+                for u in users.list_users(conn):
+                    print(f"{u['username']:<20} {u['role']:<15} {'disabled' if u['disabled'] else 'active':<8} "
+                          f"{u['display_name']}")
+            return 0
+        if not args.username:
+            print(f"campusgw district user {args.action}: give a user name", file=sys.stderr)
+            return 2
+        if args.action == "add" and not args.role:
+            print("campusgw district user add: give --role (duty_officer, police_liaison or inspector)",
+                  file=sys.stderr)
+            return 2
+        password, generated = "", False
+        if args.action in ("add", "passwd"):
+            if args.password_env:
+                if args.password_env not in os.environ:
+                    print(f"campusgw district user {args.action}: the environment variable {args.password_env} is "
+                          "not set", file=sys.stderr)
+                    return 2
+                password = os.environ[args.password_env]
+            elif sys.stdin.isatty():
+                password = getpass.getpass(f"New password for {args.username}: ")
+                if password != getpass.getpass("Again: "):
+                    print(f"campusgw district user {args.action}: the two passwords differ", file=sys.stderr)
+                    return 1
+            else:
+                password, generated = generate_password(), True
+        with engine.begin() as conn:
+            if args.action == "add":
+                users.add_user(conn, args.username, args.role, password, now, display_name=args.name,
+                               language=args.language)
+                detail = {"role": args.role}
+            elif args.action == "passwd":
+                users.set_password(conn, args.username, password)
+                detail = {}
+            else:
+                users.set_disabled(conn, args.username, args.action == "disable")
+                detail = {}
+            users.audit(conn, "cli", f"user.{args.action}", f"user:{args.username}", "ok", detail, now)
+    except AuthError as exc:
+        print(f"campusgw district user {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    done = {"add": "added", "passwd": "password changed", "disable": "disabled (logged out everywhere)",
+            "enable": "enabled"}[args.action]
+    print(f"district user {args.username}: {done}" + (f"; password (shown once): {password}" if generated else ""))
+    return 0
 
 
 def bridge(path: Path) -> int:
