@@ -1,0 +1,78 @@
+"""The district console in Debian's Chromium: a duty officer logs in and sees the schools worst first; an alarm
+stored for a calm school (as the district's worker stores it) moves that school to the top without a reload;
+a click opens the school and another its alarm."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import Engine
+
+from gateway.district import store
+from gateway.district.console.app import POLL_S, create_app
+from tests.district.console_data import NOW, PASSWORD, TZ, alarm_row, district_database, view
+from tests.support import wait_for
+
+pw = pytest.importorskip("playwright.sync_api")
+expect = pw.expect
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def console() -> Iterator[tuple[str, Engine]]:
+    """The console served by uvicorn on a free port, over a filled district database."""
+    with district_database() as engine:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(create_app("d1", "测试区教育局", TZ, engine, "zh_CN"),
+                                               log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: server.started, 10, "the district console to listen")
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/", engine
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            sock.close()
+
+
+def test_a_new_alarm_moves_its_school_to_the_top_live_and_opens(browser: Any, console: tuple[str, Engine]) -> None:
+    url, engine = console
+    page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
+    page.goto(url)
+    page.fill("#username", "duty1")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    rows = page.locator("#schools tbody tr")
+    expect(rows).to_have_count(5)
+    order = rows.evaluate_all("rows => rows.map(r => r.dataset.site)")
+    assert order == ["north-primary", "east-middle", "lock-school", "dark-school", "calm-school"]
+    page.evaluate("window.notReloaded = true")
+
+    # A panic at the calm school, nobody has answered it: the north school's P1 is being handled already.
+    with engine.begin() as conn:
+        store.write_alarms(conn, [alarm_row("calm-school", view(21, "panic", 1, "active_unack", NOW + timedelta(
+            seconds=1), place="北门"))], [], NOW + timedelta(seconds=1))
+    first = rows.first
+    expect(first).to_have_attribute("data-site", "calm-school", timeout=(POLL_S + 3) * 1000)
+    expect(first.locator("td.unacked")).to_have_text("1")
+    expect(first.locator("td.worst")).to_have_text("P1")
+    assert first.get_attribute("class") == "p1"
+    assert page.evaluate("window.notReloaded") is True, "the table changed without a reload"
+    wait_for(lambda: rows.evaluate_all("rows => rows.map(r => r.dataset.site)")[1] == "north-primary", 2,
+             "the north school second")
+
+    first.locator("td.site a").click()
+    expect(page.locator("#school")).to_contain_text("calm-school")
+    page.locator('#alarms tr[data-id="21"] a').click()
+    expect(page.locator("#alarm")).to_have_text("一键报警")
+    expect(page.locator("#fields")).to_contain_text("北门")
+    expect(page.locator("#fields")).to_contain_text("报警中，未确认")
+    expect(page.locator("#zone")).to_contain_text("Asia/Shanghai")
