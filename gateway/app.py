@@ -315,7 +315,8 @@ class Gateway:
                              patrol=cfg.patrol, command_key=cfg.gateway.command_key(),
                              zones={zone.id: zone.name for zone in cfg.zones},
                              guards_finish=frozenset(cfg.console.guards_finish),
-                             procedures={name: list(steps) for name, steps in cfg.procedures.items()})
+                             procedures={name: list(steps) for name, steps in cfg.procedures.items()},
+                             district=cfg.district is not None)
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -29,11 +29,11 @@ GATEWAY: Final = "gateway"  # the kind under which the gateway itself speaks: it
 RULES: Final = "rules"  # campus/v1/<site>/rules/...: no device kind is called that
 
 RulesWhat = Literal["committed", "availability", "snapshot_requests", "access/events", "police/alarms",
-                    "police/paths", "police/evidence", "lockdown", "alarms", "visits", "notify", "incidents"]
+                    "police/paths", "police/evidence", "lockdown", "alarms", "visits", "notify", "incidents", "reports"]
 # rules/<what>, and rules/<what>/<id> (the alarm, the visit, the person notified)
 RULES_FIXED: Final = frozenset({"committed", "availability", "snapshot_requests", "access/events", "police/alarms",
                                 "police/paths", "police/evidence", "lockdown"})
-RULES_BY_ID: Final = frozenset({"alarms", "visits", "notify", "incidents"})
+RULES_BY_ID: Final = frozenset({"alarms", "visits", "notify", "incidents", "reports"})
 DISTRICT: Final = "district"  # campus/v1/<site>/district/...: what the district sends down (its acknowledgements)
 
 _PREFIX: Final = ROOT + "/"
@@ -232,6 +232,11 @@ def alarm(site: str, alarm_id: int | str) -> str:
 def incident(site: str, incident_id: int | str) -> str:
     """An incident as the district sees it (gateway.records.ledger.district_view), retained: bridged up."""
     return _rules(site, "incidents", str(incident_id))
+
+
+def report_submission(site: str, kind: str, period: str) -> str:
+    """A monthly or term report submitted to the district, retained (a resubmission of the period replaces it)."""
+    return _rules(site, "reports", f"{_level(kind, 'report kind')}-{_level(period, 'report period')}")
 
 
 def district_ack(site: str, incident_id: int) -> str:

@@ -46,6 +46,7 @@ PERMISSIONS: dict[str, Role] = {
     "personal_data.full": "supervisor",
     "watchlist.manage": "supervisor",
     "roster.edit": "supervisor",
+    "report.submit": "supervisor",  # a monthly or term report sent to the district, in the school's name
     "users.manage": "admin",
     "devices.manage": "admin",
     "config.manage": "admin",

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from gateway.config import ID_PATTERN
 
 UP_TOPICS = ("{site}/+/+/evt/#", "{site}/+/+/availability", "{site}/rules/alarms/#", "{site}/rules/lockdown",
-             "{site}/rules/police/paths", "{site}/rules/incidents/#")
+             "{site}/rules/police/paths", "{site}/rules/incidents/#",
+             "{site}/rules/reports/#")
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,8 @@ def worker(path: Path, init_only: bool = False) -> int:
     engine = create_engine(config.database.resolved(), pool_pre_ping=True)
     w = config.worker
     settings = WorkerSettings(list(config.nats.servers), durable=w.durable, alarms_durable=w.alarms_durable,
-                              state_durable=w.state_durable, batch=w.batch, fetch_timeout_s=w.fetch_timeout_s,
+                              state_durable=w.state_durable, reports_durable=w.reports_durable,
+                              mqtt=list(config.nats.mqtt), batch=w.batch, fetch_timeout_s=w.fetch_timeout_s,
                               ack_wait_s=w.ack_wait_s,
                               user=config.nats.username, password=config.nats.password(),
                               retention_months=config.retention_months)
@@ -219,7 +220,8 @@ def worker(path: Path, init_only: bool = False) -> int:
     try:
         done = asyncio.run(main())
         if init_only:
-            print(f"district tables and consumers {w.durable}, {w.alarms_durable}, {w.state_durable} "
+            print(f"district tables and consumers {w.durable}, {w.alarms_durable}, {w.state_durable}, "
+                  f"{w.reports_durable} "
                   f"{'ready' if done else 'not made (stopped)'}")
             return 0 if done else 1
     finally:

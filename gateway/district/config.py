@@ -12,6 +12,8 @@ from gateway.config import Id, SecretRef, SiteConfig, Strict
 
 class NatsConfig(Strict):
     servers: list[Annotated[str, Field(pattern=r"^(nats|tls)://[A-Za-z0-9.-]+(:\d{1,5})?$")]] = Field(min_length=1)
+    # The nodes' MQTT listeners (host:port): the district's acknowledgements go down to the schools through them.
+    mqtt: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$")]] = Field(default_factory=list)
     username: str | None = None
     password_env: str | None = None
     password_file: Path | None = None
@@ -37,6 +39,7 @@ class WorkerConfig(Strict):
     durable: Id = "district-events"  # the events' consumer every worker shares
     alarms_durable: Id = "district-alarms"  # the alarm views' consumer
     state_durable: Id = "district-state"  # devices' availability, bridge, police paths, lockdown
+    reports_durable: Id = "district-reports"  # the schools' incidents and submitted reports (逐级上报)
     batch: int = Field(default=500, ge=1, le=10_000)
     fetch_timeout_s: float = Field(default=5.0, ge=5.0, le=60.0)  # shorter stalled the consumer under load
     ack_wait_s: float = Field(default=30.0, ge=5.0, le=600.0)

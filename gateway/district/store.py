@@ -111,6 +111,19 @@ incidents = Table(  # each school's incidents as it reported them up (逐级上�
     Column("acked_at", DateTime(timezone=True)),
     Column("ack_sent_at", DateTime(timezone=True)),
 )
+submissions = Table(  # monthly and term reports the schools submitted, with their figures (the newest wins)
+    "district_submissions", metadata,
+    Column("site", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),  # monthly, term
+    Column("period", Text, primary_key=True),  # 2026-11, 2026-09-01_2027-01-20
+    Column("submission_id", BigInteger, nullable=False),  # the school's: a resubmission has a higher one
+    Column("starts", DateTime(timezone=True), nullable=False),
+    Column("ends", DateTime(timezone=True), nullable=False),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("submitted_by", Text, nullable=False),
+    Column("figures", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
 alerts = Table(  # the district's own alarms: an incident report overdue (one per incident and kind)
     "district_alerts", metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
@@ -349,6 +362,29 @@ def write_incidents(conn: Connection, rows: list[dict[str, Any]], bad: list[dict
     if bad:
         conn.execute(rejected.insert(), bad)
     return Written(stored, len(rows) - stored, len(bad))
+
+
+def write_reports(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> Written:
+    """Incident views and submitted reports (each row marked with its `table`) in the caller's transaction."""
+    chosen = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == submissions.name]
+    written = write_incidents(conn, [{k: v for k, v in r.items() if k != "table"} for r in rows
+                                     if r["table"] == incidents.name], bad, now)
+    newest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in chosen:
+        key = (row["site"], row["kind"], row["period"])
+        if key not in newest or row["submission_id"] > newest[key]["submission_id"]:
+            newest[key] = row
+    stored = 0
+    if newest:
+        upsert = insert(submissions).values(list(newest.values()))
+        result = conn.execute(upsert.on_conflict_do_update(
+            index_elements=[submissions.c.site, submissions.c.kind, submissions.c.period],
+            set_={c: upsert.excluded[c] for c in ("submission_id", "starts", "ends", "submitted_at", "submitted_by",
+                                                   "figures", "received_at")},
+            where=submissions.c.submission_id < upsert.excluded.submission_id).returning(submissions.c.site))
+        stored = len(result.all())
+        _touch_schools(conn, {row["site"]: 0 for row in chosen}, now)
+    return Written(written.stored + stored, len(rows) - written.stored - stored, written.rejected)
 
 
 REPORT_OVERDUE = "report_overdue"

@@ -11,6 +11,7 @@ MQTT_PREFIX = "$MQTT.msgs."
 EVENTS_FILTER = MQTT_PREFIX + "campus.v1.*.*.*.evt.>"  # every school's device events, nothing else
 ALARMS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.alarms.*"  # every school's alarm views (retained at the school)
 INCIDENTS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.incidents.*"  # every school's incidents (逐级上报), retained
+SUBMISSIONS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.reports.*"  # monthly and term reports submitted, retained
 STATE_FILTERS = (  # what a school is like now, each retained at the school: the newest wins
     MQTT_PREFIX + "campus.v1.*.*.*.availability",  # each device's, and each gateway's own (kind `gateway`)
     MQTT_PREFIX + "campus.v1.*.rules.police.paths",  # the alarm-centre paths, up or down
@@ -54,6 +55,17 @@ def parse_alarm_subject(subject: str) -> tuple[str, int] | None:
 def parse_incident_subject(subject: str) -> tuple[str, int] | None:
     """(site, incident id) of a school's incident view subject; None for anything else."""
     return _parse_by_id(subject, "incidents")
+
+
+def parse_submission_subject(subject: str) -> tuple[str, str, str] | None:
+    """(site, kind, period) of a school's submitted report subject (rules/reports/<kind>-<period>)."""
+    if not subject.startswith(MQTT_PREFIX):
+        return None
+    levels = subject[len(MQTT_PREFIX):].split(".")
+    if len(levels) != 6 or levels[:2] != ["campus", "v1"] or levels[3:5] != ["rules", "reports"] or not levels[2]:
+        return None
+    kind, _, period = levels[5].partition("-")
+    return (levels[2], kind, period) if kind in ("monthly", "term") and period else None
 
 
 def _parse_by_id(subject: str, what: str) -> tuple[str, int] | None:

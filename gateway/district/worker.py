@@ -28,10 +28,12 @@ from gateway.district.subjects import (
     INCIDENTS_FILTER,
     MQTT_STREAM,
     STATE_FILTERS,
+    SUBMISSIONS_FILTER,
     parse_alarm_subject,
     parse_incident_subject,
     parse_state_subject,
     parse_subject,
+    parse_submission_subject,
 )
 from gateway.validation import InvalidEvent, parse_event
 
@@ -46,7 +48,7 @@ class WorkerSettings:
     servers: list[str]
     durable: str = "district-events"  # the events' consumer, shared by every worker
     alarms_durable: str = "district-alarms"  # the alarm views' consumer
-    incidents_durable: str = "district-incidents"  # the schools' incident reports
+    reports_durable: str = "district-reports"  # the schools' incidents and submitted reports
     state_durable: str = "district-state"  # the devices' availability and the schools' facts
     batch: int = 500
     fetch_timeout_s: float = 5.0
@@ -156,6 +158,33 @@ def decode_incidents(messages: list[Any], now: datetime) -> tuple[list[dict[str,
     return rows, bad
 
 
+def decode_reports(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows (each marked with its `table`) from fetched incident views and submitted reports."""
+    incident_messages = [m for m in messages if parse_submission_subject(m.subject) is None]
+    rows, bad = decode_incidents(incident_messages, now)
+    rows = [{**r, "table": store.incidents.name} for r in rows]
+    for message in messages:
+        where = parse_submission_subject(message.subject)
+        if where is None:
+            continue
+        try:
+            view = json.loads(bytes(message.data))
+            if not isinstance(view, dict) or (view.get("kind"), view.get("period")) != where[1:]:
+                raise ValueError("not the report its topic names")
+            if not isinstance(view.get("id"), int) or not isinstance(view.get("figures"), dict):
+                raise ValueError("id or figures missing")
+            rows.append({"table": store.submissions.name, "site": where[0], "kind": where[1], "period": where[2],
+                         "submission_id": view["id"], "starts": _when(view, "starts", required=True),
+                         "ends": _when(view, "ends", required=True),
+                         "submitted_at": _when(view, "submitted_at", required=True),
+                         "submitted_by": str(view.get("submitted_by"))[:64], "figures": view["figures"],
+                         "received_at": now})
+        except (ValueError, TypeError, RecursionError) as exc:
+            bad.append({"received_at": now, "subject": message.subject[:500], "reason": f"report: {exc}"[:500],
+                        "payload": bytes(message.data[:4000]).decode("utf-8", "replace").replace("\x00", "\\0")})
+    return rows, bad
+
+
 def _when(view: dict[str, Any], key: str, required: bool = False) -> datetime | None:
     value = view.get(key)
     if value is None:
@@ -234,7 +263,7 @@ class DistrictWorker:
         return [(s.durable, (EVENTS_FILTER,), decode, store.write),
                 (s.alarms_durable, (ALARMS_FILTER,), decode_alarms, store.write_alarms),
                 (s.state_durable, STATE_FILTERS, decode_state, store.write_state),
-                (s.incidents_durable, (INCIDENTS_FILTER,), decode_incidents, store.write_incidents)]
+                (s.reports_durable, (INCIDENTS_FILTER, SUBMISSIONS_FILTER), decode_reports, store.write_reports)]
 
     async def init(self, stop: asyncio.Event) -> bool:
         """The tables and the shared consumers, made before any school sends: the `$MQTT_msgs` stream keeps a

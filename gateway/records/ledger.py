@@ -27,6 +27,7 @@ from gateway.records.models import (
     IncidentEntry,
     Inspection,
     MaintenanceItem,
+    ReportSubmission,
 )
 from gateway.rules.alarms import OPEN_STATES, Effect, RefusedAction, clear_condition, raise_condition
 from gateway.rules.incidents import (
@@ -263,6 +264,21 @@ def district_views_since(session: Session, after: int) -> tuple[list[dict[str, A
 def district_start(session: Session, since: datetime) -> int:
     """Where district_views_since starts after a (re)connect: the newest timeline line older than `since`."""
     return session.scalar(select(func.max(IncidentEntry.id)).where(IncidentEntry.at < since)) or 0
+
+
+def submissions_since(session: Session, after: int | None, since: datetime) -> tuple[list[dict[str, Any]], int]:
+    """Reports submitted to the district after submission `after` (None: those submitted since `since`), as
+    they go up, and the newest's id."""
+    query = select(ReportSubmission).order_by(ReportSubmission.id)
+    query = query.where(ReportSubmission.submitted_at >= since) if after is None else \
+        query.where(ReportSubmission.id > after)
+    rows = session.scalars(query).all()
+    views = [{"id": r.id, "kind": r.kind, "period": r.period, "starts": r.starts.isoformat(),
+              "ends": r.ends.isoformat(), "submitted_at": r.submitted_at.isoformat(), "submitted_by": r.submitted_by,
+              "figures": r.figures} for r in rows]
+    newest = rows[-1].id if rows else (after if after is not None else
+                                       session.scalar(select(func.max(ReportSubmission.id))) or 0)
+    return views, newest
 
 
 def record_district_ack(session: Session, incident_id: int, by: str, at: datetime, now: datetime,

@@ -248,6 +248,23 @@ class Lockdown(Base):
     findings: Mapped[str | None] = mapped_column(Text)
 
 
+class ReportSubmission(Base):
+    """A monthly or term report (with the period's inspections) submitted to the district from the Reports page:
+    its figures as submitted, who submitted it. The rules service sends it up the bridge; a resubmission of the
+    same period replaces it at the district."""
+
+    __tablename__ = "report_submissions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # monthly, term
+    period: Mapped[str] = mapped_column(String(32))  # 2026-11, 2026-09-01_2027-01-20
+    starts: Mapped[datetime]
+    ends: Mapped[datetime]
+    submitted_at: Mapped[datetime]
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class PoliceMessage(Base):
     """A report for the alarm receiving centre (SIA DC-09), written in the same transaction as what
     caused it, so nothing is lost between the alarm and the link; sent until a receiver acknowledges it."""

@@ -63,6 +63,7 @@ class PeriodicJobs:
     _next_ntp_check: float
     _health_seq: int
     _upward_after: int | None  # the newest incident timeline line sent up; None: from UPWARD_BACK_DAYS ago
+    _submissions_after: int | None  # the newest report submission sent up; likewise
     notifier: NotificationSender | None
 
     if TYPE_CHECKING:  # RulesService's own
@@ -190,15 +191,21 @@ class PeriodicJobs:
             self._publish_alarms(changed)
 
     def _report_upward(self) -> None:
-        """The incidents whose timeline grew, retained on rules/incidents/<id> for the bridge up to the district.
+        """The incidents whose timeline grew, retained on rules/incidents/<id>, and the reports submitted, on
+        rules/reports/<kind>-<period>, for the bridge up to the district.
         After a (re)connect, the last UPWARD_BACK_DAYS again: a publish in flight when the broker went is not
         resent, and the district keeps only the newest of each."""
+        since = utcnow() - timedelta(days=UPWARD_BACK_DAYS)
         with self.sessions() as session:
             if self._upward_after is None:
-                self._upward_after = ledger.district_start(session, utcnow() - timedelta(days=UPWARD_BACK_DAYS))
+                self._upward_after = ledger.district_start(session, since)
             views, self._upward_after = ledger.district_views_since(session, self._upward_after)
+            reports, self._submissions_after = ledger.submissions_since(session, self._submissions_after, since)
         for view in views:
             self.bus.publish_json(topics.incident(self.site, view["id"]), view, retain=True)
+        for report in reports:
+            self.bus.publish_json(topics.report_submission(self.site, report["kind"], report["period"]), report,
+                                  retain=True)
 
     def _keep_ledgers(self) -> None:
         """Incident reporting deadlines (alerts raised as alarms), inspection tasks, maintenance items."""

@@ -104,6 +104,7 @@ class RulesService(PeriodicJobs):
         self._next_purge = 0.0  # the first tick purges, then every PURGE_EVERY_S
         self._next_run: dict[str, float] = {}  # job -> monotonic time it is next due
         self._upward_after: int | None = None
+        self._submissions_after: int | None = None
         self.wall_clock: Callable[[], datetime] = lambda: datetime.fromtimestamp(site_time(), self.tz)  # the guard's
         self._clock: ClockGuard | None = None  # made at the first tick, with the newest record's time
         self._clock_trusted: bool | None = None  # what the clock_jumped alarm says (None: nothing yet)
@@ -449,7 +450,7 @@ class RulesService(PeriodicJobs):
             self.bus.ack(message.mid, message.qos)
 
     def _report_all_again(self) -> None:
-        self._upward_after = None
+        self._upward_after = self._submissions_after = None
 
     def _on_district(self, message: mqtt.MQTTMessage) -> None:
         """The district acknowledged an incident's report: a line in its timeline (then its view goes up again,

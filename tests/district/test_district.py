@@ -185,7 +185,7 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
     made = subprocess.run([sys.executable, "-m", "gateway.cli", "district", "init", "-c",
                            str(district_yaml(tmp_path, cluster, district_db))], capture_output=True, text=True)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert "consumers district-events, district-alarms, district-state ready" in made.stdout
+    assert "consumers district-events, district-alarms, district-state, district-reports ready" in made.stdout
     workers = [start_worker_process(tmp_path, cluster, district_db, f"worker-{n}") for n in (1, 2)]
     every = schools(tmp_path, cluster, 2)
     try:

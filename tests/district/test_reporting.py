@@ -20,6 +20,8 @@ from gateway.district import worker as district_worker
 from gateway.district.worker import WorkerSettings
 from gateway.records import ledger
 from gateway.records.models import IncidentEntry, utcnow
+from gateway.reports.figures import period
+from gateway.reports.submit import submit
 from tests.district.harness import NatsCluster, SchoolBroker
 from tests.district.test_district import RunningWorker, cluster, district_db  # noqa: F401 (fixtures)
 from tests.integration.helpers import Running
@@ -104,6 +106,20 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
         with sessions() as session:
             acks = session.scalars(select(IncidentEntry).where(IncidentEntry.kind == "district_ack")).all()
         assert len(acks) == 1, "one line, however often it was sent"
+
+        # The month's report, submitted from the Reports page (as pages.reports.submit_to_district does).
+        tz = school.gateway.config.site.tz
+        start, end = period("monthly", now.astimezone(tz), tz)
+        with sessions.begin() as session:
+            submit(session, "monthly", start, end, tz, "实验中学", "supervisor-zhao", utcnow())
+
+        def submitted() -> Any:
+            with engine.connect() as conn:
+                return conn.execute(select(store.submissions)).first()
+
+        row = wait_for(submitted, 30, "the monthly report at the district")
+        assert (row.site, row.kind, row.submitted_by) == ("school-1", "monthly", "supervisor-zhao")
+        assert row.period == start.strftime("%Y-%m") and row.figures["summary"]["Incidents"] == 2
     finally:
         worker.stop()
         engine.dispose()

@@ -214,3 +214,55 @@ def test_a_guard_downloads_a_report_from_the_console_and_it_is_audited(
             assert [(a.actor, a.detail["format"]) for a in audited] == [("guard1", "xlsx"), ("guard1", "pdf")]
     finally:
         bus.stop()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_supervisor_submits_the_months_report_to_the_district_a_guard_may_not(
+        school: tuple[sessionmaker[Session], Totals], amqtt_broker: object) -> None:
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from gateway.bus import Bus
+    from gateway.console import auth
+    from gateway.console.app import create_app
+    from gateway.records.models import AuditEntry, ReportSubmission
+
+    sessions, totals = school
+    with sessions.begin() as session:
+        auth.add_user(session, "guard1", "guard", "a long enough password")
+        auth.add_user(session, "super1", "supervisor", "a long enough password")
+    bus = Bus(broker_config(amqtt_broker.port), "submit-test", name="console")  # type: ignore[attr-defined]
+    bus.start()
+
+    def logged_in(client: TestClient, name: str) -> str:
+        client.post("/login", data={"username": name, "password": "a long enough password"})
+        page = client.get("/reports").text
+        return page.split('name="csrf_token" value="')[1].split('"')[0] if "csrf_token" in page else ""
+
+    try:
+        alone = create_app("s1", "实验学校", TZ, sessions, bus, "en")
+        with TestClient(alone, base_url="http://testserver", follow_redirects=False) as client:
+            logged_in(client, "super1")
+            assert "This school is not connected to a district" in client.get("/reports").text
+        bridged = create_app("s1", "实验学校", TZ, sessions, bus, "en", district=True)
+        with TestClient(bridged, base_url="http://testserver", follow_redirects=False) as client:
+            csrf = logged_in(client, "guard1")
+            assert 'id="submit-form"' not in client.get("/reports").text, "a guard is not offered it"
+            refused = client.post("/reports/submit", data={"kind": "monthly", "day": FIRST.isoformat(),
+                                                           "csrf_token": csrf})
+            assert refused.status_code == 403
+        with TestClient(bridged, base_url="http://testserver", follow_redirects=False) as client:
+            csrf = logged_in(client, "super1")
+            assert client.post("/reports/submit", data={"kind": "daily", "day": FIRST.isoformat(),
+                                                        "csrf_token": csrf}).status_code == 422
+            done = client.post("/reports/submit", data={"kind": "monthly", "day": FIRST.isoformat(),
+                                                        "csrf_token": csrf})
+            assert done.status_code == 303
+            assert "2026-09" in client.get("/reports").text
+        with sessions() as session:
+            row = session.scalars(select(ReportSubmission)).one()
+            audited = session.scalars(select(AuditEntry).where(AuditEntry.action == "report.submit")).one()
+        assert (row.kind, row.period, row.submitted_by, audited.actor) == ("monthly", "2026-09", "super1", "super1")
+        assert row.figures["summary"]["Alarms"] == sum(totals.alarms.values())
+    finally:
+        bus.stop()

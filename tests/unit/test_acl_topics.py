@@ -60,6 +60,7 @@ PUBLISHES: dict[str, Uses] = {
         (topics.police_paths(SITE), "PoliceLink.publish_paths"),
         (topics.police_evidence(SITE), "police.evidence"),
         (topics.incident(SITE, 3), "PeriodicJobs._report_upward (the district's bridge takes it up)"),
+        (topics.report_submission(SITE, "monthly", "2026-11"), "PeriodicJobs._report_upward"),
         (topics.event(SITE, topics.GATEWAY, f"{GW}-police", "campus.gateway.health"), "PoliceLink._health"),
     ],
     "console": [

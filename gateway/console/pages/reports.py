@@ -8,24 +8,68 @@ from datetime import date, datetime
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 
 from gateway.console.auth import LoggedIn
-from gateway.console.web import console, language_of, render, require, tr
+from gateway.console.web import client_host, console, language_of, render, require, tr
 from gateway.records import store
-from gateway.records.models import utcnow
+from gateway.records.models import ReportSubmission, utcnow
 from gateway.reports.figures import Kind, collect, period
 from gateway.reports.render import RENDERERS, file_name
+from gateway.reports.submit import SUBMITTED_KINDS, submit
 
 router = APIRouter()
+NOT_BRIDGED = "This school is not connected to a district (district: in the site config)."
 MEDIA = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
 @router.get("/reports", response_class=HTMLResponse)
 async def reports_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    today = utcnow().astimezone(console(request).tz).date()
-    return render(request, "reports.html", today=today.isoformat(), month=today.replace(day=1).isoformat())
+    return _page(request, user)
+
+
+def _page(request: Request, user: LoggedIn, status: int = 200, error: str | None = None) -> HTMLResponse:
+    ctx = console(request)
+    today = utcnow().astimezone(ctx.tz).date()
+    with ctx.sessions() as session:
+        submitted = session.scalars(select(ReportSubmission).order_by(ReportSubmission.id.desc()).limit(12)).all()
+        rows = [{"kind": s.kind, "period": s.period, "at": s.submitted_at, "by": s.submitted_by} for s in submitted]
+    return render(request, "reports.html", status, today=today.isoformat(), month=today.replace(day=1).isoformat(),
+                  district=ctx.district, submitted=rows, csrf=user.csrf, error=error)
+
+
+@router.post("/reports/submit", response_model=None)
+async def submit_to_district(request: Request,
+                             user: LoggedIn = Depends(require("report.submit"))) -> Response:  # noqa: B008
+    """A monthly or term report sent to the district (逐级上报): its figures and inspections as they are now;
+    the rules service takes it up the bridge. Submitting a period again replaces it there."""
+    ctx = console(request)
+    if not ctx.district:
+        raise HTTPException(409, tr(request, NOT_BRIDGED))
+    form = await request.form()
+    kind, day, to = (str(form.get(k) or "").strip() for k in ("kind", "day", "to"))
+    if kind not in SUBMITTED_KINDS:
+        return _page(request, user, 422, tr(request, "Only a monthly or a term report goes to the district."))
+    try:
+        first = date.fromisoformat(day)
+        last = date.fromisoformat(to) if to else None
+    except ValueError:
+        return _page(request, user, 422, tr(request, "Dates are written YYYY-MM-DD."))
+    if kind == "term" and (last is None or last < first):
+        return _page(request, user, 422, tr(request, "A term report needs its last day, after its first."))
+    start, end = period(kind, datetime.combine(first, datetime.min.time(), ctx.tz), ctx.tz,  # type: ignore[arg-type]
+                        datetime.combine(last, datetime.min.time(), ctx.tz) if last else None)
+    report_kind: Kind = kind  # type: ignore[assignment]
+
+    def do() -> None:
+        with ctx.sessions.begin() as session:
+            submit(session, report_kind, start, end, ctx.tz, ctx.site_name, user.username, utcnow(),
+                   client=client_host(request))
+
+    await asyncio.to_thread(do)
+    return RedirectResponse("/reports#submitted", 303)
 
 
 @router.get("/reports/download")
