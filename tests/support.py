@@ -5,6 +5,7 @@ is missing. Fixtures stay in conftest.py; this module is plain code that bench/ 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -47,7 +48,29 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
         time.sleep(POLL_S)
 
 
+_PORTS = random.SystemRandom()  # not the global generator, which tests seed
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
+    """A port free to listen on, below the kernel's ephemeral range: a port from that range (what binding port 0
+    gives) can be taken by any outgoing connection before the server binds it (seen: a nats-server's route port,
+    with Mosquitto bridges and relays connecting meanwhile)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = _PORTS.randint(10_000, max(10_001, low - 1))
+        if port in _GIVEN:  # given out, maybe not bound yet by its server
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -161,8 +161,6 @@ def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, clust
     finally:
         stop_all(every)
         worker.stop()
-    assert worker.worker.stats.stored == 1200  # the redeliveries and resends counted apart, not stored
-    assert worker.worker.stats.fetched == 1200 + worker.worker.stats.duplicates
 
 
 def district_yaml(tmp_path: Path, cluster: NatsCluster, url: str) -> Path:
