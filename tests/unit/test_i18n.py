@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,39 @@ def test_codes_read_as_words_in_english() -> None:
     assert en.gettext("active_unack") == "Active, not acknowledged"
     assert en.gettext("panic") == "One-key alarm"
     assert i18n.gettext("fr", "Alarms") == "报警", "an unknown language falls back to the default"
+
+
+def po_entries(language: str) -> list[tuple[str | None, str]]:
+    """The (msgctxt, msgid) of every entry of a catalogue, read from the file itself: Babel keeps one entry per
+    msgid silently, so a duplicate (one word with two meanings) is only seen here."""
+    path = i18n.LOCALE_DIR / language / "LC_MESSAGES" / f"{i18n.DOMAIN}.po"
+    entries: list[tuple[str | None, str]] = []
+    context: str | None = None
+    current: list[str] | None = None  # the msgid being read (it may go on over several lines)
+    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+        if line.startswith('"') and current is not None:
+            current.append(ast.literal_eval(line))
+            continue
+        if current is not None:
+            entries.append((context, "".join(current)))
+            current, context = None, None
+        if line.startswith("msgctxt "):
+            context = ast.literal_eval(line[len("msgctxt "):])
+        elif line.startswith("msgid "):
+            current = [ast.literal_eval(line[len("msgid "):])]
+    return [e for e in entries if e[1]]
+
+
+@pytest.mark.parametrize("language", sorted(i18n.LANGUAGES))
+def test_no_msgid_is_in_a_catalogue_twice(language: str) -> None:
+    entries = po_entries(language)
+    assert len(entries) > 500 and (None, "Raised (bollard)") in entries
+    twice = sorted(msgid for (_, msgid), n in Counter(entries).items() if n > 1)
+    assert not twice, f"give each meaning its own msgid in {language}'s campusgw.po: {twice}"
+
+
+def test_a_raised_alarm_and_a_raised_bollard_are_different_words() -> None:
+    assert i18n.gettext("zh_CN", "Raised") == "报警时间"  # the alarm board's column: when it was raised
+    assert i18n.gettext("zh_CN", "Raised (bollard)") == "已升起"  # the bollard's state: up
+    assert i18n.gettext("en", "Raised (bollard)") == "Raised"
+    assert '_("Raised (bollard)")' in (CONSOLE / "templates" / "bollards.html").read_text(encoding="utf-8")
