@@ -31,6 +31,7 @@ from gateway.records.models import (
 )
 
 Kind = Literal["daily", "monthly", "term"]
+ReportKind = Literal[Kind, "district_monthly"]  # the district's summary across its schools (gateway.district)
 SERIOUS = ("serious", "major")
 # 五无 (the "five nos" of the Safe Campus scheme), each from the incident ledger: (key, categories, severities)
 FIVE_NOS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
@@ -54,7 +55,7 @@ class Table:
 
 @dataclass
 class Report:
-    kind: Kind
+    kind: ReportKind
     site: str
     start: datetime  # aware; the period is [start, end)
     end: datetime

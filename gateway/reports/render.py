@@ -26,7 +26,10 @@ FONT_FILES = ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/font
               "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf")
 EMBEDDED_FONT = "CampusReport"
 CID_FONT = "STSong-Light"
-KIND_TITLES = {"daily": "Daily duty log", "monthly": "Monthly safety report", "term": "Term safety report"}
+KIND_TITLES = {"daily": "Daily duty log", "monthly": "Monthly safety report", "term": "Term safety report",
+               "district_monthly": "Monthly safety summary of the schools"}  # the district's (gateway.district)
+SCHOOL_KINDS = ("daily", "monthly", "term")  # a school's own reports: the summary sentence and the school's seal
+MONTHLY_KINDS = ("monthly", "district_monthly")  # named by their month in file names
 # The summary in words, from the summary's figures (each {name} a figure; "-" where there is none).
 SUMMARY_TEXT = ("In this period: {alarms} alarms ({alarms_before} in the period before), acknowledged in {ack} s "
                 "at the median; {incidents} incidents; patrol rounds complete: {patrols} %, {missed} checkpoints "
@@ -35,6 +38,9 @@ SUMMARY_KEYS = {"alarms": "Alarms", "ack": "Median time to acknowledge (s)", "in
                 "patrols": "Patrol rounds complete (%)", "missed": "Checkpoints missed",
                 "visitors": "Visitors registered", "hazards": "Hazards open at the end"}
 SIGN_OFF = ("Prepared by", "Reviewed by", "Date", "School seal")
+DISTRICT_SEAL = "Seal"  # the district's reports: the bureau's seal, not a school's
+# Columns that hold message ids besides a table's first (translate_first), by table key
+TRANSLATED_COLUMNS = {"five_nos": (1,), "district_schools": (5,)}
 # A cell a spreadsheet would read as a formula (OWASP CSV injection): a name or place typed as
 # =HYPERLINK(...) or =cmd|' /C calc'!A0 must stay text. A plain number (-3, 12.5, -1e+06) stays a number,
 # and "-" (nothing) stays as it is.
@@ -50,10 +56,18 @@ def _tr(language: str) -> Callable[[str], str]:
 
 
 def summary_text(report: Report, language: str) -> str:
-    """The summary as a sentence a head teacher reads before the tables."""
+    """The summary as a sentence a head teacher reads before the tables; none for the district's reports (its
+    summary table says it)."""
+    if report.kind not in SCHOOL_KINDS:
+        return ""
     values = {name: _cell(report.value(key)) for name, key in SUMMARY_KEYS.items()}
     values["alarms_before"] = _cell(report.previous.get("Alarms"))
     return gettext(language, SUMMARY_TEXT).format(**values)
+
+
+def sign_off(report: Report) -> tuple[str, ...]:
+    """Prepared by, reviewed by, date and seal: a school's seal on its reports, the district's on its own."""
+    return SIGN_OFF if report.kind in SCHOOL_KINDS else (*SIGN_OFF[:3], DISTRICT_SEAL)
 
 
 def change(now: Any, before: Any) -> str:
@@ -77,8 +91,8 @@ def file_name(report: Report, language: str, fmt: str) -> str:
     """Site, report and period, readable: 示范中学-月度安全报告-2026-12.pdf, Demo-Daily-duty-log-2026-12-07.csv."""
     first = report.start.astimezone(report.tz).date()
     last = (report.end.astimezone(report.tz) - timedelta(days=1)).date()
-    span = {"daily": first.isoformat(), "monthly": first.strftime("%Y-%m")}.get(
-        report.kind, f"{first.isoformat()}_{last.isoformat()}")
+    span = first.isoformat() if report.kind == "daily" else first.strftime("%Y-%m") \
+        if report.kind in MONTHLY_KINDS else f"{first.isoformat()}_{last.isoformat()}"
     title = gettext(language, KIND_TITLES[report.kind])
     name = "-".join(re.sub(r"[\\/:*?\"<>|\s]+", "-", part).strip("-") for part in (report.site, title, span))
     return f"{name}.{fmt}"
@@ -123,9 +137,10 @@ def inert(value: Any) -> Any:
     return value
 
 
-def _rows(table: Table, tr: Callable[[str], str]) -> list[list[str]]:
+def table_rows(table: Table, tr: Callable[[str], str]) -> list[list[str]]:
+    """A table's cells as text, the message ids among them (translate_first, TRANSLATED_COLUMNS) translated."""
     def cell(i: int, value: Any) -> str:
-        if (table.translate_first and i == 0) or (table.key == "five_nos" and i == 1):
+        if (table.translate_first and i == 0) or i in TRANSLATED_COLUMNS.get(table.key, ()):
             return tr(str(value))
         return _cell(value)
 
@@ -154,7 +169,8 @@ def to_csv(report: Report, language: str) -> bytes:
     row([title, span])
     row([])
     row([tr("Summary")])
-    row([summary_text(report, language)])
+    if sentence := summary_text(report, language):
+        row([sentence])
     row([tr(c) for c in SUMMARY_COLUMNS])
     for cells in summary_rows(report, tr):
         row(cells)
@@ -162,10 +178,10 @@ def to_csv(report: Report, language: str) -> bytes:
         row([])
         row([tr(table.title)])
         row([tr(c) for c in table.columns])
-        for cells in _rows(table, tr):
+        for cells in table_rows(table, tr):
             row(cells)
     row([])
-    for label in SIGN_OFF:
+    for label in sign_off(report):
         row([tr(label), ""])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
@@ -182,18 +198,19 @@ def to_xlsx(report: Report, language: str) -> bytes:
     title, span = heading(report, language)
     sheet.append([inert(title)])
     sheet.append([inert(span)])
-    sheet.append([inert(summary_text(report, language))])
+    if sentence := summary_text(report, language):
+        sheet.append([inert(sentence)])
     sheet.append([inert(tr(c)) for c in SUMMARY_COLUMNS])
     for cells in summary_rows(report, tr):
         sheet.append([inert(_number(c)) for c in cells])
     sheet.append([])
-    for label in SIGN_OFF:
+    for label in sign_off(report):
         sheet.append([inert(tr(label)), ""])
     sheet.column_dimensions["A"].width = 36
     for table in report.tables:
         ws = book.create_sheet(tr(table.title)[:31])
         ws.append([inert(tr(c)) for c in table.columns])
-        for row in _rows(table, tr):
+        for row in table_rows(table, tr):
             ws.append([inert(_number(v)) for v in row])
         ws.column_dimensions["A"].width = 28
         if table.chart and table.rows:
@@ -237,13 +254,15 @@ def to_pdf(report: Report, language: str) -> bytes:
     body = ParagraphStyle("body", fontName=font, fontSize=9, leading=12)
     grid = [("FONT", (0, 0), (-1, -1), font, 8), ("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")), ("VALIGN", (0, 0), (-1, -1), "TOP")]
-    story: list[Any] = [para(title, h1), para(span, body), Spacer(1, 4 * mm), para(tr("Summary"), h2),
-                        para(summary_text(report, language), body), Spacer(1, 2 * mm)]
+    story: list[Any] = [para(title, h1), para(span, body), Spacer(1, 4 * mm), para(tr("Summary"), h2)]
+    if sentence := summary_text(report, language):
+        story.append(para(sentence, body))
+    story.append(Spacer(1, 2 * mm))
     story.append(PdfTable([[tr(c) for c in SUMMARY_COLUMNS], *summary_rows(report, tr)],
                           colWidths=[80 * mm, 30 * mm, 30 * mm, 20 * mm], style=grid, hAlign="LEFT"))
     for table in report.tables:
         story.append(para(tr(table.title), h2))
-        rows = _rows(table, tr)
+        rows = table_rows(table, tr)
         if table.chart and rows:
             values = [float(r[1]) if r[1] not in ("-", "") else 0.0 for r in rows]
             height = 12 * len(rows) + 30
@@ -270,8 +289,9 @@ def to_pdf(report: Report, language: str) -> bytes:
         else:
             story.append(para(tr("None in this period."), body))
     # Signed on paper: who prepared it, who reviewed it, when, and the school's seal (填报人 / 审核人 / 盖章).
-    sign = [[tr(SIGN_OFF[0]) + ":", "", tr(SIGN_OFF[2]) + ":", ""],
-            [tr(SIGN_OFF[1]) + ":", "", tr(SIGN_OFF[2]) + ":", ""], [tr(SIGN_OFF[3]) + ":", "", "", ""]]
+    labels = sign_off(report)
+    sign = [[tr(labels[0]) + ":", "", tr(labels[2]) + ":", ""],
+            [tr(labels[1]) + ":", "", tr(labels[2]) + ":", ""], [tr(labels[3]) + ":", "", "", ""]]
     lines = [("FONT", (0, 0), (-1, -1), font, 10), ("VALIGN", (0, 0), (-1, -1), "BOTTOM"),
              ("LINEBELOW", (1, 0), (1, -1), 0.5, colors.black), ("LINEBELOW", (3, 0), (3, 1), 0.5, colors.black)]
     story += [Spacer(1, 10 * mm), PdfTable(sign, colWidths=[30 * mm, 55 * mm, 20 * mm, 45 * mm], rowHeights=12 * mm,
