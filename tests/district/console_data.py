@@ -111,3 +111,99 @@ def district_database() -> Iterator[Engine]:
     finally:
         engine.dispose()
         drop_postgres_database(url)
+
+
+# Upward reporting (逐级上报) for the Reports page and the monthly summary: incidents, the district's alerts,
+# submitted reports and a month's events, all in MONTH (two months before now: nothing of fill()'s is in it).
+def _month_two_back() -> datetime:
+    first = NOW.astimezone(TZ).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    back = (first - timedelta(days=1)).replace(day=1)
+    return (back - timedelta(days=1)).replace(day=1)
+
+
+MONTH_START = _month_two_back()
+MONTH = MONTH_START.strftime("%Y-%m")
+
+
+def on(day: int, hour: int, minute: int = 0) -> datetime:
+    """A time in MONTH, in the district's zone."""
+    return MONTH_START.replace(day=day, hour=hour, minute=minute)
+
+
+def incident(site: str, incident_id: int, revision: int, title: str, occurred: datetime, *, category: str = "injury",
+             severity: str = "minor", reported: datetime | None = None, state: str | None = None,
+             closed: datetime | None = None, saw_ack: datetime | None = None) -> dict[str, Any]:
+    """An incident's row as the district's worker makes it of the school's view (worker.decode_reports)."""
+    due = occurred + timedelta(hours=1)
+    state = state or ("reported" if reported else "open")
+    iso = {k: v.isoformat() if v else None for k, v in (("occurred_at", occurred), ("report_due_at", due),
+                                                         ("reported_at", reported), ("closed_at", closed))}
+    view = {"id": incident_id, "revision": revision, "category": category, "severity": severity, "title": title,
+            "place": "教学楼", "state": state, **iso,
+            "district_ack": {"by": "duty1", "at": saw_ack.isoformat()} if saw_ack else None}
+    return {"table": store.incidents.name, "site": site, "incident_id": incident_id, "revision": revision,
+            "state": state, "category": category, "severity": severity, "title": title, "place": "教学楼",
+            "occurred_at": occurred, "report_due_at": due, "reported_at": reported, "closed_at": closed,
+            "school_saw_ack_at": saw_ack, "view": view, "received_at": NOW}
+
+
+def submission(site: str, kind: str, period: str, starts: datetime, ends: datetime, submitted: datetime,
+               patrol: float, hazards: int) -> dict[str, Any]:
+    """A submitted report's row (worker.decode_reports), its figures as gateway.reports.submit makes them."""
+    figures = {
+        "summary": {"Alarms": 2, "Median time to acknowledge (s)": 31.5, "Patrol rounds complete (%)": patrol,
+                    "Checkpoints missed": 3, "Incidents": 2, "Hazards open at the end": hazards},
+        "previous": {"Alarms": 4, "Incidents": 1},
+        "tables": [{"key": "alarms", "title": "Alarms by kind", "columns": ["Kind", "Alarms",
+                    "Acknowledged, median s", "Acknowledged, p90 s", "Reset, median s"],
+                    "rows": [["panic", 2, 31.5, 40.0, None]], "chart": True, "translate_first": True},
+                   {"key": "five_nos", "title": "The five nos", "columns": ["Goal", "Status", "Incidents"],
+                    "rows": [["no_fire", "met", 0]], "chart": False, "translate_first": True}],
+        "inspections": [{"kind": "monthly", "period": period, "due_at": (ends - timedelta(days=1)).isoformat(),
+                         "done_at": (ends - timedelta(days=3)).isoformat(), "done_by": "super1",
+                         "notes": "消防通道畅通"},
+                        {"kind": "term_start", "period": "2026-09", "due_at": (ends - timedelta(days=1)).isoformat(),
+                         "done_at": None, "done_by": None, "notes": None}]}
+    return {"table": store.submissions.name, "site": site, "kind": kind, "period": period, "submission_id": 1,
+            "starts": starts, "ends": ends, "submitted_at": submitted, "submitted_by": "super1", "figures": figures,
+            "received_at": NOW}
+
+
+def event(site: str, n: int, at: datetime) -> dict[str, Any]:
+    return {"id": f"{site}-{n}", "time": at, "site": site, "kind": "alarm_input", "device": "gate-box",
+            "type": "campus.alarm_input.triggered", "class": "alarm", "test": False, "historical": False,
+            "received_at": NOW, "data": {}}
+
+
+def fill_reports(engine: Engine) -> None:
+    """In MONTH: north-primary has 3 events, 2 alarms (and a button test), an incident reported on time (#11) and
+    one reported late (#12: its alert raised, then cleared by the report), and its monthly report submitted;
+    east-middle 1 event, 1 alarm, an incident never reported (#4: its alert still on) and one closed without a
+    report (#5), no monthly report; calm-school its monthly report only (and a term report). dark-school has
+    been silent for two days. Now: calm-school's incident #2, still within its deadline."""
+    end = (MONTH_START + timedelta(days=32)).replace(day=1)
+    with engine.begin() as conn:
+        store.write(conn, [event("north-primary", n, on(3 + n, 10)) for n in range(3)]
+                    + [event("east-middle", 1, on(9, 10)), event("north-primary", 9, NOW)], [], NOW)
+        store.write_alarms(conn, [
+            alarm_row("north-primary", view(101, "panic", 1, "closed", on(3, 8))),
+            alarm_row("north-primary", view(102, "tamper", 2, "closed", on(20, 23, 59))),
+            alarm_row("north-primary", view(103, "panic", 1, "closed", on(4, 8), test=True)),
+            alarm_row("east-middle", view(104, "fault", 3, "closed", on(9, 10)))], [], NOW)
+        store.write_reports(conn, [
+            incident("north-primary", 11, 3, "校外人员翻墙", on(2, 9), category="intrusion", severity="serious",
+                     reported=on(2, 9, 30)),
+            incident("north-primary", 12, 1, "学生摔伤", on(5, 8)),
+            incident("east-middle", 4, 2, "实验室冒烟", on(10, 14), category="fire", severity="serious"),
+            incident("east-middle", 5, 2, "误报", on(12, 9), state="closed", closed=on(12, 9, 20)),
+            incident("calm-school", 2, 1, "走廊积水", NOW - timedelta(minutes=10)),
+            submission("north-primary", "monthly", MONTH, MONTH_START, end, end + timedelta(days=2, hours=3), 96.5, 1),
+            submission("calm-school", "monthly", MONTH, MONTH_START, end, end + timedelta(days=1), 100.0, 0),
+            submission("calm-school", "term", f"{MONTH}-01_{MONTH}-20", MONTH_START, on(21, 0),
+                       on(21, 10), 98.0, 0)], [], NOW)
+        store.check_deadlines(conn, NOW)  # #12 and #4 overdue: the district's alerts
+        store.write_reports(conn, [incident("north-primary", 12, 2, "学生摔伤", on(5, 8), reported=on(5, 11))],
+                            [], NOW)
+        store.check_deadlines(conn, NOW)  # #12's report came: its alert cleared, still to acknowledge
+        conn.execute(store.schools.update().where(store.schools.c.site == "dark-school")
+                     .values(last_contact=NOW - timedelta(days=2)))

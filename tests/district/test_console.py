@@ -18,11 +18,23 @@ from sqlalchemy import select
 from gateway import i18n
 from gateway.cli import main
 from gateway.console.auth import AuthError
+from gateway.district import store
 from gateway.district.config import load_district_config
 from gateway.district.console import app as console_app
 from gateway.district.console import users, views
 from gateway.district.console.app import create_app
-from tests.district.console_data import NOW, PANIC, PASSWORD, TZ, district_database
+from tests.district.console_data import (
+    MONTH,
+    MONTH_START,
+    NOW,
+    PANIC,
+    PASSWORD,
+    TZ,
+    district_database,
+    fill_reports,
+    incident,
+    on,
+)
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +234,260 @@ def test_worst_first_an_unanswered_alarm_then_a_real_lockdown_then_troubles() ->
     assert set(ranked[5:]) == {"calm", "drill"}, "a drill is no trouble"
     dark = next(r for r in rows if r["site"] == "dark")
     assert (dark["gateway"], dark["silent_min"], dark["troubles"]) == ("offline", 120, 2)
+
+
+# The Reports page, acknowledgements and the month's summary (逐级上报), over a district filled by fill_reports.
+@pytest.fixture(scope="module")
+def reporting() -> Iterator[dict[str, Any]]:
+    with district_database() as engine:
+        fill_reports(engine)
+        yield {"engine": engine, "app": create_app("d1", "测试区教育局", TZ, engine, "zh_CN")}
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def section(page: str, table_id: str) -> str:
+    return page.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+
+
+def audited(engine: Any, action: str) -> list[Any]:
+    a = users.audit_log.c
+    with engine.connect() as conn:
+        return list(conn.execute(select(a.username, a.target, a.result, a.detail).where(a.action == action)
+                                 .order_by(a.id)))
+
+
+@pytest.mark.postgres
+def test_empty_reports_say_what_would_fill_them_and_no_banner(district: dict[str, Any]) -> None:
+    duty = client(district["app"], "duty1")
+    page = duty.get("/reports").text
+    assert 'id="no-alerts"' in page and 'id="no-incidents"' in page and 'id="no-submissions"' in page
+    assert "暂无区级告警" in page and 'id="nav-reports" class="here"' in page
+    assert re.search(r'id="alert-banner"\s+hidden', duty.get("/").text), "no alert: the banner hidden"
+    assert duty.get("/api/schools").json()["alerts"] == {"open": 0, "unacked": 0}
+    assert "No district alerts." in client(district["app"], "police1").get("/reports").text
+
+
+@pytest.mark.postgres
+def test_the_reports_page_lists_the_alerts_the_incident_reports_and_the_submissions(
+        reporting: dict[str, Any]) -> None:
+    duty = client(reporting["app"], "duty1")
+    banner = duty.get("/").text.split('id="alert-banner"', 1)[1].split("</p>", 1)[0]
+    assert "hidden" not in banner.split(">", 1)[0] and 'href="/reports#alerts"' in banner
+    assert "区级告警未结束：2 条（2 条未确认）" in banner
+    assert duty.get("/api/schools").json()["alerts"] == {"open": 2, "unacked": 2}
+
+    page = duty.get("/reports").text
+    alerts = section(page, "alerts-table")
+    east = alerts.split("实验室冒烟", 1)[1].split("</tr>", 1)[0]
+    north = alerts.split("学生摔伤", 1)[1].split("</tr>", 1)[0]
+    assert "未到，报告仍缺" in east and "已到，告警已消除" in north and "incident" not in east
+    assert alerts.count('class="ack-alert"') == 2 and on(10, 15).strftime("%Y-%m-%d %H:%M:%S") in east
+
+    incidents = section(page, "incidents-table")
+    assert re.findall(r'data-site="([\w-]+)" data-id="(\d+)"', incidents) == [
+        ("calm-school", "2"), ("east-middle", "5"), ("east-middle", "4"), ("north-primary", "12"),
+        ("north-primary", "11")], "the newest first"
+    states = dict(re.findall(r'data-id="(\d+)">.*?<td class="report[^"]*">([^<]+)</td>', incidents, re.S))
+    assert states == {"2": "尚未报告（未超时）", "5": "已关闭，未报告", "4": "逾期未报", "12": "迟报", "11": "按时报告"}
+    assert incidents.count('class="ack-report"') == 2, "only a reported incident has a report to acknowledge"
+    assert "非法闯入" in incidents and "较大" in incidents, "category and severity in words"
+
+    submitted = section(page, "submissions-table")
+    assert re.findall(r'<tr data-site="([\w-]+)" data-period="([\w-]+)"', submitted) == [
+        ("calm-school", MONTH), ("calm-school", f"{MONTH}-01_{MONTH}-20"), ("north-primary", MONTH)]
+    north_row = submitted.split('data-site="north-primary"', 1)[1]
+    assert re.findall(r'class="figure">([^<]+)<', north_row) == ["2", "2", "96.5", "1"]
+    assert f'href="/reports/submissions/north-primary/monthly/{MONTH}"' in north_row
+
+
+@pytest.mark.postgres
+def test_a_duty_officer_acknowledges_a_report_and_the_alerts(reporting: dict[str, Any]) -> None:
+    engine = reporting["engine"]
+    duty = client(reporting["app"], "duty1")
+    token = csrf_of(duty.get("/reports").text)
+    assert duty.post("/reports/incidents/north-primary/11/ack", data={"csrf_token": "forged"}).status_code == 403
+    done = duty.post("/reports/incidents/north-primary/11/ack", data={"csrf_token": token})
+    assert done.status_code == 303 and done.headers["location"] == "/reports#incident-north-primary-11"
+    with engine.connect() as conn:
+        row = conn.execute(select(store.incidents).where(store.incidents.c.incident_id == 11)).one()
+    assert row.acked_by == "duty1" and abs(row.acked_at - datetime.now(UTC)) < timedelta(minutes=1)
+    line = duty.get("/reports").text.split('id="incident-north-primary-11"', 1)[1].split("</tr>", 1)[0]
+    assert f"duty1 于 {row.acked_at.astimezone(TZ).strftime('%Y-%m-%d %H:%M:%S')} 确认" in line
+    assert "学校尚未收到（发送中）" in line and "ack-report" not in line
+
+    again = duty.post("/reports/incidents/north-primary/11/ack", data={"csrf_token": token})
+    assert again.status_code == 409 and "该报告已被确认" in again.text
+    assert duty.post("/reports/incidents/east-middle/4/ack", data={"csrf_token": token}).status_code == 409
+    assert duty.post("/reports/incidents/east-middle/999/ack", data={"csrf_token": token}).status_code == 404
+    assert [(r.username, r.target, r.result) for r in audited(engine, "report.ack")] == [
+        ("duty1", "incident:north-primary:11", "ok"), ("duty1", "incident:north-primary:11", "refused"),
+        ("duty1", "incident:east-middle:4", "refused")]
+
+    with engine.begin() as conn:  # the school's next view shows the acknowledgement recorded
+        store.write_reports(conn, [incident("north-primary", 11, 4, "校外人员翻墙", on(2, 9), category="intrusion",
+                                            severity="serious", reported=on(2, 9, 30), saw_ack=NOW)], [], NOW)
+    assert "学校已收到" in duty.get("/reports").text.split('id="incident-north-primary-11"', 1)[1].split("</tr>")[0]
+
+    with engine.connect() as conn:
+        ids = {r.ref: r.id for r in conn.execute(select(store.alerts))}
+    east, north = ids["incident:4"], ids["incident:12"]
+    assert duty.post(f"/reports/alerts/{east}/ack", data={"csrf_token": token}).status_code == 303
+    assert duty.get("/api/schools").json()["alerts"] == {"open": 2, "unacked": 1}, "east's report is still missing"
+    assert duty.post(f"/reports/alerts/{north}/ack", data={"csrf_token": token}).status_code == 303
+    assert duty.get("/api/schools").json()["alerts"] == {"open": 1, "unacked": 0}, "north's: cleared and acknowledged"
+    assert duty.post(f"/reports/alerts/{north}/ack", data={"csrf_token": token}).status_code == 409
+    with engine.connect() as conn:
+        acked = {r.id: r.acked_by for r in conn.execute(select(store.alerts))}
+    assert acked == {east: "duty1", north: "duty1"}
+    assert [(r.target, r.result, r.detail.get("site")) for r in audited(engine, "alert.ack")] == [
+        (f"alert:{east}", "ok", "east-middle"), (f"alert:{north}", "ok", "north-primary"),
+        (f"alert:{north}", "refused", None)]
+    alerts = section(duty.get("/reports").text, "alerts-table")
+    assert "ack-alert" not in alerts and alerts.count("duty1 于") == 2
+    assert "区级告警未结束：1 条（0 条未确认）" in duty.get("/").text
+
+
+@pytest.mark.postgres
+def test_an_inspector_and_a_police_liaison_see_the_reports_but_cannot_act(reporting: dict[str, Any]) -> None:
+    engine = reporting["engine"]
+    police = client(reporting["app"], "police1")  # reads English
+    page = police.get("/reports").text
+    assert "District alerts" in page and "Incident reports from the schools" in page and "Reported late" in page
+    assert "ack-alert" not in page and "ack-report" not in page, "no buttons for a role that may not act"
+    inspector = client(reporting["app"], "inspector1")
+    token = csrf_of(inspector.get("/reports").text)
+    assert inspector.post("/reports/alerts/1/ack", data={"csrf_token": token}).status_code == 403
+    refused = inspector.post("/reports/incidents/north-primary/12/ack", data={"csrf_token": token})
+    assert refused.status_code == 403 and "您的角色无权执行此操作" in refused.text
+    assert police.post("/reports/incidents/north-primary/12/ack",
+                       data={"csrf_token": csrf_of(page)}).status_code == 403
+    assert [(r.username, r.target, r.detail["permission"]) for r in audited(engine, "role.refused")] == [
+        ("inspector1", "POST /reports/alerts/1/ack", "alert.ack"),
+        ("inspector1", "POST /reports/incidents/north-primary/12/ack", "report.ack"),
+        ("police1", "POST /reports/incidents/north-primary/12/ack", "report.ack")]
+    assert ("inspector1", "/reports", "ok") in [(r.username, r.target, r.result) for r in audited(engine, "view")]
+    with engine.connect() as conn:
+        assert conn.scalar(select(store.incidents.c.acked_at).where(store.incidents.c.incident_id == 12)) is None
+
+
+@pytest.mark.postgres
+def test_a_submitted_report_with_its_figures_and_inspections(reporting: dict[str, Any]) -> None:
+    duty = client(reporting["app"], "duty1")
+    page = duty.get(f"/reports/submissions/north-primary/monthly/{MONTH}").text
+    summary = section(page, "summary-table")
+    assert "巡逻完成率(%)" in summary and "96.5" in summary and "报警" in summary
+    assert re.search(r"报警</td><td class=\"value\">2</td><td>4</td>", summary), "this month and the one before"
+    assert "报警(按类型)" in page and "一键报警" in page and "无火灾事故" in page and "达成" in page, \
+        "the tables' titles and codes in words"
+    inspections = section(page, "inspections-table")
+    assert "月度排查" in inspections and "super1" in inspections and "消防通道畅通" in inspections
+    assert "开学排查" in inspections and "未完成" in inspections
+    assert f"{MONTH}-01 – " in page
+    assert "One-key alarm" in client(reporting["app"], "police1").get(
+        f"/reports/submissions/north-primary/monthly/{MONTH}").text
+    assert duty.get(f"/reports/submissions/east-middle/monthly/{MONTH}").status_code == 404
+
+
+def summary_rows(book: Any, sheet: str) -> dict[str, list[Any]]:
+    rows = list(book[sheet].iter_rows(values_only=True))
+    return {row[0]: list(row[1:]) for row in rows[1:]}
+
+
+NOTHING = ["not submitted", "-", "-", "-"]
+EXPECTED = {  # alarms, incidents, late or missing, events, monthly report, its date, patrol %, hazards open
+    "north-primary": [2, 2, 1, 3, "submitted", None, 96.5, 1], "east-middle": [1, 2, 2, 1, *NOTHING],
+    "calm-school": [0, 0, 0, 0, "submitted", None, 100, 0], "lock-school": [0, 0, 0, 0, *NOTHING],
+    "dark-school": [0, 0, 0, 0, *NOTHING]}
+
+
+@pytest.mark.postgres
+def test_the_months_summary_across_the_schools_from_the_console_and_the_command_line(
+        reporting: dict[str, Any], tmp_path: Path) -> None:
+    import io
+
+    from openpyxl import load_workbook
+    from pypdf import PdfReader
+
+    engine = reporting["engine"]
+    pdf = client(reporting["app"], "duty1").get(f"/reports/summary?month={MONTH}&fmt=pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert f'filename="district-summary-{MONTH}-zh_CN.pdf"' in pdf.headers["content-disposition"]
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    for words in ("测试区教育局", "各校月度安全汇总", "各校本月情况", "迟报或未报", "未报送", "单位盖章",
+                  "north-primary", "dark-school"):
+        assert words in text, words
+    assert "学校盖章" not in text, "the district's seal, not a school's"
+
+    xlsx = client(reporting["app"], "police1").get(f"/reports/summary?month={MONTH}&fmt=xlsx")
+    book = load_workbook(io.BytesIO(xlsx.content))
+    rows = summary_rows(book, "Schools in the month")
+    submitted = {"north-primary": (MONTH_START + timedelta(days=32)).replace(day=3).date().isoformat(),
+                 "calm-school": (MONTH_START + timedelta(days=32)).replace(day=2).date().isoformat()}
+    expected = {site: [submitted.get(site, v) if v is None else v for v in values] for site, values in EXPECTED.items()}
+    assert rows == expected
+    figures = {row[0]: row[1] for row in book["Summary"].iter_rows(min_row=4, values_only=True) if row and row[0]}
+    assert {k: figures[k] for k in ("Number of schools", "Schools silent for more than a day (now)", "Alarms",
+                                    "Incidents", "Reports late or missing", "Schools without the monthly report")} \
+        == {"Number of schools": 5, "Schools silent for more than a day (now)": 1, "Alarms": 3, "Incidents": 4,
+            "Reports late or missing": 3, "Schools without the monthly report": 3}
+    assert client(reporting["app"], "duty1").get("/reports/summary?month=2026-13&fmt=pdf").status_code == 422
+    assert client(reporting["app"], "duty1").get(f"/reports/summary?month={MONTH}&fmt=doc").status_code == 422
+    assert [(r.username, r.target, r.detail["format"]) for r in audited(engine, "summary.download")] == [
+        ("duty1", f"summary:{MONTH}", "pdf"), ("police1", f"summary:{MONTH}", "xlsx")]
+
+    config = tmp_path / "district.yaml"
+    url = engine.url.render_as_string(hide_password=False)
+    config.write_text(f"district: {{id: d1, name: 测试区教育局, timezone: Asia/Shanghai}}\n"
+                      f"nats: {{servers: ['nats://127.0.0.1:4222']}}\ndatabase: {{url: '{url}'}}\n")
+    out = tmp_path / "summary.xlsx"
+    assert main(["district", "report", "--month", MONTH, "--format", "xlsx", "--language", "zh_CN", "-o", str(out),
+                 "-c", str(config)]) == 0
+    zh = summary_rows(load_workbook(out), "各校本月情况")
+    assert zh["east-middle"] == [1, 2, 2, 1, "未报送", "-", "-", "-"]
+    assert zh["north-primary"][:5] == [2, 2, 1, 3, "已报送"]
+    assert main(["district", "report", "--month", "11-2026", "-c", str(config)]) == 2
+    pdf_out = tmp_path / "summary.pdf"
+    assert main(["district", "report", "--month", MONTH, "-o", str(pdf_out), "-c", str(config)]) == 0
+    assert "测试区教育局" in PdfReader(pdf_out).pages[0].extract_text(), "zh_CN: the console's default language"
+    assert audited(engine, "summary.download")[-1].username == "cli"
+
+
+@pytest.mark.parametrize("language", sorted(i18n.LANGUAGES))
+def test_every_word_of_the_districts_summary_is_in_the_catalogue(language: str) -> None:
+    from datetime import date
+
+    from gateway.district import summary
+    from gateway.reports import render
+
+    empty = {"alarms": 0, "incidents": 0, "late": 0, "submitted_at": None}
+    used = {*summary.COLUMNS, "Schools in the month", summary.SUBMITTED, summary.NOT_SUBMITTED, render.DISTRICT_SEAL,
+            render.KIND_TITLES["district_monthly"], *(key for key, _ in summary._summary({"s": empty}, 0))}
+    missing = used - i18n.catalogue_ids(language)
+    assert not missing, f"add these to gateway/console/locale/{language}/LC_MESSAGES/campusgw.po: {sorted(missing)}"
+    assert summary.parse_month("2026-11") == date(2026, 11, 1)
+    for wrong in ("2026-13", "2026-1", "11-2026", "1999-01"):
+        with pytest.raises(ValueError):
+            summary.parse_month(wrong)
+    assert summary.month_range(date(2026, 11, 1), TZ)[0].isoformat() == "2026-11-01T00:00:00+08:00"
+
+
+def test_a_submitted_summary_is_shown_in_the_order_of_the_schools_report(tmp_path: Path) -> None:
+    """JSONB loses the order of a summary's keys: the page puts them back in the order collect() makes them."""
+    from gateway.records import db
+    from gateway.reports.figures import collect
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'records.db'}")
+    db.upgrade(engine)
+    start = NOW.astimezone(TZ).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    with db.make_sessions(engine)() as session:
+        report = collect(session, "monthly", start, start + timedelta(days=30), TZ, "s", compare=False)
+    engine.dispose()
+    assert tuple(key for key, _ in report.summary) == views.SUMMARY_ORDER
+    assert views.in_report_order({"zzz": 1, "Incidents": 2, "Alarms": 3}) == [("Alarms", 3), ("Incidents", 2),
+                                                                              ("zzz", 1)]

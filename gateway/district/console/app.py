@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,12 +34,15 @@ from gateway.console import auth
 from gateway.console.app import ELSEWHERE, HASHING, LOCKED, MAX_WAITING_LOGINS, cross_origin
 from gateway.console.throttle import LoginThrottle
 from gateway.console.web import CSRF_HEADER, language_of, said, tr
-from gateway.district.console import users, views
+from gateway.district import summary
+from gateway.district.console import actions, users, views
+from gateway.reports.figures import Table
+from gateway.reports.render import RENDERERS, file_name, table_rows
 
 SESSION_COOKIE = "campusgw_district_session"  # not the school console's: cookies ignore the port
 PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
 POLL_S = 3.0  # how often the schools page asks for the table again
-MAX_BODY = 16 * 1024  # the console takes only small forms (login, language, logout)
+MAX_BODY = 16 * 1024  # the console takes only small forms (login, language, logout, acknowledgements)
 API_AUDIT_EVERY_S = 600.0  # a watched user's polling of one API path: one audit row per this long, not per poll
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(default=True, default_for_string=True))
@@ -57,7 +60,10 @@ WORDS = {  # what the schools page's script needs, in the user's language
     "some_down": "{down} of {n} down", "locked": "LOCKED DOWN", "drill": "drill", "silent": "silent for {n} min",
     "stale": "not updated for {s} s", "empty": "No school has reported yet. Schools appear here once their "
     "gateway's bridge sends its first message to the district (campusgw district bridge at the school).",
+    "alerts": "District alerts open: {n} ({unacked} not acknowledged). Open Reporting to answer them.",
 }
+MEDIA = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
+         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
 @dataclass
@@ -186,7 +192,8 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
         district_name=ctx.district_name, zone=ctx.zone_label(), local=ctx.local_time, path=request.url.path,
         said=lambda note: said(language, note),
         action_word=lambda a: i18n.gettext(language, ACTIONS.get(str(a), str(a))),
-        alarm_label=lambda name: i18n.gettext(language, name) if name in ALARMS else name, **values)
+        alarm_label=lambda name: i18n.gettext(language, name) if name in ALARMS else name,
+        can=lambda permission: user is not None and users.allowed(user.role, permission), **values)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
@@ -288,15 +295,17 @@ def create_app(district_id: str, district_name: str, tz: ZoneInfo, engine: Engin
     def schools_page(request: Request, user: users.Officer = viewer) -> HTMLResponse:
         with engine.connect() as conn:
             rows = [jsonable(r) for r in views.schools(conn, now())]
+            alerts = views.alert_counts(conn)
         words = {key: i18n.gettext(language_of(request), text) for key, text in WORDS.items()} | {"none": "—"}
-        return render(request, "schools.html", schools=rows, words=words, poll_s=POLL_S, tz=tz.key)
+        return render(request, "schools.html", schools=rows, words=words, poll_s=POLL_S, tz=tz.key, alerts=alerts)
 
     @app.get("/api/schools")
     def schools_api(request: Request, user: users.Officer = viewer) -> dict[str, Any]:
         """Every school worst first, with its figures; the schools page polls it."""
         with engine.connect() as conn:
             rows = views.schools(conn, now())
-        return {"at": now().isoformat(), "timezone": tz.key, "schools": [jsonable(r) for r in rows]}
+            alerts = views.alert_counts(conn)
+        return {"at": now().isoformat(), "timezone": tz.key, "schools": [jsonable(r) for r in rows], "alerts": alerts}
 
     @app.get("/schools/{site}", response_class=HTMLResponse)
     def school_page(request: Request, site: str, user: users.Officer = viewer) -> HTMLResponse:
@@ -318,6 +327,94 @@ def create_app(district_id: str, district_name: str, tz: ZoneInfo, engine: Engin
                       steps=[s for s in view.get("steps") or [] if isinstance(s, dict)],
                       attachments=[e for e in view.get("attachments") or [] if isinstance(e, dict)],
                       police=view.get("police") if isinstance(view.get("police"), dict) else {})
+
+    @app.get("/reports", response_class=HTMLResponse)
+    def reports_page(request: Request, user: users.Officer = viewer) -> HTMLResponse:
+        """The district's alerts, the schools' incident reports and their submitted reports, and the month's
+        summary across the schools to download."""
+        at = now()
+        with engine.connect() as conn:
+            alerts, incidents, submitted = views.alerts(conn), views.incidents(conn, at), views.submissions(conn)
+        return render(request, "reports.html", alerts=alerts, incidents=incidents, submissions=submitted,
+                      shown=views.INCIDENTS_SHOWN,
+                      month=summary.last_month(at, tz).strftime("%Y-%m"), formats=list(RENDERERS))
+
+    @app.post("/reports/alerts/{alert_id}/ack")
+    def acknowledge_alert(request: Request, alert_id: int,
+                          user: users.Officer = Depends(require("alert.ack"))) -> Response:  # noqa: B008
+        with engine.begin() as conn:
+            done = actions.acknowledge_alert(conn, alert_id, user.username, now(), client_address(request))
+        if not done:
+            audit(request, user.username, "alert.ack", f"alert:{alert_id}", "refused", {"why": "acknowledged"})
+            raise HTTPException(409, tr(request, "This alert was acknowledged already, or there is no such alert."))
+        return RedirectResponse("/reports#alerts", 303)
+
+    @app.post("/reports/incidents/{site}/{incident_id}/ack")
+    def acknowledge_report(request: Request, site: str, incident_id: int,
+                           user: users.Officer = Depends(require("report.ack"))) -> Response:  # noqa: B008
+        with engine.begin() as conn:
+            done = actions.acknowledge_report(conn, site, incident_id, user.username, now(), client_address(request))
+            found = None if done else views.incident(conn, site, incident_id)
+        if not done:
+            if found is None:
+                raise HTTPException(404, tr(request, "The district has no incident of this id from this school."))
+            why = "acknowledged" if found["acked_at"] is not None else "not_reported"
+            audit(request, user.username, "report.ack", f"incident:{site}:{incident_id}", "refused", {"why": why})
+            raise HTTPException(409, tr(request, "This report was acknowledged already.") if why == "acknowledged"
+                                else tr(request, "The school has not reported this incident yet."))
+        return RedirectResponse(f"/reports#incident-{quote(site)}-{incident_id}", 303)
+
+    @app.get("/reports/submissions/{site}/{kind}/{period}", response_class=HTMLResponse)
+    def submission_page(request: Request, site: str, kind: str, period: str,
+                        user: users.Officer = viewer) -> HTMLResponse:
+        with engine.connect() as conn:
+            found = views.submission(conn, site, kind, period)
+        if found is None:
+            raise HTTPException(404, tr(request, "The district has no such report from this school."))
+        figures = found["figures"] if isinstance(found["figures"], dict) else {}
+        language = language_of(request)
+
+        def tr_(message: Any) -> str:
+            return i18n.gettext(language, str(message))
+
+        tables = []
+        for t in figures.get("tables") or []:
+            if isinstance(t, dict) and isinstance(t.get("rows"), list) and isinstance(t.get("columns"), list):
+                table = Table(str(t.get("key")), str(t.get("title")), [str(c) for c in t["columns"]],
+                              [r for r in t["rows"] if isinstance(r, list)],
+                              translate_first=t.get("translate_first") is True)
+                tables.append({"title": tr_(table.title), "columns": [tr_(c) for c in table.columns],
+                               "rows": table_rows(table, tr_)})
+        first_day = found["starts"].astimezone(tz).date().isoformat()
+        last_day = (found["ends"].astimezone(tz) - timedelta(days=1)).date().isoformat()  # ends is exclusive
+        return render(request, "submission.html", report=found, tables=tables, first_day=first_day, last_day=last_day,
+                      summary=views.in_report_order(figures["summary"] if isinstance(figures.get("summary"), dict)
+                                                    else {}),
+                      previous=figures.get("previous") if isinstance(figures.get("previous"), dict) else {},
+                      inspections=[i for i in figures.get("inspections") or [] if isinstance(i, dict)])
+
+    @app.get("/reports/summary")
+    def summary_download(request: Request, month: str | None = None, fmt: str = "pdf",
+                         user: users.Officer = viewer) -> Response:
+        """The month's summary across the schools (PDF, XLSX or CSV) in the reader's language; audited."""
+        try:
+            first = summary.parse_month(month) if month else summary.last_month(now(), tz)
+        except ValueError:
+            raise HTTPException(422, tr(request, "Choose a month (YYYY-MM) and a format.")) from None
+        if fmt not in RENDERERS:
+            raise HTTPException(422, tr(request, "Choose a month (YYYY-MM) and a format."))
+        language = language_of(request)
+        with engine.connect() as conn:
+            report = summary.collect(conn, first, tz, ctx.district_name, now())
+        body = RENDERERS[fmt](report, language)
+        audit(request, user.username, "summary.download", f"summary:{first.strftime('%Y-%m')}", "ok",
+              {"format": fmt, "language": language})
+        # RFC 6266: the readable (Chinese) name for browsers, a plain one for the rest.
+        plain = f"district-summary-{first.strftime('%Y-%m')}-{language}.{fmt}"
+        return Response(body, media_type=MEDIA[fmt], headers={
+            "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''"
+                                   f"{quote(file_name(report, language, fmt))}",
+            "Cache-Control": "private, no-store"})
 
     @app.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, next: str = "/") -> HTMLResponse:

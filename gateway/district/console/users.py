@@ -73,10 +73,11 @@ audit_log = Table(  # who did or saw what, when: logins, refusals, and every pag
 )
 
 ROLES = ("duty_officer", "police_liaison", "inspector")
-# Which roles may do what. Everything of the console is read-only so far; an action added later gets a line
-# here (e.g. "report.ack": {"duty_officer"}) and its route asks for it with require("report.ack").
+# Which roles may do what; a route asks for its permission with require("report.ack").
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "view": frozenset(ROLES),
+    "view": frozenset(ROLES),  # every page, and the monthly summary's download
+    "alert.ack": frozenset({"duty_officer"}),  # acknowledge a district alert (an incident report overdue)
+    "report.ack": frozenset({"duty_officer"}),  # acknowledge a school's incident report (sent down to it)
 }
 WATCHED_ROLES = frozenset({"inspector"})  # every page such a user opens is audited (who saw what, when)
 SESSION_IDLE = timedelta(hours=12)  # a duty officer's shift; a session unused this long ends

@@ -142,3 +142,98 @@ def alarm(conn: Connection, site: str, alarm_id: int) -> dict[str, Any] | None:
     a = store.alarms.c
     row = conn.execute(select(store.alarms).where(a.site == site, a.alarm_id == alarm_id)).first()
     return dict(row._mapping) if row is not None else None
+
+
+# The Reports page: the district's own alerts, the schools' incident reports and their submitted reports.
+INCIDENTS_SHOWN = 200  # the newest this many incidents on the page
+ALERTS_DONE_SHOWN = 50  # alerts no longer open (cleared and acknowledged): the newest this many, below the open
+
+
+def _alert_open() -> Any:
+    """An alert is open until its cause is gone (the report came) and a duty officer acknowledged it."""
+    c = store.alerts.c
+    return (c.acked_at.is_(None)) | (c.cleared_at.is_(None))
+
+
+def alert_counts(conn: Connection) -> dict[str, int]:
+    """How many of the district's alerts are open, and how many of those nobody acknowledged yet."""
+    c = store.alerts.c
+    row = conn.execute(select(func.count(), func.count().filter(c.acked_at.is_(None)))
+                       .where(_alert_open())).one()
+    return {"open": int(row[0]), "unacked": int(row[1])}
+
+
+def alerts(conn: Connection) -> list[dict[str, Any]]:
+    """The open alerts (not acknowledged first, then the oldest), then the newest of those done."""
+    c = store.alerts.c
+    open_ = conn.execute(select(store.alerts).where(_alert_open())
+                         .order_by(c.acked_at.is_not(None), c.raised_at, c.id)).all()
+    done = conn.execute(select(store.alerts).where(~_alert_open()).order_by(c.raised_at.desc(), c.id.desc())
+                        .limit(ALERTS_DONE_SHOWN)).all()
+    found = []
+    for row in [*open_, *done]:
+        detail = row.detail if isinstance(row.detail, dict) else {}
+        found.append({**row._mapping, "open": row.acked_at is None or row.cleared_at is None,
+                      "title": str(detail.get("title") or ""), "incident_id": detail.get("incident_id"),
+                      "report_due_at": detail.get("report_due_at")})
+    return found
+
+
+def report_state(incident: dict[str, Any], now: datetime) -> str:
+    """closed, on_time, late, overdue (not reported, past its deadline) or open (not reported, still in time)."""
+    if incident["reported_at"] is not None:
+        return "on_time" if incident["reported_at"] <= incident["report_due_at"] else "late"
+    if incident["state"] == "closed":
+        return "closed"
+    return "overdue" if incident["report_due_at"] < now else "open"
+
+
+def incidents(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """The schools' incidents, the newest first, each with its reporting state."""
+    i = store.incidents.c
+    rows = conn.execute(select(store.incidents).order_by(i.occurred_at.desc(), i.site, i.incident_id.desc())
+                        .limit(INCIDENTS_SHOWN)).all()
+    return [{**r._mapping, "report": report_state(dict(r._mapping), now)} for r in rows]
+
+
+def incident(conn: Connection, site: str, incident_id: int) -> dict[str, Any] | None:
+    if not 0 <= incident_id < 2**63:
+        return None
+    i = store.incidents.c
+    row = conn.execute(select(store.incidents).where(i.site == site, i.incident_id == incident_id)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+SUMMARY_FIGURES = ("Alarms", "Incidents", "Patrol rounds complete (%)", "Hazards open at the end")
+
+
+def submissions(conn: Connection) -> list[dict[str, Any]]:
+    """The reports the schools submitted, by school, the newest period first, with their main figures."""
+    s = store.submissions.c
+    rows = conn.execute(select(s.site, s.kind, s.period, s.starts, s.submitted_at, s.submitted_by, s.figures)
+                        .order_by(s.site, s.starts.desc(), s.kind)).all()
+    found = []
+    for row in rows:
+        summary = row.figures.get("summary") if isinstance(row.figures, dict) else None
+        summary = summary if isinstance(summary, dict) else {}
+        found.append({"site": row.site, "kind": row.kind, "period": row.period, "submitted_at": row.submitted_at,
+                      "submitted_by": row.submitted_by, "figures": [summary.get(k) for k in SUMMARY_FIGURES]})
+    return found
+
+
+# The order a school's report lists its summary in (gateway.reports.figures.collect); PostgreSQL's JSONB keeps an
+# object's keys in its own order, so the submitted summary is put back in this one (any other key after).
+SUMMARY_ORDER = ("Alarms", "Median time to acknowledge (s)", "Patrol rounds complete (%)", "Checkpoints missed",
+                 "Visitors registered", "Visitors refused (watch list)", "Access decisions", "Access denied",
+                 "Incidents", "Hazards open at the end", "Lowest device uptime (%)")
+
+
+def in_report_order(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    known = [(k, summary[k]) for k in SUMMARY_ORDER if k in summary]
+    return known + [(k, v) for k, v in summary.items() if k not in SUMMARY_ORDER]
+
+
+def submission(conn: Connection, site: str, kind: str, period: str) -> dict[str, Any] | None:
+    s = store.submissions.c
+    row = conn.execute(select(store.submissions).where(s.site == site, s.kind == kind, s.period == period)).first()
+    return dict(row._mapping) if row is not None else None
