@@ -7,14 +7,18 @@ Everything on this machine (tests/district/harness.py): three nats-server nodes 
 one cluster), `--schools` schools each with its own Mosquitto bridged up by the section `campusgw district
 bridge` makes and a light school publishing alarm button events into it at QoS 1, `--workers` district worker
 processes (`campusgw district worker`) on one PostgreSQL database. The events are spread over the schools,
-as fast as they go (or `--rate` a second); when a third is sent, one node is SIGKILLed (`bridges`: the node
-every bridge connects to first; `leader`: the `$MQTT_msgs` stream's leader), and restarted when two thirds are.
+as fast as they go (or `--rate` a second); when a third is sent, one node is SIGKILLed (`bridges`: the first
+node, which a third of the bridges connect to first; `leader`: the `$MQTT_msgs` stream's leader; `follower`: a
+node leading neither that stream nor the cluster's metadata), and restarted when two thirds are. A leader's loss
+stops the stream's writes until a follower campaigns: NATS's Raft waits 4-9 s for a lost leader
+(minElectionTimeoutDefault..maxElectionTimeoutDefault in server/raft.go), so events sent meanwhile wait in the
+schools' Mosquitto that long.
 
 Figures, all from outside the district's own bookkeeping:
   events/s      acknowledged events over the time from the first publish to the last of them in the records
   missing       ids a school's Mosquitto acknowledged that are not in the records (must be 0)
   duplicates    deliveries the workers absorbed (their `duplicates`, from each worker's exit line)
-  latency       a record's received_at minus the event's own time: the press -> district records path
+  latency       a record's received_at minus the moment its school sent it: the school -> district records path
   longest gap   the longest time no new record arrived after the kill (the recovery)
   node memory   the largest RSS of each nats-server process during the run
 """
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -40,13 +45,45 @@ from tests.district.harness import LightSchool, NatsCluster, SchoolBroker
 from tests.support import drop_postgres_database, new_postgres_database
 
 
+@dataclass
+class Row:
+    id: str
+    received: float  # wall time the district stored it
+    sent: float  # wall time its school handed it to paho
+
+
+def cpu_by_group() -> dict[str, float]:
+    """CPU seconds (user + system) each kind of process has used so far: where a run's time goes."""
+    import psutil
+
+    groups: dict[str, float] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            times = proc.info["cpu_times"]
+        except (psutil.Error, TypeError):
+            continue
+        if times is None:
+            continue
+        name = proc.info["name"] or ""
+        group = ("nats-server" if "nats-server" in name else "mosquitto" if "mosquitto" in name
+                 else "postgres" if "postgres" in name else "workers" if "district worker" in cmd
+                 else "bench (schools' publishers)" if "bench.district" in cmd else None)
+        if group:
+            groups[group] = groups.get(group, 0.0) + times.user + times.system
+    return groups
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.district", description=__doc__.split("\n")[0])
     parser.add_argument("--schools", type=int, default=100)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--kill", choices=["bridges", "leader", "none"], default="bridges")
+    parser.add_argument("--kill", choices=["bridges", "leader", "follower", "none"], default="bridges")
     parser.add_argument("--rate", type=float, default=0.0, help="events a second in all (0: as fast as it goes)")
+    parser.add_argument("--timeline", action="store_true", help="records and sends a second, from the kill on")
+    parser.add_argument("--graceful", action="store_true", help="stop the node (SIGTERM, its leaderships handed "
+                        "over first) instead of SIGKILL: a planned restart")
     args = parser.parse_args(argv)
 
     url = new_postgres_database()
@@ -81,18 +118,24 @@ def main(argv: list[str] | None = None) -> int:
                         peak[node.name] = max(peak.get(node.name, 0.0), rss_mib(node.proc.pid))
 
         threading.Thread(target=sample, daemon=True).start()
+        cpu_before = cpu_by_group()
         killed = index = None
         kill_at = restart_at = None
+        # The events made first, so the sending loop only sends: one Python process plays every school here.
+        prepared = [schools[i % len(schools)].prepare(device=f"box-{i % 7}", restored=bool((i // len(schools)) % 2))
+                    for i in range(args.events)]
         first = time.time()
         for i in range(args.events):
-            schools[i % len(schools)].press(device=f"box-{i % 7}", restored=bool((i // len(schools)) % 2))
+            schools[i % len(schools)].send(*prepared[i])
             if args.rate:
                 time.sleep(max(0.0, first + (i + 1) / args.rate - time.time()))
             if args.kill != "none" and i == args.events // 3:
-                index = 0 if args.kill == "bridges" else cluster.leader_of("$MQTT_msgs")
+                index = {"bridges": lambda: 0, "leader": lambda: cluster.leader_of("$MQTT_msgs"),
+                         "follower": lambda: cluster.follower("$MQTT_msgs")}[args.kill]()
                 assert index is not None
-                cluster.nodes[index].kill()
-                killed, kill_at = cluster.nodes[index].name, time.time()
+                kill_at = time.time()
+                (cluster.nodes[index].stop if args.graceful else cluster.nodes[index].kill)()
+                killed = cluster.nodes[index].name
             if index is not None and i == 2 * args.events // 3:
                 cluster.restart(index)
                 restart_at = time.time()
@@ -109,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_until(lambda: stored() >= len(acked), 600, "every acknowledged event in the records")
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, extract(epoch FROM received_at) AS received, "
-                                     "extract(epoch FROM time) AS sent FROM district_events")).all()
+            stored_rows = conn.execute(text("SELECT id, extract(epoch FROM received_at) AS received "
+                                            "FROM district_events")).all()
+        sent_at = {k: v for s in schools for k, v in s.sent_at.items()}
+        rows = [Row(r.id, float(r.received), sent_at.get(r.id, float("nan"))) for r in stored_rows]
         engine.dispose()
         sampling.set()
+        cpu_after = cpu_by_group()
     finally:
         for w in workers:
             w.terminate()
@@ -137,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         duplicates += int(found.group(1)) if found else 0
     print(f"district: {args.schools} schools, {len(acked)} events acknowledged by their Mosquitto, "
           f"{args.workers} workers, 3 nats-server nodes; {datetime.now():%Y-%m-%d}")
-    print(f"  killed {killed or 'no node'}" + (f" ({args.kill}) at a third, restarted at two thirds" if killed else ""))
+    how = "stopped (SIGTERM)" if args.graceful else "killed (SIGKILL)"
+    print(f"  {how} {killed or 'no node'}" + (f" ({args.kill}) at a third, restarted at two thirds" if killed else ""))
     print(f"  sent in {sent_s:.1f} s; in the records {last - first:.1f} s after the first publish: "
           f"{len(acked) / (last - first):.0f} events/s")
     print(f"  missing {len(acked - ids)}, not sent but stored {len(ids - acked)}, duplicates absorbed {duplicates}")
@@ -146,7 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'all':32}{len(latencies):6d}{latency_stats(latencies)}")
     if during:
         print(f"  {'sent while a node was down':32}{len(during):6d}{latency_stats(during)}")
+    spent = {g: cpu_after.get(g, 0.0) - cpu_before.get(g, 0.0) for g in cpu_after}
+    print("  CPU seconds over the run: " + ", ".join(f"{g} {v:.1f}" for g, v in sorted(spent.items(),
+                                                                                    key=lambda kv: -kv[1])))
     print("  node memory, largest RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(peak.items())))
+    if kill_at is not None and args.timeline:
+        print("  records a second from the kill (s: received, sent):")
+        for second in range(-2, int(last - kill_at) + 1):
+            got = sum(1 for r in rows if kill_at + second <= float(r.received) < kill_at + second + 1)
+            sent = sum(1 for r in rows if kill_at + second <= float(r.sent) < kill_at + second + 1)
+            print(f"    {second:+4d} {got:6d} {sent:6d}")
     return 0 if not acked - ids else 1
 
 

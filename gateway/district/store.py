@@ -228,12 +228,15 @@ def drop_months_before(engine: Engine, keep_from: tuple[int, int]) -> list[str]:
     return dropped
 
 
+INSERT_EVENTS = insert(events).on_conflict_do_nothing().returning(events.c.id, events.c.site)
+
+
 def write(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> Written:
     """One batch in the caller's transaction: the events (duplicates absorbed), the schools' last contact, and
     the messages that were no event. Returns what was new."""
     stored: list[dict[str, Any]] = []
-    if rows:
-        ids = conn.execute(insert(events).values(rows).on_conflict_do_nothing().returning(events.c.id, events.c.site))
+    if rows:  # one cached statement, its rows sent in pages (SQLAlchemy's insertmanyvalues), not compiled per batch
+        ids = conn.execute(INSERT_EVENTS, rows)
         stored = [dict(site=r.site) for r in ids]
     per_site: dict[str, int] = {}
     for row in rows:

@@ -168,6 +168,26 @@ class NatsCluster:
         for node in self.nodes:
             node.stop()
 
+    def meta_leader(self) -> int | None:
+        """The index of the node leading the cluster's JetStream metadata (its monitoring endpoint says)."""
+        import urllib.request
+
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{node.monitor_port}/jsz", timeout=2) as answer:
+                    leader = json.load(answer).get("meta_cluster", {}).get("leader")
+            except (OSError, ValueError):
+                continue
+            return next((i for i, n in enumerate(self.nodes) if n.name == leader), None)
+        return None
+
+    def follower(self, stream: str) -> int:
+        """A node that leads neither the stream nor the metadata: its loss needs no election of those."""
+        busy = {self.leader_of(stream), self.meta_leader()}
+        return next(i for i in range(len(self.nodes)) if i not in busy)
+
     def leader_of(self, stream: str, consumer: str | None = None) -> int | None:
         """The index of the node leading a stream (or one of its consumers)."""
         import asyncio
@@ -236,7 +256,7 @@ class LightSchool:
         self.broker = broker
         self.site = broker.site
         self.acked: set[str] = set()
-        self.sent_at: dict[str, float] = {}
+        self.sent_at: dict[str, float] = {}  # event id -> wall time it was handed to paho
         self._pending: dict[int, str] = {}
         self._early: set[int] = set()
         self._lock = threading.Lock()
@@ -264,22 +284,29 @@ class LightSchool:
                 self.acked.add(event_id)
 
     def press(self, device: str = "gate-box", restored: bool = False) -> str:
+        return self.send(*self.prepare(device, restored))
+
+    def prepare(self, device: str = "gate-box", restored: bool = False) -> tuple[str, str, str]:
+        """A press as (event id, topic, payload), made now and sent later (a bench's sender then only sends)."""
         self._seq += 1
         event_type = "campus.alarm_input.restored" if restored else "campus.alarm_input.triggered"
         event = make_event(self.site, "alarm_input", device, event_type,
                            {"point": "panic", "input": 1, "point_type": "panic", "zone": "gate", "place": "门卫室"},
                            self._seq, time.time(), TZ)
-        sent = time.monotonic()
+        return event.id, topics.event(self.site, "alarm_input", device, event_type), event.to_json()
+
+    def send(self, event_id: str, topic: str, payload: str) -> str:
+        sent = time.time()
         # Not under our lock: paho calls on_publish holding its own, which publish() takes too.
-        info = self.client.publish(topics.event(self.site, "alarm_input", device, event_type), event.to_json(), qos=1)
+        info = self.client.publish(topic, payload, qos=1)
         with self._lock:
-            self.sent_at[event.id] = sent
+            self.sent_at[event_id] = sent
             if info.mid in self._early:
                 self._early.discard(info.mid)
-                self.acked.add(event.id)
+                self.acked.add(event_id)
             else:
-                self._pending[info.mid] = event.id
-        return event.id
+                self._pending[info.mid] = event_id
+        return event_id
 
     def announce(self, alarm_id: int, revision: int, state: str, priority: int = 1, alarm_type: str = "panic",
                  test: bool = False) -> None:

@@ -16,7 +16,7 @@ from gateway import topics
 from gateway.config import ConfigError
 from gateway.config_file import parse_config
 from gateway.district import store
-from gateway.district.bridge import BridgeSettings, bridge_section
+from gateway.district.bridge import BridgeSettings, bridge_section, spread
 from gateway.district.subjects import (
     EVENTS_FILTER,
     StoredTopic,
@@ -61,7 +61,8 @@ def test_the_bridge_names_its_own_site_everywhere_and_a_client_id_per_gateway() 
     section = bridge_section(BridgeSettings("school-7", "gatehouse-2", ["n1.district:1883", "n2.district:1883"],
                                             username="school-7", password="pw", cafile="/etc/ca.pem"))
     lines = section.splitlines()
-    assert "address n1.district:1883 n2.district:1883" in lines and "round_robin false" in lines
+    address = next(line for line in lines if line.startswith("address ")).split()[1:]
+    assert sorted(address) == ["n1.district:1883", "n2.district:1883"] and "round_robin true" in lines
     assert "remote_clientid campusgw-school-7-gatehouse-2" in lines
     assert {"try_private false", "bridge_protocol_version mqttv311", "cleansession false",
             "notification_topic campus/v1/school-7/bridge/district", "bridge_cafile /etc/ca.pem"} <= set(lines)
@@ -70,6 +71,14 @@ def test_the_bridge_names_its_own_site_everywhere_and_a_client_id_per_gateway() 
     assert [line for line in lines if line.startswith("topic ") and line not in topics_up] == [
         "topic campus/v1/school-7/district/# in 1"], "down: only what the district sends this school"
     assert "$SYS" not in section
+
+
+def test_the_schools_start_at_different_nodes_each_always_at_its_own() -> None:
+    nodes = [f"n{i}.district:1883" for i in (1, 2, 3)]
+    firsts = {spread(f"school-{n}", nodes)[0] for n in range(30)}
+    assert firsts == set(nodes), "the schools spread over every node"
+    assert spread("school-7", nodes) == spread("school-7", list(nodes)), "a site always starts at its own node"
+    assert sorted(spread("school-7", nodes)) == nodes and spread("school-7", nodes[:1]) == nodes[:1]
 
 
 @pytest.mark.parametrize(("settings", "problem"), [
