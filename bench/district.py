@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill", choices=["bridges", "leader", "follower", "none"], default="bridges")
     parser.add_argument("--rate", type=float, default=0.0, help="events a second in all (0: as fast as it goes)")
     parser.add_argument("--timeline", action="store_true", help="records and sends a second, from the kill on")
-    parser.add_argument("--graceful", action="store_true", help="stop the node (SIGTERM, its leaderships handed "
-                        "over first) instead of SIGKILL: a planned restart")
+    parser.add_argument("--graceful", action="store_true", help="stop the node in lame duck mode (its leaderships "
+                        "handed over first, then its clients moved) instead of SIGKILL: a planned restart")
     args = parser.parse_args(argv)
 
     url = new_postgres_database()
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_before = cpu_by_group()
         killed = index = None
         kill_at = restart_at = None
+        leaving: threading.Thread | None = None
         # The events made first, so the sending loop only sends: one Python process plays every school here.
         prepared = [schools[i % len(schools)].prepare(device=f"box-{i % 7}", restored=bool((i // len(schools)) % 2))
                     for i in range(args.events)]
@@ -134,9 +135,15 @@ def main(argv: list[str] | None = None) -> int:
                          "follower": lambda: cluster.follower("$MQTT_msgs")}[args.kill]()
                 assert index is not None
                 kill_at = time.time()
-                (cluster.nodes[index].stop if args.graceful else cluster.nodes[index].kill)()
+                node = cluster.nodes[index]
+                if args.graceful:  # in the background: the node takes lame_duck_duration to leave
+                    leaving = threading.Thread(target=node.lame_duck, daemon=True)
+                    leaving.start()
+                else:
+                    node.kill()
                 killed = cluster.nodes[index].name
-            if index is not None and i == 2 * args.events // 3:
+            if index is not None and i >= 2 * args.events // 3 and restart_at is None and not (
+                    leaving is not None and leaving.is_alive()):  # a node in lame duck mode takes 30 s to leave
                 cluster.restart(index)
                 restart_at = time.time()
             while sum(s.unacked for s in schools) > 20 * len(schools):  # a school's Mosquitto is a queue, not a sink
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         duplicates += int(found.group(1)) if found else 0
     print(f"district: {args.schools} schools, {len(acked)} events acknowledged by their Mosquitto, "
           f"{args.workers} workers, 3 nats-server nodes; {datetime.now():%Y-%m-%d}")
-    how = "stopped (SIGTERM)" if args.graceful else "killed (SIGKILL)"
+    how = "stopped in lame duck mode" if args.graceful else "killed (SIGKILL)"
     print(f"  {how} {killed or 'no node'}" + (f" ({args.kill}) at a third, restarted at two thirds" if killed else ""))
     print(f"  sent in {sent_s:.1f} s; in the records {last - first:.1f} s after the first publish: "
           f"{len(acked) / (last - first):.0f} events/s")

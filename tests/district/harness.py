@@ -71,7 +71,9 @@ class NatsNode:
                 f'http: "127.0.0.1:{self.monitor_port}"\n'
                 f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}\n'
                 f'cluster {{ name: "district", listen: "127.0.0.1:{self.cluster_port}", routes: [{route_urls}] }}\n'
-                f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}", ack_wait: "30s", max_ack_pending: 1024 }}\n')
+                f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}", ack_wait: "30s", max_ack_pending: 1024 }}\n'
+                # A planned stop (lame_duck) hands the node's leaderships over first, then moves its clients.
+                'lame_duck_grace_period: "1s"\nlame_duck_duration: "30s"\n')
 
     def start(self, routes: list[int]) -> None:
         conf = self.workdir / f"{self.name}.conf"
@@ -85,6 +87,13 @@ class NatsNode:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+            self.proc = None
+
+    def lame_duck(self) -> None:
+        """A planned stop (`nats-server --signal ldm`, SIGUSR2): leaderships handed over, clients moved, exit."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR2)
+            self.proc.wait(60)
             self.proc = None
 
     def stop(self) -> None:
