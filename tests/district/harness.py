@@ -111,6 +111,47 @@ class NatsCluster:
     def __init__(self, workdir: Path, size: int = 3) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.nodes = [NatsNode(f"n{i + 1}", workdir) for i in range(size)]
+        self.prefix = "t0"  # a test's own: its schools' site ids and its consumers' names start with it
+        self._tests = 0
+
+    def next_test(self) -> None:
+        """A shared cluster handed to the next test: every node up and ready, a prefix of its own."""
+        for index, node in enumerate(self.nodes):
+            if node.proc is None or node.proc.poll() is not None:
+                node.proc = None
+                self.restart(index)
+        wait_for(self.ready, 60, "the cluster's JetStream (a meta leader and the MQTT streams)")
+        self._tests += 1
+        self.prefix = f"t{self._tests}"
+
+    def site(self, n: int) -> str:
+        return f"{self.prefix}-school-{n}"
+
+    def settings(self, **more: Any) -> Any:
+        """WorkerSettings with this test's own consumers."""
+        from gateway.district.worker import WorkerSettings
+
+        return WorkerSettings(self.urls, durable=f"{self.prefix}-events", alarms_durable=f"{self.prefix}-alarms",
+                              state_durable=f"{self.prefix}-state", reports_durable=f"{self.prefix}-reports",
+                              **more)
+
+    def delete_consumers(self) -> None:
+        """This test's consumers gone: the stream keeps nothing more for them (it keeps what someone wants)."""
+        import asyncio
+
+        async def delete() -> None:
+            import nats
+
+            nc = await nats.connect(self.urls, connect_timeout=2, max_reconnect_attempts=3)
+            try:
+                js = nc.jetstream(timeout=5)
+                for info in await js.consumers_info("$MQTT_msgs"):
+                    if info.name.startswith(f"{self.prefix}-"):
+                        await js.delete_consumer("$MQTT_msgs", info.name)
+            finally:
+                await nc.close()
+
+        asyncio.run(delete())
 
     @property
     def urls(self) -> list[str]:

@@ -60,19 +60,21 @@ def district_db() -> Iterator[str]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nats = NatsCluster(tmp_path / "nats")
+def cluster(shared_nats: NatsCluster) -> Iterator[NatsCluster]:
+    """The session's cluster (tests/district/conftest.py), whole, with this test's prefix and consumers."""
+    shared_nats.next_test()
     try:
-        nats.start()
-        yield nats
+        yield shared_nats
     finally:
-        nats.stop()
+        if all(node.proc is not None for node in shared_nats.nodes):
+            shared_nats.delete_consumers()
 
 
 def schools(tmp_path: Path, cluster: NatsCluster, n: int) -> list[LightSchool]:
     started = []
     for i in range(n):
-        broker = SchoolBroker(tmp_path / f"school-{i + 1}", f"school-{i + 1}", cluster.mqtt_addresses)
+        site = cluster.site(i + 1)
+        broker = SchoolBroker(tmp_path / site, site, cluster.mqtt_addresses)
         broker.start()
         school = LightSchool(broker)
         school.start()
@@ -105,16 +107,16 @@ def stop_all(every: list[LightSchool]) -> None:
 
 def test_every_schools_events_reach_the_districts_records_once_and_what_is_no_event_is_kept_apart(
         tmp_path: Path, cluster: NatsCluster, district_db: str) -> None:
-    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    worker = RunningWorker(cluster.settings(), district_db)
     every = schools(tmp_path, cluster, 3)
     try:
         for n in range(50):
             for school in every:
                 school.press()
             if n == 10:  # among them, two that are no event: bad JSON, and an unknown type
-                every[0].client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b"{not json", qos=1)
-                every[0].client.publish("campus/v1/school-1/alarm_input/gate-box/evt/triggered", b'{"type": "x"}',
-                                        qos=1)
+                bad_topic = f"campus/v1/{every[0].site}/alarm_input/gate-box/evt/triggered"
+                every[0].client.publish(bad_topic, b"{not json", qos=1)
+                every[0].client.publish(bad_topic, b'{"type": "x"}', qos=1)
         wait_for(lambda: sum(len(s.acked) for s in every) == 150, 20, "each school's Mosquitto acknowledged")
         wait_for(lambda: all_arrived(district_db, every) and worker.worker.stats.rejected == 2, 60,
                  "every acknowledged event in the district's records, and the two bad ones kept apart")
@@ -126,7 +128,7 @@ def test_every_schools_events_reach_the_districts_records_once_and_what_is_no_ev
             partition = conn.scalar(text("SELECT tableoid::regclass::text FROM district_events LIMIT 1"))
             reasons = sorted(r.split(":")[0] for r in conn.scalars(select(store.rejected.c.reason)))
         engine.dispose()
-        assert counts == {"school-1": 50, "school-2": 50, "school-3": 50}
+        assert counts == {school.site: 50 for school in every}
         assert partition == store.partition_name(store.month_of(store.datetime.now(store.UTC)))
         assert reasons == ["not_json", "unknown_type"]
     finally:
@@ -138,7 +140,7 @@ def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, clust
                                                            district_db: str) -> None:
     """A node some bridges connect to first. The stream's leader killed instead passed here too; it runs at
     scale in `python -m bench.district --kill leader` (the suite's time)."""
-    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    worker = RunningWorker(cluster.settings(), district_db)
     every = schools(tmp_path, cluster, 3)
     try:
         def send(rounds: int) -> None:
@@ -165,9 +167,13 @@ def test_a_node_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, clust
 
 def district_yaml(tmp_path: Path, cluster: NatsCluster, url: str) -> Path:
     config = tmp_path / "district.yaml"
+    own = cluster.settings()
     config.write_text(yaml.safe_dump({"district": {"id": "district-1", "name": "示范区教育局"},
                                       "nats": {"servers": cluster.urls}, "database": {"url": url},
-                                      "worker": {"batch": 50, "ack_wait_s": 5}}, allow_unicode=True))
+                                      "worker": {"batch": 50, "ack_wait_s": 5, "durable": own.durable,
+                                                 "alarms_durable": own.alarms_durable,
+                                                 "state_durable": own.state_durable,
+                                                 "reports_durable": own.reports_durable}}, allow_unicode=True))
     return config
 
 
@@ -183,7 +189,9 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
     made = subprocess.run([sys.executable, "-m", "gateway.cli", "district", "init", "-c",
                            str(district_yaml(tmp_path, cluster, district_db))], capture_output=True, text=True)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert "consumers district-events, district-alarms, district-state, district-reports ready" in made.stdout
+    own = cluster.settings()
+    assert (f"consumers {own.durable}, {own.alarms_durable}, {own.state_durable}, {own.reports_durable} ready"
+            in made.stdout)
     workers = [start_worker_process(tmp_path, cluster, district_db, f"worker-{n}") for n in (1, 2)]
     every = schools(tmp_path, cluster, 2)
     try:
@@ -213,7 +221,7 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
 
 def test_each_schools_alarms_and_state_as_last_announced_worst_school_first(tmp_path: Path, cluster: NatsCluster,
                                                                               district_db: str) -> None:
-    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    worker = RunningWorker(cluster.settings(), district_db)
     calm, alarmed, testing = schools(tmp_path, cluster, 3)
     try:
         calm.press()

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from gateway.district.subjects import MQTT_STREAM
-from gateway.district.worker import WorkerSettings
 from tests.district.harness import LightSchool, NatsCluster, TcpProxy
 from tests.district.test_district import (  # noqa: F401 (fixtures)
     RunningWorker,
@@ -48,7 +47,7 @@ def check_every_acknowledged_event_once(url: str, every: list[LightSchool], expe
 def test_the_districts_database_away_mid_run_loses_nothing(tmp_path: Path, cluster: NatsCluster,  # noqa: F811
                                                             district_db: str) -> None:  # noqa: F811
     proxy = TcpProxy(5432)
-    worker = RunningWorker(WorkerSettings(cluster.urls),
+    worker = RunningWorker(cluster.settings(),
                            district_db.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
     every = schools(tmp_path, cluster, 2)
     try:
@@ -68,7 +67,7 @@ def test_the_districts_database_away_mid_run_loses_nothing(tmp_path: Path, clust
 
 def test_the_consumers_leader_killed_then_the_whole_cluster_stopped_loses_nothing(
         tmp_path: Path, cluster: NatsCluster, district_db: str) -> None:  # noqa: F811
-    worker = RunningWorker(WorkerSettings(cluster.urls), district_db)
+    worker = RunningWorker(cluster.settings(), district_db)
     every = schools(tmp_path, cluster, 3)
     try:
         send(every, 50)

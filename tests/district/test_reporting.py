@@ -17,7 +17,6 @@ from sqlalchemy import create_engine, select
 from gateway.config_file import validate_config
 from gateway.district import store
 from gateway.district import worker as district_worker
-from gateway.district.worker import WorkerSettings
 from gateway.records import ledger
 from gateway.records.models import IncidentEntry, utcnow
 from gateway.reports.figures import period
@@ -32,10 +31,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto, pytest.mark.timeout(1
 
 @pytest.fixture
 def school(tmp_path: Path, cluster: NatsCluster) -> Iterator[Running]:  # noqa: F811
-    broker = SchoolBroker(tmp_path / "school-1", "school-1", cluster.mqtt_addresses, gateway="gw1")
+    site = cluster.site(1)
+    broker = SchoolBroker(tmp_path / site, site, cluster.mqtt_addresses, gateway="gw1")
     broker.start()
     running = Running(validate_config({
-        "site": {"id": "school-1", "name": "实验中学"},
+        "site": {"id": site, "name": "实验中学"},
         "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
         "broker": {"url": f"mqtt://127.0.0.1:{broker.port}"},
         "district": {"addresses": cluster.mqtt_addresses},
@@ -51,7 +51,8 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
         school: Running, cluster: NatsCluster, district_db: str,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(district_worker, "DEADLINES_EVERY_S", 0.5)
-    worker = RunningWorker(WorkerSettings(cluster.urls, mqtt=cluster.mqtt_addresses), district_db)
+    site = cluster.site(1)  # the school fixture's
+    worker = RunningWorker(cluster.settings(mqtt=cluster.mqtt_addresses), district_db)
     engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
     sessions = school.gateway.sessions
     assert sessions is not None
@@ -59,7 +60,7 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
 
     def at_district(incident_id: int) -> Any:
         with engine.connect() as conn:
-            return conn.execute(select(store.incidents).where(store.incidents.c.site == "school-1",
+            return conn.execute(select(store.incidents).where(store.incidents.c.site == site,
                                                               store.incidents.c.incident_id == incident_id)).first()
 
     def alerts() -> list[Any]:
@@ -79,7 +80,7 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
         assert (row.title, row.place, row.state, row.reported_at) == ("校外人员翻墙", "东侧围墙", "open", None)
         assert "people" not in row.view and "13800138000" not in str(row.view), "personal data stays at the school"
         raised = wait_for(lambda: [a for a in alerts() if a.ref == f"incident:{late}"], 30, "the overdue alarm")
-        assert raised[0].kind == "report_overdue" and raised[0].cleared_at is None and raised[0].site == "school-1"
+        assert raised[0].kind == "report_overdue" and raised[0].cleared_at is None and raised[0].site == site
         assert not [a for a in alerts() if a.ref == f"incident:{prompt}"], "the prompt one is not overdue"
 
         with sessions.begin() as session:
@@ -90,8 +91,8 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
         wait_for(lambda: alerts()[0].cleared_at is not None, 30, "the overdue alarm cleared by the report")
 
         with engine.begin() as conn:
-            assert store.acknowledge_incident(conn, "school-1", prompt, "duty-wang", utcnow())
-            assert not store.acknowledge_incident(conn, "school-1", prompt, "duty-wang", utcnow()), "once"
+            assert store.acknowledge_incident(conn, site, prompt, "duty-wang", utcnow())
+            assert not store.acknowledge_incident(conn, site, prompt, "duty-wang", utcnow()), "once"
 
         def school_ack() -> IncidentEntry | None:
             with sessions() as session:
@@ -118,7 +119,7 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
                 return conn.execute(select(store.submissions)).first()
 
         row = wait_for(submitted, 30, "the monthly report at the district")
-        assert (row.site, row.kind, row.submitted_by) == ("school-1", "monthly", "supervisor-zhao")
+        assert (row.site, row.kind, row.submitted_by) == (site, "monthly", "supervisor-zhao")
         assert row.period == start.strftime("%Y-%m") and row.figures["summary"]["Incidents"] == 2
     finally:
         worker.stop()
