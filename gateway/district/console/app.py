@@ -41,7 +41,7 @@ from gateway.reports.render import RENDERERS, file_name, table_rows
 
 SESSION_COOKIE = "campusgw_district_session"  # not the school console's: cookies ignore the port
 PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
-POLL_S = 3.0  # how often the schools page asks for the table again
+POLL_S = 1.0  # how often the schools page asks for the table again: press -> district console within 2 s
 MAX_BODY = 16 * 1024  # the console takes only small forms (login, language, logout, acknowledgements)
 API_AUDIT_EVERY_S = 600.0  # a watched user's polling of one API path: one audit row per this long, not per poll
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),

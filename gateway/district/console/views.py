@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, case, func, or_, select
 
 from gateway.district import store
 
@@ -33,10 +33,16 @@ def _facts(conn: Connection, site: str | None = None) -> dict[str, dict[str, Any
     return found
 
 
-def _devices(conn: Connection, site: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    query = select(store.devices).order_by(store.devices.c.kind, store.devices.c.device)
+def _devices(conn: Connection, site: str | None = None, trouble_only: bool = False
+             ) -> dict[str, list[dict[str, Any]]]:
+    """Each school's devices; `trouble_only`: its gateways and the devices offline (what a school's line counts;
+    a district has hundreds of thousands of devices, read on every poll otherwise)."""
+    d = store.devices.c
+    query = select(store.devices).order_by(d.kind, d.device)
     if site is not None:
-        query = query.where(store.devices.c.site == site)
+        query = query.where(d.site == site)
+    if trouble_only:
+        query = query.where(or_(d.online.is_(False), d.kind == "gateway"))
     found: dict[str, list[dict[str, Any]]] = {}
     for row in conn.execute(query):
         found.setdefault(row.site, []).append(dict(row._mapping))
@@ -99,7 +105,7 @@ def worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def schools(conn: Connection, now: datetime) -> list[dict[str, Any]]:
     """Every school the district has heard from, worst first."""
-    facts, devices, unacked = _facts(conn), _devices(conn), _worst_unacked(conn)
+    facts, devices, unacked = _facts(conn), _devices(conn, trouble_only=True), _worst_unacked(conn)
     return worst_first([summarise(o, facts.get(o["site"], {}), devices.get(o["site"], []), unacked.get(o["site"]),
                                   now) for o in store.schools_overview(conn)])
 
