@@ -272,55 +272,43 @@ def count_events(engine: Engine) -> int:
 
 
 def write_alarms(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> Written:
-    """Alarm views in the caller's transaction: a view replaces the district's copy only if it is newer (views
-    of one alarm may come out of order: a redelivery, a resend after a failover)."""
-    stored = 0
-    newest: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in rows:  # one statement cannot touch a row twice: the newest of a batch per alarm
-        key = (row["site"], row["alarm_id"])
-        if key not in newest or row["revision"] > newest[key]["revision"]:
-            newest[key] = row
-    if newest:
-        upsert = insert(alarms).values(list(newest.values()))
-        changed = {c: upsert.excluded[c] for c in ("revision", "state", "alarm_type", "priority", "place", "device",
-                                                    "test", "raised_at", "received_at", "view")}
-        result = conn.execute(upsert.on_conflict_do_update(index_elements=[alarms.c.site, alarms.c.alarm_id],
-                                                           set_=changed,
-                                                           where=alarms.c.revision < upsert.excluded.revision)
-                              .returning(alarms.c.alarm_id))
-        stored = len(result.all())
+    """Alarm views in the caller's transaction: a view replaces the district's copy only if it is newer."""
+    stored = _upsert_newest(conn, alarms, rows, ("site", "alarm_id"), "revision",
+                            ("state", "alarm_type", "priority", "place", "device", "test", "raised_at", "received_at",
+                             "view"))
     _touch_schools(conn, {row["site"]: 0 for row in rows}, now)
     if bad:
         conn.execute(rejected.insert(), bad)
     return Written(stored, len(rows) - stored, len(bad))
 
 
-def _newest(rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The newest row (by stream sequence) per key: one statement cannot touch a row twice."""
+def _upsert_newest(conn: Connection, table: Table, rows: list[dict[str, Any]], key: tuple[str, ...], order: str,
+                   columns: tuple[str, ...]) -> int:
+    """Rows that replace the district's copy only where they are newer by `order` (a revision, a stream
+    sequence): views of one thing may come out of order (a redelivery, a resend after a failover), and one
+    statement cannot touch a row twice, so the newest of the batch per key goes. Returns how many changed."""
     newest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         k = tuple(row[c] for c in key)
-        if k not in newest or row["seq"] > newest[k]["seq"]:
+        if k not in newest or row[order] > newest[k][order]:
             newest[k] = row
-    return list(newest.values())
+    if not newest:
+        return 0
+    upsert = insert(table).values(list(newest.values()))
+    result = conn.execute(upsert.on_conflict_do_update(
+        index_elements=[table.c[c] for c in key], set_={c: upsert.excluded[c] for c in (order, *columns)},
+        where=table.c[order] < upsert.excluded[order]).returning(table.c.site))
+    return len(result.all())
 
 
 def write_state(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[str, Any]], now: datetime) -> Written:
     """Devices' availability and the schools' facts in the caller's transaction; a message replaces what the
     district holds only if the cluster stored it later (a redelivery or a bridge's resend is older)."""
     stored = 0
-    for table, key, values in ((devices, ("site", "kind", "device"), ("online", "since")),
-                               (facts, ("site", "fact"), ("value",))):
+    for table, key, values in ((devices, ("site", "kind", "device"), ("online", "since", "received_at")),
+                               (facts, ("site", "fact"), ("value", "received_at"))):
         chosen = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == table.name]
-        chosen = _newest(chosen, key)
-        if not chosen:
-            continue
-        upsert = insert(table).values(chosen)
-        result = conn.execute(upsert.on_conflict_do_update(
-            index_elements=[table.c[k] for k in key],
-            set_={c: upsert.excluded[c] for c in (*values, "seq", "received_at")},
-            where=table.c.seq < upsert.excluded.seq).returning(table.c.site))
-        stored += len(result.all())
+        stored += _upsert_newest(conn, table, chosen, key, "seq", values)
     _touch_schools(conn, {row["site"]: 0 for row in rows}, now)
     if bad:
         conn.execute(rejected.insert(), bad)
@@ -354,19 +342,8 @@ def write_incidents(conn: Connection, rows: list[dict[str, Any]], bad: list[dict
                     now: datetime) -> Written:
     """Incident views in the caller's transaction: the newest revision of each wins; the district's own columns
     (its acknowledgement) are never touched by a school's view."""
-    newest: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["site"], row["incident_id"])
-        if key not in newest or row["revision"] > newest[key]["revision"]:
-            newest[key] = row
-    stored = 0
-    if newest:
-        upsert = insert(incidents).values([{**r, "first_received_at": now} for r in newest.values()])
-        result = conn.execute(upsert.on_conflict_do_update(
-            index_elements=[incidents.c.site, incidents.c.incident_id],
-            set_={c: upsert.excluded[c] for c in INCIDENT_COLUMNS},
-            where=incidents.c.revision < upsert.excluded.revision).returning(incidents.c.incident_id))
-        stored = len(result.all())
+    stored = _upsert_newest(conn, incidents, [{**r, "first_received_at": now} for r in rows], ("site", "incident_id"),
+                            "revision", tuple(c for c in INCIDENT_COLUMNS if c != "revision"))
     _touch_schools(conn, {row["site"]: 0 for row in rows}, now)
     if bad:
         conn.execute(rejected.insert(), bad)
@@ -378,20 +355,9 @@ def write_reports(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[s
     chosen = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == submissions.name]
     written = write_incidents(conn, [{k: v for k, v in r.items() if k != "table"} for r in rows
                                      if r["table"] == incidents.name], bad, now)
-    newest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in chosen:
-        key = (row["site"], row["kind"], row["period"])
-        if key not in newest or row["submission_id"] > newest[key]["submission_id"]:
-            newest[key] = row
-    stored = 0
-    if newest:
-        upsert = insert(submissions).values(list(newest.values()))
-        result = conn.execute(upsert.on_conflict_do_update(
-            index_elements=[submissions.c.site, submissions.c.kind, submissions.c.period],
-            set_={c: upsert.excluded[c] for c in ("submission_id", "starts", "ends", "submitted_at", "submitted_by",
-                                                   "figures", "received_at")},
-            where=submissions.c.submission_id < upsert.excluded.submission_id).returning(submissions.c.site))
-        stored = len(result.all())
+    stored = _upsert_newest(conn, submissions, chosen, ("site", "kind", "period"), "submission_id",
+                            ("starts", "ends", "submitted_at", "submitted_by", "figures", "received_at"))
+    if chosen:
         _touch_schools(conn, {row["site"]: 0 for row in chosen}, now)
     return Written(written.stored + stored, len(rows) - written.stored - stored, written.rejected)
 
