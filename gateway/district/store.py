@@ -187,6 +187,9 @@ def create_schema(engine: Engine, now: datetime | None = None) -> None:
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('campusgw district schema'))"))  # one at a time
         metadata.create_all(conn)
+        for table in metadata.sorted_tables:  # an index added since the table was made (create_all skips them)
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
         conn.execute(text(f"CREATE TABLE IF NOT EXISTS {OTHER} PARTITION OF district_events DEFAULT"))
         for month in months_around(now or datetime.now(UTC)):
             ensure_partition(conn, month)

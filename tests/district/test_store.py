@@ -58,3 +58,12 @@ def test_months_come_and_go_and_nothing_is_lost_between(engine: Engine) -> None:
     assert all(name < "district_events_2027_02" for name in dropped)
     with engine.connect() as conn:
         assert list(conn.scalars(text("SELECT id FROM district_events"))) == ["ahead"]
+
+
+def test_an_index_added_since_the_tables_were_made_is_made_at_the_next_start(engine: Engine) -> None:
+    store.create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX district_devices_trouble"))  # as a district made before the index was
+    store.create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT to_regclass('district_devices_trouble')")) is not None
