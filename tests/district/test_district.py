@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Engine, create_engine, select, text
 
 from gateway.district import store
 from gateway.district.worker import DistrictWorker, WorkerSettings
@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto, pytest.mark.timeout(3
 class RunningWorker:
     """A district worker in a thread of its own, with its own event loop."""
 
-    def __init__(self, settings: WorkerSettings, url: str) -> None:
-        self.engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    def __init__(self, settings: WorkerSettings, url: str, engine: Engine | None = None) -> None:
+        self.engine = engine or create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         self.worker = DistrictWorker(settings, self.engine)
         self.loop = asyncio.new_event_loop()
         self.stop_event: asyncio.Event | None = None

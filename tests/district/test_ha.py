@@ -10,7 +10,6 @@ writer saw committed (what a worker acknowledges to NATS after).
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import threading
 import time
@@ -21,10 +20,9 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from gateway.district import store
-from gateway.district.worker import DistrictWorker, WorkerSettings
 from tests.district.ha import PatroniCluster, Writer, district_engine, missing_tools
 from tests.district.harness import NatsCluster
-from tests.district.test_district import cluster, schools, stop_all  # noqa: F401 (the NATS cluster fixture)
+from tests.district.test_district import RunningWorker, cluster, schools, stop_all  # noqa: F401 (the fixture)
 from tests.support import missing, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto, pytest.mark.timeout(240)]
@@ -57,32 +55,6 @@ def ha(tmp_path: Path) -> Iterator[PatroniCluster]:
         postgres.stop(keep=tmp_path / "ha-logs")
 
 
-class Worker:
-    """A district worker in a thread of its own, on the engine `campusgw district worker` would make."""
-
-    def __init__(self, settings: WorkerSettings, url: str) -> None:
-        self.engine = district_engine(url)
-        self.worker = DistrictWorker(settings, self.engine)
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        wait_for(lambda: self.worker.connected.is_set(), 60, "the district worker's consumers")
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.stop_event = asyncio.Event()
-            await self.worker.run(self.stop_event)
-
-        self.loop.run_until_complete(main())
-
-    def stop(self) -> None:
-        if self.stop_event is not None:
-            self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(30)
-        self.engine.dispose()
-
-
 def ids_on(url: str) -> list[str]:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     try:
@@ -98,7 +70,7 @@ def test_the_primary_killed_mid_run_loses_no_acknowledged_event(tmp_path: Path, 
     assert old is not None and ha.sync_standby() is not None
     # The primary last: each new connection is refused by both standbys' pgbouncers before it finds it.
     url = ha.url(order=[*(m.name for m in ha.members if m.name != old), old])
-    worker = Worker(WorkerSettings(cluster.urls, batch=100), url)
+    worker = RunningWorker(cluster.settings(batch=100), url, engine=district_engine(url))
     writer = Writer(url)
     writer.start()
     every = schools(tmp_path, cluster, 2)
