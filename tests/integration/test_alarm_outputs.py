@@ -151,8 +151,7 @@ def test_the_outputs_follow_a_rules_restart(tmp_path: Path, sim: ModbusDISimulat
     started = time.time()
     running = Running(cfg)
     try:
-        # 20 s, not 10: a fresh-clone run once took longer (the relay module's reconnect after the restart; to
-        # look into, see the session note of 2026-12-06).
+        # 20 s, not 10: a fresh-clone run once took longer; why is not found yet (the session note of 2026-12-06).
         wait_for(lambda: relays.relay(SIREN) and relays.relay(STROBE), 20, "sounding again for the open panic")
         assert relays.switched(SIREN, True)[-1].at > started
     finally:
