@@ -36,15 +36,16 @@ def missing(reason: str) -> None:
 POLL_S = 0.02  # how often wait_for looks again
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str | Callable[[], str] = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds (a callable
+    `what` is called then, to tell the state last seen)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(POLL_S)
 
 

@@ -41,7 +41,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +51,7 @@ from sqlalchemy import Engine, create_engine
 
 from gateway.district import store
 from gateway.district.config import DistrictDatabase
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, wait_for
 
 PG_BIN = Path(os.environ.get("CAMPUSGW_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DATABASE = "district"
@@ -85,17 +84,6 @@ def missing_tools() -> str | None:
     return None
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
-    """Poll `condition` until it returns something truthy; AssertionError after `timeout` s naming `what` (a
-    callable: called then, to tell the state last seen)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 def _listening(port: int) -> bool:
