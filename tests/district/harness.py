@@ -71,7 +71,11 @@ class NatsNode:
                 f'http: "127.0.0.1:{self.monitor_port}"\n'
                 f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}\n'
                 f'cluster {{ name: "district", listen: "127.0.0.1:{self.cluster_port}", routes: [{route_urls}] }}\n'
-                f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}", ack_wait: "30s", max_ack_pending: 1024 }}\n'
+                # stream_replicas 3: left to itself, the first node to start its MQTT listener made the MQTT
+                # streams with the nodes it knew then, two: a node lost took its streams' quorum with it, and the
+                # district stopped until that node was back.
+                f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}", ack_wait: "30s", max_ack_pending: 1024, '
+                'stream_replicas: 3 }\n'
                 # A planned stop (lame_duck) hands the node's leaderships over first, then moves its clients.
                 'lame_duck_grace_period: "1s"\nlame_duck_duration: "30s"\n')
 
@@ -255,6 +259,33 @@ class NatsCluster:
 
         name = asyncio.run(find())
         return next((i for i, n in enumerate(self.nodes) if n.name == name), None)
+
+
+    def lead(self, stream: str, index: int) -> None:
+        """Hand a stream's leadership to a node (a stepdown naming it as preferred; NATS 2.11 and later)."""
+        import asyncio
+        import json
+
+        async def move() -> None:
+            import nats
+
+            nc = await nats.connect(self.urls, connect_timeout=2, max_reconnect_attempts=1)
+            try:
+                await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}",
+                                 json.dumps({"placement": {"preferred": self.nodes[index].name}}).encode(), timeout=5)
+            finally:
+                await nc.close()
+
+        if self.leader_of(stream) != index:
+            asyncio.run(move())
+        wait_for(lambda: self.leader_of_quietly(stream) == index, 20, f"{stream} led by {self.nodes[index].name}")
+
+    def leader_of_quietly(self, stream: str) -> int | None:
+        """leader_of, None while the stream answers nothing (electing)."""
+        try:
+            return self.leader_of(stream)
+        except Exception:
+            return None
 
 
 class SchoolBroker:
