@@ -26,7 +26,7 @@ from gateway.broker import EmbeddedBroker, login, users_of
 from gateway.broker import passwords as broker_passwords
 from gateway.bus import Bus
 from gateway.clock import Measurement, NtpError, measure
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, DistrictLink, SecretRef
 from gateway.config_file import warnings_of
 from gateway.guard import keep_running
 from gateway.outbox import Outbox
@@ -80,6 +80,7 @@ class Gateway:
     outbox: Outbox | None = None
     rules: Any = None
     police: Any = None
+    live_alarms: Any = None  # the alarm views' fast path to the district (district.live)
     clock_offset_s: float | None = None  # the last measurement against clock.ntp_server
     sessions: Any = None
     first_admin_password: str | None = None  # set on the very first start: shown once, then forgotten
@@ -258,6 +259,8 @@ class Gateway:
             if self.police is not None:
                 self.police.start()
                 self._cleanup.append(self.police.stop)
+            if cfg.district is not None and cfg.district.live:
+                self._start_live_alarms(cfg.district, site)
         if "drivers" in self.parts:
             availability = topics.availability(site, topics.GATEWAY, gw)
             drivers_bus = self._bus(f"campusgw-{site}-{gw}-drivers", "drivers",
@@ -352,6 +355,21 @@ class Gateway:
                 await asyncio.sleep(0.01)
             if serve.done():
                 serve.result()
+
+    def _start_live_alarms(self, link: DistrictLink, site: str) -> None:
+        """The alarm views straight to the district's NATS nodes too (gateway/district/live.py), read from the
+        broker like every other consumer of them: the rules service's and the console's alike."""
+        from gateway.district.live import LiveAlarms
+
+        live = LiveAlarms([f"nats://{a}" for a in link.live], f"campusgw-{site}-live",
+                          user=link.username or site,
+                          password=SecretRef(env=link.password_env, file=link.password_file).resolve())
+        live.start()
+        self.live_alarms = live
+        live_bus = self._bus(f"campusgw-{site}-district-live", "rules")
+        live_bus.subscribe(topics.alarms_filter(site), lambda m: live.offer(m.topic, bytes(m.payload)), qos=1)
+        live_bus.start()
+        self._cleanup += [live.stop, live_bus.stop]
 
     def _bus(self, client_id: str, name: str, **kwargs: Any) -> Bus:
         credentials = self.mqtt_login(name) if self.config.broker.embedded else None

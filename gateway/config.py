@@ -610,8 +610,11 @@ class DistrictLink(Strict):
     password_env: str | None = None
     password_file: Path | None = None
     cafile: Path | None = None  # the district's CA: the bridge then speaks TLS
+    # The nodes' NATS client ports (host:port): the alarm views also go there straight over core NATS, which
+    # needs no leader, so a node's loss delays them by a reconnect instead of an election (district/live.py).
+    live: list[str] = []
 
-    @field_validator("addresses")
+    @field_validator("addresses", "live")
     @classmethod
     def _host_port(cls, value: list[str]) -> list[str]:
         for address in value:

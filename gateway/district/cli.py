@@ -278,5 +278,5 @@ def worker(path: Path, init_only: bool = False) -> int:
         s = runner.stats
         if not init_only:
             print(f"district worker stopped: {s.stored} stored, {s.duplicates} duplicates, {s.rejected} rejected, "
-                  f"{s.failed_writes} failed writes", file=sys.stderr)
+                  f"{s.failed_writes} failed writes, {s.live} alarm views by the fast path", file=sys.stderr)
     return 0

@@ -10,6 +10,7 @@ MQTT_STREAM = "$MQTT_msgs"
 MQTT_PREFIX = "$MQTT.msgs."
 EVENTS_FILTER = MQTT_PREFIX + "campus.v1.*.*.*.evt.>"  # every school's device events, nothing else
 ALARMS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.alarms.*"  # every school's alarm views (retained at the school)
+LIVE_ALARMS = "campus.v1.*.rules.alarms.*"  # the same views over core NATS: the fast path (district/live.py)
 INCIDENTS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.incidents.*"  # every school's incidents (逐级上报), retained
 SUBMISSIONS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.reports.*"  # monthly and term reports submitted, retained
 STATE_FILTERS = (  # what a school is like now, each retained at the school: the newest wins

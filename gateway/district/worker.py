@@ -26,6 +26,8 @@ from gateway.district.subjects import (
     ALARMS_FILTER,
     EVENTS_FILTER,
     INCIDENTS_FILTER,
+    LIVE_ALARMS,
+    MQTT_PREFIX,
     MQTT_STREAM,
     STATE_FILTERS,
     SUBMISSIONS_FILTER,
@@ -42,6 +44,7 @@ PARTITIONS_EVERY_S = 3600.0  # the months' partitions made ahead and retention a
 DEADLINES_EVERY_S = 15.0  # incident reports overdue: district alarms (a report is due within the hour)
 DOWNWARD_EVERY_S = 2.0  # acknowledgements waiting to go down to the schools
 MORE_WITHIN_S = 0.05  # after a batch's first message, how long the rest may take to come
+LIVE_QUEUE = "district-alarms-live"  # the workers' queue group on the alarms' fast path: one of them writes each
 
 
 @dataclass
@@ -69,6 +72,7 @@ class WorkerStats:
     failed_writes: int = 0
     batches: int = 0
     acks_sent: int = 0
+    live: int = 0  # alarm views written from the fast path (core NATS) before, or instead of, the stream's copy
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -293,10 +297,16 @@ class DistrictWorker:
                 if sub is None:
                     return
                 subs.append((sub, decoder, writer))
+            live: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def seen(message: Any) -> None:
+                live.put_nowait(message)
+
+            await nc.subscribe(LIVE_ALARMS, queue=LIVE_QUEUE, cb=seen)
             log.info("fetching the schools' events, alarm views and state from %s", MQTT_STREAM)
             self.connected.set()
             await asyncio.gather(*(self._fetch(sub, decoder, writer, stop) for sub, decoder, writer in subs),
-                                 self._housekeeping(stop))
+                                 self._live(live, stop), self._housekeeping(stop))
         finally:
             await nc.close()
 
@@ -320,6 +330,28 @@ class DistrictWorker:
                 with contextlib.suppress(Exception):  # then what else is there now, without waiting for more
                     messages += await sub.fetch(s.batch - 1, timeout=MORE_WITHIN_S)
             await self._handle(messages, decoder, writer)
+
+    async def _live(self, live: asyncio.Queue[Any], stop: asyncio.Event) -> None:
+        """The alarm views' fast path: what came on core NATS, written as it comes (what else came meanwhile with
+        it). Nothing to acknowledge and nothing to retry: the stream brings every view too, and a wrong one is
+        recorded from there, once."""
+        while not stop.is_set():
+            try:
+                first = await asyncio.wait_for(live.get(), 1.0)
+            except TimeoutError:
+                continue
+            messages = [first]
+            while not live.empty() and len(messages) < self.settings.batch:
+                messages.append(live.get_nowait())
+            now = datetime.now(UTC)
+            rows, _ = decode_alarms([_Seen(MQTT_PREFIX + m.subject, m.data) for m in messages], now)
+            if not rows:
+                continue
+            try:
+                await asyncio.to_thread(self._write, store.write_alarms, rows, [], now)
+                self.stats.live += len(rows)
+            except Exception as exc:
+                log.warning("alarm views from the fast path not written (%s); the stream brings them", exc)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Besides the fetching: the district's deadline alarms, its acknowledgements sent down, the months'
@@ -421,6 +453,13 @@ class DistrictWorker:
         with self.engine.begin() as conn:
             written: store.Written = writer(conn, rows, bad, now)
             return written
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A core NATS message under the stream subject its MQTT copy has, for the stream's decoders."""
+    subject: str
+    data: bytes
 
 
 async def _quietly(coro: Any) -> None:
