@@ -272,6 +272,9 @@ def worker(path: Path, init_only: bool = False) -> int:
             print(f"district tables and consumers {w.durable}, {w.alarms_durable}, {w.state_durable}, "
                   f"{w.reports_durable} "
                   f"{'ready' if done else 'not made (stopped)'}")
+            for warning in runner.warnings:
+                print(f"warning: {warning}: a lost node stops the district until it is back; set "
+                      "mqtt { stream_replicas: 3 } on every node (README, the district centre)", file=sys.stderr)
             return 0 if done else 1
     finally:
         engine.dispose()

@@ -252,6 +252,7 @@ class DistrictWorker:
         self.engine = engine
         self.stats = WorkerStats()
         self.connected = asyncio.Event()
+        self.warnings: list[str] = []  # what init found wrong with the cluster, for its report
         self._next_partitions = 0.0
 
     async def _connect(self) -> Any:
@@ -281,9 +282,25 @@ class DistrictWorker:
             for durable, subject, _, _ in self._consumers():
                 if await self._subscribe(js, stop, durable, subject) is None:
                     return False
+            await self._check_replicas(js)
             return True
         finally:
             await nc.close()
+
+    async def _check_replicas(self, js: Any) -> None:
+        """Say so when the MQTT streams have fewer than 3 replicas: NATS makes them with the nodes it knows when
+        the first MQTT listener starts (two, in a cluster starting up), and an R2 stream stops with either node."""
+        for stream in (MQTT_STREAM, "$MQTT_sess"):
+            try:
+                replicas = (await js.stream_info(stream)).config.num_replicas or 1
+            except Exception as exc:
+                log.warning("could not read %s's replicas (%s)", stream, exc)
+                continue
+            if replicas < 3:
+                log.warning("%s has %d replica(s): a lost node stops the district until it is back. Set "
+                            "mqtt { stream_replicas: 3 } on every node, or: nats stream edit %s --replicas 3",
+                            stream, replicas, stream)
+                self.warnings.append(f"{stream} has {replicas} replica(s), not 3")
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(store.create_schema, self.engine)
@@ -297,6 +314,7 @@ class DistrictWorker:
                 if sub is None:
                     return
                 subs.append((sub, decoder, writer))
+            await self._check_replicas(js)
             live: asyncio.Queue[Any] = asyncio.Queue()
 
             async def seen(message: Any) -> None:

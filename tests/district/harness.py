@@ -59,6 +59,7 @@ class NatsNode:
     mqtt_port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    stream_replicas: int | None = 3  # None: as NATS chooses (the nodes it knows when MQTT starts)
 
     @property
     def url(self) -> str:
@@ -67,17 +68,20 @@ class NatsNode:
     def config(self, routes: list[int]) -> str:
         store = self.workdir / self.name
         route_urls = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes)
-        return (f'server_name: "{self.name}"\nlisten: "127.0.0.1:{self.client_port}"\n'
-                f'http: "127.0.0.1:{self.monitor_port}"\n'
-                f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}\n'
-                f'cluster {{ name: "district", listen: "127.0.0.1:{self.cluster_port}", routes: [{route_urls}] }}\n'
-                # stream_replicas 3: left to itself, the first node to start its MQTT listener made the MQTT
-                # streams with the nodes it knew then, two: a node lost took its streams' quorum with it, and the
-                # district stopped until that node was back.
-                f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}", ack_wait: "30s", max_ack_pending: 1024, '
-                'stream_replicas: 3 }\n'
-                # A planned stop (lame_duck) hands the node's leaderships over first, then moves its clients.
-                'lame_duck_grace_period: "1s"\nlame_duck_duration: "30s"\n')
+        # stream_replicas 3: left to itself, the first node to start its MQTT listener made the MQTT streams with
+        # the nodes it knew then, two: a node lost took its streams' quorum with it, and the district stopped
+        # until that node was back.
+        replicas = f", stream_replicas: {self.stream_replicas}" if self.stream_replicas else ""
+        lines = [f'server_name: "{self.name}"', f'listen: "127.0.0.1:{self.client_port}"',
+                 f'http: "127.0.0.1:{self.monitor_port}"',
+                 f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 2GB }}',
+                 f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}", ack_wait: "30s", max_ack_pending: 1024{replicas} }}',
+                 # A planned stop (lame_duck) hands the node's leaderships over first, then moves its clients.
+                 'lame_duck_grace_period: "1s"', 'lame_duck_duration: "30s"']
+        if routes:  # a node alone runs without a cluster: JetStream refuses a cluster of one
+            lines.append(f'cluster {{ name: "district", listen: "127.0.0.1:{self.cluster_port}", '
+                         f'routes: [{route_urls}] }}')
+        return "\n".join(lines) + "\n"
 
     def start(self, routes: list[int]) -> None:
         conf = self.workdir / f"{self.name}.conf"
@@ -112,9 +116,9 @@ class NatsNode:
 
 
 class NatsCluster:
-    def __init__(self, workdir: Path, size: int = 3) -> None:
+    def __init__(self, workdir: Path, size: int = 3, stream_replicas: int | None = 3) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.nodes = [NatsNode(f"n{i + 1}", workdir) for i in range(size)]
+        self.nodes = [NatsNode(f"n{i + 1}", workdir, stream_replicas=stream_replicas) for i in range(size)]
         self.prefix = "t0"  # a test's own: its schools' site ids and its consumers' names start with it
         self._tests = 0
 

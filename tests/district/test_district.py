@@ -192,6 +192,7 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
     own = cluster.settings()
     assert (f"consumers {own.durable}, {own.alarms_durable}, {own.state_durable}, {own.reports_durable} ready"
             in made.stdout)
+    assert "warning" not in made.stderr, made.stderr
     workers = [start_worker_process(tmp_path, cluster, district_db, f"worker-{n}") for n in (1, 2)]
     every = schools(tmp_path, cluster, 2)
     try:
@@ -217,6 +218,24 @@ def test_workers_share_the_events_and_one_killed_before_its_acks_loses_none(tmp_
                 worker.wait(20)
     assert workers[1].returncode == 0, (tmp_path / "worker-2.log").read_text()[-2000:]
     assert "stored" in (tmp_path / "worker-2.log").read_text()
+
+
+def test_init_warns_of_mqtt_streams_a_lost_node_would_stop(tmp_path: Path, district_db: str) -> None:
+    """A node alone makes its MQTT streams with one replica, and a cluster starting up may make them with two:
+    either stops with one node. `district init` says so, and how to fix it."""
+    single = NatsCluster(tmp_path / "single", size=1, stream_replicas=None)
+    single.start()
+    try:
+        config = tmp_path / "district.yaml"
+        config.write_text(yaml.safe_dump({"district": {"id": "d1", "name": "区"}, "nats": {"servers": single.urls},
+                                          "database": {"url": district_db}}))
+        made = subprocess.run([sys.executable, "-m", "gateway.cli", "district", "init", "-c", str(config)],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        single.stop()
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "warning: $MQTT_msgs has 1 replica(s), not 3" in made.stderr
+    assert "stream_replicas: 3" in made.stderr
 
 
 def test_each_schools_alarms_and_state_as_last_announced_worst_school_first(tmp_path: Path, cluster: NatsCluster,
