@@ -1,7 +1,7 @@
 """The district centre under load, with a node killed mid-run.
 
-    python -m bench.district [--schools 100] [--events 10000] [--workers 2] [--kill bridges|leader|none]
-                             [--rate 0]
+    python -m bench.district [--schools 100] [--events 10000] [--workers 2]
+                             [--kill bridges|leader|follower|worst|none] [--rate 0] [--no-live]
 
 Everything on this machine (tests/district/harness.py): three nats-server nodes (JetStream, MQTT listeners,
 one cluster), `--schools` schools each with its own Mosquitto bridged up by the section `campusgw district
@@ -9,16 +9,23 @@ bridge` makes and a light school publishing alarm button events into it at QoS 1
 processes (`campusgw district worker`) on one PostgreSQL database. The events are spread over the schools,
 as fast as they go (or `--rate` a second); when a third is sent, one node is SIGKILLed (`bridges`: the first
 node, which a third of the bridges connect to first; `leader`: the `$MQTT_msgs` stream's leader; `follower`: a
-node leading neither that stream nor the cluster's metadata), and restarted when two thirds are. A leader's loss
-stops the stream's writes until a follower campaigns: NATS's Raft waits 4-9 s for a lost leader
+node leading neither that stream nor the cluster's metadata; `worst`: the first node, made leader of the streams
+keeping the messages and the MQTT sessions first), and restarted when two thirds are. A leader's loss stops the
+stream's writes until a follower campaigns: NATS's Raft waits 4-9 s for a lost leader
 (minElectionTimeoutDefault..maxElectionTimeoutDefault in server/raft.go), so events sent meanwhile wait in the
-schools' Mosquitto that long.
+schools' Mosquitto that long, and bridges on the lost node cannot connect elsewhere until the sessions' stream
+has a leader again.
+
+Every `--alarm-every`th event is also a new alarm: the school announces its view (retained, up the bridge) and,
+unless `--no-live`, over core NATS too, as a gateway with `district.live` does (gateway/district/live.py).
 
 Figures, all from outside the district's own bookkeeping:
   events/s      acknowledged events over the time from the first publish to the last of them in the records
   missing       ids a school's Mosquitto acknowledged that are not in the records (must be 0)
   duplicates    deliveries the workers absorbed (their `duplicates`, from each worker's exit line)
   latency       a record's received_at minus the moment its school sent it: the school -> district records path
+  alarm latency an alarm's first received_at in district_alarms minus the moment its school announced it (the
+                district console polls that table every second: add up to 1 s for the console)
   longest gap   the longest time no new record arrived after the kill (the recovery)
   node memory   the largest RSS of each nats-server process during the run
 """
@@ -41,6 +48,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from bench.common import latency_stats, rss_mib, wait_until
+from gateway.district.live import LiveAlarms
 from tests.district.harness import LightSchool, NatsCluster, SchoolBroker
 from tests.support import drop_postgres_database, new_postgres_database
 
@@ -79,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schools", type=int, default=100)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--kill", choices=["bridges", "leader", "follower", "none"], default="bridges")
+    parser.add_argument("--kill", choices=["bridges", "leader", "follower", "worst", "none"], default="bridges")
+    parser.add_argument("--alarm-every", type=int, default=50, help="every Nth event is also a new alarm's view")
+    parser.add_argument("--no-live", action="store_true", help="alarm views by the bridge only")
     parser.add_argument("--rate", type=float, default=0.0, help="events a second in all (0: as fast as it goes)")
     parser.add_argument("--timeline", action="store_true", help="records and sends a second, from the kill on")
     parser.add_argument("--graceful", action="store_true", help="stop the node in lame duck mode (its leaderships "
@@ -108,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             broker.start()
             school = LightSchool(broker)
             school.start()
+            if not args.no_live:
+                school.live = LiveAlarms(cluster.urls, f"bench-{broker.site}")
+                school.live.start()
             schools.append(school)
         print(f"{args.schools} schools up in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
@@ -118,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                         peak[node.name] = max(peak.get(node.name, 0.0), rss_mib(node.proc.pid))
 
         threading.Thread(target=sample, daemon=True).start()
+        if not args.no_live:
+            wait_until(lambda: all(s.live.connected.is_set() for s in schools), 60, "every school's fast path")
+        if args.kill == "worst":
+            for stream in ("$MQTT_msgs", "$MQTT_sess"):
+                cluster.lead(stream, 0)
+        announced: dict[tuple[str, int], float] = {}
         cpu_before = cpu_by_group()
         killed = index = None
         kill_at = restart_at = None
@@ -127,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                     for i in range(args.events)]
         first = time.time()
         for i in range(args.events):
-            schools[i % len(schools)].send(*prepared[i])
+            school = schools[i % len(schools)]
+            school.send(*prepared[i])
+            if i % args.alarm_every == 0:
+                announced[(school.site, i)] = time.time()
+                school.announce(i, 1, "active_unack")
             if args.rate:
                 time.sleep(max(0.0, first + (i + 1) / args.rate - time.time()))
             if args.kill != "none" and i == args.events // 3:
-                index = {"bridges": lambda: 0, "leader": lambda: cluster.leader_of("$MQTT_msgs"),
+                index = {"bridges": lambda: 0, "worst": lambda: 0, "leader": lambda: cluster.leader_of("$MQTT_msgs"),
                          "follower": lambda: cluster.follower("$MQTT_msgs")}[args.kill]()
                 assert index is not None
                 kill_at = time.time()
@@ -158,9 +181,17 @@ def main(argv: list[str] | None = None) -> int:
                 return int(conn.scalar(text("SELECT count(*) FROM district_events")) or 0)
 
         wait_until(lambda: stored() >= len(acked), 600, "every acknowledged event in the records")
+
+        def alarms_in() -> int:
+            with engine.connect() as conn:
+                return int(conn.scalar(text("SELECT count(*) FROM district_alarms")) or 0)
+
+        wait_until(lambda: alarms_in() >= len(announced), 120, "every alarm in the district's records")
         with engine.connect() as conn:
             stored_rows = conn.execute(text("SELECT id, extract(epoch FROM received_at) AS received "
                                             "FROM district_events")).all()
+            alarm_rows = conn.execute(text("SELECT site, alarm_id, extract(epoch FROM received_at) AS received "
+                                           "FROM district_alarms")).all()
         sent_at = {k: v for s in schools for k, v in s.sent_at.items()}
         rows = [Row(r.id, float(r.received), sent_at.get(r.id, float("nan"))) for r in stored_rows]
         engine.dispose()
@@ -182,6 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     latencies = [(float(r.received) - float(r.sent)) * 1000 for r in rows]
     during = [(float(r.received) - float(r.sent)) * 1000 for r in rows
               if kill_at is not None and kill_at <= float(r.sent) <= (restart_at or kill_at) + 10]
+    alarm_sent = {(r.site, r.alarm_id): announced[(r.site, r.alarm_id)] for r in alarm_rows}
+    alarm_latencies = [(float(r.received) - alarm_sent[(r.site, r.alarm_id)]) * 1000 for r in alarm_rows]
+    down_until = (restart_at or kill_at or 0.0) + 10
+    alarm_during = [(float(r.received) - alarm_sent[(r.site, r.alarm_id)]) * 1000 for r in alarm_rows
+                    if kill_at is not None and kill_at <= alarm_sent[(r.site, r.alarm_id)] <= down_until]
+    live_written = 0
+    for n in range(len(workers)):
+        found = re.search(r"(\d+) alarm views by the fast path", (tmp / f"worker-{n}.log").read_text())
+        live_written += int(found.group(1)) if found else 0
     arrivals = sorted(float(r.received) for r in rows)
     gap = max((b - a for a, b in itertools.pairwise(arrivals) if kill_at and a >= kill_at - 1), default=0.0)
     duplicates = 0
@@ -200,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'all':32}{len(latencies):6d}{latency_stats(latencies)}")
     if during:
         print(f"  {'sent while a node was down':32}{len(during):6d}{latency_stats(during)}")
+    how_alarms = "by the bridge only" if args.no_live else f"bridge and core NATS, {live_written} by the fast path"
+    print(f"{'alarm view -> district_alarms, ms':34}{'n':>6}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}  ({how_alarms})")
+    print(f"  {'all':32}{len(alarm_latencies):6d}{latency_stats(alarm_latencies)}")
+    if alarm_during:
+        print(f"  {'announced while a node was down':32}{len(alarm_during):6d}{latency_stats(alarm_during)}")
     spent = {g: cpu_after.get(g, 0.0) - cpu_before.get(g, 0.0) for g in cpu_after}
     print("  CPU seconds over the run: " + ", ".join(f"{g} {v:.1f}" for g, v in sorted(spent.items(),
                                                                                     key=lambda kv: -kv[1])))

@@ -60,6 +60,7 @@ class NatsNode:
     monitor_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     stream_replicas: int | None = 3  # None: as NATS chooses (the nodes it knows when MQTT starts)
+    more: str = ""  # more of the config (an authorization block)
 
     @property
     def url(self) -> str:
@@ -81,7 +82,7 @@ class NatsNode:
         if routes:  # a node alone runs without a cluster: JetStream refuses a cluster of one
             lines.append(f'cluster {{ name: "district", listen: "127.0.0.1:{self.cluster_port}", '
                          f'routes: [{route_urls}] }}')
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.more
 
     def start(self, routes: list[int]) -> None:
         conf = self.workdir / f"{self.name}.conf"
@@ -349,6 +350,7 @@ class LightSchool:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"light-{self.site}",
                                   protocol=mqtt.MQTTv311)
         self.client.max_inflight_messages_set(100)
+        self.live: Any = None  # a gateway.district.live.LiveAlarms: the alarm views over core NATS too
         self.client.on_publish = self._on_publish
 
     def start(self) -> None:
@@ -359,6 +361,8 @@ class LightSchool:
     def stop(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+        if self.live is not None:
+            self.live.stop()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:
@@ -371,7 +375,7 @@ class LightSchool:
     def press(self, device: str = "gate-box", restored: bool = False) -> str:
         return self.send(*self.prepare(device, restored))
 
-    def prepare(self, device: str = "gate-box", restored: bool = False) -> tuple[str, str, str]:
+    def prepare(self, device: str = "gate-box", restored: bool = False) -> tuple[str, str, bytes]:
         """A press as (event id, topic, payload), made now and sent later (a bench's sender then only sends)."""
         self._seq += 1
         event_type = "campus.alarm_input.restored" if restored else "campus.alarm_input.triggered"
@@ -380,7 +384,7 @@ class LightSchool:
                            self._seq, time.time(), TZ)
         return event.id, topics.event(self.site, "alarm_input", device, event_type), event.to_json()
 
-    def send(self, event_id: str, topic: str, payload: str) -> str:
+    def send(self, event_id: str, topic: str, payload: bytes) -> str:
         sent = time.time()
         # Not under our lock: paho calls on_publish holding its own, which publish() takes too.
         info = self.client.publish(topic, payload, qos=1)
@@ -399,7 +403,10 @@ class LightSchool:
         view = {"id": alarm_id, "revision": revision, "state": state, "priority": priority, "alarm_type": alarm_type,
                 "place": "门卫室", "device_id": "gate-box", "test": test,
                 "raised_at": datetime.now(UTC).isoformat()}
-        self.client.publish(topics.alarm(self.site, alarm_id), json.dumps(view).encode(), qos=1, retain=True)
+        topic, payload = topics.alarm(self.site, alarm_id), json.dumps(view).encode()
+        self.client.publish(topic, payload, qos=1, retain=True)
+        if self.live is not None:  # as the gateway's fast path does (gateway/app.py)
+            self.live.offer(topic, payload)
 
     def availability(self, device: str, online: bool, kind: str = "alarm_input") -> None:
         """A device's availability as the gateway's drivers publish it (retained, QoS 1)."""

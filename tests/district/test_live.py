@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, select, text
 
 from gateway.config_file import validate_config
 from gateway.district import store
-from gateway.district.bridge import spread
+from gateway.district.bridge import BridgeSettings, bridge_section, spread
 from tests.district.harness import NatsCluster, SchoolBroker
 from tests.district.test_district import RunningWorker, cluster, district_db, stored_ids  # noqa: F401 (fixtures)
 from tests.integration.helpers import Running, alarm_event
@@ -86,3 +86,84 @@ def test_a_panic_reaches_the_district_while_the_schools_node_is_lost_and_its_str
         broker.stop()
         worker.stop()
         engine.dispose()
+
+
+SCHOOL_USERS = """authorization {
+  users = [
+    {user: district, password: district-pw}
+    {user: s1, password: s1-pw, permissions: {publish: ["campus.v1.s1.>"], subscribe: ["campus.v1.s1.district.>"]}}
+  ]
+}
+"""
+
+
+def test_a_schools_credentials_let_it_speak_for_its_own_site_only(tmp_path: Path) -> None:
+    """The users block the README gives the district: a school's user publishes its own site's subjects, by its
+    bridge (into the stream) and by the fast path, and nothing of another school's (refused, not delivered)."""
+    import asyncio
+
+    from gateway.district.live import LiveAlarms
+    from tests.district.harness import LightSchool, NatsNode
+
+    node = NatsNode("n1", tmp_path, stream_replicas=None, more=SCHOOL_USERS)
+    node.start([])
+    broker = SchoolBroker(tmp_path / "s1", "s1", [f"127.0.0.1:{node.mqtt_port}"])
+    broker.bridge = bridge_section(BridgeSettings("s1", "gw1", [f"127.0.0.1:{node.mqtt_port}"], username="s1",
+                                                  password="s1-pw"))
+    broker.start()
+    school = LightSchool(broker)
+    school.start()
+    school.live = LiveAlarms([node.url], "s1-live", user="s1", password="s1-pw")
+    school.live.start()
+    seen: list[str] = []
+
+    async def district() -> tuple[int, list[str]]:
+        import nats
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        nc = await nats.connect(node.url, user="district", password="district-pw")
+        refused: list[str] = []
+
+        async def keep(message: object) -> None:
+            seen.append(message.subject)  # type: ignore[attr-defined]
+
+        async def error(exc: Exception) -> None:
+            refused.append(str(exc))
+
+        try:
+            await nc.subscribe("campus.v1.>", cb=keep)
+            js = nc.jetstream(timeout=5)
+            for _ in range(30):  # the MQTT streams are made at the first MQTT connection
+                try:
+                    await js.add_consumer("$MQTT_msgs", ConsumerConfig(
+                        durable_name="d", filter_subject="$MQTT.msgs.campus.v1.>", ack_policy=AckPolicy.EXPLICIT))
+                    break
+                except Exception:
+                    await asyncio.sleep(0.5)
+            wait_for(school.live.connected.is_set, 10, "the fast path connected with the school's user")
+            school.announce(7, 1, "active_unack")
+            school.press()
+            # The school's user on another school's subject: refused by the server.
+            other = await nats.connect(node.url, user="s1", password="s1-pw", error_cb=error)
+            await other.publish("campus.v1.s2.rules.alarms.1", b"{}")
+            await other.flush()
+            for _ in range(100):
+                if refused and len(seen) >= 3:
+                    break
+                await asyncio.sleep(0.1)
+            await other.close()
+            info = await js.consumer_info("$MQTT_msgs", "d")
+            return info.num_pending, refused
+        finally:
+            await nc.close()
+
+    try:
+        stored, refused = asyncio.run(district())
+    finally:
+        school.stop()
+        broker.stop()
+        node.stop()
+    assert stored == 2, "the bridge's view and press in the stream"
+    assert sorted(seen) == ["campus.v1.s1.alarm_input.gate-box.evt.triggered", "campus.v1.s1.rules.alarms.7",
+                            "campus.v1.s1.rules.alarms.7"], "the view twice (bridge and fast path), no other school's"
+    assert any('permissions violation for publish to "campus.v1.s2.rules.alarms.1"' in r for r in refused)
