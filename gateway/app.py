@@ -229,7 +229,7 @@ class Gateway:
             self.broker_port = await asyncio.to_thread(broker.start)
             self._cleanup.append(broker.stop)
         if "rules" in self.parts or "console" in self.parts:
-            engine = db.make_engine(cfg.database_url())
+            engine = db.make_engine(cfg.database_url(), cfg.database.sqlite_busy_timeout_s)
             await asyncio.to_thread(db.upgrade, engine)
             sessions = self.sessions = db.make_sessions(engine)
             with sessions.begin() as session:

@@ -148,6 +148,9 @@ class DatabaseConfig(Strict):
 
     url: str | None = None
     url_env: str | None = None
+    # How long a write waits for another process's lock on the SQLite file (a backup, the sqlite3 shell) before
+    # it fails and is tried again; nothing is lost either way.
+    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("url")
     @classmethod

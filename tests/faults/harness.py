@@ -127,13 +127,14 @@ class Site:
     """A site config file (YAML) for the gateway's processes: one broker, one database, optional devices."""
 
     def __init__(self, workdir: Path, broker_url: str, db_url: str, devices: list[dict[str, Any]] | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, busy_timeout_s: float | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.broker_url = broker_url
         self.db_url = db_url
         self.devices = devices or []
         self.data_dir = data_dir or workdir / "data"
+        self.busy_timeout_s = busy_timeout_s
         # A fixed port, so the all-in-one gateway's embedded broker keeps it across restarts.
         self.broker_port = free_port() if broker_url == "embedded" else int(broker_url.rsplit(":", 1)[1])
         self.path = workdir / "site.yaml"
@@ -144,7 +145,8 @@ class Site:
                   else {"url": self.broker_url})
         return {"site": {"id": SITE, "name": "Fault School"},
                 "gateway": {"id": "gw1", "data_dir": str(self.data_dir)},
-                "broker": broker, "database": {"url": self.db_url},
+                "broker": broker, "database": {"url": self.db_url, **(
+                    {"sqlite_busy_timeout_s": self.busy_timeout_s} if self.busy_timeout_s else {})},
                 "console": {"host": "127.0.0.1", "port": 0}, "devices": self.devices}
 
     def config(self) -> Config:
@@ -856,11 +858,11 @@ db.execute("COMMIT")
 """
 
 
-def sqlite_locked(workdir: Path, broker: MosquittoBroker, lock_s: float = 40.0, rate: float = 10.0
-                  ) -> list[Outcome]:
+def sqlite_locked(workdir: Path, broker: MosquittoBroker, lock_s: float = 40.0, rate: float = 10.0,
+                  busy_timeout_s: float | None = None) -> list[Outcome]:
     """The records' SQLite file locked (BEGIN EXCLUSIVE in another process) for `lock_s` while buttons are
     pressed, on an all-in-one gateway with the embedded broker and one with Mosquitto, side by side (one
-    lock period covers both)."""
+    lock period covers both); the gateways' `database.sqlite_busy_timeout_s` as given (default 30 s)."""
     with contextlib.ExitStack() as stack:
         sites, pairs = [], []
         for broker_url in ("embedded", mosquitto_url(broker)):
@@ -868,7 +870,7 @@ def sqlite_locked(workdir: Path, broker: MosquittoBroker, lock_s: float = 40.0, 
             stack.callback(sim.stop)
             name = "embedded" if broker_url == "embedded" else "mosquitto"
             site = Site(workdir / name, broker_url, f"sqlite:///{workdir / name / 'records.db'}",
-                        devices=[button_box(sim)])
+                        devices=[button_box(sim)], busy_timeout_s=busy_timeout_s)
             records = Records(site.db_url)
             stack.callback(records.close)
             gateway = stack.enter_context(Part(site))
