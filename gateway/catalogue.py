@@ -24,7 +24,7 @@ from typing import Literal
 # Spelled out for mypy and pydantic (a Literal cannot be built from data); the tests check each equals the rows.
 AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire",
                     "device_offline", "gateway_health", "bollard_fault", "watchlist", "door_forced", "door_held",
-                    "access_failures", "visitor_overstay", "incident_deadline", "patrol_overdue"]
+                    "access_failures", "visitor_overstay", "incident_deadline", "patrol_overdue", "hazard_due"]
 PointType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire"]
 EventClass = Literal["alarm", "record", "telemetry"]
 
@@ -133,6 +133,9 @@ ALARM_TABLE: tuple[AlarmSpec, ...] = (
     AlarmSpec(name="patrol_overdue", priority=4, latching=True, police=None, ha_device_class=None, point=False,
               rules=("gateway.rules_service.patrol_shell",), escalate_after_s=None, incident_category=None,
               maintenance=False),
+    # a hazard's due date (整改时限) near or past: cleared once it is fixed or signed off
+    AlarmSpec(name="hazard_due", priority=4, latching=False, police=None, ha_device_class=None, point=False,
+              rules=("gateway.records.ledger",), escalate_after_s=None, incident_category=None, maintenance=False),
 )
 ALARMS: dict[str, AlarmSpec] = {a.name: a for a in ALARM_TABLE}
 POINT_TYPES: tuple[str, ...] = tuple(a.name for a in ALARM_TABLE if a.point)

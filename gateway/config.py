@@ -549,6 +549,7 @@ class IncidentsConfig(Strict):
     categories: dict[str, IncidentCategory] = {}  # over the defaults (1 h report, no steps)
     repair_h: int = Field(default=24, ge=1, le=24 * 30)  # equipment faults repaired within (GB/T 29315-2012)
     term_starts: list[str] = []  # YYYY-MM-DD: a term-start hazard inspection due 14 days later
+    hazard_warn_days: float = Field(default=2, ge=0, le=60)  # a hazard's due-date alert this long before it (0: none)
 
     def category(self, name: str) -> IncidentCategory:
         return self.categories.get(name) or IncidentCategory()

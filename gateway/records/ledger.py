@@ -9,7 +9,7 @@ alerts, this month's and the term's inspection tasks, maintenance items for equi
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from sqlalchemy import exists, func, select
@@ -33,10 +33,13 @@ from gateway.rules.alarms import OPEN_STATES, Effect, RefusedAction, clear_condi
 from gateway.rules.incidents import (
     ALARM_CATEGORY,
     ALERTS,
+    HAZARD_DUE_STATES,
     MAINTENANCE_TYPES,
     DeadlineAlert,
     FaultAlarm,
     HazardAction,
+    HazardAlert,
+    HazardDue,
     HazardFacts,
     IncidentAction,
     IncidentFacts,
@@ -44,6 +47,7 @@ from gateway.rules.incidents import (
     check_new_incident,
     deadlines,
     due_times,
+    hazard_alerts,
     hazard_transition,
     incident_action,
     inspections_due,
@@ -334,9 +338,14 @@ def timeline(session: Session, incident_id: int) -> list[IncidentEntry]:
 
 def add_hazard(session: Session, *, place: str, description: str, severity: str, source: str, actor: str,
                now: datetime, found_at: datetime | None = None, inspection_id: int | None = None,
-               client: str | None = None) -> Hazard:
+               inspector: str | None = None, client: str | None = None) -> Hazard:
+    """A hazard found; `inspector` names who found it for an outside inspection (police, education bureau, fire
+    department: their name and unit), as the record of that inspection wants."""
+    inspector = (inspector or "").strip()[:100] or None
     try:
         check_new_hazard(place, description, severity, source)
+        if source in OUTSIDE_SOURCES and inspector is None:
+            raise RefusedAction("name the inspector who found it (name and unit)")
         if found_at is not None and found_at > now:
             raise RefusedAction("the time it was found is in the future")
         if inspection_id is not None and session.get(Inspection, inspection_id) is None:
@@ -345,11 +354,12 @@ def add_hazard(session: Session, *, place: str, description: str, severity: str,
         _refuse(session, actor, "hazard.add", "hazard", exc, now, client)
     hazard = Hazard(inspection_id=inspection_id, source=source, place=place.strip()[:200],
                     description=description.strip(), severity=severity, found_at=found_at or now, found_by=actor,
-                    state="found")
+                    state="found", inspector=inspector)
     session.add(hazard)
     session.flush()
     store.audit(session, actor, "hazard.add", f"hazard:{hazard.id}", "ok",
-                {"place": hazard.place, "severity": severity, "source": source}, now, client)
+                {"place": hazard.place, "severity": severity, "source": source,
+                 **({"inspector": inspector} if inspector else {})}, now, client)
     return hazard
 
 
@@ -377,6 +387,12 @@ def hazard_action(session: Session, hazard_id: int, action: HazardAction, actor:
               **({"reason": reason.strip()} if reason and reason.strip() else {})}
     store.audit(session, actor, f"hazard.{action}", target, "ok", detail, now, client)
     return hazard
+
+
+def overdue_hazards(session: Session, now: datetime) -> list[Hazard]:
+    """Hazards past their due date and not fixed yet, the longest overdue first: the duty page's and reports'."""
+    return list(session.scalars(select(Hazard).where(Hazard.due_at < now, Hazard.state.in_(HAZARD_DUE_STATES))
+                                .order_by(Hazard.due_at, Hazard.id)))
 
 
 def hazards(session: Session, *, open_only: bool = False, since: datetime | None = None,
@@ -529,10 +545,46 @@ def deadline_alerts(session: Session, config: Config, now: datetime) -> list[Eff
     return effects
 
 
+HAZARD_ALARM = "hazard_due"
+OUTSIDE_SOURCES = ("police", "education", "fire")  # inspections from outside the school: the inspector is named
+
+
+def _hazard_place(hazard: Hazard, alert: HazardAlert, config: Config) -> str:
+    due = alert.due_at.astimezone(config.site.tz).strftime("%Y-%m-%d")
+    when = f"due on {due}" if alert.which == "before" else f"overdue (was due on {due})"
+    return f"hazard #{hazard.id} ({hazard.place[:60]}): {when}"[:200]
+
+
+def hazard_due_alerts(session: Session, config: Config, now: datetime) -> list[Effect]:
+    """Alarms for hazards whose due date is near (incidents.hazard_warn_days) or past, each once (the hazard's
+    `alerts` keeps which were given); and those alarms cleared once their hazard is fixed or signed off."""
+    warn = timedelta(days=config.incidents.hazard_warn_days)
+    rows = session.scalars(select(Hazard).where(Hazard.due_at.is_not(None), Hazard.state.in_(HAZARD_DUE_STATES),
+                                                Hazard.due_at <= now + warn))
+    due = [(h, a) for h in rows for a in hazard_alerts(HazardDue(h.id, h.state, h.due_at, h.alerts or {}), now, warn)]
+    effects: list[Effect] = []
+    if due:
+        current = store.open_alarms(session, [a.key for _, a in due])
+        for hazard, alert in due:
+            effects += raise_condition(alert.key, f"hazard-{hazard.id}", HAZARD_ALARM, current.get(alert.key),
+                                       new_id(), now, place=_hazard_place(hazard, alert, config))
+            hazard.alerts = {**(hazard.alerts or {}), alert.which: now.isoformat()}  # a new dict: JSON not tracked
+    raised = session.execute(select(Alarm.key, Alarm.device_id).where(
+        Alarm.alarm_type == HAZARD_ALARM, Alarm.condition_active.is_(True), Alarm.state.in_(OPEN_STATES))).all()
+    ids = {int(device.removeprefix("hazard-")) for _, device in raised if device.removeprefix("hazard-").isdigit()}
+    states = {i: st for i, st in session.execute(select(Hazard.id, Hazard.state).where(Hazard.id.in_(ids)))} \
+        if ids else {}
+    done = [key for key, device in raised if states.get(int(device.removeprefix("hazard-") or 0), "gone")
+            not in HAZARD_DUE_STATES]
+    for alarm in store.open_alarms(session, done).values():
+        effects += clear_condition(alarm, new_id(), now)
+    return effects
+
+
 def tick(session: Session, config: Config, now: datetime) -> list[Effect]:
     """The ledgers' part of the rules service's tick: returns the alarm effects for the deadline alerts (the
     caller applies and publishes them), and makes the inspection tasks and maintenance items due."""
-    effects = deadline_alerts(session, config, now)
+    effects = deadline_alerts(session, config, now) + hazard_due_alerts(session, config, now)
     ensure_inspections(session, config, now)
     open_maintenance(session, config.incidents, now)
     return effects

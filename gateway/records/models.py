@@ -588,6 +588,8 @@ class Hazard(Base):
     signed_off_at: Mapped[datetime | None]
     signed_off_by: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))  # found, assigned, fixed, signed_off, escalated
+    inspector: Mapped[str | None] = mapped_column(String(100))  # who found it, for outside inspectors: name, unit
+    alerts: Mapped[dict[str, str] | None] = mapped_column(JSON)  # due-date alerts given: before/due -> when (ISO)
 
     __table_args__ = (Index("hazards_found", "found_at"),)
 

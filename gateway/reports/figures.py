@@ -192,10 +192,26 @@ def _hazards(session: Session, report: Report) -> None:
         Hazard.signed_off_at >= report.start, Hazard.signed_off_at < report.end)) or 0
     still_open = session.scalar(select(func.count()).select_from(Hazard).where(
         Hazard.found_at < report.end, or_(Hazard.signed_off_at.is_(None), Hazard.signed_off_at >= report.end))) or 0
+    # Overdue in the period: due before its end, not fixed by the due date, and not fixed before the period.
+    overdue = session.scalars(select(Hazard).where(
+        Hazard.due_at < report.end, or_(Hazard.fixed_at.is_(None), Hazard.fixed_at > Hazard.due_at),
+        or_(Hazard.fixed_at.is_(None), Hazard.fixed_at >= report.start)).order_by(Hazard.due_at, Hazard.id)).all()
+    late_open = [h for h in overdue if h.fixed_at is None or h.fixed_at >= report.end]
     report.summary.append(("Hazards open at the end", still_open))
+    report.summary.append(("Hazards past their due date at the end", len(late_open)))
     report.tables.append(Table("hazards", "Hazards", ["Hazards", "Number"],
-                               [["found", found], ["signed_off", closed], ["open", still_open]],
-                               translate_first=True))
+                               [["found", found], ["signed_off", closed], ["open", still_open],
+                                ["overdue", len(late_open)]], translate_first=True))
+    if overdue:
+        tz = report.tz
+        report.tables.append(Table("hazards_overdue", "Hazards past their due date",
+                                   ["Hazard", "Place", "Source", "Due", "Fixed", "Assigned to"],
+                                   [[f"#{h.id}", h.place, f"source_{h.source}", _day(h.due_at, tz),
+                                     _day(h.fixed_at, tz), h.assigned_to or ""] for h in overdue]))
+
+
+def _day(at: datetime | None, tz: tzinfo) -> str:
+    return at.astimezone(tz).date().isoformat() if at else ""
 
 
 def _uptime(session: Session, report: Report) -> None:

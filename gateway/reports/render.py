@@ -40,7 +40,7 @@ SUMMARY_KEYS = {"alarms": "Alarms", "ack": "Median time to acknowledge (s)", "in
 SIGN_OFF = ("Prepared by", "Reviewed by", "Date", "School seal")
 DISTRICT_SEAL = "Seal"  # the district's reports: the bureau's seal, not a school's
 # Columns that hold message ids besides a table's first (translate_first), by table key
-TRANSLATED_COLUMNS = {"five_nos": (1,), "district_schools": (5,)}
+TRANSLATED_COLUMNS = {"five_nos": (1,), "district_schools": (5,), "hazards_overdue": (2,)}
 # A cell a spreadsheet would read as a formula (OWASP CSV injection): a name or place typed as
 # =HYPERLINK(...) or =cmd|' /C calc'!A0 must stay text. A plain number (-3, 12.5, -1e+06) stays a number,
 # and "-" (nothing) stays as it is.

@@ -105,6 +105,44 @@ def deadlines(incident: IncidentFacts, category: IncidentCategory, now: datetime
     return due
 
 
+HAZARD_DUE_STATES = ("assigned", "escalated")  # being put right: a fixed one waits for its sign-off, not a date
+
+
+@dataclass(frozen=True)
+class HazardDue:
+    id: int
+    state: str
+    due_at: datetime | None
+    alerts: Mapping[str, str] = field(default_factory=dict)  # alerts already given: before/due -> when (ISO)
+
+
+@dataclass(frozen=True)
+class HazardAlert:
+    hazard_id: int
+    which: Literal["before", "due"]
+    due_at: datetime
+
+    @property
+    def key(self) -> str:
+        """The alarm's key: one alarm per hazard and alert."""
+        return f"hazard-{self.hazard_id}:{self.which}"
+
+
+def hazard_alerts(hazard: HazardDue, now: datetime, warn_before: timedelta) -> list[HazardAlert]:
+    """The due-date alert of a hazard due now and not given yet (整改时限): `warn_before` ahead of its due date,
+    and at it. Nothing without a due date or once fixed; a late tick gives only "due", not "before" as well."""
+    if hazard.due_at is None or hazard.state not in HAZARD_DUE_STATES:
+        return []
+    which: Literal["before", "due"]
+    if now >= hazard.due_at:
+        which = "due"
+    elif now >= hazard.due_at - warn_before and warn_before > timedelta(0):
+        which = "before"
+    else:
+        return []
+    return [] if which in hazard.alerts else [HazardAlert(hazard.id, which, hazard.due_at)]
+
+
 @dataclass(frozen=True)
 class Countdown:
     """A deadline as a person reads it: `message` is a msgid, `params` fill it in after translation."""

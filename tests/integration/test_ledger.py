@@ -224,6 +224,59 @@ def test_hazard_lifecycle_in_the_ledger(records: sessionmaker[Session]) -> None:
                          ("hazard.fix", "ok"), ("hazard.sign_off", "refused"), ("hazard.sign_off", "ok")]
 
 
+def test_a_hazards_due_date_alerts_before_and_at_it_lists_it_overdue_and_clears_once_fixed(
+        records: sessionmaker[Session]) -> None:
+    """整改时限 (R29): an alert hazard_warn_days (2) before the due date and one at it, each once however often the
+    tick runs; overdue on the duty page's list and in the month's report; both alarms cleared once it is fixed.
+    An outside inspector's hazard names the inspector (R32)."""
+    from gateway.reports.figures import collect, period
+
+    clock = Clock(T0)
+    with records.begin() as session, pytest.raises(RefusedAction, match="name the inspector"):
+        ledger.add_hazard(session, place="南门", description="门前无减速带", severity="major", source="police",
+                          actor="super1", now=clock.now)
+    with records.begin() as session:
+        hazard = ledger.add_hazard(session, place="南门", description="门前无减速带", severity="major",
+                                   source="police", inspector="城关派出所 李警官", actor="super1", now=clock.now)
+        hazard_id = hazard.id
+        ledger.hazard_action(session, hazard_id, "assign", "super1", clock.now, assigned_to="后勤 王师傅",
+                             due_at=T0 + timedelta(days=5))
+    assert tick(records, clock.advance(days=2)) == [], "three days before: nothing yet"
+
+    def alarms() -> list[tuple[str, str, bool]]:
+        with records() as session:
+            return [(a.key, a.state, a.condition_active) for a in session.scalars(
+                select(Alarm).where(Alarm.alarm_type == "hazard_due").order_by(Alarm.id))]
+
+    for _ in range(3):
+        tick(records, clock.advance(hours=8))  # from two days before on (T0 + 2 days 16 h, 3 days, 3 days 8 h)
+    assert alarms() == [(f"hazard-{hazard_id}:before", "active_unack", True)]
+    with records() as session:
+        assert ledger.overdue_hazards(session, clock.now) == [], "not overdue before its due date"
+    for _ in range(3):
+        tick(records, clock.advance(days=1))  # past the due date
+    assert [k for k, _, _ in alarms()] == [f"hazard-{hazard_id}:before", f"hazard-{hazard_id}:due"]
+    with records() as session:
+        assert [h.id for h in ledger.overdue_hazards(session, clock.now)] == [hazard_id]
+        report = collect(session, "monthly", *period("monthly", clock.now, TZ), TZ, "s1")
+        assert dict(report.summary)["Hazards past their due date at the end"] == 1
+        late = next(t for t in report.tables if t.key == "hazards_overdue")
+        assert late.rows == [[f"#{hazard_id}", "南门", "source_police", "2026-11-08", "", "后勤 王师傅"]]
+    with records.begin() as session:
+        ledger.hazard_action(session, hazard_id, "fix", "guard1", clock.advance(hours=1))
+    changed = tick(records, clock.advance(seconds=1))
+    assert len(changed) == 2 and all(not active for _, _, active in alarms()), "both cleared once it is fixed"
+    with records() as session:
+        assert ledger.overdue_hazards(session, clock.now) == []
+        report = collect(session, "monthly", *period("monthly", clock.now, TZ), TZ, "s1")
+        assert dict(report.summary)["Hazards past their due date at the end"] == 0
+        late = next(t for t in report.tables if t.key == "hazards_overdue")
+        assert late.rows[0][4] == clock.now.astimezone(TZ).date().isoformat(), "fixed late: still in the month's list"
+        audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "hazard.add",
+                                                         AuditEntry.result == "ok")).one()
+        assert audit.detail["inspector"] == "城关派出所 李警官"
+
+
 def test_inspections_once_each_however_often_the_tick_runs(records: sessionmaker[Session]) -> None:
     clock = Clock(datetime(2027, 2, 10, 8, 0, tzinfo=TZ))
     for _ in range(3):
@@ -436,3 +489,28 @@ def test_console_incident_by_hand_hazards_inspections_and_maintenance(console: d
     client.post("/lang", data={"lang": "zh_CN", "next": "/incidents", "csrf_token": csrf})
     chinese = client.get("/incidents").text
     assert "安全台账" in chinese and "伤害事故" in chinese
+
+
+def test_console_a_police_inspectors_hazard_and_the_overdue_ones_on_the_duty_page(console: dict[str, Any]) -> None:
+    client, sessions = console["client"], console["sessions"]
+    csrf = login(client, "super1")
+    assert 'id="overdue-hazards"' not in client.get("/duty").text
+    refused = client.post("/incidents/hazards", data={"csrf_token": csrf, "place": "南门", "description": "无减速带",
+                                                      "severity": "major", "source": "police"})
+    assert refused.status_code == 422 and "name the inspector" in refused.text
+    made = client.post("/incidents/hazards", data={"csrf_token": csrf, "place": "南门", "description": "无减速带",
+                                                   "severity": "major", "source": "police",
+                                                   "inspector": "城关派出所 李警官"})
+    assert made.status_code == 303
+    page = client.get("/incidents/hazards").text
+    assert "城关派出所 李警官" in page
+    now = datetime.now(TZ)
+    with sessions.begin() as session:  # found a week ago, due yesterday
+        hazard = ledger.add_hazard(session, place="北墙", description="围墙裂缝", severity="major", source="patrol",
+                                   actor="guard1", now=now, found_at=now - timedelta(days=7))
+        ledger.hazard_action(session, hazard.id, "assign", "super1", now, assigned_to="后勤 王师傅",
+                             due_at=now - timedelta(days=1))
+    yesterday = (now - timedelta(days=1)).date().isoformat()
+    duty = client.get("/duty").text
+    assert 'id="overdue-hazards"' in duty and f'href="/incidents/hazards#hazard-{hazard.id}"' in duty
+    assert yesterday in duty.split('id="overdue-hazard-list"', 1)[1].split("</ul>", 1)[0]

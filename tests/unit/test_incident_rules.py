@@ -14,6 +14,7 @@ from gateway.config import IncidentCategory, IncidentsConfig
 from gateway.rules.alarms import RefusedAction
 from gateway.rules.incidents import (
     FaultAlarm,
+    HazardDue,
     HazardFacts,
     IncidentFacts,
     InspectionDue,
@@ -23,6 +24,7 @@ from gateway.rules.incidents import (
     countdown,
     deadlines,
     due_times,
+    hazard_alerts,
     hazard_transition,
     incident_action,
     inspections_due,
@@ -314,3 +316,28 @@ def test_overdue_lists_the_late_ones_most_overdue_first() -> None:
     items = [MaintenanceDue(i, "cam-1", "fault", T0, T0 + timedelta(hours=h)) for i, h in ((1, 30), (2, 20), (3, 10))]
     assert [i.alarm_id for i in overdue(items, T0 + timedelta(hours=25))] == [3, 2]
     assert overdue(items, T0 + timedelta(hours=10)) == [], "due at 19:00 is not overdue at 19:00"
+
+
+@pytest.mark.parametrize(("state", "offset_h", "given", "expected"), [
+    ("assigned", -49, {}, []),  # more than two days before: nothing
+    ("assigned", -47, {}, ["before"]),
+    ("assigned", -47, {"before": "x"}, []),  # given once
+    ("assigned", 1, {}, ["due"]),  # past it
+    ("assigned", 1, {"before": "x"}, ["due"]),
+    ("assigned", 1, {"due": "x"}, []),
+    ("escalated", 1, {}, ["due"]),  # escalated is still being put right
+    ("fixed", 1, {}, []),  # fixed: its sign-off is not due by a date
+    ("signed_off", 1, {}, []),
+    ("found", 1, {}, []),  # no due date without an assignment (and none given here)
+])
+def test_a_hazards_due_date_alerts(state: str, offset_h: int, given: dict[str, str], expected: list[str]) -> None:
+    due = T0 + timedelta(days=5)
+    hazard = HazardDue(7, state, None if state == "found" else due, given)
+    alerts = hazard_alerts(hazard, due + timedelta(hours=offset_h), timedelta(days=2))
+    assert [a.which for a in alerts] == expected
+    assert all(a.key == f"hazard-7:{a.which}" and a.due_at == due for a in alerts)
+
+
+def test_no_early_alert_when_warn_days_is_zero() -> None:
+    due = T0 + timedelta(days=5)
+    assert hazard_alerts(HazardDue(1, "assigned", due), due - timedelta(minutes=1), timedelta(0)) == []

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 
 from gateway.console.auth import LoggedIn
 from gateway.console.web import Console, console, render, require, tr
-from gateway.records import people, roster
+from gateway.records import ledger, people, roster
 from gateway.records.models import Handover, utcnow
 from gateway.records.roster import RosterError
 from gateway.rules import roster as rules
@@ -70,6 +70,9 @@ def page_data(request: Request, user: LoggedIn, week: str | None = None) -> dict
         here = roster.on_duty_now(session, now)
         previous, carried = roster.carried_items(session)
         log = [handover_view(h) for h in roster.handovers(session, LOG_SIZE)]
+        overdue = [{"id": h.id, "place": h.place, "description": h.description, "assigned_to": h.assigned_to,
+                    "due": h.due_at.astimezone(ctx.tz).date().isoformat() if h.due_at else ""}
+                   for h in ledger.overdue_hazards(session, now)]
     week_rows = [d for d in rows if d.day >= days[0]]
     shifts = [(s.id, s.name, s.start, s.end, s.post) for s in ctx.duty.shifts]
     shifts += [(k, k, "", "", "any") for k in sorted({d.shift for d in week_rows} - {s[0] for s in shifts})]
@@ -86,7 +89,7 @@ def page_data(request: Request, user: LoggedIn, week: str | None = None) -> dict
                  "leaders": [duty_view(d, now) for d in here.leaders],
                  "others": [duty_view(d, now) for d in here.others]},
         "mine": duty_view(mine, now) if mine else None, "escalation": [p.name for p in escalation],
-        "warnings": warnings, "previous": previous, "carried": carried, "log": log,
+        "warnings": warnings, "overdue_hazards": overdue, "previous": previous, "carried": carried, "log": log,
         "roles": [(r, ROLE_LABELS[r]) for r in rules.ROLES], "posts": list(POST_LABELS.items()),
         "shift_names": {s[0]: s[1] for s in shifts}, "role_labels": ROLE_LABELS, "post_labels": POST_LABELS,
         "school_size": ctx.duty.school_size,

@@ -33,7 +33,7 @@ def hazard_view(hazard: Hazard, now: datetime) -> dict[str, Any]:
             "measures": hazard.measures, "due_at": hazard.due_at.isoformat() if hazard.due_at else None,
             "fixed_at": hazard.fixed_at.isoformat() if hazard.fixed_at else None, "fixed_by": hazard.fixed_by,
             "signed_off_at": hazard.signed_off_at.isoformat() if hazard.signed_off_at else None,
-            "signed_off_by": hazard.signed_off_by,
+            "signed_off_by": hazard.signed_off_by, "inspector": hazard.inspector,
             "overdue": hazard.due_at is not None and hazard.state in ("found", "assigned", "escalated")
             and now > hazard.due_at}
 
@@ -88,13 +88,13 @@ async def add_hazard_form(request: Request,
                           user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
     form = await request.form()
     values = {k: str(form.get(k) or "").strip() for k in ("place", "description", "severity", "source",
-                                                           "inspection_id")}
+                                                           "inspection_id", "inspector")}
     inspection_id = int(values["inspection_id"]) if values["inspection_id"].isdigit() else None
 
     def do(session: Session) -> None:
         ledger.add_hazard(session, place=values["place"], description=values["description"],
                           severity=values["severity"], source=values["source"], inspection_id=inspection_id,
-                          actor=user.username, now=utcnow(), client=client_host(request))
+                          inspector=values["inspector"], actor=user.username, now=utcnow(), client=client_host(request))
 
     return form_action(request, do, "/incidents/hazards",
                        lambda refused: _hazards_page(request, user, 422, error=refused, form=values))
