@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["add", "passwd", "list", "token", "revoke", "disable", "enable"])
     p.add_argument("username", nargs="?")
     p.add_argument("-c", "--config", type=Path, required=True)
-    p.add_argument("--role", choices=["guard", "supervisor", "admin"], default="guard")
+    p.add_argument("--role", choices=["inspector", "guard", "supervisor", "admin"], default="guard")
     p.add_argument("--name", help="display name (add), or the token's name (token; revoke: only that token)")
     p.add_argument("--language", choices=["zh_CN", "en"])
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")

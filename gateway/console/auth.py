@@ -23,12 +23,15 @@ from sqlalchemy.orm import Session
 
 from gateway.records.models import ApiToken, User, UserSession, utcnow
 
-Role = Literal["guard", "supervisor", "admin"]
-ROLES: tuple[Role, ...] = ("guard", "supervisor", "admin")
+Role = Literal["inspector", "guard", "supervisor", "admin"]
+# An inspector (督导检查, R43) reads records, reports and the audit log and does nothing else; each page they open
+# is audited (gateway.console.web.require).
+ROLES: tuple[Role, ...] = ("inspector", "guard", "supervisor", "admin")
 
-# What each role may do; a higher role may do everything a lower one may.
-PERMISSIONS: dict[str, Role] = {
-    "view": "guard",
+# What each role may do: a role, and every role above it; or a set of roles, those only.
+PERMISSIONS: dict[str, Role | frozenset[Role]] = {
+    "view": "inspector",
+    "audit.view": frozenset({"inspector", "supervisor", "admin"}),  # the audit log: not every guard's to read
     "alarm.ack": "guard",
     "alarm.note": "guard",
     "visitor.register": "guard",
@@ -70,7 +73,11 @@ class AuthError(Exception):
 
 def allowed(role: str, permission: str) -> bool:
     needed = PERMISSIONS.get(permission)
-    return needed is not None and role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+    if needed is None or role not in ROLES:
+        return False
+    if isinstance(needed, frozenset):
+        return role in needed
+    return ROLES.index(role) >= ROLES.index(needed)
 
 
 def hash_password(password: str) -> str:

@@ -141,9 +141,21 @@ def require(permission: str) -> Callable[..., Any]:
             refuse(request, user, "role.refused", {"permission": permission, "role": user.role},
                    "Your role may not do this.")
         await check_csrf(request, user)
+        if user.role == "inspector":  # an inspection of the records is itself on the record (R43)
+            audit_view(request, user)
         return user
 
     return dependency
+
+
+def audit_view(request: Request, user: auth.LoggedIn) -> None:
+    """What an inspector opened: the path and its query, once per request."""
+    if getattr(request.state, "viewed", False):
+        return
+    request.state.viewed = True
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    with console(request).sessions.begin() as session:
+        store.audit(session, user.username, "inspector.view", target[:140], "ok", {}, utcnow(), client_address(request))
 
 
 def language_of(request: Request) -> str:

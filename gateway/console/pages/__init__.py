@@ -16,4 +16,5 @@ PAGES: list[tuple[str, str, str | None]] = [
     ("incidents", "Incidents", "gateway.console.pages.incidents"),
     ("devices", "Devices", "gateway.console.pages.devices"),
     ("reports", "Reports", "gateway.console.pages.reports"),
+    ("audit", "Audit log", "gateway.console.pages.audit"),
 ]

@@ -1,0 +1,90 @@
+"""The inspector's role (督导检查, R43): every record, report and the audit log to read, nothing to change, and
+every page they open is itself in the audit log. A guard may not read the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from gateway.bus import Bus
+from gateway.console import auth
+from gateway.console.app import create_app
+from gateway.records import db
+from gateway.records.models import AuditEntry
+from tests.support import broker_config
+
+TZ = ZoneInfo("Asia/Shanghai")
+PASSWORD = "a long test password"
+READ = ["/alarms", "/access", "/visitors", "/patrols", "/duty", "/notifications", "/incidents",
+        "/incidents/hazards", "/incidents/inspections", "/devices", "/reports", "/audit"]
+
+
+@pytest.fixture
+def console(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'console.db'}")
+    db.upgrade(engine)
+    sessions = db.make_sessions(engine)
+    with sessions.begin() as session:
+        for name, role in (("guard1", "guard"), ("insp1", "inspector"), ("super1", "supervisor")):
+            auth.add_user(session, name, role, PASSWORD)
+    bus = Bus(broker_config(amqtt_broker.port), "inspector-test", name="console")
+    bus.start()
+    bus.wait_connected(5)
+    app = create_app("s1", "Test School", TZ, sessions, bus, "zh_CN")
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+        yield {"client": client, "sessions": sessions}
+    bus.stop()
+    engine.dispose()
+
+
+def login(client: TestClient, username: str) -> str:
+    client.cookies.clear()
+    assert client.post("/login", data={"username": username, "password": PASSWORD}).status_code == 303
+    page = client.get("/alarms").text
+    return page.split("const CSRF = ", 1)[1].split(";", 1)[0].strip('"')
+
+
+def views(sessions: Any, who: str) -> list[str]:
+    with sessions() as session:
+        return list(session.scalars(select(AuditEntry.target).where(
+            AuditEntry.actor == who, AuditEntry.action == "inspector.view").order_by(AuditEntry.id)))
+
+
+def test_an_inspector_reads_everything_changes_nothing_and_each_view_is_audited(console: dict[str, Any]) -> None:
+    client, sessions = console["client"], console["sessions"]
+    csrf = login(client, "insp1")
+    before = len(views(sessions, "insp1"))
+    for path in READ:
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert 'id="nav-audit"' in page.text, "the audit log is in an inspector's menu"
+    today = datetime.now(TZ).date().isoformat()
+    report = client.get(f"/reports/download?kind=daily&day={today}&fmt=csv")
+    assert report.status_code == 200
+    assert views(sessions, "insp1")[before:] == [*READ, f"/reports/download?kind=daily&day={today}&fmt=csv"]
+    refused = [client.post("/incidents/hazards", data={"csrf_token": csrf, "place": "南门", "description": "x",
+                                                       "severity": "general", "source": "patrol"}),
+               client.post("/api/lockdown", json={"reason": "x"}, headers={"X-CSRF-Token": csrf}),
+               client.post("/reports/submit", data={"csrf_token": csrf, "kind": "monthly", "period": "2026-11"})]
+    assert [r.status_code for r in refused] == [403, 403, 403]
+    audit = client.get("/audit?actor=insp1&result=refused").text
+    assert audit.count('class="refused"') == 3, "the refusals are in the audit log, which the inspector reads"
+
+
+def test_a_guard_may_not_read_the_audit_log_and_is_not_audited_for_reading(console: dict[str, Any]) -> None:
+    client, sessions = console["client"], console["sessions"]
+    login(client, "guard1")
+    page = client.get("/alarms").text
+    assert 'id="nav-audit"' not in page
+    assert client.get("/audit").status_code == 403
+    assert views(sessions, "guard1") == []
+    login(client, "super1")
+    assert client.get("/audit").status_code == 200
+    assert views(sessions, "super1") == []
