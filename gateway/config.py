@@ -514,11 +514,15 @@ class Route(Strict):
 
 
 class PatrolPlanEntry(Strict):
-    """Rounds of a route due in a shift: `rounds` spread evenly over it (the seed: each shift >= 2)."""
+    """Rounds of a route due in a shift: `rounds` spread evenly over it (the seed: each shift >= 2), or with
+    `random`, each at a random time (不定时) in the first half of its share of the shift, drawn when the round is
+    planned and shown to nobody until it is due. `days` makes a weekly plan (a full-campus inspection on Friday:
+    `days: [fri]`)."""
 
     route: str
     shift: str  # a duty.shifts id
     rounds: int = Field(default=2, ge=1, le=48)
+    random: bool = False
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri",
                                                                               "sat", "sun"]
 

@@ -14,7 +14,7 @@ writes what they return.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
@@ -43,6 +43,7 @@ class PlannedRound:
     number: int  # 1st, 2nd ... round of the route in the shift
     due_at: datetime  # UTC
     window_end: datetime  # UTC: the next round's due time, or the shift's end
+    random: bool = False  # drawn at random: kept from the guards until due
 
 
 def _local(day: date, hhmm: str, tz: tzinfo) -> datetime:
@@ -59,8 +60,10 @@ def shift_bounds(shift: ShiftTemplate, day: date, tz: tzinfo) -> tuple[datetime,
 
 
 def rounds_for_day(config: PatrolConfig, shifts: Sequence[ShiftTemplate], day: date, tz: tzinfo,
-                   ) -> list[PlannedRound]:
-    """The rounds planned for the shifts that start on `day` (the site's local date), in due order."""
+                   draw: Callable[[], float] | None = None) -> list[PlannedRound]:
+    """The rounds planned for the shifts that start on `day` (the site's local date), in due order. A random
+    entry's round is due at `draw()` (0 <= x < 1, uniform) of the first half of its share of the shift, so rounds
+    never bunch up and each leaves the next at least half a share; without `draw`, at the start of its share."""
     by_id = {s.id: s for s in shifts}
     planned: list[PlannedRound] = []
     for entry in config.plan:
@@ -69,12 +72,13 @@ def rounds_for_day(config: PatrolConfig, shifts: Sequence[ShiftTemplate], day: d
             continue
         start, end = shift_bounds(shift, day, tz)
         step = (end - start) / entry.rounds
-        due = [start + step * i for i in range(entry.rounds)]
+        due = [start + step * i + (step / 2 * draw() if entry.random and draw else timedelta(0))
+               for i in range(entry.rounds)]
         # whole seconds: these are shown to guards and compared with scans to the second
         due = [d.replace(microsecond=0) for d in due]
         for i, at in enumerate(due):
             planned.append(PlannedRound(entry.route, entry.shift, day.isoformat(), i + 1, at,
-                                        due[i + 1] if i + 1 < len(due) else end))
+                                        due[i + 1] if i + 1 < len(due) else end, entry.random))
     return sorted(planned, key=lambda r: (r.due_at, r.route, r.shift, r.number))
 
 

@@ -11,6 +11,7 @@ guard's next scan marks its condition over.
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -24,6 +25,10 @@ from gateway.records.models import Alarm, Credential, DutyAssignment, PatrolRoun
 from gateway.rules import patrol
 from gateway.rules.alarms import Effect, OpenAlarm, clear_condition, raise_condition
 from gateway.rules_service.access_shell import READ_TYPES
+
+# Random rounds' times come from the system's CSPRNG: a guard who knew the seed would know the rounds. Drawn once,
+# when a round is planned (stored with it), so a restart does not draw again.
+DRAW = secrets.SystemRandom().random
 
 
 def alarm_key(round_id: int) -> str:
@@ -180,7 +185,7 @@ class Patrols:
             PatrolRound.day.in_([d.isoformat() for d in days])))}
         created = 0
         for day in days:
-            for planned in patrol.rounds_for_day(self.cfg, self.shifts, day, self.tz):
+            for planned in patrol.rounds_for_day(self.cfg, self.shifts, day, self.tz, draw=DRAW):
                 if (planned.day, planned.route, planned.shift, planned.number) in existing or planned.window_end <= now:
                     continue
                 session.add(PatrolRound(route=planned.route, shift=planned.shift, day=planned.day,
@@ -201,6 +206,7 @@ class Patrols:
                       "ordered": route.ordered, "names": names,
                       "key_areas": [c for c in route.checkpoints if self.checkpoints[c].key_area]},
             "shift_name": shift, "window_end": _iso(planned.window_end), "planned_at": _iso(now),
+            "random": planned.random,
             "checkpoints": [{"id": c, "at": None, "server_at": None, "late": False, "out_of_order": False,
                              "missed": False, "skipped": False} for c in route.checkpoints],
             "visited": [], "missed": [], "late": [], "out_of_order": [], "alerts": {},

@@ -413,3 +413,27 @@ def test_an_empty_day(page: tuple[TestClient, Tour]) -> None:
     client, _ = page
     html = client.get("/patrols").text
     assert 'id="empty"' in html and 'id="nav-patrols"' in html
+
+
+def test_a_round_at_a_random_time_is_shown_to_nobody_before_it_is_due(page: tuple[TestClient, Tour]) -> None:
+    """不定时 (R18): the guard's page and the API say only how many random rounds are still to come."""
+    client, tour = page
+    now = datetime.now(UTC).replace(microsecond=0)
+    today = now.astimezone(TZ).date().isoformat()
+    with tour.sessions.begin() as session:
+        fixed = PatrolRound(route="main", shift="day", day=today, number=1, due_at=now - timedelta(minutes=5),
+                            state="pending", result={"route": {"name": "Main round"}, "window_end": now.isoformat()})
+        secret = PatrolRound(route="main", shift="night", day=today, number=1, due_at=now + timedelta(hours=1),
+                             state="pending", result={"route": {"name": "Main round"}, "random": True,
+                                                      "window_end": (now + timedelta(hours=3)).isoformat()})
+        session.add_all([fixed, secret])
+        session.flush()
+        secret_id = secret.id
+    data = client.get("/api/patrols").json()
+    assert [r["shift"] for r in data["rounds"]] == ["day"] and data["random_to_come"] == 1
+    html = client.get("/patrols").text
+    assert f'data-id="{secret_id}"' not in html and 'id="random-to-come"' in html
+    with tour.sessions.begin() as session:
+        session.get(PatrolRound, secret_id).due_at = now - timedelta(seconds=1)  # type: ignore[union-attr]
+    data = client.get("/api/patrols").json()
+    assert sorted(r["shift"] for r in data["rounds"]) == ["day", "night"] and data["random_to_come"] == 0

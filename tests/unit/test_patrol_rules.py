@@ -70,6 +70,39 @@ def test_rounds_are_spread_evenly_over_the_shift_from_its_start() -> None:
     assert saturday[0].due_at.tzinfo is UTC
 
 
+def test_random_rounds_fall_in_the_first_half_of_their_share_of_the_shift() -> None:
+    """不定时 (R18): each random round of the night (12 h, three rounds: 4 h shares) somewhere in its share's first
+    2 h, as drawn; so the next round is at least 2 h after it, and no two bunch up."""
+    import secrets
+
+    config = CONFIG.model_copy(update={"plan": [PatrolPlanEntry(route="main", shift="night", rounds=3, random=True)]})
+    fixed = rounds_for_day(config, SHIFTS, MONDAY, SHANGHAI, draw=lambda: 0.5)
+    assert [(r.due_at, r.window_end, r.random) for r in fixed] == [
+        (at("2026-11-30 21:00"), at("2026-12-01 01:00"), True),
+        (at("2026-12-01 01:00"), at("2026-12-01 05:00"), True),
+        (at("2026-12-01 05:00"), at("2026-12-01 08:00"), True)]
+    assert [r.due_at for r in rounds_for_day(config, SHIFTS, MONDAY, SHANGHAI)] == [
+        at("2026-11-30 20:00"), at("2026-12-01 00:00"), at("2026-12-01 04:00")], "no draw: the shares' starts"
+    draw = secrets.SystemRandom().random
+    seen = set()
+    for _ in range(200):
+        rounds = rounds_for_day(config, SHIFTS, MONDAY, SHANGHAI, draw=draw)
+        for i, r in enumerate(rounds):
+            share = at("2026-11-30 20:00") + timedelta(hours=4 * i)
+            assert share <= r.due_at < share + timedelta(hours=2)
+            assert r.window_end - r.due_at >= timedelta(hours=2)
+        seen.add(rounds[0].due_at)
+    assert len(seen) > 150, "the times differ from one draw to the next"
+
+
+def test_a_weekly_plan_is_a_plan_on_one_day_of_the_week() -> None:
+    """R19: a full-campus inspection once a week, Friday's day shift."""
+    config = CONFIG.model_copy(update={"plan": [PatrolPlanEntry(route="main", shift="day", rounds=1, days=["fri"])]})
+    week = [rounds_for_day(config, SHIFTS, MONDAY + timedelta(days=n), SHANGHAI) for n in range(7)]
+    assert [len(day) for day in week] == [0, 0, 0, 0, 1, 0, 0]
+    assert week[4][0].due_at == at("2026-12-04 08:00")
+
+
 def test_uneven_division_is_cut_to_whole_seconds() -> None:
     config = CONFIG.model_copy(update={"plan": [PatrolPlanEntry(route="main", shift="day", rounds=7)]})
     rounds = rounds_for_day(config, SHIFTS, MONDAY, SHANGHAI)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from gateway.console.auth import LoggedIn
 from gateway.console.web import client_host, console, day_start, form_action, parse_day, render, require
 from gateway.records import ledger
-from gateway.records.models import Alarm, Hazard, Inspection, MaintenanceItem, utcnow
+from gateway.records.models import Alarm, Hazard, Inspection, MaintenanceItem, PatrolRound, utcnow
 from gateway.rules.incidents import HAZARD_ACTIONS, HAZARD_SEVERITIES, HAZARD_SOURCES, HazardAction
 
 router = APIRouter()
@@ -79,8 +79,17 @@ def _hazards_page(request: Request, user: LoggedIn, status: int = 200, show_all:
 
 @router.get("/incidents/hazards", response_class=HTMLResponse)
 async def hazards_page(request: Request, all: bool = False, inspection: int | None = None,
+                       round_id: int | None = Query(None, alias="round"),
                        user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    return _hazards_page(request, user, show_all=all, inspection=inspection)
+    form = None
+    if round_id is not None:  # "Record a hazard found" on a patrol round (R19): the form filled in from the round
+        with console(request).sessions() as session:
+            walked = session.get(PatrolRound, round_id)
+        if walked is not None:
+            name = walked.result.get("route", {}).get("name", walked.route)
+            form = {"severity": "general", "source": "patrol", "inspection_id": "",
+                    "place": f"{name} ({walked.day} #{walked.number})"[:200]}
+    return _hazards_page(request, user, show_all=all, inspection=inspection, form=form)
 
 
 @router.post("/incidents/hazards", response_model=None)

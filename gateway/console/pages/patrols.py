@@ -47,6 +47,10 @@ def board(request: Request, day: date) -> dict[str, Any]:
     with ctx.sessions() as session:
         rows = session.scalars(select(PatrolRound).where(which)
                                .order_by(PatrolRound.due_at, PatrolRound.route, PatrolRound.id)).all()
+    now = utcnow()
+    # A round at a random time (不定时) is nobody's to see before it is due: a guard's page would tell it.
+    hidden = [r for r in rows if r.result.get("random") and r.state == "pending" and r.due_at > now]
+    rows = [r for r in rows if r not in hidden]
     rounds = [round_view(ctx, r) for r in rows]
     config = ctx.patrol
     if config.checkpoints:
@@ -62,6 +66,7 @@ def board(request: Request, day: date) -> dict[str, Any]:
     key_areas = [{"checkpoint": k.checkpoint, "name": k.name, "rounds": k.rounds, "target": k.target, "met": k.met}
                  for k in key_area_counts(checkpoints, same_day, target)]
     return {"day": day.isoformat(), "today": day == today, "rounds": rounds, "key_areas": key_areas,
+            "random_to_come": len(hidden),
             "refresh_s": REFRESH_S, "updated": ctx.local_time(utcnow(), "%H:%M:%S"),
             "now": round_now(rounds) if day == today else None}
 
