@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill", choices=["bridges", "leader", "follower", "worst", "none"], default="bridges")
     parser.add_argument("--alarm-every", type=int, default=50, help="every Nth event is also a new alarm's view")
     parser.add_argument("--no-live", action="store_true", help="alarm views by the bridge only")
+    parser.add_argument("--stream-replicas", type=int, default=3, help="mqtt.stream_replicas (0: as NATS chooses, "
+                        "which was 2 here: a node lost then stops the streams it held until it is back)")
     parser.add_argument("--rate", type=float, default=0.0, help="events a second in all (0: as fast as it goes)")
     parser.add_argument("--timeline", action="store_true", help="records and sends a second, from the kill on")
     parser.add_argument("--graceful", action="store_true", help="stop the node in lame duck mode (its leaderships "
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     url = new_postgres_database()
     tmp = Path(tempfile.mkdtemp(prefix="campusgw-bench-district-"))
-    cluster = NatsCluster(tmp / "nats")
+    cluster = NatsCluster(tmp / "nats", stream_replicas=args.stream_replicas or None)
     schools: list[LightSchool] = []
     workers: list[subprocess.Popen[bytes]] = []
     peak: dict[str, float] = {}

@@ -306,6 +306,8 @@ class Gateway:
             self._cleanup.append(stop_drivers)
         if "console" in self.parts:
             from gateway.console.app import create_app, ensure_first_admin
+            from gateway.records.models import utcnow
+            from gateway.reports.survey import survey
 
             console_bus = self._bus(f"campusgw-{site}-console-{os.getpid()}", "console")
             from gateway.personal import PersonalData
@@ -319,7 +321,8 @@ class Gateway:
                              zones={zone.id: zone.name for zone in cfg.zones},
                              guards_finish=frozenset(cfg.console.guards_finish),
                              procedures={name: list(steps) for name, steps in cfg.procedures.items()},
-                             district=cfg.district is not None)
+                             district=cfg.district is not None,
+                             survey=lambda: survey(cfg, utcnow()))
             self.first_admin_password = ensure_first_admin(sessions)
             console_bus.start()
             sock = self.console_socket or bind_socket(cfg.console.host, cfg.console.port, "console")

@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", type=Path, help="CSV with a header: kind (student|staff), external_id, name, group, card")
     p.add_argument("-c", "--config", type=Path, required=True)
 
-    p = sub.add_parser("report", help="the daily duty log, a monthly or a term report as PDF, CSV and XLSX")
-    p.add_argument("kind", choices=["daily", "monthly", "term"])
+    p = sub.add_parser("report", help="the daily duty log, a monthly or a term report, or the protection survey "
+                       "form (survey: from the site config) as PDF, CSV and XLSX")
+    p.add_argument("kind", choices=["daily", "monthly", "term", "survey"])
     p.add_argument("--date", help="YYYY-MM-DD (site time): the day, a day of the month, or the term's first day "
                    "(default: today)")
     p.add_argument("--to", help="term reports: the term's last day, YYYY-MM-DD")
@@ -318,6 +319,18 @@ def report_command(args: argparse.Namespace) -> int:
     if args.kind == "term" and last is None:
         print("campusgw report term: give the term's last day with --to YYYY-MM-DD", file=sys.stderr)
         return 2
+    if args.kind == "survey":  # the site config's inventory, no records to read
+        from gateway.reports.render import RENDERERS, file_name
+        from gateway.reports.survey import survey
+
+        report = survey(config, datetime.combine(day, datetime.min.time(), tz))
+        args.out.mkdir(parents=True, exist_ok=True)
+        language = args.language or config.console.language
+        for fmt in formats:
+            path = args.out / file_name(report, language, fmt)
+            path.write_bytes(RENDERERS[fmt](report, language))
+            print(path)
+        return 0
     start, end = period(args.kind, datetime.combine(day, datetime.min.time(), tz), tz,
                         datetime.combine(last, datetime.min.time(), tz) if last else None)
     steps = [*STEPS[:-1], *(["duty"] if args.kind == "daily" else []), *formats]

@@ -631,9 +631,26 @@ class DistrictLink(Strict):
         return value
 
 
+class InventoryItem(Strict):
+    item: str = Field(min_length=1, max_length=100)  # 防刺手套, 防暴钢叉, 橡胶警棍, 防暴盾牌, 辣椒水; 围墙, 隔离栏
+    count: int = Field(default=1, ge=0, le=100_000)
+    note: str | None = Field(default=None, max_length=200)
+
+
+class InventoryConfig(Strict):
+    """What the district's survey form asks besides the devices (物防、技防基本情况排摸表, R44): the guard force and
+    its equipment (the seed names stab-proof gloves, pepper spray, safety forks, batons) and the physical
+    protection (walls, gates, barriers)."""
+
+    guards: int | None = Field(default=None, ge=0, le=1000)  # full-time security guards (专职保安)
+    equipment: list[InventoryItem] = []
+    physical: list[InventoryItem] = []
+
+
 class Config(Strict):
     site: SiteConfig
     district: DistrictLink | None = None
+    inventory: InventoryConfig = InventoryConfig()
     gateway: GatewayConfig = GatewayConfig()
     broker: BrokerConfig = BrokerConfig()
     database: DatabaseConfig = DatabaseConfig()

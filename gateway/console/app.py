@@ -172,14 +172,15 @@ def create_app(site: str, site_name: str, tz: ZoneInfo, sessions: sessionmaker[S
                duty: DutyConfig | None = None, incidents: IncidentsConfig | None = None,
                patrol: PatrolConfig | None = None, command_key: bytes = b"",
                zones: dict[str, str] | None = None, guards_finish: frozenset[str] = frozenset(),
-               procedures: dict[str, list[str]] | None = None, district: bool = False) -> FastAPI:
+               procedures: dict[str, list[str]] | None = None, district: bool = False,
+               survey: Callable[[], Any] | None = None) -> FastAPI:
     app = FastAPI(title="campusgw console API", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     ctx = Console(site, site_name, tz, sessions, bus, language, secure_cookies, snapshot_dir=snapshot_dir,
                   access=access or AccessConfig(), personal=personal, duty=duty or DutyConfig(),
                   incidents=incidents or IncidentsConfig(), patrol=patrol or PatrolConfig(), command_key=command_key,
                   zones=zones or {}, speech=speech.available(), guards_finish=guards_finish,
-                  procedures=procedures or {}, district=district)
+                  procedures=procedures or {}, district=district, survey=survey)
     app.state.console = ctx
     for key, title, module in PAGES:
         ctx.nav.append((key, title, f"/{key}" if module else None))

@@ -59,6 +59,7 @@ class Console:
     zones: dict[str, str] = field(default_factory=dict)  # zone id -> its name, for people (never the id)
     speech: bool = False  # a speech engine is installed: alarms are also spoken (gateway.console.speech)
     district: bool = False  # bridged to a district (district: in the site config): reports are submitted to it
+    survey: Callable[[], Any] | None = None  # the protection survey form from the site config (gateway.reports.survey)
 
     def local_time(self, value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         if value is None:

@@ -72,7 +72,7 @@ def _refuse(session: Session, actor: str, action: str, target: str, exc: Refused
 def facts(incident: Incident) -> IncidentFacts:
     return IncidentFacts(incident.id, incident.state, incident.occurred_at, incident.confirmed_at,
                          incident.report_due_at, incident.reported_at, incident.written_due_at, incident.written_at,
-                         dict(incident.alerts or {}))
+                         dict(incident.alerts or {}), incident.forwarded_at)
 
 
 def _entry(session: Session, incident_id: int, at: datetime, actor: str, kind: str, text: str,
@@ -202,13 +202,14 @@ def tick_step(session: Session, config: IncidentsConfig, incident_id: int, index
 
 
 def record_report(session: Session, incident_id: int, actor: str, now: datetime, *, at: datetime | None = None,
-                  note: str | None = None, written: bool = False, client: str | None = None,
-                  ) -> tuple[Incident, list[int]]:
-    """The incident was reported to the centre school (or, `written`, the written report was sent) at `at`
-    (default now); its deadline alarms clear. Returns the incident and the alarms that changed."""
+                  note: str | None = None, written: bool = False, closing: dict[str, str] | None = None,
+                  client: str | None = None) -> tuple[Incident, list[int]]:
+    """The incident was reported to the centre school (or, `written`, the written report with `closing`'s cause,
+    handling, lessons and measures was sent) at `at` (default now); its deadline alarms clear. Returns the
+    incident and the alarms that changed."""
     action: IncidentAction = "written" if written else "report"
     incident = _incident(session, incident_id, actor, f"incident.{action}", now, client)
-    changes = _act(session, incident, action, actor, now, client, at=at)
+    changes = _act(session, incident, action, actor, now, client, at=at, closing=closing)
     when = changes["written_at" if written else "reported_at"]
     if not written:
         incident.reported_by = actor
@@ -216,6 +217,18 @@ def record_report(session: Session, incident_id: int, actor: str, now: datetime,
     store.audit(session, actor, f"incident.{action}", f"incident:{incident.id}", "ok",
                 {"at": when.isoformat(), **({"note": note.strip()} if note and note.strip() else {})}, now, client)
     return incident, _clear_deadline_alarms(session, incident.id, action, now)
+
+
+def record_forwarded(session: Session, incident_id: int, actor: str, now: datetime, *, at: datetime | None = None,
+                     note: str | None = None, client: str | None = None) -> Incident:
+    """The centre school passed the report on to the education bureau at `at` (default now): the next step of
+    the chain (逐级上报: school -> centre school -> bureau), on the timeline with its time."""
+    incident = _incident(session, incident_id, actor, "incident.forwarded", now, client)
+    when = _act(session, incident, "forwarded", actor, now, client, at=at)["forwarded_at"]
+    _entry(session, incident.id, when, actor, "forwarded", (note or "").strip())
+    store.audit(session, actor, "incident.forwarded", f"incident:{incident.id}", "ok",
+                {"at": when.isoformat(), **({"note": note.strip()} if note and note.strip() else {})}, now, client)
+    return incident
 
 
 def close_incident(session: Session, incident_id: int, actor: str, now: datetime, note: str | None = None,

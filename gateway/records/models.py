@@ -545,6 +545,11 @@ class Incident(Base):
     state: Mapped[str] = mapped_column(String(16))  # open, reported, closed
     alarm_id: Mapped[int | None] = mapped_column(Integer, index=True)
     alerts: Mapped[dict[str, Any]]  # deadline alerts already given: {"report:before": iso, ...}
+    forwarded_at: Mapped[datetime | None]  # the centre school passed the report on to the education bureau
+    cause: Mapped[str | None] = mapped_column(Text)  # the written report (R34): 事发原因
+    handling: Mapped[str | None] = mapped_column(Text)  # 处理情况
+    lessons: Mapped[str | None] = mapped_column(Text)  # 应从中吸取教训
+    measures: Mapped[str | None] = mapped_column(Text)  # 整改措施
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(64))
     closed_at: Mapped[datetime | None]

@@ -31,7 +31,9 @@ from gateway.records.models import (
 )
 
 Kind = Literal["daily", "monthly", "term"]
-ReportKind = Literal[Kind, "district_monthly"]  # the district's summary across its schools (gateway.district)
+# The district's summary across its schools (gateway.district), one incident's written report
+# (gateway.reports.closing), the protection survey form (gateway.reports.survey)
+ReportKind = Literal[Kind, "district_monthly", "incident", "survey"]
 SERIOUS = ("serious", "major")
 # 五无 (the "five nos" of the Safe Campus scheme), each from the incident ledger: (key, categories, severities)
 FIVE_NOS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]] = [

@@ -27,7 +27,9 @@ FONT_FILES = ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/font
 EMBEDDED_FONT = "CampusReport"
 CID_FONT = "STSong-Light"
 KIND_TITLES = {"daily": "Daily duty log", "monthly": "Monthly safety report", "term": "Term safety report",
-               "district_monthly": "Monthly safety summary of the schools"}  # the district's (gateway.district)
+               "district_monthly": "Monthly safety summary of the schools",  # the district's (gateway.district)
+               "incident": "Incident written report",  # one incident's (gateway.reports.closing)
+               "survey": "Physical and technical protection survey"}  # the district's form (gateway.reports.survey)
 SCHOOL_KINDS = ("daily", "monthly", "term")  # a school's own reports: the summary sentence and the school's seal
 MONTHLY_KINDS = ("monthly", "district_monthly")  # named by their month in file names
 # The summary in words, from the summary's figures (each {name} a figure; "-" where there is none).
@@ -40,7 +42,11 @@ SUMMARY_KEYS = {"alarms": "Alarms", "ack": "Median time to acknowledge (s)", "in
 SIGN_OFF = ("Prepared by", "Reviewed by", "Date", "School seal")
 DISTRICT_SEAL = "Seal"  # the district's reports: the bureau's seal, not a school's
 # Columns that hold message ids besides a table's first (translate_first), by table key
-TRANSLATED_COLUMNS = {"five_nos": (1,), "district_schools": (5,), "hazards_overdue": (2,)}
+TRANSLATED_COLUMNS = {"five_nos": (1,), "district_schools": (5,), "hazards_overdue": (2,), "incident_facts": (1,),
+                      "incident_timeline": (2,), "survey_alarm_points": (2,), "survey_devices": (1,)}
+# Tables of long text (an incident's written report): their columns' widths in the PDF (mm), the cells wrapped.
+PDF_WIDTHS = {"incident_facts": (45, 135), "incident_written": (45, 135), "incident_timeline": (32, 25, 60, 63),
+              "incident_chain": (60, 35, 35, 50)}
 # A cell a spreadsheet would read as a formula (OWASP CSV injection): a name or place typed as
 # =HYPERLINK(...) or =cmd|' /C calc'!A0 must stay text. A plain number (-3, 12.5, -1e+06) stays a number,
 # and "-" (nothing) stays as it is.
@@ -67,7 +73,7 @@ def summary_text(report: Report, language: str) -> str:
 
 def sign_off(report: Report) -> tuple[str, ...]:
     """Prepared by, reviewed by, date and seal: a school's seal on its reports, the district's on its own."""
-    return SIGN_OFF if report.kind in SCHOOL_KINDS else (*SIGN_OFF[:3], DISTRICT_SEAL)
+    return (*SIGN_OFF[:3], DISTRICT_SEAL) if report.kind.startswith("district_") else SIGN_OFF
 
 
 def change(now: Any, before: Any) -> str:
@@ -91,7 +97,7 @@ def file_name(report: Report, language: str, fmt: str) -> str:
     """Site, report and period, readable: 示范中学-月度安全报告-2026-12.pdf, Demo-Daily-duty-log-2026-12-07.csv."""
     first = report.start.astimezone(report.tz).date()
     last = (report.end.astimezone(report.tz) - timedelta(days=1)).date()
-    span = first.isoformat() if report.kind == "daily" else first.strftime("%Y-%m") \
+    span = first.isoformat() if report.kind in ("daily", "survey", "incident") else first.strftime("%Y-%m") \
         if report.kind in MONTHLY_KINDS else f"{first.isoformat()}_{last.isoformat()}"
     title = gettext(language, KIND_TITLES[report.kind])
     name = "-".join(re.sub(r"[\\/:*?\"<>|\s]+", "-", part).strip("-") for part in (report.site, title, span))
@@ -151,7 +157,7 @@ def heading(report: Report, language: str) -> tuple[str, str]:
     tr = _tr(language)
     last = report.end.astimezone(report.tz).date().toordinal() - 1
     first = report.start.astimezone(report.tz).date()
-    span = first.isoformat() if first.toordinal() == last else \
+    span = first.isoformat() if first.toordinal() >= last or report.kind in ("incident", "survey") else \
         f"{first.isoformat()} – {type(first).fromordinal(last).isoformat()}"
     return f"{report.site} · {tr(KIND_TITLES[report.kind])}", f"{span} ({report.tz})"
 
@@ -168,12 +174,13 @@ def to_csv(report: Report, language: str) -> bytes:
     title, span = heading(report, language)
     row([title, span])
     row([])
-    row([tr("Summary")])
-    if sentence := summary_text(report, language):
-        row([sentence])
-    row([tr(c) for c in SUMMARY_COLUMNS])
-    for cells in summary_rows(report, tr):
-        row(cells)
+    if report.summary:  # the incident's and the survey's tables say it all
+        row([tr("Summary")])
+        if sentence := summary_text(report, language):
+            row([sentence])
+        row([tr(c) for c in SUMMARY_COLUMNS])
+        for cells in summary_rows(report, tr):
+            row(cells)
     for table in report.tables:
         row([])
         row([tr(table.title)])
@@ -200,9 +207,10 @@ def to_xlsx(report: Report, language: str) -> bytes:
     sheet.append([inert(span)])
     if sentence := summary_text(report, language):
         sheet.append([inert(sentence)])
-    sheet.append([inert(tr(c)) for c in SUMMARY_COLUMNS])
-    for cells in summary_rows(report, tr):
-        sheet.append([inert(_number(c)) for c in cells])
+    if report.summary:
+        sheet.append([inert(tr(c)) for c in SUMMARY_COLUMNS])
+        for cells in summary_rows(report, tr):
+            sheet.append([inert(_number(c)) for c in cells])
     sheet.append([])
     for label in sign_off(report):
         sheet.append([inert(tr(label)), ""])
@@ -254,12 +262,15 @@ def to_pdf(report: Report, language: str) -> bytes:
     body = ParagraphStyle("body", fontName=font, fontSize=9, leading=12)
     grid = [("FONT", (0, 0), (-1, -1), font, 8), ("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")), ("VALIGN", (0, 0), (-1, -1), "TOP")]
-    story: list[Any] = [para(title, h1), para(span, body), Spacer(1, 4 * mm), para(tr("Summary"), h2)]
-    if sentence := summary_text(report, language):
-        story.append(para(sentence, body))
-    story.append(Spacer(1, 2 * mm))
-    story.append(PdfTable([[tr(c) for c in SUMMARY_COLUMNS], *summary_rows(report, tr)],
-                          colWidths=[80 * mm, 30 * mm, 30 * mm, 20 * mm], style=grid, hAlign="LEFT"))
+    story: list[Any] = [para(title, h1), para(span, body), Spacer(1, 4 * mm)]
+    if report.summary:  # an incident's written report has none: its tables say it
+        story.append(para(tr("Summary"), h2))
+        if sentence := summary_text(report, language):
+            story.append(para(sentence, body))
+        story.append(Spacer(1, 2 * mm))
+        story.append(PdfTable([[tr(c) for c in SUMMARY_COLUMNS], *summary_rows(report, tr)],
+                              colWidths=[80 * mm, 30 * mm, 30 * mm, 20 * mm], style=grid, hAlign="LEFT"))
+    small = ParagraphStyle("cell", fontName=font, fontSize=8, leading=10)
     for table in report.tables:
         story.append(para(tr(table.title), h2))
         rows = table_rows(table, tr)
@@ -284,7 +295,11 @@ def to_pdf(report: Report, language: str) -> bytes:
             drawing.add(String(0, height - 8, f"{tr(table.title)} ({tr(table.columns[1])})", fontName=font,
                                fontSize=8))
             story.append(drawing)
-        if rows:
+        widths = PDF_WIDTHS.get(table.key)
+        if rows and widths:  # long text: each cell a paragraph, wrapped within its column
+            story.append(PdfTable([[tr(c) for c in table.columns], *[[para(c, small) for c in r] for r in rows]],
+                                  colWidths=[w * mm for w in widths], repeatRows=1, style=grid, hAlign="LEFT"))
+        elif rows:
             story.append(PdfTable([[tr(c) for c in table.columns], *rows], repeatRows=1, style=grid, hAlign="LEFT"))
         else:
             story.append(para(tr("None in this period."), body))
@@ -309,3 +324,5 @@ def to_pdf(report: Report, language: str) -> bytes:
 
 
 RENDERERS: dict[str, Callable[[Report, str], bytes]] = {"pdf": to_pdf, "csv": to_csv, "xlsx": to_xlsx}
+MEDIA_TYPES = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
+               "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}

@@ -56,6 +56,19 @@ class IncidentFacts:
     written_due_at: datetime | None = None
     written_at: datetime | None = None
     alerts: Mapping[str, str] = field(default_factory=dict)  # alerts already given: which -> when (ISO)
+    forwarded_at: datetime | None = None  # the centre school passed it on to the education bureau (逐级上报)
+
+
+# Timeline lines the system writes: a msgid per kind (or per alert), shown before the entry's own text.
+ENTRY_LABELS = {"created": "Incident recorded", "alarm": "Promoted from alarm", "attachment": "Camera evidence",
+                "step": "Step done:", "report": "Reported to the centre school", "written": "Written report sent",
+                "forwarded": "Passed on to the education bureau by the centre school",
+                "closed": "Incident closed", "note": "", "district_ack": "Acknowledged by the district:"}
+ALERT_LABELS = {"report:before": "Alert: the report to the centre school is due soon",
+                "report:due": "Alert: the deadline to report to the centre school has passed",
+                "written:before": "Alert: the written report is due soon",
+                "written:due": "Alert: the deadline for the written report has passed"}
+CLOSING_FIELDS = ("cause", "handling", "lessons", "measures")  # the seed's 事发原因、处理情况、吸取教训、整改措施
 
 
 @dataclass(frozen=True)
@@ -198,16 +211,17 @@ def check_new_incident(category: str, severity: str, title: str, occurred_at: da
         raise RefusedAction("it cannot have been confirmed before it happened")
 
 
-IncidentAction = Literal["note", "step", "report", "written", "close"]
+IncidentAction = Literal["note", "step", "report", "written", "forwarded", "close"]
 
 
 def incident_action(incident: IncidentFacts, action: IncidentAction, now: datetime, *,
                     at: datetime | None = None, steps: Sequence[str] = (), index: int | None = None,
-                    ticked: Iterable[str] = ()) -> dict[str, Any]:
+                    ticked: Iterable[str] = (), closing: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What a person's action changes on the incident (field -> value), or RefusedAction saying why not.
 
     `at` is when a report was made (it may be recorded later than it was phoned in); `steps` the category's
-    checklist, `index` the step ticked, `ticked` the steps already ticked (by their text)."""
+    checklist, `index` the step ticked, `ticked` the steps already ticked (by their text); `closing` the written
+    report's cause, handling, lessons and corrective measures (CLOSING_FIELDS), each required (R34)."""
     if action == "note":
         return {}  # a late word on a closed incident is still worth keeping
     if incident.state == "closed":
@@ -218,7 +232,7 @@ def incident_action(incident: IncidentFacts, action: IncidentAction, now: dateti
         if steps[index] in set(ticked):
             raise RefusedAction("this step is already ticked")
         return {}
-    if action in ("report", "written"):
+    if action in ("report", "written", "forwarded"):
         when = at or now
         if when > now:
             raise RefusedAction("the report time is in the future")
@@ -228,9 +242,20 @@ def incident_action(incident: IncidentFacts, action: IncidentAction, now: dateti
             if incident.reported_at is not None:
                 raise RefusedAction("the report to the centre school is already recorded")
             return {"reported_at": when, "state": "reported"}
+        if action == "forwarded":
+            if incident.reported_at is None:
+                raise RefusedAction("record the report to the centre school first")
+            if when < incident.reported_at:
+                raise RefusedAction("the centre school passed it on before it was told")
+            if incident.forwarded_at is not None:
+                raise RefusedAction("the report to the education bureau is already recorded")
+            return {"forwarded_at": when}
         if incident.written_at is not None:
             raise RefusedAction("the written report is already recorded")
-        return {"written_at": when}
+        texts = {name: (closing or {}).get(name, "").strip() for name in CLOSING_FIELDS}
+        if not all(texts.values()):
+            raise RefusedAction("the written report needs its cause, handling, lessons and corrective measures")
+        return {"written_at": when, **{name: text[:4000] for name, text in texts.items()}}
     if action == "close":
         if incident.reported_at is None:
             raise RefusedAction("record the report to the centre school before closing the incident")

@@ -49,6 +49,10 @@ CONFIG: Config = validate_config({
 })
 
 
+CLOSING = {"cause": "两名校外人员在校门口斗殴", "handling": "保安隔离双方,报警110,民警带离",
+           "lessons": "放学时段校门口秩序维护不足", "measures": "放学时段增派两名保安,校门口设隔离栏"}
+
+
 class Clock:
     def __init__(self, start: datetime) -> None:
         self.now = start
@@ -159,7 +163,7 @@ def test_promote_an_alarm_tick_steps_alerts_at_the_deadlines_and_the_report_clea
         assert keys == sorted(f"incident-{incident_id}:{w}" for w in
                               ("report:before", "report:due", "written:before", "written:due"))
     with records.begin() as session:
-        ledger.record_report(session, incident_id, "super1", clock.now, written=True)
+        ledger.record_report(session, incident_id, "super1", clock.now, written=True, closing=CLOSING)
         ledger.close_incident(session, incident_id, "super1", clock.advance(minutes=1))
     with records() as session:
         row = session.get_one(Incident, incident_id)
@@ -421,13 +425,18 @@ def test_console_promote_an_alarm_tick_a_step_record_the_report_and_only_a_super
     csrf = login(client, "super1")
     early = client.post(f"{url}/close", data={"csrf_token": csrf})
     assert early.status_code == 409 and "record the written report before closing the incident" in early.text
-    assert client.post(f"{url}/written", data={"csrf_token": csrf}).status_code == 303
+    without = client.post(f"{url}/written", data={"csrf_token": csrf, "cause": "校外人员斗殴"})
+    assert without.status_code == 409 and "needs its cause, handling, lessons and corrective measures" in without.text
+    assert client.post(f"{url}/written", data={"csrf_token": csrf, **CLOSING}).status_code == 303
+    assert client.post(f"{url}/forwarded", data={"csrf_token": csrf, "note": "中心校 李主任"}).status_code == 303
     assert client.post(f"{url}/close", data={"csrf_token": csrf, "note": "已处置完毕"}).status_code == 303
+    page = client.get(url).text
+    assert CLOSING["lessons"] in page.split('id="closing"', 1)[1] and 'id="forwarded"' in page
 
     detail = client.get(f"/api/incidents/{incident_id}").json()
     assert (detail["state"], detail["reported_by"], detail["report"]["state"]) == ("closed", "guard1", "on_time")
     assert detail["steps"][0]["done_by"] == "guard1" and detail["steps"][1]["done_by"] is None
-    assert [e["kind"] for e in detail["timeline"]][-4:] == ["note", "report", "written", "closed"]
+    assert [e["kind"] for e in detail["timeline"]][-5:] == ["note", "report", "written", "forwarded", "closed"]
     with sessions() as session:
         audit = [(a.actor, a.action, a.result) for a in session.scalars(
             select(AuditEntry).where(AuditEntry.action.like("incident.%")).order_by(AuditEntry.id))]
@@ -435,7 +444,26 @@ def test_console_promote_an_alarm_tick_a_step_record_the_report_and_only_a_super
                      ("super1", "incident.promote", "refused"), ("guard1", "incident.step", "ok"),
                      ("guard1", "incident.step", "refused"), ("guard1", "incident.note", "ok"),
                      ("guard1", "incident.report", "ok"), ("super1", "incident.close", "refused"),
-                     ("super1", "incident.written", "ok"), ("super1", "incident.close", "ok")]
+                     ("super1", "incident.written", "refused"), ("super1", "incident.written", "ok"),
+                     ("super1", "incident.forwarded", "ok"), ("super1", "incident.close", "ok")]
+
+    # The written report to print and sign (R34), in either language, with the chain's times.
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    for language, words in (("zh_CN", ["事故书面报告", "事发原因", "整改措施", "逐级上报", "已上报教育局",
+                                       "中心学校已上报教育局", "书面报告"]),
+                            ("en", ["Incident written report", "Cause", "Corrective measures",
+                                    "Passed on to the education bureau"])):
+        pdf = client.get(f"{url}/report.pdf", params={"language": language})
+        assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+        text = "".join(page.extract_text() for page in PdfReader(BytesIO(pdf.content)).pages)
+        for word in [*words, CLOSING["cause"], CLOSING["measures"]]:
+            assert word in text.replace("\n", ""), f"{word} in the {language} PDF"
+    sheet = client.get(f"{url}/report.xlsx")
+    assert sheet.status_code == 200 and sheet.content[:2] == b"PK"
+    assert client.get("/incidents/99999/report.pdf").status_code == 404
 
     ledger_page = client.get("/incidents?category=violence&state=closed")
     assert ledger_page.status_code == 200 and f'data-id="{incident_id}"' in ledger_page.text

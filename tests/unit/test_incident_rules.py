@@ -145,6 +145,14 @@ NOW = T0 + timedelta(minutes=30)
     (incident(), "report", {"at": NOW + timedelta(minutes=1)}, "the report time is in the future"),
     (incident(), "report", {"at": T0 - timedelta(hours=1)}, "the report time is before the incident happened"),
     (incident(written_at=NOW), "written", {}, "the written report is already recorded"),
+    (incident(), "written", {"closing": {"cause": "a", "handling": "b", "lessons": "c", "measures": " "}},
+     "the written report needs its cause, handling, lessons and corrective measures"),
+    (incident(), "written", {}, "the written report needs its cause, handling, lessons and corrective measures"),
+    (incident(), "forwarded", {}, "record the report to the centre school first"),
+    (incident(reported_at=NOW, state="reported"), "forwarded", {"at": NOW - timedelta(minutes=1)},
+     "the centre school passed it on before it was told"),
+    (incident(reported_at=NOW, state="reported", forwarded_at=NOW), "forwarded", {},
+     "the report to the education bureau is already recorded"),
     (incident(), "step", {"steps": ["a", "b"], "index": 2}, "there is no such step in this category's checklist"),
     (incident(), "step", {"steps": ["a", "b"], "index": 1, "ticked": ["b"]}, "this step is already ticked"),
     (incident(), "close", {}, "record the report to the centre school before closing the incident"),
@@ -160,7 +168,12 @@ def test_incident_refusals_say_why(facts: IncidentFacts, action: Any, kwargs: di
 def test_incident_actions_that_apply() -> None:
     earlier = T0 + timedelta(minutes=10)  # phoned at 09:10, written in the ledger at 09:30
     assert incident_action(incident(), "report", NOW, at=earlier) == {"reported_at": earlier, "state": "reported"}
-    assert incident_action(incident(), "written", NOW) == {"written_at": NOW}
+    closing = {"cause": " 校外人员闯入 ", "handling": "保安制止,报警110", "lessons": "门卫登记不严",
+               "measures": "增设门禁"}
+    assert incident_action(incident(), "written", NOW, closing=closing) == {
+        "written_at": NOW, "cause": "校外人员闯入", "handling": "保安制止,报警110", "lessons": "门卫登记不严",
+        "measures": "增设门禁"}
+    assert incident_action(incident(reported_at=earlier, state="reported"), "forwarded", NOW) == {"forwarded_at": NOW}
     assert incident_action(incident(), "step", NOW, steps=["a", "b"], index=1, ticked=["a"]) == {}
     assert incident_action(incident(state="closed"), "note", NOW) == {}, "a note may come after closing"
     reported = incident(reported_at=earlier, state="reported")

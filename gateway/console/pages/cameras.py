@@ -49,7 +49,14 @@ def camera_rows(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/cameras", response_class=HTMLResponse)
 async def cameras_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
-    return render(request, "cameras.html", cameras=camera_rows(request))
+    rows = camera_rows(request)
+    return render(request, "cameras.html", cameras=rows, uncovered=uncovered_zones(console(request).zones, rows))
+
+
+def uncovered_zones(zones: dict[str, str], cameras: list[dict[str, Any]]) -> list[str]:
+    """The site's zones no camera looks at (R11, 提高覆盖率), by name, in the config's order."""
+    covered = {c["zone"] for c in cameras}
+    return [name for zone, name in zones.items() if zone not in covered]
 
 
 @router.get("/api/cameras")

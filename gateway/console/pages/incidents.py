@@ -9,16 +9,18 @@ is gateway.records.ledger; the rules (deadlines, lifecycle, refusals) are gatewa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from gateway import topics
+from gateway import i18n, topics
 from gateway.config import INCIDENT_CATEGORIES
 from gateway.console.auth import LoggedIn
 from gateway.console.pages import ledgers
@@ -29,6 +31,7 @@ from gateway.console.web import (
     console,
     day_start,
     form_action,
+    language_of,
     parse_day,
     render,
     require,
@@ -39,7 +42,10 @@ from gateway.records.models import Alarm, Incident, IncidentEntry, utcnow
 from gateway.rules.alarms import RefusedAction
 from gateway.rules.incidents import (
     ALARM_CATEGORY,
+    ALERT_LABELS,
+    CLOSING_FIELDS,
     COUNTDOWN_MESSAGES,
+    ENTRY_LABELS,
     HAZARD_SEVERITIES,
     HAZARD_SOURCES,
     HAZARD_STATES,
@@ -51,14 +57,6 @@ from gateway.rules.incidents import (
 )
 
 router = APIRouter()
-# Timeline lines the system writes: a msgid per kind (or per alert), shown before the entry's own text.
-ENTRY_LABELS = {"created": "Incident recorded", "alarm": "Promoted from alarm", "attachment": "Camera evidence",
-                "step": "Step done:", "report": "Reported to the centre school", "written": "Written report sent",
-                "closed": "Incident closed", "note": "", "district_ack": "Acknowledged by the district:"}
-ALERT_LABELS = {"report:before": "Alert: the report to the centre school is due soon",
-                "report:due": "Alert: the deadline to report to the centre school has passed",
-                "written:before": "Alert: the written report is due soon",
-                "written:due": "Alert: the deadline for the written report has passed"}
 
 # Every msgid the templates make from a code ("category_" ~ c ...) and the labels above: tests/unit/test_i18n.py
 # checks that the catalogues hold them.
@@ -128,6 +126,8 @@ def incident_view(request: Request, incident: Incident, now: datetime) -> dict[s
             "reported_by": incident.reported_by, "written_due_at": iso(incident.written_due_at),
             "written_at": iso(incident.written_at), "alarm_id": incident.alarm_id, "created_by": incident.created_by,
             "created_at": iso(incident.created_at), "closed_at": iso(incident.closed_at),
+            "forwarded_at": iso(incident.forwarded_at),
+            "closing": {name: getattr(incident, name) for name in CLOSING_FIELDS} if incident.written_at else None,
             "report": _countdown(request, incident.report_due_at, now, incident.reported_at,
                                  category.warn_before_min),
             "written": _countdown(request, incident.written_due_at, now, incident.written_at,
@@ -424,9 +424,10 @@ def _report_route(name: str, written: bool) -> None:
 
         def do(session: Session) -> list[int]:
             at = _parse_local(ctx, str(form.get("at") or ""))
+            closing = {name: str(form.get(name) or "") for name in CLOSING_FIELDS} if written else None
             _, changed = ledger.record_report(session, incident_id, user.username, utcnow(), at=at,
                                               note=str(form.get("note") or "")[:2000], written=written,
-                                              client=client_host(request))
+                                              closing=closing, client=client_host(request))
             return changed
 
         return _incident_action(request, user, incident_id, do)
@@ -437,6 +438,49 @@ def _report_route(name: str, written: bool) -> None:
 
 _report_route("report", False)
 _report_route("written", True)
+
+
+@router.post("/incidents/{incident_id}/forwarded", response_model=None)
+async def forwarded_form(incident_id: int, request: Request,
+                         user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
+    """The centre school passed the report on to the education bureau (逐级上报), when it said so."""
+    form = await request.form()
+    ctx = console(request)
+
+    def do(session: Session) -> list[int]:
+        ledger.record_forwarded(session, incident_id, user.username, utcnow(),
+                                at=_parse_local(ctx, str(form.get("at") or "")),
+                                note=str(form.get("note") or "")[:2000], client=client_host(request))
+        return []
+
+    return _incident_action(request, user, incident_id, do)
+
+
+@router.get("/incidents/{incident_id}/report.{fmt}", response_model=None)
+async def closing_report(incident_id: int, fmt: str, request: Request, language: str | None = None,
+                         user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
+    """The incident's written report (事故书面报告, R34) to print and sign: its facts, the reporting chain with
+    times, the cause, handling, lessons and corrective measures, and the timeline. PDF, XLSX or CSV."""
+    from gateway.reports.closing import incident_report
+    from gateway.reports.render import MEDIA_TYPES, RENDERERS, file_name
+
+    ctx = console(request)
+    if fmt not in RENDERERS:
+        raise HTTPException(404)
+    chosen = language if language in i18n.LANGUAGES else language_of(request)
+    with ctx.sessions() as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise HTTPException(404, tr(request, "There is no such incident."))
+        report = incident_report(incident, ledger.timeline(session, incident_id), ctx.site_name, ctx.tz)
+    body = await asyncio.to_thread(RENDERERS[fmt], report, chosen)
+    name = file_name(report, chosen, fmt)
+    with ctx.sessions.begin() as session:
+        store.audit(session, user.username, "report.download", f"incident:{incident_id}", "ok",
+                    {"format": fmt, "language": chosen}, utcnow(), client_host(request))
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers={
+        "Content-Disposition": f"attachment; filename=\"incident-{incident_id}.{fmt}\"; "
+                               f"filename*=UTF-8''{quote(name)}", "Cache-Control": "private, no-store"})
 
 
 @router.post("/incidents/{incident_id}/close", response_model=None)

@@ -16,13 +16,11 @@ from gateway.console.web import client_host, console, language_of, render, requi
 from gateway.records import store
 from gateway.records.models import ReportSubmission, utcnow
 from gateway.reports.figures import Kind, collect, period
-from gateway.reports.render import RENDERERS, file_name
+from gateway.reports.render import MEDIA_TYPES, RENDERERS, file_name
 from gateway.reports.submit import SUBMITTED_KINDS, submit
 
 router = APIRouter()
 NOT_BRIDGED = "This school is not connected to a district (district: in the site config)."
-MEDIA = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
-         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
 @router.get("/reports", response_class=HTMLResponse)
@@ -37,7 +35,25 @@ def _page(request: Request, user: LoggedIn, status: int = 200, error: str | None
         submitted = session.scalars(select(ReportSubmission).order_by(ReportSubmission.id.desc()).limit(12)).all()
         rows = [{"kind": s.kind, "period": s.period, "at": s.submitted_at, "by": s.submitted_by} for s in submitted]
     return render(request, "reports.html", status, today=today.isoformat(), month=today.replace(day=1).isoformat(),
-                  district=ctx.district, submitted=rows, csrf=user.csrf, error=error)
+                  district=ctx.district, submitted=rows, csrf=user.csrf, error=error, survey=ctx.survey is not None)
+
+
+@router.get("/reports/survey.{fmt}", response_model=None)
+async def survey_form(fmt: str, request: Request,
+                      user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
+    """The district's protection survey form (物防技防基本情况排摸表, R44), from the site config."""
+    ctx = console(request)
+    if fmt not in RENDERERS or ctx.survey is None:
+        raise HTTPException(404)
+    language = language_of(request)
+    report = ctx.survey()
+    body = await asyncio.to_thread(RENDERERS[fmt], report, language)
+    with ctx.sessions.begin() as session:
+        store.audit(session, user.username, "report.download", "report:survey", "ok", {"format": fmt}, utcnow())
+    name = file_name(report, language, fmt)
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers={
+        "Content-Disposition": f"attachment; filename=\"survey.{fmt}\"; filename*=UTF-8''{quote(name)}",
+        "Cache-Control": "private, no-store"})
 
 
 @router.post("/reports/submit", response_model=None)
@@ -101,6 +117,6 @@ async def download(request: Request, kind: str, day: str, to: str | None = None,
                     {"from": start.date().isoformat(), "to": end.date().isoformat(), "format": fmt}, utcnow())
     # RFC 6266: the readable (Chinese) name for browsers, a plain one for the rest.
     plain = f"{kind}-{start.date().isoformat()}-{language}.{fmt}"
-    return Response(body, media_type=MEDIA[fmt], headers={
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers={
         "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}",
         "Cache-Control": "private, no-store"})

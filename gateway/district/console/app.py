@@ -37,7 +37,7 @@ from gateway.console.web import CSRF_HEADER, language_of, said, tr
 from gateway.district import summary
 from gateway.district.console import actions, users, views
 from gateway.reports.figures import Table
-from gateway.reports.render import RENDERERS, file_name, table_rows
+from gateway.reports.render import MEDIA_TYPES, RENDERERS, file_name, table_rows
 
 SESSION_COOKIE = "campusgw_district_session"  # not the school console's: cookies ignore the port
 PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
@@ -62,8 +62,6 @@ WORDS = {  # what the schools page's script needs, in the user's language
     "gateway's bridge sends its first message to the district (campusgw district bridge at the school).",
     "alerts": "District alerts open: {n} ({unacked} not acknowledged). Open Reporting to answer them.",
 }
-MEDIA = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
-         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
 @dataclass
@@ -411,7 +409,7 @@ def create_app(district_id: str, district_name: str, tz: ZoneInfo, engine: Engin
               {"format": fmt, "language": language})
         # RFC 6266: the readable (Chinese) name for browsers, a plain one for the rest.
         plain = f"district-summary-{first.strftime('%Y-%m')}-{language}.{fmt}"
-        return Response(body, media_type=MEDIA[fmt], headers={
+        return Response(body, media_type=MEDIA_TYPES[fmt], headers={
             "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''"
                                    f"{quote(file_name(report, language, fmt))}",
             "Cache-Control": "private, no-store"})
