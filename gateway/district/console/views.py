@@ -231,7 +231,8 @@ def submissions(conn: Connection) -> list[dict[str, Any]]:
 # object's keys in its own order, so the submitted summary is put back in this one (any other key after).
 SUMMARY_ORDER = ("Alarms", "Median time to acknowledge (s)", "Patrol rounds complete (%)", "Checkpoints missed",
                  "Visitors registered", "Visitors refused (watch list)", "Access decisions", "Access denied",
-                 "Incidents", "Hazards open at the end", "Lowest device uptime (%)")
+                 "Incidents", "Hazards open at the end", "Hazards past their due date at the end",
+                 "Lowest device uptime (%)")
 
 
 def in_report_order(summary: dict[str, Any]) -> list[tuple[str, Any]]:
