@@ -22,6 +22,9 @@ from typing import Any
 
 log = logging.getLogger("campusgw.district.live")
 PENDING_LIMIT = 2000  # views waiting while no node is reachable; past it the oldest go (the bridge has them)
+# Each view sent again this long after, unless a newer one of the alarm went meanwhile: core NATS delivers only to
+# whoever listens at that instant, and a district worker whose node just died listens again a moment later.
+RESEND_AFTER_S = (0.5, 1.5)
 
 
 def subject_of(topic: str) -> str:
@@ -38,7 +41,10 @@ class LiveAlarms:
         self.servers, self.name = servers, name
         self.user, self.password = user, password
         self.sent = 0
+        self.resent = 0
         self.dropped = 0
+        self._latest: dict[str, bytes] = {}  # subject -> the newest view sent on it
+        self._resends: set[asyncio.Task[None]] = set()
         self.connected = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[str, bytes]] | None = None
@@ -74,6 +80,21 @@ class LiveAlarms:
         self._stop.set()
         if self._queue is not None:
             self._queue.put_nowait(("", b""))
+
+    def _resend(self, nc: Any, subject: str, payload: bytes) -> None:
+        if self._latest.get(subject) is not payload or self._stop.is_set():
+            return  # a newer view of the alarm went since: that one counts
+
+        async def again() -> None:
+            try:
+                await nc.publish(subject, payload)
+                self.resent += 1
+            except Exception as exc:
+                log.debug("district live link: %s not sent again (%s)", subject, exc)
+
+        task = asyncio.ensure_future(again())
+        self._resends.add(task)
+        task.add_done_callback(self._resends.discard)
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -119,6 +140,12 @@ class LiveAlarms:
                 except Exception as exc:
                     self.dropped += 1
                     log.debug("district live link: %s not sent (%s)", subject, exc)
+                    continue
+                self._latest[subject] = payload
+                if len(self._latest) > PENDING_LIMIT:
+                    self._latest.pop(next(iter(self._latest)))
+                for delay in RESEND_AFTER_S:
+                    self._loop.call_later(delay, self._resend, nc, subject, payload)
         finally:
             try:
                 await asyncio.wait_for(nc.drain(), 5)

@@ -72,8 +72,12 @@ def test_a_panic_reaches_the_district_while_the_schools_node_is_lost_and_its_str
         killed = time.monotonic()
         topic, payload, event_id = alarm_event(site, "gate-box", "gatehouse-panic", 1, at=time.time())
         driver.publish(topic, payload, qos=1).wait_for_publish(5)
+        live = running.gateway.live_alarms
         wait_for(lambda: alarms_at_the_district() == [("panic", "active_unack")], 3,
-                 "the panic at the district within 3 s of the node's loss (an election takes 4-9 s)")
+                 lambda: f"the panic at the district within 3 s of the node's loss (an election takes 4-9 s): "
+                         f"{alarms_at_the_district()} there; the school's fast path sent {live.sent}, again "
+                         f"{live.resent}, connected {live.connected.is_set()}; the worker wrote "
+                         f"{worker.worker.stats.live} from it")
         took = time.monotonic() - killed
         assert worker.worker.stats.live >= 1, f"by the fast path ({took:.1f} s after the kill)"
         # The stream's copy and the event itself come once NATS has a new leader: nothing lost, nothing twice.
