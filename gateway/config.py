@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -549,10 +550,37 @@ INCIDENT_CATEGORIES = ("intrusion", "violence", "injury", "fire", "food_safety",
                        "other")
 
 
+# The inspection checklist by default (R27, R30, R31): what the seed says to keep checking, by group; a group's
+# name is shown as checklist_<group>, its items as written (a school writes its own in incidents.checklist).
+DEFAULT_CHECKLIST: dict[str, list[str]] = {
+    "guard_force": ["专职保安人数达标、在岗在位", "保安持证上岗、经过培训"],
+    "guard_equipment": ["防刺手套", "辣椒水", "防暴钢叉", "橡胶警棍"],
+    "rules": ["门卫值守和外来人员登记制度落实", "领导带班和24小时值班制度落实", "应急预案和演练记录齐全"],
+    "installations": ["一键报警装置可用并与公安联网", "视频监控运行正常、有专人值守", "防冲撞设施(升降柱)正常"],
+    "fire": ["灭火器在有效期内", "消防栓和消防通道完好"],
+    "walls_exits": ["围墙完好", "安全出口畅通", "紧急疏散通道畅通、标识清楚"],
+}
+
+
+class Term(Strict):
+    """A school term: an inspection at its start, its middle and its end (学期前、学期中、学期结束, R27)."""
+
+    start: date  # the first day (YYYY-MM-DD)
+    end: date  # the last day
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Term:
+        if self.end <= self.start:
+            raise ValueError(f"the term ends ({self.end}) before or when it starts ({self.start})")
+        return self
+
+
 class IncidentsConfig(Strict):
     categories: dict[str, IncidentCategory] = {}  # over the defaults (1 h report, no steps)
     repair_h: int = Field(default=24, ge=1, le=24 * 30)  # equipment faults repaired within (GB/T 29315-2012)
     term_starts: list[str] = []  # YYYY-MM-DD: a term-start hazard inspection due 14 days later
+    terms: list[Term] = []  # with their ends: inspections at the start, middle and end of each
+    checklist: dict[str, list[str]] = DEFAULT_CHECKLIST  # each inspection's items, by group
     hazard_warn_days: float = Field(default=2, ge=0, le=60)  # a hazard's due-date alert this long before it (0: none)
 
     def category(self, name: str) -> IncidentCategory:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -60,6 +61,15 @@ PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
 MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read whole
 IMPORT_BODY = 1024 * 1024  # a CSV import: a term of a large school's roster is ~0.2 MB
 UPLOAD_LIMITS = {"/duty/import": IMPORT_BODY, "/plan": 9 * 1024 * 1024}  # a plan image: up to 8 MiB and the form
+# An inspection item's photo (up to 4 MiB) and its form, on the paths of each inspection.
+UPLOAD_PATTERNS = ((re.compile(r"/incidents/inspections/\d{1,12}/items"), 5 * 1024 * 1024),)
+
+
+def upload_limit(path: str) -> int:
+    """How large a request body to this path may be."""
+    if path in UPLOAD_LIMITS:
+        return UPLOAD_LIMITS[path]
+    return next((limit for pattern, limit in UPLOAD_PATTERNS if pattern.fullmatch(path)), MAX_BODY)
 ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                ".webmanifest": "application/manifest+json", ".png": "image/png", ".svg": "image/svg+xml"}
 BODY_IDLE_S = 15.0  # a body that stops arriving this long is refused, so a trickle cannot hold a connection
@@ -114,7 +124,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request, limit = Request(scope), UPLOAD_LIMITS.get(scope["path"], MAX_BODY)
+        request, limit = Request(scope), upload_limit(scope["path"])
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await refusal(request, 413, too_large(request, limit))(scope, receive, send)

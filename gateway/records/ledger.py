@@ -26,6 +26,7 @@ from gateway.records.models import (
     Incident,
     IncidentEntry,
     Inspection,
+    InspectionItem,
     MaintenanceItem,
     ReportSubmission,
 )
@@ -43,6 +44,7 @@ from gateway.rules.incidents import (
     HazardFacts,
     IncidentAction,
     IncidentFacts,
+    check_item,
     check_new_hazard,
     check_new_incident,
     deadlines,
@@ -423,7 +425,8 @@ def hazards(session: Session, *, open_only: bool = False, since: datetime | None
 
 def ensure_inspections(session: Session, config: Config, now: datetime) -> list[Inspection]:
     """This month's inspection task and the term-start one, made once each (by `period`)."""
-    due = inspections_due(now, config.site.tz, config.incidents.term_starts)
+    due = inspections_due(now, config.site.tz, config.incidents.term_starts,
+                          [(t.start.isoformat(), t.end.isoformat()) for t in config.incidents.terms])
     have = set(session.scalars(select(Inspection.period).where(Inspection.period.in_([d.period for d in due]))))
     made = []
     for task in due:
@@ -457,6 +460,44 @@ def complete_inspection(session: Session, inspection_id: int, actor: str, now: d
     store.audit(session, actor, "inspection.done", target, "ok", {"period": inspection.period,
                                                                   "hazards": len(found)}, now, client)
     return inspection
+
+
+def record_item(session: Session, config: IncidentsConfig, inspection_id: int, group: str, item: str,
+                passed: bool, actor: str, now: datetime, *, note: str = "", photo: bytes | None = None,
+                photo_type: str | None = None, client: str | None = None) -> InspectionItem:
+    """A checklist item of an open inspection, passed or failed, with a note and a photo, once; a failed one opens
+    a hazard (source inspection, found by `actor`, the note as its description) linked to the inspection."""
+    target = f"inspection:{inspection_id}"
+    inspection = session.get(Inspection, inspection_id, with_for_update=True)
+    try:
+        if inspection is None:
+            raise RefusedAction("there is no such inspection")
+        if inspection.done_at is not None:
+            raise RefusedAction("the inspection is already recorded as done")
+        check_item(config.checklist, group, item, passed, note)
+        if session.scalar(select(InspectionItem.id).where(InspectionItem.inspection_id == inspection_id,
+                                                          InspectionItem.group == group, InspectionItem.item == item)):
+            raise RefusedAction("this item is already recorded for this inspection")
+    except RefusedAction as exc:
+        _refuse(session, actor, "inspection.item", target, exc, now, client)
+    note = note.strip()
+    row = InspectionItem(inspection_id=inspection_id, group=group, item=item, passed=passed, note=note or None,
+                         photo=photo, photo_type=photo_type if photo else None, at=now, by=actor)
+    if not passed:
+        hazard = add_hazard(session, place=item, description=note, severity="general", source="inspection",
+                            actor=actor, now=now, inspection_id=inspection_id, client=client)
+        row.hazard_id = hazard.id
+    session.add(row)
+    session.flush()
+    store.audit(session, actor, "inspection.item", target, "ok",
+                {"group": group, "item": item, "passed": passed, "photo": photo is not None,
+                 **({"hazard": row.hazard_id} if row.hazard_id else {})}, now, client)
+    return row
+
+
+def inspection_items(session: Session, inspection_id: int) -> list[InspectionItem]:
+    return list(session.scalars(select(InspectionItem).where(InspectionItem.inspection_id == inspection_id)
+                                .order_by(InspectionItem.id)))
 
 
 def inspections(session: Session, limit: int = 36) -> list[Inspection]:

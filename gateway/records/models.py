@@ -605,12 +605,51 @@ class Inspection(Base):
     __tablename__ = "inspections"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(16))  # monthly, term_start, weekly, other
-    period: Mapped[str] = mapped_column(String(16), unique=True)  # "2026-11" / "term-2027-02-20": one task each
+    kind: Mapped[str] = mapped_column(String(16))  # monthly, term_start, term_middle, term_end
+    period: Mapped[str] = mapped_column(String(32), unique=True)  # "2026-11" / "term-2027-02-20-mid": one each
     due_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
     done_by: Mapped[str | None] = mapped_column(String(64))
     notes: Mapped[str | None] = mapped_column(Text)
+
+
+class InspectionItem(Base):
+    """One checklist item of an inspection, passed or failed, with a note and a photo (R30, R31); a failed one
+    opened the hazard `hazard_id`."""
+
+    __tablename__ = "inspection_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), index=True)
+    group: Mapped[str] = mapped_column(String(32))
+    item: Mapped[str] = mapped_column(String(200))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
+    photo: Mapped[bytes | None] = mapped_column(LargeBinary)
+    photo_type: Mapped[str | None] = mapped_column(String(16))
+    at: Mapped[datetime]
+    by: Mapped[str] = mapped_column(String(64))
+    hazard_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("inspection_items_one", "inspection_id", "group", "item", unique=True),)
+
+
+class DutyLeave(Base):
+    """A leave request for a duty assignment (请假, R05): approved by the leader on duty (or a supervisor) only
+    once a replacement is named, who then takes the assignment; the guard leaves the post only then."""
+
+    __tablename__ = "duty_leaves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("duty_assignments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))  # who asked to leave (the assignment's person then)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime]
+    requested_by: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # requested, approved, refused
+    replacement: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class MaintenanceItem(Base):

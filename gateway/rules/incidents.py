@@ -36,7 +36,9 @@ ALARM_CATEGORY = {a.name: a.incident_category for a in ALARM_TABLE if a.incident
 # (covered, moved, out of focus) needs someone at the camera; a reader's tamper is a break-in attempt, not this.
 MAINTENANCE_TYPES = tuple(a.name for a in ALARM_TABLE if a.maintenance)
 MAINTENANCE_FAULTS = (*MAINTENANCE_TYPES, "camera_tamper")
-INSPECTION_KINDS = ("monthly", "term_start")
+INSPECTION_KINDS = ("monthly", "term_start", "term_middle", "term_end")
+TERM_MIDDLE_DAYS = 7  # the mid-term inspection: from a week before the term's middle to a week after
+TERM_END_LEAD_DAYS = 14  # the end-of-term inspection: in the term's last two weeks
 COUNTDOWN_MESSAGES = ("{h} h {m} min left", "{m} min left", "overdue by {h} h {m} min", "overdue by {m} min",
                       "on time", "late by {h} h {m} min", "late by {m} min")  # msgids
 
@@ -361,7 +363,7 @@ def overdue(items: Iterable[T], now: datetime) -> list[T]:
 
 @dataclass(frozen=True)
 class InspectionDue:
-    kind: str  # monthly, term_start
+    kind: str  # monthly, term_start, term_middle, term_end
     period: str  # "2026-11", "term-2027-02-20": one task each
     due_at: datetime  # the last second it may be done in
 
@@ -370,20 +372,43 @@ def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz)
 
 
-def inspections_due(now: datetime, tz: ZoneInfo, term_starts: Iterable[str]) -> list[InspectionDue]:
-    """The inspection tasks that should exist now: this month's (due by its end), and a term-start one
-    (due within TERM_INSPECTION_DAYS of the term's first day) from a week before the term until it is due."""
+def inspections_due(now: datetime, tz: ZoneInfo, term_starts: Iterable[str],
+                    terms: Iterable[tuple[str, str]] = ()) -> list[InspectionDue]:
+    """The inspection tasks that should exist now: this month's (due by its end); a term-start one (due within
+    TERM_INSPECTION_DAYS of the term's first day) from a week before the term until it is due; and for a term
+    whose end is known (`terms`: (first day, last day)), one in its middle (a week either side) and one in its
+    last two weeks (学期前、学期中、学期结束)."""
     local = now.astimezone(tz)
     first = local.date().replace(day=1)
     next_month = (first + timedelta(days=32)).replace(day=1)
     due = [InspectionDue("monthly", f"{first:%Y-%m}", _local_midnight(next_month, tz) - timedelta(seconds=1))]
-    for text in term_starts:
+    windows: list[tuple[str, str, date, date]] = []  # kind, period, first day open, last day
+    starts = [*term_starts, *(start for start, _ in terms)]
+    for text in dict.fromkeys(starts):
         start = date.fromisoformat(text)
-        opens = _local_midnight(start - timedelta(days=TERM_INSPECTION_LEAD_DAYS), tz)
-        ends = _local_midnight(start + timedelta(days=TERM_INSPECTION_DAYS), tz) - timedelta(seconds=1)
-        if opens <= now <= ends:
-            due.append(InspectionDue("term_start", f"term-{start:%Y-%m-%d}", ends))
+        windows.append(("term_start", f"term-{start:%Y-%m-%d}", start - timedelta(days=TERM_INSPECTION_LEAD_DAYS),
+                        start + timedelta(days=TERM_INSPECTION_DAYS - 1)))
+    for first_day, last_day in terms:
+        start, end = date.fromisoformat(first_day), date.fromisoformat(last_day)
+        middle = start + (end - start) / 2
+        windows.append(("term_middle", f"term-{start:%Y-%m-%d}-mid", middle - timedelta(days=TERM_MIDDLE_DAYS),
+                        middle + timedelta(days=TERM_MIDDLE_DAYS)))
+        windows.append(("term_end", f"term-{start:%Y-%m-%d}-end", end - timedelta(days=TERM_END_LEAD_DAYS), end))
+    for kind, period, opens, last in windows:
+        ends = _local_midnight(last + timedelta(days=1), tz) - timedelta(seconds=1)
+        if _local_midnight(opens, tz) <= now <= ends:
+            due.append(InspectionDue(kind, period, ends))
     return due
+
+
+def check_item(checklist: Mapping[str, Sequence[str]], group: str, item: str, passed: bool,
+               note: str) -> None:
+    """An inspection's checklist item as recorded: one of the checklist's, and a failed one says what is wrong
+    (it opens a hazard with that as its description). RefusedAction otherwise."""
+    if item not in checklist.get(group, ()):
+        raise RefusedAction("there is no such item in the inspection checklist")
+    if not passed and not note.strip():
+        raise RefusedAction("say what is wrong: a failed item opens a hazard")
 
 
 # -- maintenance ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from gateway.records.models import (
     AlarmAttachment,
     AuditEntry,
     Device,
+    Hazard,
     Incident,
     IncidentEntry,
     Inspection,
@@ -51,6 +52,20 @@ CONFIG: Config = validate_config({
 
 CLOSING = {"cause": "两名校外人员在校门口斗殴", "handling": "保安隔离双方,报警110,民警带离",
            "lessons": "放学时段校门口秩序维护不足", "measures": "放学时段增派两名保安,校门口设隔离栏"}
+
+
+def _jpeg() -> bytes:
+    """A real (tiny) JPEG, as a phone would send."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(out, "JPEG")
+    return out.getvalue()
+
+
+JPEG = _jpeg()
 
 
 class Clock:
@@ -542,3 +557,64 @@ def test_console_a_police_inspectors_hazard_and_the_overdue_ones_on_the_duty_pag
     duty = client.get("/duty").text
     assert 'id="overdue-hazards"' in duty and f'href="/incidents/hazards#hazard-{hazard.id}"' in duty
     assert yesterday in duty.split('id="overdue-hazard-list"', 1)[1].split("</ul>", 1)[0]
+
+
+def test_an_inspection_goes_through_its_checklist_and_a_failed_item_opens_a_hazard(
+        records: sessionmaker[Session]) -> None:
+    """R30, R31: each item passed or failed, with a note and a photo; a failed one opens a hazard of the
+    inspection; an item once; nothing more once the inspection is done."""
+    clock = Clock(datetime(2027, 2, 15, 8, 0, tzinfo=TZ))
+    tick(records, clock.now)
+    with records() as session:
+        term = session.scalars(select(Inspection).where(Inspection.kind == "term_start")).one()
+    photo = JPEG
+    with records.begin() as session:
+        ledger.record_item(session, CONFIG.incidents, term.id, "fire", "灭火器在有效期内", False, "guard1",
+                           clock.advance(minutes=5), note="食堂2具灭火器过期", photo=photo, photo_type="image/jpeg")
+        ledger.record_item(session, CONFIG.incidents, term.id, "walls_exits", "安全出口畅通", True, "guard1",
+                           clock.advance(minutes=5))
+    for args, refusal in (((term.id, "fire", "灭火器在有效期内", True), "already recorded"),
+                          ((term.id, "fire", "不存在的项目", True), "no such item"),
+                          ((term.id, "walls_exits", "围墙完好", False), "say what is wrong")):
+        with records.begin() as session, pytest.raises(RefusedAction, match=refusal):
+            ledger.record_item(session, CONFIG.incidents, *args, "guard1", clock.now)  # type: ignore[arg-type]
+    with records() as session:
+        items = ledger.inspection_items(session, term.id)
+        assert [(i.group, i.item, i.passed, i.photo == photo) for i in items] == [
+            ("fire", "灭火器在有效期内", False, True), ("walls_exits", "安全出口畅通", True, False)]
+        hazard = session.get_one(Hazard, items[0].hazard_id)
+        assert (hazard.inspection_id, hazard.source, hazard.description, hazard.found_by) == (
+            term.id, "inspection", "食堂2具灭火器过期", "guard1")
+    with records.begin() as session:
+        ledger.complete_inspection(session, term.id, "super1", clock.advance(hours=1))
+    with records.begin() as session, pytest.raises(RefusedAction, match="already recorded as done"):
+        ledger.record_item(session, CONFIG.incidents, term.id, "fire", "消防栓和消防通道完好", True, "guard1",
+                           clock.now)
+    with records() as session:
+        audit = [(a.action, a.result) for a in session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "inspection.item").order_by(AuditEntry.id))]
+        assert audit == [("inspection.item", "ok")] * 2 + [("inspection.item", "refused")] * 4
+
+
+def test_console_a_checklist_item_with_its_photo(console: dict[str, Any]) -> None:
+    client, sessions = console["client"], console["sessions"]
+    with sessions.begin() as session:
+        ledger.ensure_inspections(session, CONFIG, datetime.now(TZ))
+        monthly = session.scalars(select(Inspection).where(Inspection.kind == "monthly")).one()
+    csrf = login(client, "guard1")
+    page = client.get("/incidents/inspections").text
+    assert f'id="inspection-{monthly.id}"' in page and "防刺手套" in page
+    form = {"csrf_token": csrf, "group": "guard_equipment", "item": "防刺手套", "result": "fail",
+            "note": "只有2副,应配4副"}
+    refused = client.post(f"/incidents/inspections/{monthly.id}/items", data=form,
+                          files={"photo": ("x.jpg", b"not an image", "image/jpeg")})
+    assert refused.status_code == 422 and "PNG or JPEG" in refused.text
+    done = client.post(f"/incidents/inspections/{monthly.id}/items", data=form,
+                       files={"photo": ("gloves.jpg", JPEG, "image/jpeg")})
+    assert done.status_code == 303
+    with sessions() as session:
+        item = ledger.inspection_items(session, monthly.id)[0]
+    photo = client.get(f"/incidents/inspections/items/{item.id}/photo")
+    assert photo.status_code == 200 and photo.content == JPEG and photo.headers["content-type"] == "image/jpeg"
+    page = client.get("/incidents/inspections").text
+    assert f'href="/incidents/hazards#hazard-{item.hazard_id}"' in page and "只有2副,应配4副" in page

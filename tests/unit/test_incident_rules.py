@@ -19,6 +19,7 @@ from gateway.rules.incidents import (
     IncidentFacts,
     InspectionDue,
     MaintenanceDue,
+    check_item,
     check_new_hazard,
     check_new_incident,
     countdown,
@@ -287,6 +288,56 @@ def test_inspections_due_monthly_and_within_two_weeks_of_term_start(now: str, te
                                                                    expected: list[tuple[str, str, str]]) -> None:
     due = inspections_due(local(now), TZ, terms)
     assert due == [InspectionDue(kind, period, local(at)) for kind, period, at in expected]
+
+
+@pytest.mark.parametrize(("now", "kinds"), [
+    # the spring term: 2027-02-20 to 2027-07-10, its middle 2027-05-01
+    ("2027-02-12 23:59", []),
+    ("2027-02-13 00:00", [("term_start", "term-2027-02-20", "2027-03-05 23:59:59")]),
+    ("2027-04-23 23:59", []),
+    ("2027-04-24 00:00", [("term_middle", "term-2027-02-20-mid", "2027-05-08 23:59:59")]),
+    ("2027-05-08 23:59", [("term_middle", "term-2027-02-20-mid", "2027-05-08 23:59:59")]),
+    ("2027-05-09 00:00", []),
+    ("2027-06-26 00:00", [("term_end", "term-2027-02-20-end", "2027-07-10 23:59:59")]),
+    ("2027-07-11 00:00", []),
+])
+def test_inspections_at_the_start_middle_and_end_of_a_term(now: str, kinds: list[tuple[str, str, str]]) -> None:
+    """学期前、学期中、学期结束 (R27): with the term's end known, one in its middle and one in its last two weeks."""
+    due = inspections_due(local(now), TZ, [], [("2027-02-20", "2027-07-10")])
+    assert [(d.kind, d.period, d.due_at) for d in due[1:]] == [(k, p, local(at)) for k, p, at in kinds]
+    assert due[0].kind == "monthly"
+
+
+def test_a_term_start_given_twice_is_one_inspection() -> None:
+    due = inspections_due(local("2027-02-15 08:00"), TZ, ["2027-02-20"], [("2027-02-20", "2027-07-10")])
+    assert [d.period for d in due] == ["2027-02", "term-2027-02-20"]
+
+
+@pytest.mark.parametrize(("group", "item", "passed", "note", "refusal"), [
+    ("fire", "灭火器在有效期内", True, "", None),
+    ("fire", "灭火器在有效期内", False, "食堂2具过期", None),
+    ("fire", "灭火器在有效期内", False, "  ", "say what is wrong: a failed item opens a hazard"),
+    ("fire", "围墙完好", True, "", "there is no such item in the inspection checklist"),  # another group's
+    ("nothing", "x", True, "", "there is no such item in the inspection checklist"),
+])
+def test_a_checklist_item(group: str, item: str, passed: bool, note: str, refusal: str | None) -> None:
+    from gateway.config import DEFAULT_CHECKLIST
+
+    if refusal is None:
+        check_item(DEFAULT_CHECKLIST, group, item, passed, note)
+    else:
+        with pytest.raises(RefusedAction, match=refusal):
+            check_item(DEFAULT_CHECKLIST, group, item, passed, note)
+
+
+def test_the_default_checklist_holds_what_the_seed_names() -> None:
+    """R30/R31: guard force, the seed's guard equipment, rules, installations, fire equipment, walls and exits."""
+    from gateway.config import DEFAULT_CHECKLIST
+
+    assert set(DEFAULT_CHECKLIST) == {"guard_force", "guard_equipment", "rules", "installations", "fire",
+                                      "walls_exits"}
+    assert {"防刺手套", "辣椒水", "防暴钢叉", "橡胶警棍"} <= set(DEFAULT_CHECKLIST["guard_equipment"])
+    assert any("疏散" in item for item in DEFAULT_CHECKLIST["walls_exits"])
 
 
 def test_the_month_is_the_schools_not_utcs() -> None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from gateway import i18n, topics
-from gateway.config import INCIDENT_CATEGORIES
+from gateway.config import DEFAULT_CHECKLIST, INCIDENT_CATEGORIES
 from gateway.console.auth import LoggedIn
 from gateway.console.pages import ledgers
 from gateway.console.web import (
@@ -65,7 +65,7 @@ MSGIDS = frozenset({
     *(f"incident_{s}" for s in INCIDENT_STATES), *(f"hazard_{s}" for s in HAZARD_SEVERITIES),
     *(f"hazard_state_{s}" for s in HAZARD_STATES), *(f"source_{s}" for s in HAZARD_SOURCES),
     *(f"inspection_{k}" for k in INSPECTION_KINDS), *(f"fault_{f}" for f in MAINTENANCE_FAULTS),
-    "maintenance_open", "maintenance_fixed", *COUNTDOWN_MESSAGES,
+    "maintenance_open", "maintenance_fixed", *COUNTDOWN_MESSAGES, *(f"checklist_{g}" for g in DEFAULT_CHECKLIST),
     *(label for label in (*ENTRY_LABELS.values(), *ALERT_LABELS.values()) if label)})
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.config import DEFAULT_CHECKLIST
 from gateway.console.auth import LoggedIn
-from gateway.console.web import client_host, console, day_start, form_action, parse_day, render, require
+from gateway.console.web import client_host, console, day_start, form_action, parse_day, render, require, tr
 from gateway.records import ledger
-from gateway.records.models import Alarm, Hazard, Inspection, MaintenanceItem, PatrolRound, utcnow
+from gateway.records.models import Alarm, Hazard, Inspection, InspectionItem, MaintenanceItem, PatrolRound, utcnow
+from gateway.records.plans import PlanError, image_info
 from gateway.rules.incidents import HAZARD_ACTIONS, HAZARD_SEVERITIES, HAZARD_SOURCES, HazardAction
 
 router = APIRouter()
@@ -137,14 +139,30 @@ for _action in HAZARD_ACTIONS:
 # -- inspections ----------------------------------------------------------------------------------
 
 
+MAX_PHOTO = 4 * 1024 * 1024  # a phone's photo of a broken fence, as JPEG
+
+
+def item_view(row: InspectionItem) -> dict[str, Any]:
+    return {"id": row.id, "passed": row.passed, "note": row.note, "photo": row.photo_type is not None,
+            "at": row.at.isoformat(), "by": row.by, "hazard_id": row.hazard_id}
+
+
 def _inspections_page(request: Request, user: LoggedIn, status: int = 200, error: str | None = None) -> HTMLResponse:
     now = utcnow()
-    with console(request).sessions() as session:
+    ctx = console(request)
+    checklist = ctx.incidents.checklist
+    with ctx.sessions() as session:
         counts = {inspection: n for inspection, n in session.execute(select(Hazard.inspection_id, func.count()).where(
             Hazard.inspection_id.is_not(None)).group_by(Hazard.inspection_id))}
-        rows = [inspection_view(i, counts.get(i.id, 0), now) for i in ledger.inspections(session)]
+        tasks = ledger.inspections(session)
+        rows = [inspection_view(i, counts.get(i.id, 0), now) for i in tasks]
+        for row, task in zip(rows, tasks, strict=True):
+            done = {(r.group, r.item): item_view(r) for r in ledger.inspection_items(session, task.id)}
+            row["checklist"] = [{"group": group, "items": [{"item": item, "result": done.get((group, item))}
+                                                           for item in items]} for group, items in checklist.items()]
+            row["checked"], row["total"] = len(done), sum(len(items) for items in checklist.values())
     return render(request, "inspections.html", status, inspections=rows, error=error, csrf=user.csrf,
-                  section="inspections")
+                  section="inspections", known_groups={f"checklist_{g}" for g in DEFAULT_CHECKLIST})
 
 
 @router.get("/incidents/inspections", response_class=HTMLResponse)
@@ -162,6 +180,51 @@ async def inspection_done_form(inspection_id: int, request: Request,
 
     return form_action(request, do, "/incidents/inspections",
                        lambda refused: _inspections_page(request, user, 409, error=refused))
+
+
+@router.post("/incidents/inspections/{inspection_id}/items", response_model=None)
+async def inspection_item_form(inspection_id: int, request: Request,
+                               user: LoggedIn = Depends(require("incident.manage"))) -> Response:  # noqa: B008
+    """A checklist item passed or failed, with a note and a photo (PNG or JPEG, up to 4 MiB)."""
+    form = await request.form()
+    group, item = str(form.get("group") or ""), str(form.get("item") or "")
+    passed, note = form.get("result") == "pass", str(form.get("note") or "")[:2000]
+    upload = form.get("photo")
+    photo: bytes | None = None
+    photo_type: str | None = None
+    if upload is not None and not isinstance(upload, str):
+        photo = await upload.read(MAX_PHOTO + 1) or None
+    refusal: str | None = None
+    if form.get("result") not in ("pass", "fail"):
+        refusal = "choose passed or failed"
+    elif photo is not None:
+        try:
+            if len(photo) > MAX_PHOTO:
+                raise PlanError("too large")
+            photo_type = image_info(photo).media_type
+        except PlanError:
+            refusal = "a photo is a PNG or JPEG image of at most 4 MiB"
+    if refusal is not None:
+        return _inspections_page(request, user, 422, error=tr(request, refusal))
+    ctx = console(request)
+
+    def do(session: Session) -> None:
+        ledger.record_item(session, ctx.incidents, inspection_id, group, item, passed, user.username, utcnow(),
+                           note=note, photo=photo, photo_type=photo_type, client=client_host(request))
+
+    return form_action(request, do, f"/incidents/inspections#inspection-{inspection_id}",
+                       lambda refused: _inspections_page(request, user, 409, error=refused))
+
+
+@router.get("/incidents/inspections/items/{item_id}/photo", response_model=None)
+async def inspection_item_photo(item_id: int, request: Request,
+                                user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
+    with console(request).sessions() as session:
+        row = session.get(InspectionItem, item_id)
+        if row is None or row.photo is None:
+            raise HTTPException(404)
+        return Response(row.photo, media_type=row.photo_type or "application/octet-stream",
+                        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
 # -- maintenance ----------------------------------------------------------------------------------
