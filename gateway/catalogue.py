@@ -24,7 +24,8 @@ from typing import Literal
 # Spelled out for mypy and pydantic (a Literal cannot be built from data); the tests check each equals the rows.
 AlarmType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire",
                     "device_offline", "gateway_health", "bollard_fault", "watchlist", "door_forced", "door_held",
-                    "access_failures", "visitor_overstay", "incident_deadline", "patrol_overdue", "hazard_due"]
+                    "access_failures", "visitor_overstay", "incident_deadline", "patrol_overdue", "hazard_due",
+                    "post_uncovered"]
 PointType = Literal["panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire"]
 EventClass = Literal["alarm", "record", "telemetry"]
 
@@ -136,6 +137,10 @@ ALARM_TABLE: tuple[AlarmSpec, ...] = (
     # a hazard's due date (整改时限) near or past: cleared once it is fixed or signed off
     AlarmSpec(name="hazard_due", priority=4, latching=False, police=None, ha_device_class=None, point=False,
               rules=("gateway.records.ledger",), escalate_after_s=None, incident_category=None, maintenance=False),
+    # a shift running short of its guards (a post nobody is on): to the leader on duty, cleared once covered
+    AlarmSpec(name="post_uncovered", priority=3, latching=False, police=None, ha_device_class=None, point=False,
+              rules=("gateway.rules_service.jobs",), escalate_after_s=None, incident_category=None,
+              maintenance=False),
 )
 ALARMS: dict[str, AlarmSpec] = {a.name: a for a in ALARM_TABLE}
 POINT_TYPES: tuple[str, ...] = tuple(a.name for a in ALARM_TABLE if a.point)

@@ -297,7 +297,9 @@ class SimulatedSchool:
     def _roster(self, session: Session, duty: DutyConfig, day: date, users: dict[str, str], now: datetime) -> None:
         guards = [u for u, role in users.items() if role == "guard"] or ["guard"]
         leader = next((u for u, role in users.items() if role in ("supervisor", "admin")), "supervisor")
-        for offset in range(-day.weekday(), 7 - day.weekday()):  # the whole week of the demo's day
+        # The whole week of the demo's day, and the night before it (still on duty in the morning: a post without
+        # a guard is an alarm)
+        for offset in range(-day.weekday() - 1, 7 - day.weekday()):
             each = day + timedelta(days=offset)
             for shift in duty.shifts:
                 for name, username, role in ((f"门卫 {guards[0]}", guards[0], "guard"),

@@ -24,7 +24,7 @@ from gateway.config import DutyConfig, RosterEntry, ShiftTemplate
 from gateway.personal import PHONE_ERROR, clean_phone
 from gateway.records import store
 from gateway.records.errors import FormError
-from gateway.records.models import DutyAssignment, Handover, User
+from gateway.records.models import DutyAssignment, DutyLeave, Handover, User
 from gateway.rules import roster as rules
 from gateway.rules.roster import Duty, OnDuty, StaffingWarning
 
@@ -504,3 +504,68 @@ def hand_over(session: Session, config: DutyConfig, *, shift: str, from_name: st
         "closed": sum(1 for i in items if i["done"])}, now, client)
     return row
 
+
+
+# -- leave (请假, R05) ----------------------------------------------------------------------------------
+
+
+def request_leave(session: Session, assignment_id: int, reason: str, actor: str, now: datetime,
+                  client: str | None = None) -> DutyLeave:
+    """A guard asks to leave an assignment not over yet, saying why; they stay on the post until it is approved."""
+    row = session.get(DutyAssignment, assignment_id)
+    if row is None:
+        raise RosterError("there is no such assignment")
+    if row.ends_at <= now:
+        raise RosterError("that shift is over")
+    reason = reason.strip()
+    if not reason:
+        raise RosterError("say why you ask for leave", "reason")
+    if session.scalar(select(DutyLeave.id).where(DutyLeave.assignment_id == assignment_id,
+                                                 DutyLeave.state == "requested")):
+        raise RosterError("a leave request for this assignment is already waiting")
+    leave = DutyLeave(assignment_id=assignment_id, name=row.name, reason=reason[:MAX_NOTES], requested_at=now,
+                      requested_by=actor, state="requested")
+    session.add(leave)
+    session.flush()
+    store.audit(session, actor, "roster.leave", f"leave:{leave.id}", "ok",
+                {"assignment": assignment_id, "name": row.name, "reason": leave.reason}, now, client)
+    return leave
+
+
+def may_decide_leave(session: Session, username: str, supervisor: bool, now: datetime) -> bool:
+    """The leader on duty decides a leave (带班领导), or a supervisor."""
+    return supervisor or any(d.username == username for d in on_duty_now(session, now).leaders)
+
+
+def decide_leave(session: Session, leave_id: int, approve: bool, actor: str, now: datetime, *,
+                 replacement: str = "", client: str | None = None) -> DutyLeave:
+    """Approved only once a replacement is named, who takes the assignment (and its place in the escalation
+    order); or refused. The caller checks who may decide (may_decide_leave)."""
+    leave = session.get(DutyLeave, leave_id, with_for_update=True)
+    if leave is None:
+        raise RosterError("there is no such leave request")
+    if leave.state != "requested":
+        raise RosterError("this leave request is already decided")
+    assignment = session.get_one(DutyAssignment, leave.assignment_id)
+    replacement = " ".join(replacement.split())
+    if approve:
+        if not replacement:
+            raise RosterError("name the replacement first: the post is never left empty", "replacement")
+        if len(replacement) > 100:
+            raise RosterError("the name is longer than 100 characters", "replacement")
+        if replacement == assignment.name:
+            raise RosterError("the replacement is someone else", "replacement")
+        assignment.name, assignment.username, assignment.phone = replacement, None, None
+    leave.state = "approved" if approve else "refused"
+    leave.replacement = replacement or None
+    leave.decided_at, leave.decided_by = now, actor
+    store.audit(session, actor, f"roster.leave_{leave.state}", f"leave:{leave.id}", "ok",
+                {"assignment": assignment.id, "name": leave.name,
+                 **({"replacement": replacement} if approve else {})}, now, client)
+    return leave
+
+
+def leaves(session: Session, since: datetime) -> list[DutyLeave]:
+    """Leave requests waiting, and those decided since `since`, newest first."""
+    return list(session.scalars(select(DutyLeave).where(
+        (DutyLeave.state == "requested") | (DutyLeave.requested_at >= since)).order_by(DutyLeave.id.desc())))

@@ -284,6 +284,39 @@ def staffing_warnings(config: DutyConfig, assignments: Sequence[Duty], day: date
     return found
 
 
+@dataclass(frozen=True)
+class Uncovered:
+    """A shift running now short of the guards it needs (a post without a person on it): an alarm to the leader."""
+
+    day: date
+    shift: str
+    text: str  # the warning in English (the alarm's place)
+
+    @property
+    def key(self) -> str:
+        return f"post-uncovered:{self.day.isoformat()}:{self.shift}"
+
+
+def uncovered_now(config: DutyConfig, assignments: Sequence[Duty], now: datetime, tz: tzinfo) -> list[Uncovered]:
+    """The shifts running at `now` whose guards fall short (staffing_warnings of their day). A day nobody is on at
+    all is the duty page's warning, not an alarm: the roster is not kept for it (a school setting up, or a
+    gateway started before its roster is imported). `assignments` should hold today's, yesterday's and the day
+    before's rows (an overnight shift began yesterday)."""
+    found: list[Uncovered] = []
+    today = now.astimezone(tz).date()
+    for day in (today - timedelta(days=1), today):
+        running = [s for s in config.shifts if shift_times(s, day, tz)[0] <= now < shift_times(s, day, tz)[1]]
+        if not running:
+            continue
+        warnings = staffing_warnings(config, assignments, day, tz)
+        for shift in running:
+            for w in warnings:
+                if w.kind in ("guards", "gate") and w.shift == shift.id:
+                    found.append(Uncovered(day, shift.id, f"{shift.name}: {w.text()}"))
+                    break
+    return found
+
+
 # -- handover ------------------------------------------------------------------------------------------
 
 

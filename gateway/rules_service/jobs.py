@@ -22,10 +22,12 @@ from gateway import topics
 from gateway.bus import Bus
 from gateway.clock import ClockGuard, site_monotonic
 from gateway.config import Config
+from gateway.events import new_id
 from gateway.notify.sender import NotificationSender
 from gateway.records import ledger, roster, store, visits
 from gateway.records.models import Alarm, AlarmTransition, Notification, utcnow
-from gateway.rules.alarms import RaiseAlarm
+from gateway.rules import roster as roster_rules
+from gateway.rules.alarms import OPEN_STATES, RaiseAlarm, clear_condition, raise_condition
 from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules.roster import DutyContact
 from gateway.rules.schedules import wanted
@@ -40,6 +42,7 @@ PATROL_EVERY_S = 5.0  # rounds planned and checked: alerts are due to the minute
 LEDGER_EVERY_S = 15.0  # incident deadlines (warned minutes ahead), inspections, maintenance items
 UPWARD_BACK_DAYS = 31
 UPWARD_EVERY_S = 5.0  # incidents changed are sent up to the district this often (their deadline is an hour)
+POST_ALARM = "post_uncovered"
 NTP_CHECK_EVERY_S = 60.0  # while the clock is suspect, timedatectl is asked this often whether NTP vouches for it
 
 
@@ -110,6 +113,7 @@ class PeriodicJobs:
                 self._walk_patrols()
             if self._due("ledgers", LEDGER_EVERY_S):
                 self._keep_ledgers()
+                self._watch_posts()
             if time.monotonic() >= self._next_purge:
                 self._purge()
         except Exception:
@@ -206,6 +210,33 @@ class PeriodicJobs:
         for report in reports:
             self.bus.publish_json(topics.report_submission(self.site, report["kind"], report["period"]), report,
                                   retain=True)
+
+    def _watch_posts(self) -> None:
+        """A shift running short of its guards (a post nobody is on, R05) is a post_uncovered alarm, which
+        escalates to the leader on duty like any other; it clears once the roster covers the post or the shift
+        ends. Nothing without duty.shifts."""
+        assert self.config is not None
+        duty = self.config.duty
+        if not duty.shifts:
+            return
+        now = utcnow()
+        today = now.astimezone(self.tz).date()
+        with self.sessions.begin() as session:
+            rows = [roster.duty_of(r) for r in roster.roster_between(session, today - timedelta(days=2), today)]
+            short = {u.key: u for u in roster_rules.uncovered_now(duty, rows, now, self.tz)}
+            raised = {a.key for a in session.scalars(select(Alarm).where(
+                Alarm.alarm_type == POST_ALARM, Alarm.condition_active.is_(True), Alarm.state.in_(OPEN_STATES)))}
+            current = store.open_alarms(session, [*short, *raised])
+            effects = []
+            for key, gap in short.items():
+                if key not in current or not current[key].condition_active:
+                    effects += raise_condition(key, f"post-{gap.shift}", POST_ALARM, current.get(key), new_id(), now,
+                                               place=gap.text[:200])
+            for key in raised - set(short):
+                effects += clear_condition(current.get(key), new_id(), now)
+            changed = store.apply_effects(session, effects) if effects else []
+        if changed:
+            self._publish_alarms(changed)
 
     def _keep_ledgers(self) -> None:
         """Incident reporting deadlines (alerts raised as alarms), inspection tasks, maintenance items."""

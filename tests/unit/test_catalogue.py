@@ -39,12 +39,14 @@ AT = datetime(2024, 6, 1, 8, 0, 0, tzinfo=TZ)
 
 ALARM_TYPES = ("panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire",
                "device_offline", "gateway_health", "bollard_fault", "watchlist", "door_forced", "door_held",
-               "access_failures", "visitor_overstay", "incident_deadline", "patrol_overdue", "hazard_due")
+               "access_failures", "visitor_overstay", "incident_deadline", "patrol_overdue", "hazard_due",
+               "post_uncovered")
 POINT_TYPES = ("panic", "duress", "silent_panic", "tamper", "fault", "ac_loss", "door_contact", "fire")
 PRIORITY = {"panic": 1, "duress": 1, "silent_panic": 1, "fire": 1, "tamper": 2, "bollard_fault": 2,
             "device_offline": 3, "fault": 3, "ac_loss": 3, "gateway_health": 3, "door_contact": 4,
             "watchlist": 1, "door_forced": 2, "access_failures": 3, "door_held": 4, "visitor_overstay": 4,
-            "incident_deadline": 2, "patrol_overdue": 4, "hazard_due": 4}
+            "incident_deadline": 2, "patrol_overdue": 4, "hazard_due": 4,
+            "post_uncovered": 3}
 LATCHING = {"panic", "duress", "silent_panic", "fire", "watchlist", "access_failures", "visitor_overstay",
             "patrol_overdue"}
 # (Contact ID, SIA, SIA restore); the alarm types not here are sent with door_contact's codes
@@ -208,7 +210,7 @@ def test_gateway_events_agrees_with_the_event_rows() -> None:
 
 
 # Alarm types that have no Contact ID / SIA codes of their own today (sent with POLICE_FALLBACK's)
-NO_OWN_POLICE_CODES = {"visitor_overstay", "incident_deadline", "patrol_overdue", "hazard_due"}
+NO_OWN_POLICE_CODES = {"visitor_overstay", "incident_deadline", "patrol_overdue", "hazard_due", "post_uncovered"}
 
 
 @pytest.mark.parametrize("name", ALARM_TYPES)

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
-from gateway.console.auth import LoggedIn
-from gateway.console.web import Console, console, render, require, tr
+from gateway.console.auth import LoggedIn, allowed
+from gateway.console.web import Console, console, refuse, render, require, tr
 from gateway.records import ledger, people, roster
-from gateway.records.models import Handover, utcnow
+from gateway.records.models import DutyAssignment, Handover, utcnow
 from gateway.records.roster import RosterError
 from gateway.rules import roster as rules
 from gateway.rules.roster import Duty
@@ -70,6 +70,11 @@ def page_data(request: Request, user: LoggedIn, week: str | None = None) -> dict
         here = roster.on_duty_now(session, now)
         previous, carried = roster.carried_items(session)
         log = [handover_view(h) for h in roster.handovers(session, LOG_SIZE)]
+        leave_rows = [{"id": lv.id, "name": lv.name, "reason": lv.reason, "state": lv.state,
+                       "replacement": lv.replacement, "at": lv.requested_at.isoformat(), "by": lv.requested_by,
+                       "decided_by": lv.decided_by, "assignment": lv.assignment_id}
+                      for lv in roster.leaves(session, now - timedelta(days=7))]
+        may_decide = roster.may_decide_leave(session, user.username, allowed(user.role, "roster.edit"), now)
         overdue = [{"id": h.id, "place": h.place, "description": h.description, "assigned_to": h.assigned_to,
                     "due": h.due_at.astimezone(ctx.tz).date().isoformat() if h.due_at else ""}
                    for h in ledger.overdue_hazards(session, now)]
@@ -89,7 +94,9 @@ def page_data(request: Request, user: LoggedIn, week: str | None = None) -> dict
                  "leaders": [duty_view(d, now) for d in here.leaders],
                  "others": [duty_view(d, now) for d in here.others]},
         "mine": duty_view(mine, now) if mine else None, "escalation": [p.name for p in escalation],
-        "warnings": warnings, "overdue_hazards": overdue, "previous": previous, "carried": carried, "log": log,
+        "warnings": warnings, "overdue_hazards": overdue, "leaves": leave_rows, "may_decide": may_decide,
+        "now_iso": now.isoformat(),
+        "previous": previous, "carried": carried, "log": log,
         "roles": [(r, ROLE_LABELS[r]) for r in rules.ROLES], "posts": list(POST_LABELS.items()),
         "shift_names": {s[0]: s[1] for s in shifts}, "role_labels": ROLE_LABELS, "post_labels": POST_LABELS,
         "school_size": ctx.duty.school_size,
@@ -123,6 +130,8 @@ NOTICES = {
     "assigned": "Added to the roster.",
     "removed": "Removed from the roster.",
     "handed_over": "Handed over.",
+    "leave_requested": "Leave requested: stay on the post until it is approved with a replacement.",
+    "leave_decided": "Leave request decided.",
 }
 IMPORTED = "Imported: {shifts} shifts; {added} added, {updated} changed, {removed} removed, {unchanged} unchanged."
 COPIED = "Copied: {copied} assignments ({skipped} already there or on a shift no longer set up)."
@@ -247,3 +256,52 @@ async def on_duty_api(request: Request, user: LoggedIn = Depends(require("view")
             "leaders": [duty_view(d, now) for d in here.leaders], "others": [duty_view(d, now) for d in here.others],
             "escalation": [p.name for p in rules.escalation_order(here, [])],
             "warnings": [str(w) for w in warnings]}
+
+
+# -- leave (请假, R05) ----------------------------------------------------------------------------------
+
+
+@router.post("/duty/{assignment_id}/leave", response_model=None)
+async def leave_form(assignment_id: int, request: Request,
+                     user: LoggedIn = Depends(require("roster.handover"))) -> Response:  # noqa: B008
+    """A guard asks to leave their own assignment (a supervisor may ask for anyone's)."""
+    form = await request.form()
+    ctx = console(request)
+    try:
+        with ctx.sessions.begin() as session:
+            row = session.get(DutyAssignment, assignment_id)
+            if row is not None and row.username != user.username and not allowed(user.role, "roster.edit"):
+                raise RosterError("only the person on the assignment, or a supervisor, asks for its leave")
+            roster.request_leave(session, assignment_id, str(form.get("reason") or "")[:4000], user.username,
+                                 utcnow(), _client(request))
+            day = row.day if row else None
+    except RosterError as exc:
+        return _page(request, user, 409, errors={"leave": _error(request, exc)})
+    return _back(day or "", "leave_requested", "#leaves")
+
+
+def _decide(approve: bool) -> None:
+    async def endpoint(leave_id: int, request: Request,
+                       user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
+        form = await request.form()
+        ctx = console(request)
+        now = utcnow()
+        with ctx.sessions() as session:
+            may = roster.may_decide_leave(session, user.username, allowed(user.role, "roster.edit"), now)
+        if not may:
+            refuse(request, user, "role.refused", {"permission": "leave.decide", "role": user.role},
+                   "Only the leader on duty or a supervisor decides a leave request.")
+        try:
+            with ctx.sessions.begin() as session:
+                roster.decide_leave(session, leave_id, approve, user.username, now,
+                                    replacement=str(form.get("replacement") or ""), client=_client(request))
+        except RosterError as exc:
+            return _page(request, user, 409, errors={"leave": _error(request, exc)})
+        return RedirectResponse("/duty?done=leave_decided#leaves", 303)
+
+    endpoint.__name__ = f"leave_{'approve' if approve else 'refuse'}_form"
+    router.post(f"/duty/leaves/{{leave_id}}/{'approve' if approve else 'refuse'}", response_model=None)(endpoint)
+
+
+_decide(True)
+_decide(False)
