@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--language", choices=["zh_CN", "en"])
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
-    p = sub.add_parser("people", help="students and staff: import from CSV")
-    p.add_argument("action", choices=["import"])
-    p.add_argument("file", type=Path, help="CSV with a header: kind (student|staff), external_id, name, group, card")
+    p = sub.add_parser("people", help="students and staff, or the students' parents and guardians: import from CSV")
+    p.add_argument("action", choices=["import", "import-guardians"])
+    p.add_argument("file", type=Path, help="CSV with a header: kind (student|staff), external_id, name, group, card; "
+                   "for guardians: student, name, relation, phone, may_collect")
     p.add_argument("-c", "--config", type=Path, required=True)
 
     p = sub.add_parser("report", help="the daily duty log, a monthly or a term report, or the protection survey "
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "user":
             return user_command(args)
         if args.command == "people":
+            if args.action == "import-guardians":
+                return guardians_command(args.file, args.config)
             return people_command(args.file, args.config)
         if args.command == "report":
             return report_command(args)
@@ -384,6 +387,35 @@ def people_command(path: Path, config_path: Path) -> int:
         return 1
     print(f"{path}: {result.created} added, {result.updated} updated, {result.unchanged} unchanged; "
           f"{result.cards} cards assigned")
+    return 0
+
+
+def guardians_command(path: Path, config_path: Path) -> int:
+    """The students' parents and guardians, and who may collect them, from a CSV; a bad file imports nothing."""
+    from gateway.personal import PersonalData
+    from gateway.records import db, guardians, people
+    from gateway.records.models import utcnow
+
+    config = load_config(config_path)
+    try:
+        text = people.decode_csv(path.read_bytes())
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"campusgw people import-guardians: {path}: {exc}", file=sys.stderr)
+        return 2
+    access = config.access
+    personal = PersonalData.from_config(access.personal_data_key_env, access.personal_data_key_file,
+                                        config.gateway.data_dir)
+    engine = db.make_engine(config.database_url())
+    db.upgrade(engine)
+    with db.make_sessions(engine).begin() as session:
+        result = guardians.import_guardians(session, personal, text, "cli", utcnow())
+    engine.dispose()
+    if result.errors:
+        print(f"{path}: {len(result.errors)} problem(s); nothing was imported", file=sys.stderr)
+        for problem in result.errors:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{path}: {result.guardians} guardians of {result.students} students")
     return 0
 
 

@@ -652,6 +652,36 @@ class DutyLeave(Base):
     decided_by: Mapped[str | None] = mapped_column(String(64))
 
 
+class Guardian(Base):
+    """A student's parent or guardian (R42) and whether they may collect the child; the phone kept encrypted and
+    shown masked (gateway.personal), as visitors' are."""
+
+    __tablename__ = "guardians"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    relation: Mapped[str] = mapped_column(String(16))  # father, mother, grandparent, relative, other
+    phone_enc: Mapped[str | None] = mapped_column(Text)
+    phone_masked: Mapped[str | None] = mapped_column(String(32))
+    may_collect: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime]
+
+
+class Pickup(Base):
+    """A child collected at the gate desk at dismissal (接送): by whom, whether they are authorised, and the guard."""
+
+    __tablename__ = "pickups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    guardian_id: Mapped[int | None] = mapped_column(Integer)
+    collector: Mapped[str] = mapped_column(String(100))
+    authorised: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime]
+    by: Mapped[str] = mapped_column(String(64))
+
+
 class MaintenanceItem(Base):
     """An equipment fault from device health, to be repaired within the target (24 h)."""
 

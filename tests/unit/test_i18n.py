@@ -15,7 +15,7 @@ from gateway.console.auth import ROLES
 from gateway.console.pages import PAGES
 from gateway.console.pages import incidents as incidents_page
 from gateway.console.web import LAYER_WORDS
-from gateway.records import visits
+from gateway.records import guardians, visits
 from gateway.rules import access
 from gateway.rules.alarms import OPEN_STATES, PRIORITY
 
@@ -52,6 +52,9 @@ def used_messages() -> set[str]:
     messages = re.findall(r'AuthError\(\s*"((?:[^"]|"\s+")+)"', auth_text)
     found |= {re.sub(r'"\s+"', "", m) for m in messages if "{" not in m or "minutes" in m}
     found |= incidents_page.MSGIDS  # the ledger's codes, shown as "category_" ~ code and the like
+    found |= {f"relation_{r}" for r in guardians.RELATIONS}  # the pick-up page's guardians
+    found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'PickupError\(\s*"((?:[^"]|"\s+")+)"', (
+        ROOT / "gateway" / "records" / "guardians.py").read_text(encoding="utf-8"))}
     found |= {title for _, title, _ in PAGES} | set(ROLES) | set(OPEN_STATES) | {"closed"} | set(PRIORITY)
     found |= set(ALARMS)  # the alarm board's labels (gateway.console.pages.alarms)
     found |= set(LAYER_WORDS.values())  # the alarm layer on every page (gateway.console.web)

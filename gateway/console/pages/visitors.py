@@ -24,7 +24,7 @@ from gateway import topics
 from gateway.console.auth import LoggedIn
 from gateway.console.web import Console, console, render, require, served_file, tr
 from gateway.personal import PersonalData
-from gateway.records import people, store, visits, watchlist
+from gateway.records import guardians, people, store, visits, watchlist
 from gateway.records.models import Alarm, Visit, utcnow
 from gateway.records.visits import VisitError
 
@@ -508,3 +508,38 @@ async def watchlist_deactivate_api(entry_id: int, request: Request,
     except VisitError as exc:
         raise HTTPException(409, _error(request, exc)) from None
 
+
+
+# -- collecting a child at dismissal (接送, R42) ------------------------------------------------------------
+
+
+def _pickup_page(request: Request, user: LoggedIn, status: int = 200, check: Any = None,
+                 error: str | None = None, form: dict[str, str] | None = None) -> HTMLResponse:
+    ctx = console(request)
+    now = utcnow()
+    start = now.astimezone(ctx.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    with ctx.sessions() as session:
+        today = [{"at": p.at.isoformat(), "student": f"{s.name} ({s.group_name or '-'})", "collector": p.collector,
+                  "authorised": p.authorised, "by": p.by} for p, s in guardians.pickups_since(session, start)]
+    return render(request, "pickup.html", status, csrf=user.csrf, check=check, error=error, form=form or {},
+                  today=today, relations=guardians.RELATIONS)
+
+
+@router.get("/visitors/pickup", response_class=HTMLResponse)
+async def pickup_page(request: Request, user: LoggedIn = Depends(require("view"))) -> HTMLResponse:  # noqa: B008
+    return _pickup_page(request, user)
+
+
+@router.post("/visitors/pickup", response_model=None)
+async def pickup_form(request: Request,
+                      user: LoggedIn = Depends(require("visitor.register"))) -> Response:  # noqa: B008
+    """Who collects a child at the gate desk: authorised or not, recorded either way with the guard."""
+    form = await request.form()
+    values = {k: str(form.get(k) or "").strip()[:100] for k in ("student", "collector")}
+    try:
+        with console(request).sessions.begin() as session:
+            check = guardians.check_pickup(session, values["student"], values["collector"], user.username, utcnow(),
+                                           _client(request))
+    except guardians.PickupError as exc:
+        return _pickup_page(request, user, 422, error=tr(request, exc.message).format(**exc.params), form=values)
+    return _pickup_page(request, user, check=check, form={"student": values["student"]})
