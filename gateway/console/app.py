@@ -57,12 +57,13 @@ from gateway.records import store
 from gateway.records.models import User, utcnow
 
 log = logging.getLogger("campusgw.console")
-PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
+PUBLIC_PATHS = {"/login", "/healthz", "/lang", "/report", "/report/status"}  # the last two: R38's public page
 MAX_BODY = 64 * 1024  # forms and JSON actions are small; anything bigger is refused before it is read whole
 IMPORT_BODY = 1024 * 1024  # a CSV import: a term of a large school's roster is ~0.2 MB
 UPLOAD_LIMITS = {"/duty/import": IMPORT_BODY, "/plan": 9 * 1024 * 1024}  # a plan image: up to 8 MiB and the form
 # An inspection item's photo (up to 4 MiB) and its form, on the paths of each inspection.
-UPLOAD_PATTERNS = ((re.compile(r"/incidents/inspections/\d{1,12}/items"), 5 * 1024 * 1024),)
+UPLOAD_PATTERNS = ((re.compile(r"/incidents/inspections/\d{1,12}/items"), 5 * 1024 * 1024),
+                   (re.compile(r"/report"), 5 * 1024 * 1024))  # the public page's photo
 
 
 def upload_limit(path: str) -> int:

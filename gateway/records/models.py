@@ -682,6 +682,29 @@ class Pickup(Base):
     by: Mapped[str] = mapped_column(String(64))
 
 
+class PublicReport(Base):
+    """A hazard or a concern reported on the public page (举报渠道, R38) by a teacher, student, parent or passer-by,
+    maybe anonymously: unconfirmed until the safety officer confirms it (a hazard then) or sets it aside. The
+    reporter follows it by its reference."""
+
+    __tablename__ = "public_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ref: Mapped[str] = mapped_column(String(16), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # hazard, concern
+    place: Mapped[str | None] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    contact_enc: Mapped[str | None] = mapped_column(Text)  # who and how to reach them, if they said (encrypted)
+    photo: Mapped[bytes | None] = mapped_column(LargeBinary)
+    photo_type: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))  # unconfirmed, confirmed, set_aside
+    answer: Mapped[str | None] = mapped_column(Text)  # what the reporter sees with the state
+    handled_by: Mapped[str | None] = mapped_column(String(64))
+    handled_at: Mapped[datetime | None]
+    hazard_id: Mapped[int | None] = mapped_column(Integer)
+
+
 class MaintenanceItem(Base):
     """An equipment fault from device health, to be repaired within the target (24 h)."""
 

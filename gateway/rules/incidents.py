@@ -24,7 +24,7 @@ SEVERITIES = ("minor", "serious", "major")
 INCIDENT_STATES = ("open", "reported", "closed")
 HAZARD_STATES = ("found", "assigned", "fixed", "signed_off", "escalated")
 HAZARD_SEVERITIES = ("general", "major")  # 一般隐患, 重大隐患
-HAZARD_SOURCES = ("inspection", "patrol", "police", "education", "fire", "other")
+HAZARD_SOURCES = ("inspection", "patrol", "police", "education", "fire", "public", "other")  # public: R38's page
 DEADLINES = ("report", "written")  # to the centre school (by phone), and in writing
 ALERTS = ("report:before", "report:due", "written:before", "written:due")
 # Within two weeks of term start (STANDARDS.md); the task appears a week before, when schools prepare.

@@ -12,10 +12,10 @@ import pytest
 from gateway import i18n
 from gateway.catalogue import ALARMS
 from gateway.console.auth import ROLES
-from gateway.console.pages import PAGES
+from gateway.console.pages import PAGES, public_report
 from gateway.console.pages import incidents as incidents_page
 from gateway.console.web import LAYER_WORDS
-from gateway.records import guardians, visits
+from gateway.records import guardians, public_reports, visits
 from gateway.rules import access
 from gateway.rules.alarms import OPEN_STATES, PRIORITY
 
@@ -53,6 +53,10 @@ def used_messages() -> set[str]:
     found |= {re.sub(r'"\s+"', "", m) for m in messages if "{" not in m or "minutes" in m}
     found |= incidents_page.MSGIDS  # the ledger's codes, shown as "category_" ~ code and the like
     found |= {f"relation_{r}" for r in guardians.RELATIONS}  # the pick-up page's guardians
+    found |= set(public_report.GUARD_MESSAGES) | {f"public_{k}" for k in public_reports.KINDS}
+    found |= {f"public_state_{k}" for k in public_reports.STATES}
+    found |= set(re.findall(r'ReportError\(\s*"([^"]+)"', (ROOT / "gateway" / "records" / "public_reports.py")
+                            .read_text(encoding="utf-8")))
     found |= {re.sub(r'"\s+"', "", m) for m in re.findall(r'PickupError\(\s*"((?:[^"]|"\s+")+)"', (
         ROOT / "gateway" / "records" / "guardians.py").read_text(encoding="utf-8"))}
     found |= {title for _, title, _ in PAGES} | set(ROLES) | set(OPEN_STATES) | {"closed"} | set(PRIORITY)

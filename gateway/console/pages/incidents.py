@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from gateway import i18n, topics
 from gateway.config import DEFAULT_CHECKLIST, INCIDENT_CATEGORIES
 from gateway.console.auth import LoggedIn
-from gateway.console.pages import ledgers
+from gateway.console.pages import ledgers, public_report
 from gateway.console.web import (
     Console,
     attempt,
@@ -329,6 +329,7 @@ async def promote(alarm_id: int, request: Request,
 # their paths for an incident's id
 
 router.include_router(ledgers.router)
+router.include_router(public_report.router)  # the public page and its inbox (/incidents/reports) likewise
 
 
 
