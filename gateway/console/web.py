@@ -97,6 +97,15 @@ def current_user(request: Request) -> auth.LoggedIn:
     return user
 
 
+def stored_photo(data: bytes | None, media_type: str | None) -> Response:
+    """A photo kept in the records (an inspection item's, a public report's), or 404: never sniffed as anything
+    else, cached by the browser only."""
+    if data is None:
+        raise HTTPException(404)
+    return Response(data, media_type=media_type or "application/octet-stream",
+                    headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+
 def served_file(root: Path | None, path: Path) -> Path | None:
     """`path` if it is a file inside `root` once every symlink is followed, else None: a link planted in the
     snapshot folder cannot serve /etc/shadow or the database."""

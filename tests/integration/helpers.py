@@ -1,10 +1,14 @@
-"""Helpers for integration tests: an SSE reader, a raw event publisher, a config builder."""
+"""Helpers for integration tests: an SSE reader, a raw event publisher, a config builder, a console on a fresh
+database."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -112,3 +116,37 @@ class Running:
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(30)
         assert not self.thread.is_alive(), "gateway did not stop"
+
+
+CONSOLE_PASSWORD = "a long test password"
+
+
+@contextlib.contextmanager
+def console_client(tmp_path: Path, broker_port: int, users: dict[str, str], language: str = "zh_CN",
+                   db_file: str = "console.db", **app: Any) -> Iterator[tuple[Any, Any]]:
+    """A console app on a fresh SQLite database with these users (name -> role, each with CONSOLE_PASSWORD) and
+    a bus on the test's broker: (TestClient, sessionmaker). `app` goes to create_app."""
+    from fastapi.testclient import TestClient
+
+    from gateway.bus import Bus
+    from gateway.console import auth
+    from gateway.console.app import create_app
+    from gateway.records import db
+    from tests.support import broker_config
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / db_file}")
+    db.upgrade(engine)
+    sessions = db.make_sessions(engine)
+    with sessions.begin() as session:
+        for name, role in users.items():
+            auth.add_user(session, name, role, CONSOLE_PASSWORD)
+    bus = Bus(broker_config(broker_port), f"console-test-{tmp_path.name}", name="console")
+    bus.start()
+    bus.wait_connected(5)
+    try:
+        application = create_app("s1", "Test School", TZ, sessions, bus, language, **app)
+        with TestClient(application, base_url="http://testserver", follow_redirects=False) as client:
+            yield client, sessions
+    finally:
+        bus.stop()
+        engine.dispose()

@@ -5,39 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.bus import Bus
-from gateway.console import auth
-from gateway.console.app import create_app
 from gateway.console.pages.cameras import uncovered_zones
-from gateway.records import db
 from gateway.records.models import Device, utcnow
-from tests.support import broker_config
+from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
-PASSWORD = "a long test password"
+PASSWORD = CONSOLE_PASSWORD
 ZONES = {"south-gate": "南门", "yard": "操场", "dorm": "宿舍楼"}
 
 
 @pytest.fixture
 def client(tmp_path: Path, amqtt_broker: Any) -> Iterator[tuple[TestClient, Any]]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'console.db'}")
-    db.upgrade(engine)
-    sessions = db.make_sessions(engine)
-    with sessions.begin() as session:
-        auth.add_user(session, "guard1", "guard", PASSWORD)
-    bus = Bus(broker_config(amqtt_broker.port), "coverage-test", name="console")
-    bus.start()
-    bus.wait_connected(5)
-    app = create_app("s1", "Test School", ZoneInfo("Asia/Shanghai"), sessions, bus, "zh_CN", zones=ZONES)
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as test_client:
+    with console_client(tmp_path, amqtt_broker.port, {"guard1": "guard"}, zones=ZONES) as (test_client, sessions):
         assert test_client.post("/login", data={"username": "guard1", "password": PASSWORD}).status_code == 303
         yield test_client, sessions
-    bus.stop()
-    engine.dispose()
 
 
 def test_the_cameras_page_names_the_zones_without_a_camera(client: tuple[TestClient, Any]) -> None:

@@ -14,17 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.bus import Bus
 from gateway.config_file import validate_config
-from gateway.console import auth
-from gateway.console.app import create_app
-from gateway.records import db, roster
+from gateway.records import roster
 from gateway.records.models import Alarm, AuditEntry, DutyAssignment, utcnow
 from gateway.rules_service.service import RulesService
-from tests.support import broker_config
+from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
 TZ = ZoneInfo("Asia/Shanghai")
-PASSWORD = "a long test password"
+PASSWORD = CONSOLE_PASSWORD
 CONFIG = validate_config({
     "site": {"id": "s1", "name": "Test School"},
     "duty": {"shifts": [{"id": "all", "name": "全天", "from": "00:00", "to": "00:00", "guards": 1}],
@@ -34,20 +31,9 @@ CONFIG = validate_config({
 
 @pytest.fixture
 def school(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'records.db'}")
-    db.upgrade(engine)
-    sessions = db.make_sessions(engine)
-    with sessions.begin() as session:
-        for name, role in (("guard1", "guard"), ("guard2", "guard"), ("lead1", "guard"), ("super1", "supervisor")):
-            auth.add_user(session, name, role, PASSWORD)
-    bus = Bus(broker_config(amqtt_broker.port), "leave-test", name="console")
-    bus.start()
-    bus.wait_connected(5)
-    app = create_app("s1", "Test School", TZ, sessions, bus, "en", duty=CONFIG.duty)
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
-        yield {"client": client, "sessions": sessions, "bus": bus}
-    bus.stop()
-    engine.dispose()
+    users = {"guard1": "guard", "guard2": "guard", "lead1": "guard", "super1": "supervisor"}
+    with console_client(tmp_path, amqtt_broker.port, users, "en", duty=CONFIG.duty) as (client, sessions):
+        yield {"client": client, "sessions": sessions, "bus": client.app.state.console.bus}
 
 
 def login(client: TestClient, username: str) -> str:

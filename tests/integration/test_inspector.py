@@ -13,35 +13,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.bus import Bus
-from gateway.console import auth
-from gateway.console.app import create_app
-from gateway.records import db
 from gateway.records.models import AuditEntry
-from tests.support import broker_config
+from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
 TZ = ZoneInfo("Asia/Shanghai")
-PASSWORD = "a long test password"
+PASSWORD = CONSOLE_PASSWORD
 READ = ["/alarms", "/access", "/visitors", "/patrols", "/duty", "/notifications", "/incidents",
         "/incidents/hazards", "/incidents/inspections", "/devices", "/reports", "/audit"]
 
 
 @pytest.fixture
 def console(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'console.db'}")
-    db.upgrade(engine)
-    sessions = db.make_sessions(engine)
-    with sessions.begin() as session:
-        for name, role in (("guard1", "guard"), ("insp1", "inspector"), ("super1", "supervisor")):
-            auth.add_user(session, name, role, PASSWORD)
-    bus = Bus(broker_config(amqtt_broker.port), "inspector-test", name="console")
-    bus.start()
-    bus.wait_connected(5)
-    app = create_app("s1", "Test School", TZ, sessions, bus, "zh_CN")
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+    with console_client(tmp_path, amqtt_broker.port, {"guard1": "guard", "insp1": "inspector", "super1": "supervisor"},
+                        "zh_CN") as (client, sessions):
         yield {"client": client, "sessions": sessions}
-    bus.stop()
-    engine.dispose()
 
 
 def login(client: TestClient, username: str) -> str:

@@ -12,19 +12,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.bus import Bus
-from gateway.console import auth
-from gateway.console.app import create_app
 from gateway.personal import PersonalData
-from gateway.records import db, people
+from gateway.records import people
 from gateway.records.models import AuditEntry, Guardian, Pickup, utcnow
-from tests.support import broker_config
+from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
 TZ = ZoneInfo("Asia/Shanghai")
-PASSWORD = "a long test password"
+PASSWORD = CONSOLE_PASSWORD
 STUDENTS = "kind,external_id,name,group\nstudent,S0001,李小明,三年级2班\nstudent,S0002,王小红,三年级2班\n"
 GUARDIANS = ("student,name,relation,phone,may_collect\n"
              "S0001,李建国,father,13812345678,yes\nS0001,张丽,mother,13987654321,yes\n"
@@ -33,29 +29,19 @@ GUARDIANS = ("student,name,relation,phone,may_collect\n"
 
 @pytest.fixture
 def school(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
-    db_file = tmp_path / "records.db"
-    engine = db.make_engine(f"sqlite:///{db_file}")
-    db.upgrade(engine)
-    sessions = db.make_sessions(engine)
-    with sessions.begin() as session:
-        auth.add_user(session, "guard1", "guard", PASSWORD)
-        assert people.import_people(session, STUDENTS, utcnow()).ok
     key = "11" * 32
     personal = PersonalData(bytes.fromhex(key))
-    bus = Bus(broker_config(amqtt_broker.port), "pickup-test", name="console")
-    bus.start()
-    bus.wait_connected(5)
-    app = create_app("s1", "Test School", TZ, sessions, bus, "zh_CN", personal=personal)
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"site": {"id": "s1", "name": "Test School"},
                                     "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
-                                    "database": {"url": f"sqlite:///{db_file}"},
+                                    "database": {"url": f"sqlite:///{tmp_path / 'records.db'}"},
                                     "access": {"personal_data_key_env": "TEST_PICKUP_KEY"}}))
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+    with console_client(tmp_path, amqtt_broker.port, {"guard1": "guard"}, db_file="records.db",
+                        personal=personal) as (client, sessions):
+        with sessions.begin() as session:
+            assert people.import_people(session, STUDENTS, utcnow()).ok
         yield {"client": client, "sessions": sessions, "personal": personal, "site": site, "key": key,
                "tmp": tmp_path}
-    bus.stop()
-    engine.dispose()
 
 
 def import_guardians(school: dict[str, Any], text: str) -> subprocess.CompletedProcess[str]:

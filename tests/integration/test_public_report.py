@@ -17,17 +17,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from gateway.bus import Bus
-from gateway.console import auth
-from gateway.console.app import create_app
 from gateway.console.pages.public_report import POW_BITS, leading_zero_bits
 from gateway.personal import PersonalData
-from gateway.records import db
 from gateway.records.models import AuditEntry, Hazard, PublicReport
-from tests.support import broker_config
+from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
 TZ = ZoneInfo("Asia/Shanghai")
-PASSWORD = "a long test password"
+PASSWORD = CONSOLE_PASSWORD
 
 
 def jpeg() -> bytes:
@@ -38,20 +34,9 @@ def jpeg() -> bytes:
 
 @pytest.fixture
 def school(tmp_path: Path, amqtt_broker: Any) -> Iterator[dict[str, Any]]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'records.db'}")
-    db.upgrade(engine)
-    sessions = db.make_sessions(engine)
-    with sessions.begin() as session:
-        auth.add_user(session, "guard1", "guard", PASSWORD)
-        auth.add_user(session, "super1", "supervisor", PASSWORD)
-    bus = Bus(broker_config(amqtt_broker.port), "public-report-test", name="console")
-    bus.start()
-    bus.wait_connected(5)
-    app = create_app("s1", "Test School", TZ, sessions, bus, "zh_CN", personal=PersonalData(bytes(32)))
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+    with console_client(tmp_path, amqtt_broker.port, {"guard1": "guard", "super1": "supervisor"},
+                        personal=PersonalData(bytes(32))) as (client, sessions):
         yield {"client": client, "sessions": sessions}
-    bus.stop()
-    engine.dispose()
 
 
 def work(challenge: str) -> str:

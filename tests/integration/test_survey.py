@@ -10,7 +10,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from pypdf import PdfReader
@@ -58,39 +57,22 @@ def test_the_survey_counts_what_the_site_config_has(tmp_path: Path) -> None:
 
 
 def test_the_survey_from_the_console_is_audited(tmp_path: Path, amqtt_broker: Any) -> None:
-    from fastapi.testclient import TestClient
     from openpyxl import load_workbook
     from sqlalchemy import select
 
-    from gateway.bus import Bus
-    from gateway.console import auth
-    from gateway.console.app import create_app
-    from gateway.records import db
     from gateway.records.models import AuditEntry
-    from tests.support import broker_config
+    from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'console.db'}")
-    db.upgrade(engine)
-    sessions = db.make_sessions(engine)
-    with sessions.begin() as session:
-        auth.add_user(session, "guard1", "guard", "a long enough password")
-    bus = Bus(broker_config(amqtt_broker.port), "survey-test", name="console")
-    bus.start()
     config = load_config(EXAMPLE)
-    try:
-        app = create_app("s1", "实验学校", ZoneInfo("Asia/Shanghai"), sessions, bus, "en",
-                         survey=lambda: survey(config, datetime.now(UTC)))
-        with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
-            client.post("/login", data={"username": "guard1", "password": "a long enough password"})
-            assert 'id="survey-pdf"' in client.get("/reports").text
-            got = client.get("/reports/survey.xlsx")
-            assert got.status_code == 200 and "attachment" in got.headers["content-disposition"]
-            book = load_workbook(io.BytesIO(got.content))
-            assert [r[0] for r in book["Alarm points"].iter_rows(min_row=2, values_only=True)][:1] == ["gate-alarm-box"]
-            assert client.get("/reports/survey.doc").status_code == 404
+    with console_client(tmp_path, amqtt_broker.port, {"guard1": "guard"}, "en",
+                        survey=lambda: survey(config, datetime.now(UTC))) as (client, sessions):
+        client.post("/login", data={"username": "guard1", "password": CONSOLE_PASSWORD})
+        assert 'id="survey-pdf"' in client.get("/reports").text
+        got = client.get("/reports/survey.xlsx")
+        assert got.status_code == 200 and "attachment" in got.headers["content-disposition"]
+        book = load_workbook(io.BytesIO(got.content))
+        assert [r[0] for r in book["Alarm points"].iter_rows(min_row=2, values_only=True)][:1] == ["gate-alarm-box"]
+        assert client.get("/reports/survey.doc").status_code == 404
         with sessions() as session:
             audited = session.scalars(select(AuditEntry).where(AuditEntry.action == "report.download")).all()
             assert [(a.actor, a.target, a.detail["format"]) for a in audited] == [("guard1", "report:survey", "xlsx")]
-    finally:
-        bus.stop()
-        engine.dispose()

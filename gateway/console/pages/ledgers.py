@@ -9,14 +9,24 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.config import DEFAULT_CHECKLIST
 from gateway.console.auth import LoggedIn
-from gateway.console.web import client_host, console, day_start, form_action, parse_day, render, require, tr
+from gateway.console.web import (
+    client_host,
+    console,
+    day_start,
+    form_action,
+    parse_day,
+    render,
+    require,
+    stored_photo,
+    tr,
+)
 from gateway.records import ledger
 from gateway.records.models import Alarm, Hazard, Inspection, InspectionItem, MaintenanceItem, PatrolRound, utcnow
 from gateway.records.plans import PlanError, image_info
@@ -221,10 +231,7 @@ async def inspection_item_photo(item_id: int, request: Request,
                                 user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
     with console(request).sessions() as session:
         row = session.get(InspectionItem, item_id)
-        if row is None or row.photo is None:
-            raise HTTPException(404)
-        return Response(row.photo, media_type=row.photo_type or "application/octet-stream",
-                        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        return stored_photo(row.photo if row else None, row.photo_type if row else None)
 
 
 # -- maintenance ----------------------------------------------------------------------------------

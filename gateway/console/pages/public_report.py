@@ -19,13 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import segno
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from gateway.console.auth import LoggedIn
-from gateway.console.web import attempt, client_address, client_host, console, form_action, render, require, tr
+from gateway.console.web import (
+    attempt,
+    client_address,
+    client_host,
+    console,
+    form_action,
+    render,
+    require,
+    stored_photo,
+    tr,
+)
 from gateway.personal import mask
 from gateway.records import public_reports
 from gateway.records.models import PublicReport, utcnow
@@ -213,10 +223,7 @@ async def report_photo(report_id: int, request: Request,
                        user: LoggedIn = Depends(require("view"))) -> Response:  # noqa: B008
     with console(request).sessions() as session:
         row = session.get(PublicReport, report_id)
-        if row is None or row.photo is None:
-            raise HTTPException(404)
-        return Response(row.photo, media_type=row.photo_type or "application/octet-stream",
-                        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        return stored_photo(row.photo if row else None, row.photo_type if row else None)
 
 
 @router.get("/incidents/reports/poster", response_class=HTMLResponse)
