@@ -97,6 +97,28 @@ def current_user(request: Request) -> auth.LoggedIn:
     return user
 
 
+MAX_PHOTO = 4 * 1024 * 1024  # a phone's photo (of a broken fence, of a missing manhole cover) as JPEG
+BAD_PHOTO = "a photo is a PNG or JPEG image of at most 4 MiB"
+
+
+async def uploaded_photo(upload: Any) -> tuple[bytes | None, str | None]:
+    """A form's photo field: (its bytes, its media type), (None, None) when none was sent, or RefusedAction
+    (BAD_PHOTO) for anything but a PNG or JPEG within MAX_PHOTO; read no further than that."""
+    from gateway.records.plans import PlanError, image_info
+
+    if upload is None or isinstance(upload, str):
+        return None, None
+    data = await upload.read(MAX_PHOTO + 1) or None
+    if data is None:
+        return None, None
+    try:
+        if len(data) > MAX_PHOTO:
+            raise PlanError("too large")
+        return data, image_info(data).media_type
+    except PlanError:
+        raise RefusedAction(BAD_PHOTO) from None
+
+
 def stored_photo(data: bytes | None, media_type: str | None) -> Response:
     """A photo kept in the records (an inspection item's, a public report's), or 404: never sniffed as anything
     else, cached by the browser only."""

@@ -26,10 +26,11 @@ from gateway.console.web import (
     require,
     stored_photo,
     tr,
+    uploaded_photo,
 )
 from gateway.records import ledger
 from gateway.records.models import Alarm, Hazard, Inspection, InspectionItem, MaintenanceItem, PatrolRound, utcnow
-from gateway.records.plans import PlanError, image_info
+from gateway.rules.alarms import RefusedAction
 from gateway.rules.incidents import HAZARD_ACTIONS, HAZARD_SEVERITIES, HAZARD_SOURCES, HazardAction
 
 router = APIRouter()
@@ -149,9 +150,6 @@ for _action in HAZARD_ACTIONS:
 # -- inspections ----------------------------------------------------------------------------------
 
 
-MAX_PHOTO = 4 * 1024 * 1024  # a phone's photo of a broken fence, as JPEG
-
-
 def item_view(row: InspectionItem) -> dict[str, Any]:
     return {"id": row.id, "passed": row.passed, "note": row.note, "photo": row.photo_type is not None,
             "at": row.at.isoformat(), "by": row.by, "hazard_id": row.hazard_id}
@@ -199,23 +197,12 @@ async def inspection_item_form(inspection_id: int, request: Request,
     form = await request.form()
     group, item = str(form.get("group") or ""), str(form.get("item") or "")
     passed, note = form.get("result") == "pass", str(form.get("note") or "")[:2000]
-    upload = form.get("photo")
-    photo: bytes | None = None
-    photo_type: str | None = None
-    if upload is not None and not isinstance(upload, str):
-        photo = await upload.read(MAX_PHOTO + 1) or None
-    refusal: str | None = None
     if form.get("result") not in ("pass", "fail"):
-        refusal = "choose passed or failed"
-    elif photo is not None:
-        try:
-            if len(photo) > MAX_PHOTO:
-                raise PlanError("too large")
-            photo_type = image_info(photo).media_type
-        except PlanError:
-            refusal = "a photo is a PNG or JPEG image of at most 4 MiB"
-    if refusal is not None:
-        return _inspections_page(request, user, 422, error=tr(request, refusal))
+        return _inspections_page(request, user, 422, error=tr(request, "choose passed or failed"))
+    try:
+        photo, photo_type = await uploaded_photo(form.get("photo"))
+    except RefusedAction as exc:
+        return _inspections_page(request, user, 422, error=tr(request, str(exc)))
     ctx = console(request)
 
     def do(session: Session) -> None:

@@ -35,18 +35,18 @@ from gateway.console.web import (
     require,
     stored_photo,
     tr,
+    uploaded_photo,
 )
 from gateway.personal import mask
 from gateway.records import public_reports
 from gateway.records.models import PublicReport, utcnow
-from gateway.records.plans import PlanError, image_info
+from gateway.rules.alarms import RefusedAction
 
 router = APIRouter()
 POW_BITS = 18
 CHALLENGE_TTL_S = 1800.0  # a form left open half an hour still sends
 PER_ADDRESS_HOUR = 5
 PER_HOUR = 120
-MAX_PHOTO = 4 * 1024 * 1024
 PUBLIC = ("/report", "/report/status")  # gateway.console.app's PUBLIC_PATHS
 STALE = "The form is out of date: load the page again."
 USED = "This form was sent already: load the page again for another report."
@@ -133,17 +133,10 @@ async def report_send(request: Request) -> Response:
     if not _guard(request).allow(client_address(request) or "-", time.time()):
         return _form(request, 429, tr(
             request, "Too many reports from here just now: try again in an hour, or tell a teacher."), values)
-    photo, photo_type = None, None
-    upload = form.get("photo")
-    if upload is not None and not isinstance(upload, str):
-        photo = await upload.read(MAX_PHOTO + 1) or None
-        if photo is not None:
-            try:
-                if len(photo) > MAX_PHOTO:
-                    raise PlanError("too large")
-                photo_type = image_info(photo).media_type
-            except PlanError:
-                return _form(request, 422, tr(request, "a photo is a PNG or JPEG image of at most 4 MiB"), values)
+    try:
+        photo, photo_type = await uploaded_photo(form.get("photo"))
+    except RefusedAction as exc:
+        return _form(request, 422, tr(request, str(exc)), values)
     ctx = console(request)
     contact = values["contact"].strip()[:200]
     contact_enc = ctx.personal.encrypt(contact) if contact and ctx.personal else None
