@@ -442,18 +442,23 @@ def ensure_inspections(session: Session, config: Config, now: datetime) -> list[
     return made
 
 
+def _open_inspection(session: Session, inspection_id: int) -> Inspection:
+    """The inspection, locked, if it is still to be done; else RefusedAction saying why."""
+    inspection = session.get(Inspection, inspection_id, with_for_update=True)
+    if inspection is None:
+        raise RefusedAction("there is no such inspection")
+    if inspection.done_at is not None:
+        raise RefusedAction("the inspection is already recorded as done")
+    return inspection
+
+
 def complete_inspection(session: Session, inspection_id: int, actor: str, now: datetime, notes: str | None = None,
                         client: str | None = None) -> Inspection:
     target = f"inspection:{inspection_id}"
-    inspection = session.get(Inspection, inspection_id, with_for_update=True)
     try:
-        if inspection is None:
-            raise RefusedAction("there is no such inspection")
-        if inspection.done_at is not None:
-            raise RefusedAction("the inspection is already recorded as done")
+        inspection = _open_inspection(session, inspection_id)
     except RefusedAction as exc:
         _refuse(session, actor, "inspection.done", target, exc, now, client)
-    assert inspection is not None
     inspection.done_at, inspection.done_by = now, actor
     inspection.notes = (notes or "").strip() or None
     found = session.scalars(select(Hazard.id).where(Hazard.inspection_id == inspection_id)).all()
@@ -468,12 +473,8 @@ def record_item(session: Session, config: IncidentsConfig, inspection_id: int, g
     """A checklist item of an open inspection, passed or failed, with a note and a photo, once; a failed one opens
     a hazard (source inspection, found by `actor`, the note as its description) linked to the inspection."""
     target = f"inspection:{inspection_id}"
-    inspection = session.get(Inspection, inspection_id, with_for_update=True)
     try:
-        if inspection is None:
-            raise RefusedAction("there is no such inspection")
-        if inspection.done_at is not None:
-            raise RefusedAction("the inspection is already recorded as done")
+        _open_inspection(session, inspection_id)
         check_item(config.checklist, group, item, passed, note)
         if session.scalar(select(InspectionItem.id).where(InspectionItem.inspection_id == inspection_id,
                                                           InspectionItem.group == group, InspectionItem.item == item)):
