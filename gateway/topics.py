@@ -9,6 +9,7 @@
                                                           link publish (alarms, visits, confirmations, ...)
     campus/v1/<site>/district/acks/incident-<id>          the district's acknowledgement of a report (down the
                                                           bridge; no device kind is called `district`)
+    campus/v1/<site>/district/notices/notice-<id>         a notice from the district (an alert, a drill), down
 
 A builder takes ids and checks them: a config or user id holding '/', '+', '#' or NUL (or none at all) would
 make another topic, or a filter, so it raises TopicError instead. `parse` turns a topic back into a record
@@ -29,11 +30,12 @@ GATEWAY: Final = "gateway"  # the kind under which the gateway itself speaks: it
 RULES: Final = "rules"  # campus/v1/<site>/rules/...: no device kind is called that
 
 RulesWhat = Literal["committed", "availability", "snapshot_requests", "access/events", "police/alarms",
-                    "police/paths", "police/evidence", "lockdown", "alarms", "visits", "notify", "incidents", "reports"]
+                    "police/paths", "police/evidence", "lockdown", "alarms", "visits", "notify", "incidents", "reports",
+                    "notices"]
 # rules/<what>, and rules/<what>/<id> (the alarm, the visit, the person notified)
 RULES_FIXED: Final = frozenset({"committed", "availability", "snapshot_requests", "access/events", "police/alarms",
                                 "police/paths", "police/evidence", "lockdown"})
-RULES_BY_ID: Final = frozenset({"alarms", "visits", "notify", "incidents", "reports"})
+RULES_BY_ID: Final = frozenset({"alarms", "visits", "notify", "incidents", "reports", "notices"})
 DISTRICT: Final = "district"  # campus/v1/<site>/district/...: what the district sends down (its acknowledgements)
 
 _PREFIX: Final = ROOT + "/"
@@ -242,6 +244,21 @@ def report_submission(site: str, kind: str, period: str) -> str:
 def district_ack(site: str, incident_id: int) -> str:
     """The district's acknowledgement of an incident's report, sent down the school's bridge."""
     return f"{ROOT}/{_level(site, 'site id')}/{DISTRICT}/acks/incident-{int(incident_id)}"
+
+
+def district_notice(site: str, notice_id: int) -> str:
+    """A notice from the district (heightened alert, a lockdown drill), sent down the school's bridge until the
+    school's view of it (`notice`) says it arrived."""
+    return f"{ROOT}/{_level(site, 'site id')}/{DISTRICT}/notices/notice-{int(notice_id)}"
+
+
+def notice(site: str, notice_id: int | str) -> str:
+    """A district notice as the school holds it (received, acknowledged by whom), retained: bridged up."""
+    return _rules(site, "notices", str(notice_id))
+
+
+def notices_filter(site: str) -> str:
+    return f"{ROOT}/{_level(site, 'site id')}/{RULES}/notices/+"
 
 
 def from_district(site: str) -> str:

@@ -38,6 +38,7 @@ PERMISSIONS: dict[str, Role | frozenset[Role]] = {
     "bollard.raise": "guard",
     "incident.manage": "guard",  # incidents by hand, notes, checklist, reports; hazards found and fixed
     "roster.handover": "guard",
+    "notice.ack": "guard",  # a notice from the district read and passed on
     "alarm.reset": "supervisor",
     "alarm.close": "supervisor",
     "incident.promote": "supervisor",  # an alarm confirmed as an incident: its reporting clock starts

@@ -203,7 +203,8 @@ def tr(request: Request, message: str) -> str:
 LAYER_WORDS = {"s": "s", "min": "min", "h": "h", "more": "and {n} more waiting",
                "last_update": "last update {s} s ago",
                "lockdown": "CAMPUS LOCKED DOWN: only responders pass the gates", "drill": "LOCKDOWN DRILL",
-               "lockdown_since": "since {time}, by {who}"}
+               "lockdown_since": "since {time}, by {who}", "notice_alert": "DISTRICT ALERT:",
+               "notice_drill": "District drill:", "notice_info": "District notice:"}
 
 
 def layer_config(request: Request, language: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from gateway.config import ID_PATTERN
 
 UP_TOPICS = ("{site}/+/+/evt/#", "{site}/+/+/availability", "{site}/rules/alarms/#", "{site}/rules/lockdown",
              "{site}/rules/police/paths", "{site}/rules/incidents/#",
-             "{site}/rules/reports/#")
+             "{site}/rules/reports/#", "{site}/rules/notices/#")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +31,7 @@ class Downward:
     def _connect(self) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
                              client_id=f"campusgw-district-down-{socket.gethostname()}-{os.getpid()}")
+        client.max_inflight_messages_set(200)  # a notice to every school goes out at once (NATS allows 1,024)
         if self.user:
             client.username_pw_set(self.user, self.password)
         client.on_connect = lambda c, u, f, rc, p: self._connected.set() if not rc.is_failure else None
@@ -52,19 +54,30 @@ class Downward:
 
     def send(self, topic: str, body: dict[str, Any]) -> None:
         """Publish at QoS 1 and wait for the cluster's PUBACK; raises if it does not come."""
+        self.send_many([(topic, body)])
+
+    def send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish each at QoS 1, then wait for all the PUBACKs (a notice to 2,000 schools is not 2,000 round
+        trips one after the other); raises if one does not come, and the caller sends them all again later."""
         with self._lock:
             if self._client is None or not self._connected.is_set():
                 self.close_locked()
                 self._client = self._connect()
-            info = self._client.publish(topic, json.dumps(body, ensure_ascii=False).encode(), qos=1)
+            client = self._client
             try:
-                info.wait_for_publish(PUBACK_TIMEOUT_S)
+                sent = [(topic, client.publish(topic, json.dumps(body, ensure_ascii=False).encode(), qos=1))
+                        for topic, body in messages]
+                deadline = time.monotonic() + PUBACK_TIMEOUT_S
+                for topic, info in sent:
+                    info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                    if not info.is_published():
+                        raise ConnectionError(f"no PUBACK for {topic} within {PUBACK_TIMEOUT_S:.0f} s")
             except (RuntimeError, ValueError) as exc:  # paho: not connected, or its queue full
                 self.close_locked()
-                raise ConnectionError(f"{topic} not sent: {exc}") from exc
-            if not info.is_published():
+                raise ConnectionError(f"not sent: {exc}") from exc
+            except ConnectionError:
                 self.close_locked()
-                raise ConnectionError(f"no PUBACK for {topic} within {PUBACK_TIMEOUT_S:.0f} s")
+                raise
 
     def close_locked(self) -> None:
         if self._client is not None:

@@ -143,6 +143,26 @@ alerts = Table(  # the district's own alarms: an incident report overdue (one pe
     Column("acked_at", DateTime(timezone=True)),
     UniqueConstraint("site", "kind", "ref"),
 )
+notices = Table(  # what the district sends down to the schools: a heightened alert, a lockdown drill (下发通知)
+    "district_notices", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("level", Text, nullable=False),  # alert, drill, info (gateway.records.notices.LEVELS)
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("issued_by", Text, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+)
+notice_receipts = Table(  # one per notice and school addressed: sent down until the school's view says it came
+    "district_notice_receipts", metadata,
+    Column("notice_id", BigInteger, primary_key=True),
+    Column("site", Text, primary_key=True),
+    Column("sent_at", DateTime(timezone=True)),  # last sent down
+    Column("sends", Integer, nullable=False, server_default=text("0")),
+    Column("received_at", DateTime(timezone=True)),  # the school's time of receipt, from its view
+    Column("acked_by", Text),  # who at the school acknowledged it, and when (its view again)
+    Column("acked_at", DateTime(timezone=True)),
+    Index("district_notice_receipts_waiting", "notice_id", postgresql_where=text("received_at IS NULL")),
+)
 rejected = Table(
     "district_rejected", metadata,
     Column("n", Integer, primary_key=True, autoincrement=True),
@@ -360,6 +380,8 @@ def write_reports(conn: Connection, rows: list[dict[str, Any]], bad: list[dict[s
                                      if r["table"] == incidents.name], bad, now)
     stored = _upsert_newest(conn, submissions, chosen, ("site", "kind", "period"), "submission_id",
                             ("starts", "ends", "submitted_at", "submitted_by", "figures", "received_at"))
+    stored += write_notice_views(conn, [{k: v for k, v in r.items() if k != "table"} for r in rows
+                                        if r["table"] == notice_receipts.name])
     if chosen:
         _touch_schools(conn, {row["site"]: 0 for row in chosen}, now)
     return Written(written.stored + stored, len(rows) - written.stored - stored, written.rejected)
@@ -417,3 +439,56 @@ def acks_to_send(conn: Connection, now: datetime) -> list[dict[str, Any]]:
 def ack_sent(conn: Connection, site: str, incident_id: int, now: datetime) -> None:
     conn.execute(update(incidents).where(incidents.c.site == site, incidents.c.incident_id == incident_id)
                  .values(ack_sent_at=now))
+
+
+NOTICE_LEVELS = ("alert", "drill", "info")
+NOTICE_RESEND_S = 30.0
+NOTICES_PER_PASS = 5000  # sent down in one pass of the worker's housekeeping; the rest in the next
+
+
+def issue_notice(conn: Connection, level: str, title: str, body: str, by: str, now: datetime,
+                 sites: list[str] | None = None) -> tuple[int, int]:
+    """A notice for the schools named (None: every school the district has heard from), in the caller's
+    transaction; the workers send it down. Returns (its id, how many schools it goes to)."""
+    if level not in NOTICE_LEVELS:
+        raise ValueError(f"a notice's level is one of {', '.join(NOTICE_LEVELS)}")
+    notice_id = conn.execute(notices.insert().values(level=level, title=title, body=body, issued_by=by,
+                                                     issued_at=now).returning(notices.c.id)).scalar_one()
+    to = sorted(set(sites)) if sites is not None else list(conn.scalars(select(schools.c.site).order_by(
+        schools.c.site)))
+    if to:
+        conn.execute(notice_receipts.insert(), [{"notice_id": notice_id, "site": site} for site in to])
+    return notice_id, len(to)
+
+
+def notices_to_send(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """(site, notice) pairs whose school has not shown the notice yet, not sent within NOTICE_RESEND_S."""
+    r, n = notice_receipts.c, notices.c
+    rows = conn.execute(select(r.site, n.id, n.level, n.title, n.body, n.issued_by, n.issued_at)
+                        .join(notices, n.id == r.notice_id)
+                        .where(r.received_at.is_(None), or_(r.sent_at.is_(None), r.sent_at < now - timedelta(
+                            seconds=NOTICE_RESEND_S)))
+                        .order_by(n.id, r.site).limit(NOTICES_PER_PASS)).all()
+    return [{"site": row.site, "notice_id": row.id, "level": row.level, "title": row.title, "body": row.body,
+             "by": row.issued_by, "at": row.issued_at} for row in rows]
+
+
+def notices_sent(conn: Connection, sent: list[tuple[str, int]], now: datetime) -> None:
+    for site, notice_id in sent:
+        conn.execute(update(notice_receipts).where(notice_receipts.c.site == site,
+                                                   notice_receipts.c.notice_id == notice_id)
+                     .values(sent_at=now, sends=notice_receipts.c.sends + 1))
+
+
+def write_notice_views(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Schools' views of their notices: what a view says (received, acknowledged) is kept, never taken back, so
+    views arriving out of order do no harm. A view of a notice not sent to that school is ignored."""
+    changed = 0
+    c = notice_receipts.c
+    for row in rows:
+        done = conn.execute(update(notice_receipts).where(c.site == row["site"], c.notice_id == row["notice_id"])
+                            .values(received_at=func.coalesce(c.received_at, row["received_at"]),
+                                    acked_at=func.coalesce(c.acked_at, row["acked_at"]),
+                                    acked_by=func.coalesce(c.acked_by, row["acked_by"])))
+        changed += done.rowcount
+    return changed

@@ -13,6 +13,7 @@ ALARMS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.alarms.*"  # every school's ala
 LIVE_ALARMS = "campus.v1.*.rules.alarms.*"  # the same views over core NATS: the fast path (district/live.py)
 INCIDENTS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.incidents.*"  # every school's incidents (逐级上报), retained
 SUBMISSIONS_FILTER = MQTT_PREFIX + "campus.v1.*.rules.reports.*"  # monthly and term reports submitted, retained
+NOTICES_FILTER = MQTT_PREFIX + "campus.v1.*.rules.notices.*"  # the district's notices as each school holds them
 STATE_FILTERS = (  # what a school is like now, each retained at the school: the newest wins
     MQTT_PREFIX + "campus.v1.*.*.*.availability",  # each device's, and each gateway's own (kind `gateway`)
     MQTT_PREFIX + "campus.v1.*.rules.police.paths",  # the alarm-centre paths, up or down
@@ -56,6 +57,11 @@ def parse_alarm_subject(subject: str) -> tuple[str, int] | None:
 def parse_incident_subject(subject: str) -> tuple[str, int] | None:
     """(site, incident id) of a school's incident view subject; None for anything else."""
     return _parse_by_id(subject, "incidents")
+
+
+def parse_notice_subject(subject: str) -> tuple[str, int] | None:
+    """(site, notice id) of a school's view of a district notice; None for anything else."""
+    return _parse_by_id(subject, "notices")
 
 
 def parse_submission_subject(subject: str) -> tuple[str, str, str] | None:

@@ -29,10 +29,12 @@ from gateway.district.subjects import (
     LIVE_ALARMS,
     MQTT_PREFIX,
     MQTT_STREAM,
+    NOTICES_FILTER,
     STATE_FILTERS,
     SUBMISSIONS_FILTER,
     parse_alarm_subject,
     parse_incident_subject,
+    parse_notice_subject,
     parse_state_subject,
     parse_subject,
     parse_submission_subject,
@@ -72,6 +74,7 @@ class WorkerStats:
     failed_writes: int = 0
     batches: int = 0
     acks_sent: int = 0
+    notices_sent: int = 0
     live: int = 0  # alarm views written from the fast path (core NATS) before, or instead of, the stream's copy
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -164,11 +167,21 @@ def decode_incidents(messages: list[Any], now: datetime) -> tuple[list[dict[str,
 
 
 def decode_reports(messages: list[Any], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows (each marked with its `table`) from fetched incident views and submitted reports."""
-    incident_messages = [m for m in messages if parse_submission_subject(m.subject) is None]
+    """Rows (each marked with its `table`) from fetched incident views, submitted reports and the schools' views
+    of the district's notices."""
+    incident_messages = [m for m in messages if parse_submission_subject(m.subject) is None
+                         and parse_notice_subject(m.subject) is None]
     rows, bad = decode_incidents(incident_messages, now)
     rows = [{**r, "table": store.incidents.name} for r in rows]
     for message in messages:
+        notice = parse_notice_subject(message.subject)
+        if notice is not None:
+            try:
+                rows.append(decode_notice_view(notice, bytes(message.data)))
+            except (ValueError, TypeError, RecursionError) as exc:
+                bad.append({"received_at": now, "subject": message.subject[:500], "reason": f"notice: {exc}"[:500],
+                            "payload": bytes(message.data[:4000]).decode("utf-8", "replace").replace("\x00", "\\0")})
+            continue
         where = parse_submission_subject(message.subject)
         if where is None:
             continue
@@ -188,6 +201,17 @@ def decode_reports(messages: list[Any], now: datetime) -> tuple[list[dict[str, A
             bad.append({"received_at": now, "subject": message.subject[:500], "reason": f"report: {exc}"[:500],
                         "payload": bytes(message.data[:4000]).decode("utf-8", "replace").replace("\x00", "\\0")})
     return rows, bad
+
+
+def decode_notice_view(where: tuple[str, int], data: bytes) -> dict[str, Any]:
+    """A school's view of a district notice (gateway.records.notices.view): received when, acknowledged by whom."""
+    view = json.loads(data)
+    if not isinstance(view, dict) or view.get("id") != where[1]:
+        raise ValueError("not the view of the notice its topic names")
+    acked_by = view.get("acked_by")
+    return {"table": store.notice_receipts.name, "site": where[0], "notice_id": where[1],
+            "received_at": _when(view, "received_at", required=True), "acked_at": _when(view, "acked_at"),
+            "acked_by": str(acked_by)[:64] if acked_by is not None else None}
 
 
 def _when(view: dict[str, Any], key: str, required: bool = False) -> datetime | None:
@@ -269,7 +293,8 @@ class DistrictWorker:
         return [(s.durable, (EVENTS_FILTER,), decode, store.write),
                 (s.alarms_durable, (ALARMS_FILTER,), decode_alarms, store.write_alarms),
                 (s.state_durable, STATE_FILTERS, decode_state, store.write_state),
-                (s.reports_durable, (INCIDENTS_FILTER, SUBMISSIONS_FILTER), decode_reports, store.write_reports)]
+                (s.reports_durable, (INCIDENTS_FILTER, SUBMISSIONS_FILTER, NOTICES_FILTER), decode_reports,
+                 store.write_reports)]
 
     async def init(self, stop: asyncio.Event) -> bool:
         """The tables and the shared consumers, made before any school sends: the `$MQTT_msgs` stream keeps a
@@ -408,15 +433,24 @@ class DistrictWorker:
             return store.check_deadlines(conn, datetime.now(UTC))
 
     def _send_down(self, down: Downward) -> None:
-        """Each acknowledgement the school has not shown yet, sent (again after store.ACK_RESEND_S)."""
+        """Each acknowledgement the school has not shown yet, sent (again after store.ACK_RESEND_S); then each
+        notice a school has not shown yet (again after store.NOTICE_RESEND_S)."""
         with self.engine.connect() as conn:
             due = store.acks_to_send(conn, datetime.now(UTC))
+            waiting = store.notices_to_send(conn, datetime.now(UTC))
         for ack in due:
             down.send(topics.district_ack(ack["site"], ack["incident_id"]),
                       {"by": ack["by"], "at": ack["at"].isoformat()})
             with self.engine.begin() as conn:
                 store.ack_sent(conn, ack["site"], ack["incident_id"], datetime.now(UTC))
             self.stats.acks_sent += 1
+        if waiting:
+            down.send_many([(topics.district_notice(n["site"], n["notice_id"]),
+                             {"level": n["level"], "title": n["title"], "body": n["body"], "by": n["by"],
+                              "at": n["at"].isoformat()}) for n in waiting])
+            with self.engine.begin() as conn:
+                store.notices_sent(conn, [(n["site"], n["notice_id"]) for n in waiting], datetime.now(UTC))
+            self.stats.notices_sent += len(waiting)
 
     async def _subscribe(self, js: Any, stop: asyncio.Event, durable: str, subjects: tuple[str, ...]) -> Any:
         """A shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the
@@ -433,9 +467,13 @@ class DistrictWorker:
         while not stop.is_set():
             try:
                 try:
-                    await js.consumer_info(MQTT_STREAM, durable)
+                    held = (await js.consumer_info(MQTT_STREAM, durable)).config
                 except Exception:
                     await js.add_consumer(MQTT_STREAM, config)
+                else:  # made by an older release with fewer subjects: the same consumer, its filter widened
+                    if {held.filter_subject, *(held.filter_subjects or ())} - {None} != set(subjects):
+                        log.info("consumer %s now filters %s", durable, ", ".join(subjects))
+                        await js.add_consumer(MQTT_STREAM, config)
                 return await js.pull_subscribe_bind(durable, MQTT_STREAM)
             except Exception as exc:
                 log.warning("no consumer on %s yet (%s): has the cluster's MQTT listener started? again in %.0f s",

@@ -265,6 +265,24 @@ class ReportSubmission(Base):
     figures: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class DistrictNotice(Base):
+    """A notice the district sent down (a heightened alert around schools, a lockdown drill): shown on every page
+    of the console until someone on duty acknowledges it. The id is the district's, so a notice sent again is the
+    same row; the school's view of it goes back up (received, acknowledged by whom)."""
+
+    __tablename__ = "district_notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    level: Mapped[str] = mapped_column(String(16))  # alert, drill, info
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime]
+    issued_by: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    acked_at: Mapped[datetime | None]
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+
+
 class PoliceMessage(Base):
     """A report for the alarm receiving centre (SIA DC-09), written in the same transaction as what
     caused it, so nothing is lost between the alarm and the link; sent until a receiver acknowledges it."""

@@ -24,7 +24,7 @@ from gateway.clock import ClockGuard, site_monotonic
 from gateway.config import Config
 from gateway.events import new_id
 from gateway.notify.sender import NotificationSender
-from gateway.records import ledger, roster, store, visits
+from gateway.records import ledger, notices, roster, store, visits
 from gateway.records.models import Alarm, AlarmTransition, Notification, utcnow
 from gateway.rules import roster as roster_rules
 from gateway.rules.alarms import OPEN_STATES, RaiseAlarm, clear_condition, raise_condition
@@ -197,14 +197,18 @@ class PeriodicJobs:
     def _report_upward(self) -> None:
         """The incidents whose timeline grew, retained on rules/incidents/<id>, and the reports submitted, on
         rules/reports/<kind>-<period>, for the bridge up to the district.
-        After a (re)connect, the last UPWARD_BACK_DAYS again: a publish in flight when the broker went is not
-        resent, and the district keeps only the newest of each."""
+        After a (re)connect, the last UPWARD_BACK_DAYS again (the district's notices as held too): a publish in
+        flight when the broker went is not resent, and the district keeps only the newest of each."""
         since = utcnow() - timedelta(days=UPWARD_BACK_DAYS)
+        held: list[dict[str, Any]] = []
         with self.sessions() as session:
             if self._upward_after is None:
                 self._upward_after = ledger.district_start(session, since)
+                held = notices.received_since(session, since)  # the district's notices as the school has them
             views, self._upward_after = ledger.district_views_since(session, self._upward_after)
             reports, self._submissions_after = ledger.submissions_since(session, self._submissions_after, since)
+        for notice in held:
+            self.bus.publish_json(topics.notice(self.site, notice["id"]), notice, retain=True)
         for view in views:
             self.bus.publish_json(topics.incident(self.site, view["id"]), view, retain=True)
         for report in reports:

@@ -45,7 +45,7 @@ from gateway.config import Config
 from gateway.events import Event, make_event, new_id
 from gateway.guard import Guarded
 from gateway.notify.sender import NotificationSender
-from gateway.records import ledger, lockdowns, roster, store
+from gateway.records import ledger, lockdowns, notices, roster, store
 from gateway.records.models import Alarm, Notification, PoliceMessage, QuarantinedEvent, utcnow
 from gateway.rules.alarms import Effect, RaiseAlarm, alarm_key, evaluate
 from gateway.rules.linkage import (
@@ -454,10 +454,14 @@ class RulesService(PeriodicJobs):
 
     def _on_district(self, message: mqtt.MQTTMessage) -> None:
         """The district acknowledged an incident's report: a line in its timeline (then its view goes up again,
-        which tells the district to stop sending). Anything else from the district is logged and let go."""
+        which tells the district to stop sending); or it sent a notice down. Anything else from the district is
+        logged and let go."""
         try:
             what = message.topic.rsplit("/", 2)
             body = json.loads(message.payload)
+            if what[-2] == "notices" and what[-1].startswith("notice-") and what[-1][7:].isdigit():
+                self._on_notice(int(what[-1][7:]), body)
+                return
             if what[-2] != "acks" or not what[-1].startswith("incident-") or not isinstance(body, dict):
                 log.warning("from the district, not understood: %s", message.topic)
                 return
@@ -476,6 +480,20 @@ class RulesService(PeriodicJobs):
             log.warning("the district's acknowledgement not recorded (%s)", exc)
         finally:
             self.bus.ack(message.mid, message.qos)
+
+    def _on_notice(self, notice_id: int, body: Any) -> None:
+        """A notice from the district: recorded once, and its view sent back up at once, every time it comes (a
+        repeat means the district has not seen the view yet). The consoles show it from the view's topic."""
+        try:
+            notice = notices.parse(notice_id, body)
+        except notices.BadNotice as exc:
+            log.warning("a notice from the district not understood (%s)", exc)
+            return
+        with self.sessions.begin() as session:
+            held = notices.receive(session, notice, utcnow())
+            shown = notices.view(held)
+        log.info("district notice %d (%s): %s", notice_id, shown["level"], shown["title"])
+        self.bus.publish_json(topics.notice(self.site, notice_id), shown, retain=True)
 
     def _raise_for_lockdown(self) -> None:
         """The lockdown's bollards told to rise until each has: one refused (a car on its loop, the interlock's

@@ -491,3 +491,37 @@ def test_a_submitted_summary_is_shown_in_the_order_of_the_schools_report(tmp_pat
     assert tuple(key for key, _ in report.summary) == views.SUMMARY_ORDER
     assert views.in_report_order({"zzz": 1, "Incidents": 2, "Alarms": 3}) == [("Alarms", 3), ("Incidents", 2),
                                                                               ("zzz", 1)]
+
+
+@pytest.mark.postgres
+def test_a_duty_officer_sends_a_notice_to_every_school_and_sees_who_has_it_and_who_acknowledged_it() -> None:
+    with district_database() as engine:
+        app = create_app("d1", "测试区教育局", TZ, engine, "zh_CN")
+        duty = client(app, "duty1")
+        page = duty.get("/notices").text
+        assert "向学校下发通知" in page and "尚未下发通知。" in page
+        form = {"csrf_token": csrf_of(page), "level": "drill", "title": "全区防暴演练",
+                "body": "周五下午三点各校开展防暴演练，演练后填报记录。", "sites": ""}
+        refused = duty.post("/notices", data={**form, "title": " "})
+        assert refused.status_code == 422 and "通知需要类别、标题和正文。" in refused.text
+        assert "周五下午三点" in refused.text, "what was typed is kept"
+        assert duty.post("/notices", data={**form, "sites": "north-primary, Bad/Id"}).status_code == 422
+        sent = duty.post("/notices", data=form)
+        assert sent.status_code == 303
+        notice_id = int(sent.headers["location"].rsplit("/", 1)[1])
+        with engine.begin() as conn:
+            schools = list(conn.scalars(select(store.schools.c.site).order_by(store.schools.c.site)))
+            store.write_notice_views(conn, [{"site": "north-primary", "notice_id": notice_id, "received_at": NOW,
+                                             "acked_at": NOW, "acked_by": "guard-li"}])
+        listed = section(duty.get("/notices").text, "notices-table")
+        assert "全区防暴演练" in listed and f"<td>{len(schools)}</td>" in listed
+        one = duty.get(f"/notices/{notice_id}").text
+        assert re.findall(r'<tr data-site="([^"]+)"', one)[-1] == "north-primary", "those who have it last"
+        assert "guard-li" in one and one.count("尚未确认") == len(schools) - 1
+        assert [(r.username, r.result, r.detail["schools"]) for r in audited(engine, "notice.issue")] == [
+            ("duty1", "ok", len(schools))]
+        inspector = client(app, "inspector1")
+        listing = inspector.get("/notices").text
+        assert "notice-form" not in listing, "an inspector reads, and sends nothing"
+        assert inspector.post("/notices", data={**form, "csrf_token": csrf_of(listing)}).status_code == 403
+        assert duty.get("/notices/999999").status_code == 404

@@ -2,7 +2,8 @@
 bridged to three NATS nodes; a district worker writing to PostgreSQL and sending its acknowledgements down. An
 incident goes up as the school records it; a report not in by its deadline is an alarm at the district, cleared
 when the report comes; the district's acknowledgement reaches the school's timeline, and the school's next view
-tells the district it arrived."""
+tells the district it arrived. A district notice comes down to the school's console, and its acknowledgement
+there goes back up."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from gateway.config_file import validate_config
+from gateway.console import auth
 from gateway.district import store
 from gateway.district import worker as district_worker
+from gateway.district.console import actions, users
 from gateway.records import ledger
 from gateway.records.models import IncidentEntry, utcnow
 from gateway.reports.figures import period
 from gateway.reports.submit import submit
+from gateway.rules_service import jobs
 from tests.district.harness import NatsCluster, SchoolBroker
 from tests.district.test_district import RunningWorker, cluster, district_db  # noqa: F401 (fixtures)
-from tests.integration.helpers import Running
+from tests.integration.helpers import CONSOLE_PASSWORD, Running, logged_in
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto, pytest.mark.timeout(180)]
@@ -39,7 +43,7 @@ def school(tmp_path: Path, cluster: NatsCluster) -> Iterator[Running]:  # noqa: 
         "gateway": {"id": "gw1", "data_dir": str(tmp_path / "data")},
         "broker": {"url": f"mqtt://127.0.0.1:{broker.port}"},
         "district": {"addresses": cluster.mqtt_addresses},
-    }), parts=("rules",))
+    }), parts=("rules", "console"))
     try:
         yield running
     finally:
@@ -51,6 +55,8 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
         school: Running, cluster: NatsCluster, district_db: str,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(district_worker, "DEADLINES_EVERY_S", 0.5)
+    monkeypatch.setattr(district_worker, "DOWNWARD_EVERY_S", 0.5)
+    monkeypatch.setattr(jobs, "UPWARD_EVERY_S", 0.5)  # the school's rules service runs in this process
     site = cluster.site(1)  # the school fixture's
     worker = RunningWorker(cluster.settings(mqtt=cluster.mqtt_addresses), district_db)
     engine = create_engine(district_db.replace("postgresql://", "postgresql+psycopg://"))
@@ -121,6 +127,30 @@ def test_an_incident_goes_up_an_overdue_report_is_a_district_alarm_and_the_distr
         row = wait_for(submitted, 30, "the monthly report at the district")
         assert (row.site, row.kind, row.submitted_by) == (site, "monthly", "supervisor-zhao")
         assert row.period == start.strftime("%Y-%m") and row.figures["summary"]["Incidents"] == 2
+
+        # Down: a notice from the district reaches the school's console; a guard acknowledges it there, and the
+        # district sees the school got it and who acknowledged it.
+        users.create_tables(engine)  # as the district console does when it starts
+        with engine.begin() as conn:
+            notice_id, schools = actions.issue_notice(conn, "alert", "加强戒备", "放学时段加强校门警戒", [site],
+                                                      "duty-wang", utcnow())
+        assert schools == 1
+
+        def receipt() -> Any:
+            with engine.connect() as conn:
+                return conn.execute(select(store.notice_receipts)).first()
+
+        with sessions.begin() as session:
+            auth.add_user(session, "guard-li", "guard", CONSOLE_PASSWORD)
+        assert school.gateway.console_url
+        guard = logged_in(school.gateway.console_url, "guard-li", CONSOLE_PASSWORD)
+        wait_for(lambda: "加强戒备" in guard.get("/notices").text, 30, "the notice on the school's console")
+        wait_for(lambda: receipt().received_at is not None, 30, "the district told the school has it")
+        answer = guard.post(f"/notices/{notice_id}/ack", data={"csrf_token": guard.csrf})
+        assert answer.status_code == 303, answer.text
+        assert guard.post(f"/notices/{notice_id}/ack", data={"csrf_token": guard.csrf}).status_code == 409
+        acked = wait_for(lambda: receipt().acked_by is not None and receipt(), 30, "the acknowledgement up")
+        assert acked.acked_by == "guard-li" and acked.sends >= 1 and worker.worker.stats.notices_sent >= 1
     finally:
         worker.stop()
         engine.dispose()

@@ -67,3 +67,34 @@ def test_an_index_added_since_the_tables_were_made_is_made_at_the_next_start(eng
     store.create_schema(engine)
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT to_regclass('district_devices_trouble')")) is not None
+
+
+def test_a_notice_goes_to_every_school_until_each_has_it_and_who_acknowledged_it_is_kept(engine: Engine) -> None:
+    from datetime import timedelta
+
+    now = datetime(2026, 12, 6, 9, tzinfo=UTC)
+    store.create_schema(engine, now)
+    with engine.begin() as conn:
+        store.write(conn, [{**event("e1", now), "site": site} for site in ("s1", "s2", "s3")], [], now)
+        notice_id, schools = store.issue_notice(conn, "alert", "加强戒备", "放学时段加强校门警戒", "duty-wang", now)
+        assert schools == 3
+        with pytest.raises(ValueError):
+            store.issue_notice(conn, "urgent", "x", "y", "duty-wang", now)
+    with engine.begin() as conn:
+        due = store.notices_to_send(conn, now)
+        assert [(d["site"], d["notice_id"], d["title"]) for d in due] == [(s, notice_id, "加强戒备")
+                                                                          for s in ("s1", "s2", "s3")]
+        store.notices_sent(conn, [(d["site"], d["notice_id"]) for d in due], now)
+        assert store.notices_to_send(conn, now + timedelta(seconds=5)) == [], "not again before the resend time"
+        # s1 has it and acknowledged it (the views may come in either order); s2 has it; s3 nothing yet.
+        acked = {"site": "s1", "notice_id": notice_id, "received_at": now, "acked_at": now + timedelta(minutes=2),
+                 "acked_by": "guard-li"}
+        assert store.write_notice_views(conn, [acked, {**acked, "acked_at": None, "acked_by": None},
+                                               {**acked, "site": "s2", "acked_at": None, "acked_by": None},
+                                               {**acked, "site": "s9"}]) == 3, "s9 was not sent it: ignored"
+    with engine.begin() as conn:
+        again = store.notices_to_send(conn, now + timedelta(seconds=store.NOTICE_RESEND_S + 1))
+        assert [d["site"] for d in again] == ["s3"], "only the school that has not shown it"
+        rows = {r.site: r for r in conn.execute(store.notice_receipts.select())}
+    assert (rows["s1"].acked_by, rows["s1"].acked_at) == ("guard-li", now + timedelta(minutes=2))
+    assert rows["s2"].received_at == now and rows["s2"].acked_at is None and rows["s1"].sends == 1

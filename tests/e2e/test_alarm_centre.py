@@ -6,6 +6,7 @@ artefacts/screenshots (CAMPUSGW_ARTEFACTS to put them elsewhere)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +15,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from gateway.bus import Bus
 from gateway.config import Config
 from gateway.config_file import validate_config
-from gateway.records.models import Alarm, AuditEntry, Lockdown
+from gateway.records.models import Alarm, AuditEntry, DistrictNotice, Lockdown
 from simulators.camera import CameraSimulator
 from simulators.modbus_di import ModbusDISimulator
 from tests.e2e.test_console_browser import PASSWORD, add_users  # the same guard1 and super1
 from tests.integration.helpers import Running, logged_in
-from tests.support import wait_for
+from tests.support import TEST_LOGIN, wait_for
 
 pw = pytest.importorskip("playwright.sync_api")
 expect = pw.expect
@@ -30,7 +32,7 @@ ARTEFACTS = Path(os.environ.get("CAMPUSGW_ARTEFACTS", ROOT / "artefacts")) / "sc
 OTHER_PAGES = ("visitors", "access", "cameras", "bollards", "patrols", "duty", "incidents", "reports", "devices")
 
 
-def site_config(tmp_path: Path, sim_port: int, camera_url: str | None = None) -> Config:
+def site_config(tmp_path: Path, sim_port: int, camera_url: str | None = None, district: bool = False) -> Config:
     devices: list[dict[str, Any]] = [{
         "id": "gate-box", "kind": "alarm_input", "driver": "modbus_di", "zone": "south-gate", "name": "南门报警模块",
         "connection": {"host": "127.0.0.1", "port": sim_port, "unit": 1, "timeout_s": 0.3},
@@ -52,6 +54,7 @@ def site_config(tmp_path: Path, sim_port: int, camera_url: str | None = None) ->
         "zones": [{"id": "south-gate", "name": "南门"}],
         "devices": devices,
         "linkage": linkage,
+        **({"district": {"addresses": ["127.0.0.1:1"]}} if district else {}),  # the bridge is not started here
     })
 
 
@@ -361,3 +364,49 @@ def test_a_lockdown_started_at_the_board_is_loud_on_every_page_and_ends_with_a_n
         (record,) = session.scalars(select(Lockdown)).all()
     assert (record.drill, record.started_by, record.ended_by) == (True, "super1", "super1")
     assert (record.note, record.participants, record.findings) == ("演练结束，全员到位", "保安3人", "北门广播听不清")
+
+
+def test_a_district_notice_is_on_every_page_until_a_guard_acknowledges_it_and_both_views_go_up(
+        browser: Any, tmp_path: Path, sim: ModbusDISimulator) -> None:
+    """A notice comes down the bridge (published into the school's broker as Mosquitto's bridge does): the rules
+    service records it and sends its view up; every page shows it until a guard acknowledges it on the Notices
+    page, and that view goes up too. The district sends it again until it sees the first view: still one notice."""
+    running = Running(site_config(tmp_path, sim.port, district=True))
+    add_users(running.gateway)
+    bridge = Bus(running.gateway.config.broker, "district-bridge", port=running.gateway.broker_port, name="test",
+                 credentials=TEST_LOGIN)
+    views: list[dict[str, Any]] = []
+    bridge.subscribe("campus/v1/school-1/rules/notices/+", lambda m: views.append(json.loads(m.payload)), qos=0)
+    bridge.start()
+    try:
+        assert bridge.wait_connected(10)
+        url = running.gateway.console_url
+        guard = log_in(browser, url, "guard1", "visitors")
+        banner = guard.locator("#district-notice")
+        expect(guard.locator("body")).to_have_attribute("data-stream", "up", timeout=10_000)
+        expect(banner).to_be_hidden()
+        notice = {"level": "alert", "title": "加强戒备：放学时段校门外有可疑人员", "body": "请加强南门警戒，护导到位。",
+                  "by": "duty-wang", "at": "2026-12-06T09:00:00+08:00"}
+        bridge.publish_json("campus/v1/school-1/district/notices/notice-7", notice)
+        expect(banner).to_be_visible(timeout=3000)
+        expect(banner.locator(".what")).to_have_text("上级警示：")
+        expect(banner.locator(".title")).to_have_text(notice["title"])
+        wait_for(lambda: any(v["id"] == 7 and v["acked_at"] is None for v in views), 5, "the received view up")
+        bridge.publish_json("campus/v1/school-1/district/notices/notice-7", notice)  # the district, again
+        wait_for(lambda: sum(v["id"] == 7 for v in views) >= 2, 5, "the view up again for the repeat")
+        guard.goto(url + "patrols")  # a page opened later shows it from its first moment
+        expect(guard.locator("#district-notice")).to_be_visible(timeout=3000)
+        guard.locator("#district-notice-go").click()
+        guard.locator("#notice-7 button.ack").click()
+        expect(guard.locator("#notice-7")).to_contain_text("guard1")
+        expect(guard.locator("#district-notice")).to_be_hidden(timeout=3000)
+        acked = wait_for(lambda: next((v for v in views if v["acked_by"] == "guard1"), None), 5, "the ack view up")
+        assert acked["id"] == 7 and acked["received_at"] and acked["acked_at"]
+        with running.gateway.sessions() as session:
+            held = session.scalars(select(DistrictNotice)).all()
+            audited = session.scalars(select(AuditEntry).where(AuditEntry.action == "notice.ack")).all()
+        assert [(n.id, n.title, n.acked_by) for n in held] == [(7, notice["title"], "guard1")], "one notice"
+        assert [(a.actor, a.result) for a in audited] == [("guard1", "ok")]
+    finally:
+        bridge.stop()
+        running.stop()

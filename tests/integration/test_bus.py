@@ -352,7 +352,8 @@ def test_the_shipped_tls_listener_and_district_bridge_work_when_switched_on(tmp_
         "topic campus/v1/s1/+/+/evt/# out 1", "topic campus/v1/s1/+/+/availability out 1",
         "topic campus/v1/s1/rules/alarms/# out 1", "topic campus/v1/s1/rules/lockdown out 1",
         "topic campus/v1/s1/rules/police/paths out 1", "topic campus/v1/s1/rules/incidents/# out 1",
-        "topic campus/v1/s1/rules/reports/# out 1", "topic campus/v1/s1/district/# in 1"], "its own topics only"
+        "topic campus/v1/s1/rules/reports/# out 1",
+        "topic campus/v1/s1/rules/notices/# out 1", "topic campus/v1/s1/district/# in 1"], "its own topics only"
     gatehouse.start()
     clients: list[mqtt.Client] = []
 

@@ -61,12 +61,14 @@ PUBLISHES: dict[str, Uses] = {
         (topics.police_evidence(SITE), "police.evidence"),
         (topics.incident(SITE, 3), "PeriodicJobs._report_upward (the district's bridge takes it up)"),
         (topics.report_submission(SITE, "monthly", "2026-11"), "PeriodicJobs._report_upward"),
+        (topics.notice(SITE, 3), "RulesService._on_notice, PeriodicJobs._report_upward (up the district's bridge)"),
         (topics.event(SITE, topics.GATEWAY, f"{GW}-police", "campus.gateway.health"), "PoliceLink._health"),
     ],
     "console": [
         (topics.alarm(SITE, 1), "pages.alarms.act, pages.visitors.publish, pages.incidents"),
         (topics.visit(SITE, 7), "pages.visitors.publish"),
         (topics.lockdown(SITE), "pages.alarms.lockdown_start, lockdown_end"),
+        (topics.notice(SITE, 3), "pages.notices.acknowledge (up the district's bridge)"),
         *[(topics.command(SITE, "bollard", "gate-1", name), "CommandClient.send (pages.bollards)")
           for name in ("raise", "lower", "efo", "reset")],
     ],
@@ -78,8 +80,10 @@ SUBSCRIBES: dict[str, Uses] = {
     "rules": [(topics.events_filter(SITE), "RulesService.start"), (topics.results_filter(SITE), "RulesService.start"),
               (topics.alarms_filter(SITE), "RulesService.start (the outputs follow the console's actions)"),
               (topics.lockdown(SITE), "RulesService.start (a lockdown's bollards and relays)"),
-              (topics.from_district(SITE), "RulesService.start (the district's acknowledgements, down its bridge)")],
+              (topics.from_district(SITE), "RulesService.start (the district's acknowledgements and notices, down "
+                                           "its bridge)")],
     "console": [(topics.alarms_filter(SITE), "pages.alarms.attach"), (topics.police_paths(SITE), "pages.alarms.attach"),
+                (topics.notices_filter(SITE), "pages.alarms.attach (every page's banner)"),
                 (topics.states_filter(SITE, "bollard"), "pages.bollards.attach"),
                 (topics.results_filter(SITE), "CommandClient")],
     # A district platform or Home Assistant: everything, read only.

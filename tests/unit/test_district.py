@@ -217,3 +217,28 @@ def test_incident_views_are_decoded_and_a_wrong_one_kept_apart() -> None:
         (4, 9, "reported", "校外人员翻墙")]
     assert rows[0]["school_saw_ack_at"] == datetime.fromisoformat("2026-12-06T09:40:00+08:00")
     assert [b["reason"].split(":")[0] for b in bad] == ["incident"] * 3
+
+
+def test_a_notice_comes_down_as_the_school_reads_it_and_its_view_goes_up_as_the_district_reads_it() -> None:
+    from gateway.district.worker import decode_reports
+    from gateway.records import notices
+
+    sent = {"level": "drill", "title": " 全区防暴演练 ", "body": "周五下午三点", "by": "duty-wang",
+            "at": "2026-12-06T09:00:00+08:00"}  # what the worker sends down (worker._send_down)
+    notice = notices.parse(7, sent)
+    assert (notice.id, notice.level, notice.title, notice.issued_by) == (7, "drill", "全区防暴演练", "duty-wang")
+    for wrong in ({**sent, "level": "panic"}, {**sent, "title": ""}, {**sent, "at": "09:00"},
+                  {**sent, "at": "2026-12-06T09:00:00"}, [sent]):
+        with pytest.raises(notices.BadNotice):
+            notices.parse(7, wrong)
+    with pytest.raises(notices.BadNotice):
+        notices.parse(0, sent)
+    notice.received_at = datetime(2026, 12, 6, 1, 0, 5, tzinfo=UTC)
+    view = notices.view(notice)
+    now = datetime.now(UTC)
+    rows, bad = decode_reports([Fetched(subject_of(topics.notice("s1", 7)), json.dumps(view).encode()),
+                                Fetched(subject_of(topics.notice("s1", 8)), json.dumps(view).encode()),  # not its id
+                                Fetched(subject_of(topics.notice("s1", 7)), b"{")], now)
+    assert rows == [{"table": store.notice_receipts.name, "site": "s1", "notice_id": 7,
+                     "received_at": notice.received_at, "acked_at": None, "acked_by": None}]
+    assert len(bad) == 2 and all(b["reason"].startswith("notice: ") for b in bad)

@@ -55,6 +55,9 @@ PINNED = {
     "results filter": "campus/v1/s1/+/+/cmd/+/result",
     "bollard states filter": "campus/v1/s1/bollard/+/state",
     "alarms filter": "campus/v1/s1/rules/alarms/+",
+    "notice": "campus/v1/s1/rules/notices/3",
+    "notices filter": "campus/v1/s1/rules/notices/+",
+    "district notice": "campus/v1/s1/district/notices/notice-3",
 }
 
 
@@ -238,7 +241,20 @@ def test_the_console_subscribes_to_alarms_paths_states_and_results(tmp_path: Pat
     alarms.attach(app)
     bollards.attach(app)
     assert bus.subscribed == [PINNED["alarms filter"], PINNED["police paths"], "campus/v1/s1/rules/lockdown",
-                              PINNED["results filter"], PINNED["bollard states filter"]]
+                              PINNED["notices filter"], PINNED["results filter"], PINNED["bollard states filter"]]
     bus.deliver(PINNED["state"], json.dumps({"state": "raised"}).encode())
     bus.deliver("campus/v1/s1/bollard//state", json.dumps({"state": "lowered"}).encode())
     assert app.state.bollard_states.by_device == {"gate-1": {"state": "raised"}, "": {"state": "lowered"}}
+
+
+def test_a_district_notice_comes_down_and_the_schools_view_of_it_goes_up_where_the_district_reads_it() -> None:
+    from gateway import topics
+    from gateway.district.subjects import NOTICES_FILTER, parse_notice_subject, subject_of
+
+    assert topics.district_notice(SITE, 3) == PINNED["district notice"]
+    assert topics.district_notice(SITE, 3).startswith(topics.from_district(SITE)[:-1])  # the bridge's `in` topic
+    assert (topics.notice(SITE, 3), topics.notices_filter(SITE)) == (PINNED["notice"], PINNED["notices filter"])
+    assert topics.parse(PINNED["notice"]) == topics.RulesTopic(SITE, "notices", "3")
+    assert parse_notice_subject(subject_of(PINNED["notice"])) == (SITE, 3)
+    assert parse_notice_subject(subject_of(PINNED["alarm"])) is None
+    assert NOTICES_FILTER == "$MQTT.msgs.campus.v1.*.rules.notices.*"

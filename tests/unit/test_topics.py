@@ -49,6 +49,9 @@ BUILT = {
     "results filter": topics.results_filter(SITE),
     "bollard states filter": topics.states_filter(SITE, "bollard"),
     "alarms filter": topics.alarms_filter(SITE),
+    "notice": topics.notice(SITE, 3),
+    "notices filter": topics.notices_filter(SITE),
+    "district notice": topics.district_notice(SITE, 3),
 }
 
 

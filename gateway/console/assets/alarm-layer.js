@@ -213,6 +213,8 @@
       if (Array.isArray(paths)) for (const fn of listeners) fn("police", paths.filter(p => p !== null && typeof p === "object"));
     } else if (type === "lockdown") {
       heard(null); showLockdown(parsed(data));
+    } else if (type === "notices") {
+      heard(null); showNotices(parsed(data));
     } else if (type === "down") {
       setLink(false);
     }
@@ -236,11 +238,27 @@
       .replace("{time}", new Date(at).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hour12: false}))
       .replace("{who}", String(state.started_by || ""));
   }
+  // The district's notices nobody has acknowledged yet: the most urgent on every page, until someone on duty has.
+  const noticeBanner = document.getElementById("district-notice");
+  let noticesState = null;
+  function showNotices(list) {
+    if (!Array.isArray(list)) return;
+    noticesState = list.filter(n => n !== null && typeof n === "object" && typeof n.title === "string");
+    noticeBanner.hidden = noticesState.length === 0;
+    body.dataset.notices = String(noticesState.length);
+    if (!noticesState.length) return;
+    const first = noticesState[0], level = ["alert", "drill"].includes(first.level) ? first.level : "info";
+    noticeBanner.className = level;
+    noticeBanner.querySelector(".what").textContent = W["notice_" + level];
+    noticeBanner.querySelector(".title").textContent = first.title;
+    noticeBanner.querySelector(".more").textContent = noticesState.length > 1
+      ? W.more.replace("{n}", String(noticesState.length - 1)) : "";
+  }
   function relay(type, data) { if (channel && leading) channel.postMessage({type, data}); }
   function openStream() {
     if (stream) stream.close();
     stream = new EventSource("/api/alarms/stream");
-    for (const type of ["snapshot", "clock", "alarm", "police", "lockdown"]) {
+    for (const type of ["snapshot", "clock", "alarm", "police", "lockdown", "notices"]) {
       stream.addEventListener(type, e => { handle(type, e.data); relay(type, e.data); });
     }
     stream.onerror = () => { if (stream.readyState !== EventSource.OPEN) { setLink(false); relay("down", null); } };
@@ -269,6 +287,7 @@
           channel.postMessage({type: "snapshot", data: JSON.stringify([...alarms.values()])});
           channel.postMessage({type: "clock", data: JSON.stringify({now: new Date(now()).toISOString()})});
           if (lockdownState) channel.postMessage({type: "lockdown", data: JSON.stringify(lockdownState)});
+          if (noticesState) channel.postMessage({type: "notices", data: JSON.stringify(noticesState)});
         }
       } else if (msg.type === "leader-gone") {
         elect();

@@ -16,5 +16,6 @@ PAGES: list[tuple[str, str, str | None]] = [
     ("incidents", "Incidents", "gateway.console.pages.incidents"),
     ("devices", "Devices", "gateway.console.pages.devices"),
     ("reports", "Reports", "gateway.console.pages.reports"),
+    ("notices", "District notices", "gateway.console.pages.notices"),
     ("audit", "Audit log", "gateway.console.pages.audit"),
 ]

@@ -40,7 +40,7 @@ from gateway.console.web import (
     served_file,
     tr,
 )
-from gateway.records import lockdowns, roster, store
+from gateway.records import lockdowns, notices, roster, store
 from gateway.records.models import Alarm, AlarmAttachment, AlarmTransition, Device, utcnow
 from gateway.rules.alarms import RefusedAction, note_long_enough
 
@@ -131,9 +131,16 @@ def attach(app: Any) -> None:
             with ctx.sessions() as session:
                 broadcaster.publish(lockdowns.view(lockdowns.active(session)), "lockdown")
 
+    def on_notice(message: mqtt.MQTTMessage) -> None:
+        """A district notice came or was acknowledged: every page's banner shows those still unacknowledged."""
+        if broadcaster.clients:
+            with ctx.sessions() as session:
+                broadcaster.publish(notices.unacknowledged(session), "notices")
+
     ctx.bus.subscribe(topics.alarms_filter(ctx.site), on_alarm)
     ctx.bus.subscribe(topics.police_paths(ctx.site), on_paths)
     ctx.bus.subscribe(topics.lockdown(ctx.site), on_lockdown)
+    ctx.bus.subscribe(topics.notices_filter(ctx.site), on_notice)
 
 
 def open_alarms(request: Request) -> list[dict[str, Any]]:
@@ -170,6 +177,7 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
     with console(request).sessions() as session:
         paths = store.police_paths(session)
         locked = lockdowns.view(lockdowns.active(session))
+        unread = notices.unacknowledged(session)
 
     def clock() -> str:  # the site's time: the pages count alarm ages on it, and its silence means a hung gateway
         return f"event: clock\ndata: {json.dumps({'now': utcnow().isoformat()})}\n\n"
@@ -181,6 +189,7 @@ async def alarm_stream(request: Request, user: LoggedIn = Depends(require("view"
             if paths:
                 yield f"event: police\ndata: {json.dumps(paths, ensure_ascii=False)}\n\n"
             yield f"event: lockdown\ndata: {json.dumps(locked, ensure_ascii=False)}\n\n"
+            yield f"event: notices\ndata: {json.dumps(unread, ensure_ascii=False)}\n\n"
             while True:
                 try:
                     async with asyncio.timeout(PING_S):  # not wait_for, which makes a task per message per browser

@@ -1,6 +1,7 @@
 """What a district officer does from the console, each in the caller's transaction with its audit row beside it:
 acknowledge one of the district's alerts (an overdue incident report), and a school's incident report
-(gateway.district.store.acknowledge_incident; the worker sends it down to the school)."""
+(gateway.district.store.acknowledge_incident; the worker sends it down to the school); issue a notice to the
+schools (the workers send it down until each school's view says it came)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,12 @@ def acknowledge_report(conn: Connection, site: str, incident_id: int, actor: str
     if done:
         users.audit(conn, actor, "report.ack", f"incident:{site}:{incident_id}", "ok", {}, now, client)
     return done
+
+
+def issue_notice(conn: Connection, level: str, title: str, body: str, sites: list[str] | None, actor: str,
+                 now: datetime, client: str | None = None) -> tuple[int, int]:
+    """A notice to the schools named (None: all of them), audited; returns (its id, how many schools)."""
+    notice_id, schools = store.issue_notice(conn, level, title, body, actor, now, sites)
+    users.audit(conn, actor, "notice.issue", f"notice:{notice_id}", "ok",
+                {"level": level, "title": title, "schools": schools}, now, client)
+    return notice_id, schools

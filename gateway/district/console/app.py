@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,11 +31,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import i18n
 from gateway.catalogue import ALARMS
+from gateway.config import ID_PATTERN
 from gateway.console import auth
 from gateway.console.app import ELSEWHERE, HASHING, LOCKED, MAX_WAITING_LOGINS, cross_origin
 from gateway.console.throttle import LoginThrottle
 from gateway.console.web import CSRF_HEADER, language_of, said, tr
-from gateway.district import summary
+from gateway.district import store, summary
 from gateway.district.console import actions, users, views
 from gateway.reports.figures import Table
 from gateway.reports.render import MEDIA_TYPES, RENDERERS, file_name, table_rows
@@ -42,7 +44,8 @@ from gateway.reports.render import MEDIA_TYPES, RENDERERS, file_name, table_rows
 SESSION_COOKIE = "campusgw_district_session"  # not the school console's: cookies ignore the port
 PUBLIC_PATHS = {"/login", "/healthz", "/lang"}
 POLL_S = 1.0  # how often the schools page asks for the table again: press -> district console within 2 s
-MAX_BODY = 16 * 1024  # the console takes only small forms (login, language, logout, acknowledgements)
+MAX_BODY = 64 * 1024  # small forms only (login, acknowledgements, a notice: 4,000 characters, nine bytes each)
+NOTICE_BODY_MAX = 4000
 API_AUDIT_EVERY_S = 600.0  # a watched user's polling of one API path: one audit row per this long, not per poll
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(default=True, default_for_string=True))
@@ -361,6 +364,54 @@ def create_app(district_id: str, district_name: str, tz: ZoneInfo, engine: Engin
             raise HTTPException(409, tr(request, "This report was acknowledged already.") if why == "acknowledged"
                                 else tr(request, "The school has not reported this incident yet."))
         return RedirectResponse(f"/reports#incident-{quote(site)}-{incident_id}", 303)
+
+    @app.get("/notices", response_class=HTMLResponse)
+    def notices_page(request: Request, user: users.Officer = viewer) -> HTMLResponse:
+        return _notices_page(request)
+
+    def _notices_page(request: Request, status: int = 200, error: str | None = None,
+                      form: dict[str, str] | None = None) -> HTMLResponse:
+        with engine.connect() as conn:
+            rows = views.notices(conn)
+        return render(request, "notices.html", status, notices=rows, error=error, form=form or {},
+                      body_max=NOTICE_BODY_MAX)
+
+    @app.post("/notices", response_model=None)
+    async def issue_notice(request: Request, level: str = Form(max_length=16), title: str = Form(max_length=200),
+                           body: str = Form(max_length=NOTICE_BODY_MAX), sites: str = Form("", max_length=8000),
+                           user: users.Officer = Depends(require("notice.issue"))  # noqa: B008
+                           ) -> Response:
+        """A notice to every school (no sites named) or to those named; the workers send it down."""
+        form = {"level": level, "title": title, "body": body, "sites": sites}
+        named = sorted({s for s in sites.replace(",", " ").split() if s}) or None
+        if level not in store.NOTICE_LEVELS or not title.strip() or not body.strip():
+            return _notices_page(request, 422, tr(request, "A notice needs its kind, a title and a text."), form)
+        if named and not all(re.fullmatch(ID_PATTERN, s) for s in named):
+            why = tr(request, "Name the schools by their site ids, separated by spaces or commas.")
+            return _notices_page(request, 422, why, form)
+
+        def issue() -> int | None:
+            with engine.begin() as conn:
+                notice_id, schools = actions.issue_notice(conn, level, title.strip(), body.strip(), named,
+                                                          user.username, now(), client_address(request))
+                if not schools:
+                    conn.rollback()  # a notice to nobody is not issued
+                    return None
+                return notice_id
+
+        notice_id = await run_in_threadpool(issue)
+        if notice_id is None:
+            return _notices_page(request, 422, tr(
+                request, "No school to send it to: the district has heard from no school yet."), form)
+        return RedirectResponse(f"/notices/{notice_id}", 303)
+
+    @app.get("/notices/{notice_id}", response_class=HTMLResponse)
+    def notice_page(request: Request, notice_id: int, user: users.Officer = viewer) -> HTMLResponse:
+        with engine.connect() as conn:
+            found = views.notice(conn, notice_id)
+        if found is None:
+            raise HTTPException(404, tr(request, "The district has issued no notice of this id."))
+        return render(request, "notice.html", notice=found[0], receipts=found[1])
 
     @app.get("/reports/submissions/{site}/{kind}/{period}", response_class=HTMLResponse)
     def submission_page(request: Request, site: str, kind: str, period: str,

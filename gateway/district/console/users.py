@@ -78,6 +78,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "view": frozenset(ROLES),  # every page, and the monthly summary's download
     "alert.ack": frozenset({"duty_officer"}),  # acknowledge a district alert (an incident report overdue)
     "report.ack": frozenset({"duty_officer"}),  # acknowledge a school's incident report (sent down to it)
+    "notice.issue": frozenset({"duty_officer"}),  # a notice sent down to the schools (heightened alert, a drill)
 }
 WATCHED_ROLES = frozenset({"inspector"})  # every page such a user opens is audited (who saw what, when)
 SESSION_IDLE = timedelta(hours=12)  # a duty officer's shift; a session unused this long ends

@@ -244,3 +244,31 @@ def submission(conn: Connection, site: str, kind: str, period: str) -> dict[str,
     s = store.submissions.c
     row = conn.execute(select(store.submissions).where(s.site == site, s.kind == kind, s.period == period)).first()
     return dict(row._mapping) if row is not None else None
+
+
+def notices(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """The district's notices, newest first, each with how many schools it went to, got it and acknowledged it."""
+    r = store.notice_receipts.c
+    counts = (select(r.notice_id, func.count().label("schools"),
+                     func.count(r.received_at).label("received"), func.count(r.acked_at).label("acked"))
+              .group_by(r.notice_id).subquery())
+    n = store.notices.c
+    rows = conn.execute(select(store.notices, counts.c.schools, counts.c.received, counts.c.acked)
+                        .join(counts, counts.c.notice_id == n.id, isouter=True)
+                        .order_by(n.issued_at.desc(), n.id.desc()).limit(limit)).all()
+    return [{**dict(row._mapping), "schools": row.schools or 0, "received": row.received or 0,
+             "acked": row.acked or 0} for row in rows]
+
+
+def notice(conn: Connection, notice_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """One notice and each school's receipt: not acknowledged first (not even received before those)."""
+    if not 0 < notice_id < 2**63:
+        return None
+    found = conn.execute(select(store.notices).where(store.notices.c.id == notice_id)).first()
+    if found is None:
+        return None
+    r = store.notice_receipts.c
+    receipts = [dict(row._mapping) for row in conn.execute(select(store.notice_receipts)
+                                                           .where(r.notice_id == notice_id))]
+    receipts.sort(key=lambda x: (x["acked_at"] is not None, x["received_at"] is not None, x["site"]))
+    return dict(found._mapping), receipts
