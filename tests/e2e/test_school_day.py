@@ -1,8 +1,8 @@
 """A whole school day through every part at once: the demo school's simulators (alarm boxes, bollards, two OSDP
 readers on one bus, QR scanners, a patrol wand, two cameras), the gateway (drivers, rules, console) and the
 day's scenario played on the site's clock at 600x; then the records read as an auditor reads them, each figure
-counted from what the scenario did, not from the gateway's own bookkeeping. Once on the embedded broker and
-SQLite, once on Mosquitto and PostgreSQL."""
+counted from what the scenario did, not from the gateway's own bookkeeping. Here on the embedded broker and
+SQLite; test_school_day_pg.py plays it on Mosquitto and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -90,9 +90,14 @@ def play_the_day(school: SimulatedSchool, running: Running, clock: SiteClock, ac
     return acked
 
 
-@pytest.fixture(scope="module", params=["embedded-sqlite", "mosquitto-postgresql"])
-def day(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
-    """The day, played once per broker and database for every test of this module."""
+def day_fixture(variant: str) -> Any:
+    """The day on `variant`'s broker and database, played once for every test of a module. One module a variant
+    (this one, and test_school_day_pg.py with the same tests), so scripts/test plays the two side by side
+    (`-n 2 --dist loadfile`): a day takes about a third of a core, mostly waiting for the site's clock."""
+    return pytest.fixture(scope="module", name="day", params=[variant])(play_day)
+
+
+def play_day(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
     tmp_path = tmp_path_factory.mktemp(request.param)
     broker: dict[str, Any] | None = None
     database: dict[str, Any] | None = None
@@ -150,6 +155,9 @@ def day(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             mosquitto.stop()
         if pg_url is not None:
             drop_postgres_database(pg_url)
+
+
+day = day_fixture("embedded-sqlite")
 
 
 def open_rounds(running: Running) -> list[PatrolRound]:
