@@ -49,7 +49,7 @@ from sqlalchemy import create_engine, text
 
 from bench.common import latency_stats, rss_mib, wait_until
 from gateway.district.live import LiveAlarms
-from tests.district.harness import LightSchool, NatsCluster, SchoolBroker
+from tests.district.harness import LightSchool, NatsCluster, Pump, SchoolBroker
 from tests.support import drop_postgres_database, new_postgres_database
 
 
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="campusgw-bench-district-"))
     cluster = NatsCluster(tmp / "nats", stream_replicas=args.stream_replicas or None)
     schools: list[LightSchool] = []
+    pump = Pump()  # one thread reads every school's connection (not a paho thread each)
     workers: list[subprocess.Popen[bytes]] = []
     peak: dict[str, float] = {}
     sampling = threading.Event()
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             broker = SchoolBroker(tmp / f"school-{n + 1}", f"school-{n + 1}", cluster.mqtt_addresses)
             broker.start()
             school = LightSchool(broker)
-            school.start()
+            school.start(pump)
             if not args.no_live:
                 school.live = LiveAlarms(cluster.urls, f"bench-{broker.site}")
                 school.live.start()
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         sampling.set()
         cpu_after = cpu_by_group()
     finally:
+        pump.stop()
         for w in workers:
             w.terminate()
         for w in workers:

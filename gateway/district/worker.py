@@ -46,6 +46,7 @@ PARTITIONS_EVERY_S = 3600.0  # the months' partitions made ahead and retention a
 DEADLINES_EVERY_S = 15.0  # incident reports overdue: district alarms (a report is due within the hour)
 DOWNWARD_EVERY_S = 2.0  # acknowledgements waiting to go down to the schools
 MORE_WITHIN_S = 0.05  # after a batch's first message, how long the rest may take to come
+LIVE_REMEMBERED = 100_000  # alarms whose newest live-written revision a worker remembers (then it starts over)
 LIVE_QUEUE = "district-alarms-live"  # the workers' queue group on the alarms' fast path: one of them writes each
 
 
@@ -278,6 +279,7 @@ class DistrictWorker:
         self.connected = asyncio.Event()
         self.warnings: list[str] = []  # what init found wrong with the cluster, for its report
         self._next_partitions = 0.0
+        self._live_written: dict[tuple[str, int], int] = {}  # (site, alarm id) -> newest revision written live
 
     async def _connect(self) -> Any:
         import nats
@@ -388,6 +390,9 @@ class DistrictWorker:
                 messages.append(live.get_nowait())
             now = datetime.now(UTC)
             rows, _ = decode_alarms([_Seen(MQTT_PREFIX + m.subject, m.data) for m in messages], now)
+            # A school sends each view again 0.5 s and 1.5 s later (live.py): one this worker has written is
+            # not written again (three of every four writes, each a transaction).
+            rows = [r for r in rows if r["revision"] > self._live_written.get((r["site"], r["alarm_id"]), -1)]
             if not rows:
                 continue
             try:
@@ -395,6 +400,12 @@ class DistrictWorker:
                 self.stats.live += len(rows)
             except Exception as exc:
                 log.warning("alarm views from the fast path not written (%s); the stream brings them", exc)
+                continue
+            if len(self._live_written) > LIVE_REMEMBERED:
+                self._live_written.clear()
+            for r in rows:
+                key = (r["site"], r["alarm_id"])
+                self._live_written[key] = max(r["revision"], self._live_written.get(key, -1))
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Besides the fetching: the district's deadline alarms, its acknowledgements sent down, the months'

@@ -146,8 +146,10 @@ def test_a_schools_credentials_let_it_speak_for_its_own_site_only(tmp_path: Path
             js = nc.jetstream(timeout=5)
             for _ in range(30):  # the MQTT streams are made at the bridge's first connection: try again until then
                 try:
-                    await js.add_consumer("$MQTT_msgs", ConsumerConfig(
-                        durable_name="d", filter_subject="$MQTT.msgs.campus.v1.>", ack_policy=AckPolicy.EXPLICIT))
+                    await js.add_consumer("$MQTT_msgs", ConsumerConfig(  # the press and the view, not the bridge's
+                        durable_name="d", filter_subjects=["$MQTT.msgs.campus.v1.s1.alarm_input.>",  # own state
+                                                           "$MQTT.msgs.campus.v1.s1.rules.alarms.>"],
+                        ack_policy=AckPolicy.EXPLICIT))
                     break
                 except Exception:
                     await asyncio.sleep(0.5)
