@@ -40,6 +40,8 @@ from tests.support import (
     wait_for,
 )
 
+pytestmark = pytest.mark.side_by_side  # a day takes a third of a core: scripts/test plays both at once
+
 # Site seconds per real second: both at 600x (a day in about 75 s) to keep the suite inside its budget; the demo's
 # own default is 60x, which `python -m bench.school_day` plays.
 SPEEDS = {"embedded-sqlite": 600.0, "mosquitto-postgresql": 600.0}

@@ -31,6 +31,8 @@ from simulators.bollard import BollardSimulator
 from tests.integration.helpers import Running
 from tests.support import TEST_LOGIN, wait_for
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 SITE = "school-1"
 DEVICE = "gate-bollards"
 BASE = f"campus/v1/{SITE}/bollard/{DEVICE}"

@@ -24,6 +24,8 @@ from gateway.records.models import Alarm, AuditEntry, Device, utcnow
 from gateway.rules.alarms import RaiseAlarm
 from tests.support import broker_config
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 PASSWORD = "correct horse battery"
 
 

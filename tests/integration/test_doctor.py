@@ -26,6 +26,8 @@ from simulators.osdp_reader import OsdpLine, OsdpReaderSimulator
 from tests.integration.gst_rtsp import RtspServer, not_installed
 from tests.support import missing
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 KEY = "00112233445566778899aabbccddeeff"
 WRONG_KEY = "ffeeddccbbaa99887766554433221100"

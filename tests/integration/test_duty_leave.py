@@ -20,6 +20,8 @@ from gateway.records.models import Alarm, AuditEntry, DutyAssignment, utcnow
 from gateway.rules_service.service import RulesService
 from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 PASSWORD = CONSOLE_PASSWORD
 CONFIG = validate_config({

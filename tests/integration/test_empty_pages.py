@@ -14,6 +14,8 @@ from gateway.config_file import validate_config
 from gateway.console import auth
 from tests.integration.helpers import Running, logged_in
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 PASSWORD = "Empty-Site-Pw-2026"
 HINTS = {  # page -> the start of its hint, and the config key or command it names (the same in both languages)
     "cameras": ("Add a camera to the site config", "campusgw doctor camera URL"),

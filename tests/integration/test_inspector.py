@@ -16,6 +16,8 @@ from sqlalchemy import select
 from gateway.records.models import AuditEntry
 from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 PASSWORD = CONSOLE_PASSWORD
 READ = ["/alarms", "/access", "/visitors", "/patrols", "/duty", "/notifications", "/incidents",

@@ -40,6 +40,8 @@ from gateway.records.models import (
 from gateway.rules.alarms import RaiseAlarm, RefusedAction, raise_condition
 from tests.support import broker_config
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=TZ)
 CONFIG: Config = validate_config({

@@ -25,6 +25,8 @@ from simulators.modbus_di import ModbusDISimulator
 from tests.integration.helpers import Running
 from tests.support import TEST_LOGIN, free_port, missing, wait_for
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 SITE = "school-1"
 
 

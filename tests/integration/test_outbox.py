@@ -14,12 +14,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from gateway import topics
 from gateway.bus import Bus
 from gateway.events import make_event
 from gateway.outbox import Outbox
 from tests.support import TEST_LOGIN, MosquittoBroker, broker_config, wait_for
+
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
 
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = "s1"

@@ -31,6 +31,8 @@ from gateway.rules.escalation import Unacknowledged, escalations_due
 from gateway.rules_service.patrol_shell import Patrols, alarm_key
 from tests.support import broker_config
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = "s1"
 TAGS = {"gate": "CP-GATE", "library": "CP-LIB", "boiler": "CP-BOILER"}

@@ -19,6 +19,8 @@ from gateway.records import people
 from gateway.records.models import AuditEntry, Guardian, Pickup, utcnow
 from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 PASSWORD = CONSOLE_PASSWORD
 STUDENTS = "kind,external_id,name,group\nstudent,S0001,李小明,三年级2班\nstudent,S0002,王小红,三年级2班\n"

@@ -22,6 +22,8 @@ from gateway.personal import PersonalData
 from gateway.records.models import AuditEntry, Hazard, PublicReport
 from tests.integration.helpers import CONSOLE_PASSWORD, console_client
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 PASSWORD = CONSOLE_PASSWORD
 

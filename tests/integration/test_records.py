@@ -20,6 +20,8 @@ from gateway.rules_service.service import RulesService
 from tests.integration.helpers import TZ, alarm_event
 from tests.support import broker_config, wait_for
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 SITE = "s1"
 
 

@@ -20,6 +20,8 @@ from gateway.reports.render import to_csv, to_pdf, to_xlsx
 from simulators.school_year import Totals, write_year
 from tests.support import broker_config
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 FIRST = date(2026, 9, 1)
 DAYS = 21

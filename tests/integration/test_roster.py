@@ -32,6 +32,8 @@ from gateway.records.roster import RosterError
 from gateway.rules import roster as rules
 from gateway.rules.escalation import Unacknowledged, escalations_due
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 TZ = ZoneInfo("Asia/Shanghai")
 D1, D2 = date(2026, 12, 1), date(2026, 12, 2)  # Tuesday, Wednesday
 NOW = datetime(2026, 12, 1, 7, 0, tzinfo=TZ)

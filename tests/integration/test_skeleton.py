@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import paho.mqtt.client as mqtt
+import pytest
 from pydantic import ConfigDict
 from sqlalchemy import select
 
@@ -26,6 +27,8 @@ from gateway.records.models import AuditEntry, Device
 from simulators.modbus_di import ModbusDISimulator
 from tests.integration.helpers import Running, SseReader, logged_in
 from tests.support import TEST_LOGIN, wait_for
+
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
 
 SITE = "school-1"
 

@@ -33,6 +33,8 @@ from gateway.rules.alarms import RefusedAction, evaluate
 from gateway.rules_service.service import RulesService
 from tests.support import broker_config, wait_for
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 SITE = "s1"
 TZ = ZoneInfo("Asia/Shanghai")
 PASSWORD = "correct horse battery"

@@ -19,6 +19,8 @@ from gateway.config_file import load_config
 from gateway.reports.render import KIND_TITLES, TRANSLATED_COLUMNS
 from gateway.reports.survey import survey
 
+pytestmark = pytest.mark.side_by_side  # times nothing: scripts/test runs it on both cores
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "example-site.yaml"
 
