@@ -445,23 +445,24 @@ class DistrictWorker:
 
     def _send_down(self, down: Downward) -> None:
         """Each acknowledgement the school has not shown yet, sent (again after store.ACK_RESEND_S); then each
-        notice a school has not shown yet (again after store.NOTICE_RESEND_S)."""
-        with self.engine.connect() as conn:
+        notice a school has not shown yet (again after store.NOTICE_RESEND_S). One worker at a time (the others
+        skip the pass), so a notice to 2,000 schools goes down once a round, not once a worker."""
+        with self.engine.begin() as conn:
+            if not conn.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext('campusgw district downward'))")):
+                return
             due = store.acks_to_send(conn, datetime.now(UTC))
-            waiting = store.notices_to_send(conn, datetime.now(UTC))
-        for ack in due:
-            down.send(topics.district_ack(ack["site"], ack["incident_id"]),
-                      {"by": ack["by"], "at": ack["at"].isoformat()})
-            with self.engine.begin() as conn:
+            for ack in due:
+                down.send(topics.district_ack(ack["site"], ack["incident_id"]),
+                          {"by": ack["by"], "at": ack["at"].isoformat()})
                 store.ack_sent(conn, ack["site"], ack["incident_id"], datetime.now(UTC))
-            self.stats.acks_sent += 1
-        if waiting:
-            down.send_many([(topics.district_notice(n["site"], n["notice_id"]),
-                             {"level": n["level"], "title": n["title"], "body": n["body"], "by": n["by"],
-                              "at": n["at"].isoformat()}) for n in waiting])
-            with self.engine.begin() as conn:
+                self.stats.acks_sent += 1
+            waiting = store.notices_to_send(conn, datetime.now(UTC))
+            if waiting:
+                down.send_many([(topics.district_notice(n["site"], n["notice_id"]),
+                                 {"level": n["level"], "title": n["title"], "body": n["body"], "by": n["by"],
+                                  "at": n["at"].isoformat()}) for n in waiting])
                 store.notices_sent(conn, [(n["site"], n["notice_id"]) for n in waiting], datetime.now(UTC))
-            self.stats.notices_sent += len(waiting)
+                self.stats.notices_sent += len(waiting)
 
     async def _subscribe(self, js: Any, stop: asyncio.Event, durable: str, subjects: tuple[str, ...]) -> Any:
         """A shared durable consumer, made if it is not there yet. The `$MQTT_msgs` stream exists once the

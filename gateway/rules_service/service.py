@@ -70,7 +70,8 @@ HEALTH_DETAIL_MAX = 200  # a health alarm's detail becomes its place, which hold
 RETRY_MIN_S = 0.2  # a batch that hit a temporary error is tried again after this, doubling
 RETRY_MAX_S = 10.0
 LOCKDOWN_RAISE_S = 2.0  # a lockdown's bollard that refused to rise is told again this often
-OUTPUTS_REFRESH_S = 10.0  # held relays told again this often: a module back from an outage, a lost command
+OUTPUTS_REFRESH_S = 10.0  # held relays told again this often: a module back from an outage
+OUTPUTS_CONFIRM_S = 2.0  # a relay command not answered "ok" within this is sent again (lost, refused, no module)
 HELD = {"until_ack": "linkage: {relays} of {device} on until the alarm is acknowledged",
         "until_reset": "linkage: {relays} of {device} on until the alarm is reset"}
 POISON_QUIET_S = 600.0  # no quarantined event for this long ends a poison episode (its alarm clears)
@@ -133,6 +134,7 @@ class RulesService(PeriodicJobs):
         self._outputs: dict[Relay, bool] = {}
         self._outputs_lock = threading.Lock()
         self._outputs_refresh = 0.0  # monotonic time to tell every held relay again (a module back from an outage)
+        self._outputs_sent: dict[str, tuple[Relay, float]] = {}  # correlation id -> relay, when: not answered ok yet
         self.notifier = NotificationSender(config, sessions, self._raise_health) \
             if config and config.notify.configured() else None
         self.gate = Gate(site, config.access, self.tz, frozenset(config.lockdown.responders)) if config else None
@@ -533,17 +535,27 @@ class RulesService(PeriodicJobs):
         if locked:
             wanted |= self._lockdown_relays
         with self._outputs_lock:
-            if time.monotonic() >= self._outputs_refresh:
+            now = time.monotonic()
+            if now >= self._outputs_refresh:
                 self._outputs.clear()
-                self._outputs_refresh = time.monotonic() + OUTPUTS_REFRESH_S
+                self._outputs_refresh = now + OUTPUTS_REFRESH_S
+            # A command lost (the drivers not subscribed yet after a restart), refused or unanswered (the module
+            # not connected yet): told again now, not at the next refresh.
+            for correlation_id, (held, sent) in list(self._outputs_sent.items()):
+                if now - sent >= OUTPUTS_CONFIRM_S:
+                    del self._outputs_sent[correlation_id]
+                    self._outputs.pop(held, None)
             for device, relay in sorted(self._held):
                 on = (device, relay) in wanted
                 if self._outputs.get((device, relay)) == on:
                     continue
                 self._outputs[(device, relay)] = on
                 reason = "an open alarm holds it" if on else "no open alarm holds it"
-                self._publish(*self._command("output", device, "set", None, "linkage",
-                                             {"relay": relay, "on": on, "reason": reason}))
+                topic, body = self._command("output", device, "set", None, "linkage",
+                                            {"relay": relay, "on": on, "reason": reason})
+                self._outputs_sent = {c: v for c, v in self._outputs_sent.items() if v[0] != (device, relay)}
+                self._outputs_sent[body["correlation_id"]] = ((device, relay), now)
+                self._publish(topic, body)
 
     def _publish(self, topic: str, body: dict[str, Any]) -> None:
         """Publish what the rules decided; a command is signed, so the driver can tell it is ours."""
@@ -578,6 +590,9 @@ class RulesService(PeriodicJobs):
                 if bollard is not None and body.get("status") == "ok":
                     self._lockdown_raise.pop(bollard, None)  # it rises: the lockdown needs nothing more of it
                 device, command = what.split(" ", 1)
+                if body.get("status") == "ok":
+                    with self._outputs_lock:
+                        self._outputs_sent.pop(correlation_id, None)  # the relay is as told
                 if alarm_id is not None:
                     if body.get("status") == "ok":
                         store.note(session, alarm_id, "linkage_result", "{device} {command}: done", utcnow(),
