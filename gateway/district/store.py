@@ -495,11 +495,16 @@ def notices_to_send(conn: Connection, now: datetime) -> list[dict[str, Any]]:
              "by": row.issued_by, "at": row.issued_at} for row in rows]
 
 
+NOTICES_SENT = text(
+    "UPDATE district_notice_receipts AS r SET sent_at = :now, sends = r.sends + 1 "
+    "FROM unnest(CAST(:sites AS text[]), CAST(:ids AS bigint[])) AS t(site, notice_id) "
+    "WHERE r.site = t.site AND r.notice_id = t.notice_id")
+
+
 def notices_sent(conn: Connection, sent: list[tuple[str, int]], now: datetime) -> None:
-    for site, notice_id in sent:
-        conn.execute(update(notice_receipts).where(notice_receipts.c.site == site,
-                                                   notice_receipts.c.notice_id == notice_id)
-                     .values(sent_at=now, sends=notice_receipts.c.sends + 1))
+    """One statement for a whole pass (a notice to 2,000 schools is not 2,000 updates)."""
+    if sent:
+        conn.execute(NOTICES_SENT, {"now": now, "sites": [s for s, _ in sent], "ids": [n for _, n in sent]})
 
 
 def write_notice_views(conn: Connection, rows: list[dict[str, Any]]) -> int:
